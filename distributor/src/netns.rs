@@ -1,0 +1,308 @@
+//! Network namespaces, veth pairs and bridges that pfs creates for tests, demos and labs.
+//!
+//! Every object created here is owned by a guard whose `Drop` removes it, so a panicking test or
+//! an early return still tears the topology down. Names carry the creating process id
+//! (`pfs<pid>-...`), which lets [`sweep_stale`] remove what a killed run left behind.
+//!
+//! Network safety: addresses handed out here are always inside 198.18.0.0/15 (RFC 2544
+//! benchmarking range); [`check_lab_addr`] enforces it.
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+};
+
+use nix::sched::{CloneFlags, setns};
+
+/// Where `ip netns add` bind-mounts named namespaces.
+const NETNS_RUN_DIR: &str = "/var/run/netns";
+/// Prefix of every namespace and link pfs creates.
+pub const NAME_PREFIX: &str = "pfs";
+
+/// Errors from building or entering a topology.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("`ip {args}` failed: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("cannot run `ip` (install iproute2): {0}")]
+    IpMissing(std::io::Error),
+    #[error("cannot open network namespace {name}: {source}")]
+    Open {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot enter network namespace {name}: {source}")]
+    Enter { name: String, source: nix::Error },
+    #[error("address {0} is outside 198.18.0.0/15; pfs only sends inside the benchmarking range")]
+    UnsafeAddress(Ipv4Addr),
+    #[error("the thread working inside network namespace {0} panicked")]
+    ThreadPanicked(String),
+}
+
+/// Rejects any address outside 198.18.0.0/15.
+pub fn check_lab_addr(addr: Ipv4Addr) -> Result<Ipv4Addr, NetnsError> {
+    let [a, b, ..] = addr.octets();
+    if a == 198 && (b == 18 || b == 19) {
+        Ok(addr)
+    } else {
+        Err(NetnsError::UnsafeAddress(addr))
+    }
+}
+
+/// Runs `ip ARGS`, returning stdout.
+pub fn ip(args: &[&str]) -> Result<String, NetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(NetnsError::IpMissing)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetnsError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Runs `ip -n NS ARGS`.
+pub fn ip_in(ns: &str, args: &[&str]) -> Result<String, NetnsError> {
+    let mut full = vec!["-n", ns];
+    full.extend_from_slice(args);
+    ip(&full)
+}
+
+/// Whether this process may create namespaces (root with iproute2 present).
+pub fn can_create() -> bool {
+    nix::unistd::geteuid().is_root() && ip(&["-V"]).is_ok()
+}
+
+/// A named network namespace, deleted (with every interface inside it) on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `pfs<pid>-<tag>` with loopback up.
+    pub fn create(tag: &str) -> Result<Self, NetnsError> {
+        let name = format!("{NAME_PREFIX}{}-{tag}", std::process::id());
+        // A leftover of the same name can only be ours from an earlier crash of this pid.
+        let _ = ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <self> ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<String, NetnsError> {
+        ip_in(&self.name, args)
+    }
+
+    /// Sets a sysctl inside the namespace (e.g. to disable IPv6 chatter on a test link).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetnsError> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_owned();
+        run_in(&self.name, move || std::fs::write(&path, value))?.map_err(|source| {
+            NetnsError::Open {
+                name: format!("sysctl {key}"),
+                source,
+            }
+        })
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace; sockets created there stay
+    /// in the namespace when handed back to other threads.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NetnsError> {
+        run_in(&self.name, f)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(err) = ip(&["netns", "del", &self.name]) {
+            tracing::warn!(netns = %self.name, %err, "could not delete network namespace");
+        }
+    }
+}
+
+/// Path of a named namespace's handle.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Moves the calling thread into namespace `name`. Only for threads that stay there (a CLI
+/// process that works inside one namespace); use [`run_in`] otherwise.
+pub fn enter(name: &str) -> Result<(), NetnsError> {
+    let file = File::open(netns_path(name)).map_err(|source| NetnsError::Open {
+        name: name.to_owned(),
+        source,
+    })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// Runs `f` on a new thread inside namespace `name` and returns its result.
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    let owned = name.to_owned();
+    let handle = thread::Builder::new()
+        .name(format!("netns-{name}"))
+        .spawn(move || -> Result<T, NetnsError> {
+            enter(&owned)?;
+            Ok(f())
+        })
+        .map_err(|source| NetnsError::Open {
+            name: name.to_owned(),
+            source,
+        })?;
+    handle
+        .join()
+        .map_err(|_| NetnsError::ThreadPanicked(name.to_owned()))?
+}
+
+/// A veth pair with one end in each of two namespaces, addressed inside 198.18.0.0/15.
+#[derive(Debug)]
+pub struct VethPair {
+    pub a_name: String,
+    pub b_name: String,
+    pub a_addr: Ipv4Addr,
+    pub b_addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl VethPair {
+    /// Creates `a_name` in `a` and `b_name` in `b`, addresses them, disables IPv6 on both (so
+    /// the only frames on the link are the ones the caller sends) and brings them up. The pair
+    /// disappears with either namespace.
+    pub fn create(
+        a: &Netns,
+        a_name: &str,
+        a_addr: Ipv4Addr,
+        b: &Netns,
+        b_name: &str,
+        b_addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<Self, NetnsError> {
+        check_lab_addr(a_addr)?;
+        check_lab_addr(b_addr)?;
+        // Create inside `a` directly so the host namespace never holds the link.
+        a.ip(&[
+            "link",
+            "add",
+            a_name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_name,
+            "netns",
+            b.name(),
+        ])?;
+        for (ns, dev, addr) in [(a, a_name, a_addr), (b, b_name, b_addr)] {
+            ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "1")?;
+            ns.ip(&["addr", "add", &format!("{addr}/{prefix_len}"), "dev", dev])?;
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        Ok(Self {
+            a_name: a_name.to_owned(),
+            b_name: b_name.to_owned(),
+            a_addr,
+            b_addr,
+            prefix_len,
+        })
+    }
+
+    /// Directed broadcast address of the pair's subnet.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        Ipv4Addr::from(u32::from(self.a_addr) | !mask)
+    }
+}
+
+/// Deletes namespaces named `pfs<pid>-...` whose creating process no longer runs.
+/// Returns the names removed.
+pub fn sweep_stale() -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && ip(&["netns", "del", &name]).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}
+
+/// The pid encoded in a namespace name made by [`Netns::create`].
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let (pid, _tag) = rest.split_once('-')?;
+    pid.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_addresses_must_be_in_the_benchmarking_range() {
+        assert!(check_lab_addr(Ipv4Addr::new(198, 18, 0, 1)).is_ok());
+        assert!(check_lab_addr(Ipv4Addr::new(198, 19, 255, 254)).is_ok());
+        for bad in [
+            Ipv4Addr::new(198, 20, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(192, 168, 1, 1),
+            Ipv4Addr::new(8, 8, 8, 8),
+        ] {
+            assert!(matches!(
+                check_lab_addr(bad),
+                Err(NetnsError::UnsafeAddress(a)) if a == bad
+            ));
+        }
+    }
+
+    #[test]
+    fn owner_pid_parses_only_our_names() {
+        assert_eq!(owner_pid("pfs1234-hq"), Some(1234));
+        assert_eq!(owner_pid("pfs1234-phone-7"), Some(1234));
+        assert_eq!(owner_pid("pfsx-hq"), None);
+        assert_eq!(owner_pid("other-1"), None);
+        assert_eq!(owner_pid("pfs"), None);
+    }
+
+    #[test]
+    fn broadcast_of_a_24() {
+        let pair = VethPair {
+            a_name: "a".into(),
+            b_name: "b".into(),
+            a_addr: Ipv4Addr::new(198, 18, 0, 1),
+            b_addr: Ipv4Addr::new(198, 18, 0, 2),
+            prefix_len: 24,
+        };
+        assert_eq!(pair.broadcast(), Ipv4Addr::new(198, 18, 0, 255));
+    }
+}

@@ -1,0 +1,100 @@
+//! Bounded test traffic: send a fixed number of UDP datagrams from inside a namespace.
+//!
+//! Every loop here is bounded in count and in time, and every destination is checked to be
+//! inside 198.18.0.0/15 (see [`crate::netns::check_lab_addr`]).
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use crate::netns::{NetnsError, check_lab_addr};
+
+/// Datagrams sent back to back before the sender pauses; keeps veth's 256-slot XDP ring and
+/// the receiver's backlog from overflowing, so counts are exact.
+const BURST: u32 = 32;
+const PAUSE: Duration = Duration::from_millis(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("socket error while sending to {dest}: {source}")]
+    Io {
+        dest: SocketAddrV4,
+        source: std::io::Error,
+    },
+    #[error("sent only {sent} of {wanted} datagrams to {dest} before the {limit:?} deadline")]
+    Deadline {
+        dest: SocketAddrV4,
+        sent: u32,
+        wanted: u32,
+        limit: Duration,
+    },
+}
+
+/// What to send.
+#[derive(Clone, Debug)]
+pub struct Burst {
+    pub from: Ipv4Addr,
+    pub to: SocketAddrV4,
+    pub count: u32,
+    pub payload: Vec<u8>,
+    /// Hard limit on the whole send.
+    pub deadline: Duration,
+}
+
+/// Sends `burst` from the current namespace; returns the number sent (always `count` on Ok).
+pub fn send(burst: &Burst) -> Result<u32, TrafficError> {
+    check_lab_addr(burst.from)?;
+    check_lab_addr(*burst.to.ip())?;
+    let io = |source| TrafficError::Io {
+        dest: burst.to,
+        source,
+    };
+    let socket = UdpSocket::bind(SocketAddrV4::new(burst.from, 0)).map_err(io)?;
+    socket.set_broadcast(true).map_err(io)?;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < burst.count {
+        if start.elapsed() > burst.deadline {
+            return Err(TrafficError::Deadline {
+                dest: burst.to,
+                sent,
+                wanted: burst.count,
+                limit: burst.deadline,
+            });
+        }
+        socket.send_to(&burst.payload, burst.to).map_err(io)?;
+        sent += 1;
+        if sent % BURST == 0 {
+            std::thread::sleep(PAUSE);
+        }
+    }
+    Ok(sent)
+}
+
+/// Sends `burst` from inside namespace `netns`.
+pub fn send_in(netns: &str, burst: Burst) -> Result<u32, TrafficError> {
+    crate::netns::run_in(netns, move || send(&burst))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_destinations_outside_the_lab_range() {
+        let burst = Burst {
+            from: Ipv4Addr::new(198, 18, 0, 1),
+            to: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 255), 4051),
+            count: 1,
+            payload: vec![0],
+            deadline: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            send(&burst),
+            Err(TrafficError::Netns(NetnsError::UnsafeAddress(_)))
+        ));
+    }
+}

@@ -1,0 +1,174 @@
+//! XDP counting on a real veth between two namespaces, driven through the `pfs` binary.
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use pfs::{
+    netns::{Netns, VethPair},
+    traffic::{self, Burst},
+};
+
+fn pfs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pfs"))
+        .args(args)
+        .output()
+        .expect("run pfs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = pfs(args);
+    assert!(
+        out.status.success(),
+        "pfs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Detaches through the CLI when the test ends, however it ends.
+struct Detach<'a>(&'a str, &'a str);
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        let _ = pfs(&["xdp", "detach", "--iface", self.0, "--netns", self.1]);
+    }
+}
+
+#[test]
+fn counts_exactly_1000_broadcasts_to_4051_and_100_other_datagrams() {
+    if !common::privileged("xdp counts") {
+        return;
+    }
+    let sender = Netns::create("xt-tx").expect("netns");
+    let receiver = Netns::create("xt-rx").expect("netns");
+    let link = VethPair::create(
+        &sender,
+        "pfsx-a",
+        Ipv4Addr::new(198, 18, 1, 1),
+        &receiver,
+        "pfsx-b",
+        Ipv4Addr::new(198, 18, 1, 2),
+        24,
+    )
+    .expect("veth");
+    let ns = receiver.name().to_owned();
+    let iface = link.b_name.clone();
+
+    let attached = ok(&["xdp", "attach", "--iface", &iface, "--netns", &ns]);
+    let _detach = Detach(&iface, &ns);
+    assert!(attached.contains("attached to pfsx-b"), "{attached}");
+
+    // A second attach must be refused, not stacked.
+    let again = pfs(&["xdp", "attach", "--iface", &iface, "--netns", &ns]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already attached"));
+
+    let send = |port: u16, count: u32| {
+        traffic::send_in(
+            sender.name(),
+            Burst {
+                from: link.a_addr,
+                to: SocketAddrV4::new(link.broadcast(), port),
+                count,
+                payload: vec![0xab; 64],
+                deadline: Duration::from_secs(30),
+            },
+        )
+        .expect("send")
+    };
+    assert_eq!(send(4051, 1000), 1000);
+    assert_eq!(send(5353, 100), 100);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let json = ok(&["xdp", "stats", "--iface", &iface, "--netns", &ns, "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&json).expect("stats JSON");
+    assert_eq!(stats["counters"]["udp_4051"], 1000, "{json}");
+    assert_eq!(stats["counters"]["other"], 100, "{json}");
+
+    // bpftool reads the same pinned map: per-CPU values must sum to the same totals.
+    let pin = format!("/sys/fs/bpf/pfs/{ns}/{iface}/PFS_COUNTERS");
+    let dump = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned", &pin])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("bpftool JSON");
+    let sum = |slot: u64| -> u64 {
+        let entry = dump
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|e| bpftool_number(&e["key"]) == slot)
+            .expect("slot present");
+        entry["values"]
+            .as_array()
+            .expect("per-cpu values")
+            .iter()
+            .map(|v| bpftool_number(&v["value"]))
+            .sum()
+    };
+    assert_eq!(sum(0), 1000);
+    assert_eq!(sum(1), 100);
+
+    ok(&["xdp", "detach", "--iface", &iface, "--netns", &ns]);
+    assert!(!std::path::Path::new(&pin).exists(), "pins left behind");
+    let after = pfs(&["xdp", "stats", "--iface", &iface, "--netns", &ns]);
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("not attached"));
+    // The interface no longer carries an XDP program.
+    let link_info = receiver
+        .ip(&["-d", "link", "show", &iface])
+        .expect("ip link");
+    assert!(!link_info.contains("prog/xdp"), "{link_info}");
+}
+
+#[test]
+fn namespaces_are_removed_when_the_guard_drops_even_on_panic() {
+    if !common::privileged("netns teardown") {
+        return;
+    }
+    let name = std::thread::spawn(|| {
+        let ns = Netns::create("xt-panic").expect("netns");
+        let name = ns.name().to_owned();
+        assert!(pfs::netns::netns_path(&name).exists());
+        std::panic::panic_any(name)
+    })
+    .join()
+    .expect_err("thread panics");
+    let name = name.downcast::<String>().expect("name");
+    assert!(
+        !pfs::netns::netns_path(&name).exists(),
+        "{name} survived a panic"
+    );
+}
+
+#[test]
+fn cli_errors_are_one_clear_line() {
+    let out = pfs(&["xdp", "stats", "--iface", "pfs-no-such-if"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("pfs: ") && (err.contains("not attached") || err.contains("needs root")),
+        "{err}"
+    );
+}
+
+/// bpftool prints numbers as JSON numbers when the map has BTF, else as little-endian hex bytes.
+fn bpftool_number(v: &serde_json::Value) -> u64 {
+    if let Some(n) = v.as_u64() {
+        return n;
+    }
+    let bytes = v.as_array().expect("number or byte array");
+    bytes.iter().rev().fold(0, |acc, b| {
+        let hex = b.as_str().expect("hex byte").trim_start_matches("0x");
+        (acc << 8) | u64::from_str_radix(hex, 16).expect("hex")
+    })
+}

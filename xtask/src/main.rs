@@ -1,0 +1,211 @@
+//! `cargo xtask ...`: project automation. Every command that needs the eBPF toolchain or
+//! Debian packages runs `setup` first, which is idempotent and says exactly what it cannot do.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker 0.10.4 builds against the nightly's own LLVM; newer ones need a system LLVM.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+const NIGHTLY: &str = "nightly";
+/// Debian packages the tests and demos use: `ip` for namespaces, bpftool to cross-check pinned
+/// maps, a real TFTP server and clients for interop tests.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "bpftool", "curl", "tftpd-hpa", "tftp-hpa"];
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "pfs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent): nightly rust-src, bpf-linker,
+    /// Debian packages.
+    Setup,
+    /// Setup, then fmt check, clippy -D warnings and every test (the CI command).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, then run the main demo.
+    Demo,
+    /// Setup, then run a benchmark from benches/ in release mode.
+    Bench {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::Test { args } => setup().and_then(|()| test(&args)),
+        Cmd::Demo => setup().and_then(|()| demo()),
+        Cmd::Bench { args } => setup().and_then(|()| bench(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// A cargo command in the workspace root, with the eBPF object made mandatory.
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .args(args)
+        .env("PFS_REQUIRE_EBPF", "1");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn setup() -> Result<()> {
+    let start = Instant::now();
+    let mut missing: Vec<String> = Vec::new();
+
+    // 1. Nightly with rust-src, for -Z build-std=core on bpfel-unknown-none.
+    match output("rustup", &["component", "list", "--toolchain", NIGHTLY, "--installed"]) {
+        Some(list) if list.lines().any(|l| l.starts_with("rust-src")) => {}
+        Some(_) => run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            NIGHTLY,
+        ]))
+        .context("adding rust-src to the nightly toolchain")?,
+        None => missing.push(format!(
+            "nightly toolchain: rustup toolchain install {NIGHTLY} --profile minimal --component rust-src"
+        )),
+    }
+
+    // 2. bpf-linker, exactly the pinned version.
+    let linker = output("bpf-linker", &["--version"]).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        if !linker.is_empty() {
+            eprintln!("xtask: found {}, want {BPF_LINKER_VERSION}", linker.trim());
+        }
+        let spec = format!("bpf-linker@{BPF_LINKER_VERSION}");
+        let plus = format!("+{NIGHTLY}");
+        run(Command::new("cargo").args([&plus, "install", &spec, "--locked", "--force"]))
+            .with_context(|| {
+                format!("installing {spec} (fix: cargo {plus} install {spec} --locked)")
+            })?;
+    }
+
+    // 3. Debian packages.
+    let absent: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if !absent.is_empty() {
+        let fix = format!("apt-get update && apt-get install -y {}", absent.join(" "));
+        if is_root() {
+            run(Command::new("apt-get").arg("update"))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&absent)
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+            .with_context(|| format!("installing Debian packages (fix: {fix})"))?;
+        } else {
+            missing.push(format!("Debian packages {absent:?}: sudo sh -c '{fix}'"));
+        }
+    }
+
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("xtask: missing {m}");
+        }
+        bail!(
+            "setup incomplete: {} item(s) missing, see above",
+            missing.len()
+        );
+    }
+    eprintln!(
+        "xtask: setup complete in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let start = Instant::now();
+    run(&mut cargo(&["fmt", "--all", "--check"]))?;
+    run(&mut cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let mut cmd = cargo(&["test", "--workspace"]);
+    cmd.args(extra);
+    run(&mut cmd)?;
+    eprintln!(
+        "xtask: all checks passed in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    run(&mut cargo(&["build", "--package", "pfs"]))?;
+    let pfs = root().join("target/debug/pfs");
+    let mut cmd = Command::new(pfs);
+    cmd.args(["-v", "xdp", "demo"]);
+    if !is_root() {
+        bail!("the demo builds network namespaces and attaches XDP: run it as root");
+    }
+    run(&mut cmd)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let mut cmd = cargo(&["run", "--release", "--package", "pfs-benches", "--"]);
+    cmd.args(args);
+    run(&mut cmd)
+}
