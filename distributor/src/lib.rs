@@ -6,4 +6,5 @@
 pub mod demo;
 pub mod netns;
 pub mod traffic;
+pub mod wire;
 pub mod xdp;

@@ -185,12 +185,52 @@ fn test(extra: &[String]) -> Result<()> {
     ]))?;
     let mut cmd = cargo(&["test", "--workspace"]);
     cmd.args(extra);
-    run(&mut cmd)?;
+    let (passed, failed) = run_counting_tests(&mut cmd)?;
     eprintln!(
         "xtask: all checks passed in {:.1}s",
         start.elapsed().as_secs_f64()
     );
+    // One closing line over every test binary (cargo prints one per binary, the last often 0).
+    println!("tests: {passed} passed, {failed} failed");
+    if passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and sums the `test result:` lines.
+fn run_counting_tests(cmd: &mut Command) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_of(rest, "passed");
+            failed += count_of(rest, "failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("tests: {passed} passed, {} failed", failed.max(1));
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok((passed, failed))
+}
+
+/// The number before `label` in "ok. 6 passed; 0 failed; ...".
+fn count_of(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .filter_map(|part| part.trim().rsplit_once(' '))
+        .find(|(_, word)| *word == label)
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn demo() -> Result<()> {

@@ -1,0 +1,708 @@
+//! Wire codecs for port 4051 (see `docs/protocol.md`). Pure functions over byte slices.
+//!
+//! Every decoder is total: any input yields a message or a typed [`DecodeError`], never a
+//! panic, never a read past the declared length, and every length has a cap.
+
+/// `PF`.
+pub const MAGIC: [u8; 2] = *b"PF";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 8;
+pub const MAX_UDP_BODY: usize = 1024;
+pub const MAX_CHUNK_DATA: usize = 1 << 20;
+pub const MAX_CONTROL_BODY: usize = 512;
+pub const MAX_MODEL: usize = 32;
+pub const MAX_FILE: usize = 64;
+pub const MAX_EXCLUDE: usize = 8;
+pub const MAX_ERROR_TEXT: usize = 256;
+pub const DIGEST_LEN: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated: need {need} bytes, have {have}")]
+    Truncated { need: usize, have: usize },
+    #[error("bad magic {0:02x?}")]
+    BadMagic([u8; 2]),
+    #[error("unsupported version {0}")]
+    BadVersion(u8),
+    #[error("unknown message type {0:#04x}")]
+    UnknownType(u8),
+    #[error("declared length {len} exceeds the cap {cap} for this type")]
+    TooLong { len: usize, cap: usize },
+    #[error("{0} bytes after the end of the message body")]
+    TrailingBytes(usize),
+    #[error("field {field}: {why}")]
+    BadField {
+        field: &'static str,
+        why: &'static str,
+    },
+}
+
+/// (model, file, file digest): one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HierarchyKey {
+    pub model: String,
+    pub file: String,
+    pub digest: [u8; DIGEST_LEN],
+}
+
+impl HierarchyKey {
+    /// The 8-byte id standing for the key on TCP.
+    pub fn id(&self) -> u64 {
+        let mut w = Writer::default();
+        w.key(self);
+        let hash = blake3::hash(&w.buf);
+        u64::from_be_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// Claim tier: orders claims before strength does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Tier {
+    /// `ClaimRoot(tent)`.
+    Tentative = 0,
+    /// Passed the guard and fetching from the origin ("bumping strength").
+    Fetching = 1,
+    /// Confirmed root.
+    Confirmed = 2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Advert {
+        key: HierarchyKey,
+        xid: u32,
+        strength: u64,
+        tier: Tier,
+        seq: u32,
+        depth: u8,
+        free_slots: u8,
+        verified: u32,
+    },
+    Join {
+        key: HierarchyKey,
+        xid: u32,
+        max_children: u8,
+        link_kbit: u32,
+        verified: u32,
+        exclude: Vec<u32>,
+    },
+    Accept {
+        key: HierarchyKey,
+        xid: u32,
+        parent: u32,
+        port: u16,
+        depth: u8,
+    },
+    Reject {
+        key: HierarchyKey,
+        xid: u32,
+        reason: u8,
+    },
+    Leave {
+        key: HierarchyKey,
+        xid: u32,
+        reason: u8,
+    },
+    Heartbeat {
+        key: HierarchyKey,
+        xid: u32,
+        verified: u32,
+    },
+    Request {
+        hierarchy: u64,
+        offset: u64,
+    },
+    Chunk {
+        hierarchy: u64,
+        offset: u64,
+        have: u64,
+        data: Vec<u8>,
+    },
+    Have {
+        hierarchy: u64,
+        verified: u64,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+}
+
+impl Message {
+    fn type_code(&self) -> u8 {
+        match self {
+            Message::Advert { .. } => 0x01,
+            Message::Join { .. } => 0x02,
+            Message::Accept { .. } => 0x03,
+            Message::Reject { .. } => 0x04,
+            Message::Leave { .. } => 0x05,
+            Message::Heartbeat { .. } => 0x06,
+            Message::Request { .. } => 0x10,
+            Message::Chunk { .. } => 0x11,
+            Message::Have { .. } => 0x12,
+            Message::Error { .. } => 0x13,
+        }
+    }
+
+    /// Encodes header and body. Fails only for values the decoder would reject (over-long
+    /// strings or lists), so what is sent can always be read back.
+    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        let mut w = Writer::default();
+        match self {
+            Message::Advert {
+                key,
+                xid,
+                strength,
+                tier,
+                seq,
+                depth,
+                free_slots,
+                verified,
+            } => {
+                w.key(key);
+                w.u32(*xid);
+                w.u64(*strength);
+                w.u8(*tier as u8);
+                w.u32(*seq);
+                w.u8(*depth);
+                w.u8(*free_slots);
+                w.u32(*verified);
+            }
+            Message::Join {
+                key,
+                xid,
+                max_children,
+                link_kbit,
+                verified,
+                exclude,
+            } => {
+                w.key(key);
+                w.u32(*xid);
+                w.u8(*max_children);
+                w.u32(*link_kbit);
+                w.u32(*verified);
+                if exclude.len() > MAX_EXCLUDE {
+                    return Err(DecodeError::BadField {
+                        field: "exclude",
+                        why: "more than 8 entries",
+                    });
+                }
+                w.u8(exclude.len() as u8);
+                for peer in exclude {
+                    w.u32(*peer);
+                }
+            }
+            Message::Accept {
+                key,
+                xid,
+                parent,
+                port,
+                depth,
+            } => {
+                w.key(key);
+                w.u32(*xid);
+                w.u32(*parent);
+                w.u16(*port);
+                w.u8(*depth);
+            }
+            Message::Reject { key, xid, reason } | Message::Leave { key, xid, reason } => {
+                w.key(key);
+                w.u32(*xid);
+                w.u8(*reason);
+            }
+            Message::Heartbeat { key, xid, verified } => {
+                w.key(key);
+                w.u32(*xid);
+                w.u32(*verified);
+            }
+            Message::Request { hierarchy, offset } => {
+                w.u64(*hierarchy);
+                w.u64(*offset);
+            }
+            Message::Chunk {
+                hierarchy,
+                offset,
+                have,
+                data,
+            } => {
+                w.u64(*hierarchy);
+                w.u64(*offset);
+                w.u64(*have);
+                w.buf.extend_from_slice(data);
+            }
+            Message::Have {
+                hierarchy,
+                verified,
+            } => {
+                w.u64(*hierarchy);
+                w.u64(*verified);
+            }
+            Message::Error { code, message } => {
+                w.u16(*code);
+                w.buf.extend_from_slice(message.as_bytes());
+            }
+        }
+        let body = w.buf;
+        let cap = body_cap(self.type_code()).expect("known type");
+        if body.len() > cap {
+            return Err(DecodeError::TooLong {
+                len: body.len(),
+                cap,
+            });
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(self.type_code());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        // Round-trip guarantee: never emit what we would refuse to read.
+        debug_assert!(decode(&out).is_ok(), "encoded an undecodable message");
+        Ok(out)
+    }
+}
+
+fn body_cap(type_code: u8) -> Option<usize> {
+    match type_code {
+        0x01..=0x06 => Some(MAX_UDP_BODY),
+        0x11 => Some(MAX_CHUNK_DATA + 24),
+        0x10 | 0x12 | 0x13 => Some(MAX_CONTROL_BODY),
+        _ => None,
+    }
+}
+
+/// Validates a header and returns (type, body length). For TCP: read 8 bytes, call this, then
+/// read exactly the body length.
+pub fn decode_header(bytes: &[u8]) -> Result<(u8, usize), DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated {
+            need: HEADER_LEN,
+            have: bytes.len(),
+        });
+    }
+    let magic = [bytes[0], bytes[1]];
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    if bytes[2] != VERSION {
+        return Err(DecodeError::BadVersion(bytes[2]));
+    }
+    let type_code = bytes[3];
+    let cap = body_cap(type_code).ok_or(DecodeError::UnknownType(type_code))?;
+    let len = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    if len > cap {
+        return Err(DecodeError::TooLong { len, cap });
+    }
+    Ok((type_code, len))
+}
+
+/// Decodes one whole message (a datagram, or a TCP frame already cut to header + length).
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let (type_code, len) = decode_header(bytes)?;
+    let have = bytes.len() - HEADER_LEN;
+    if have < len {
+        return Err(DecodeError::Truncated {
+            need: HEADER_LEN + len,
+            have: bytes.len(),
+        });
+    }
+    if have > len {
+        return Err(DecodeError::TrailingBytes(have - len));
+    }
+    let mut r = Reader {
+        buf: &bytes[HEADER_LEN..],
+        pos: 0,
+    };
+    let msg = match type_code {
+        0x01 => Message::Advert {
+            key: r.key()?,
+            xid: r.u32()?,
+            strength: r.u64()?,
+            tier: match r.u8()? {
+                0 => Tier::Tentative,
+                1 => Tier::Fetching,
+                2 => Tier::Confirmed,
+                _ => {
+                    return Err(DecodeError::BadField {
+                        field: "tier",
+                        why: "not 0, 1 or 2",
+                    });
+                }
+            },
+            seq: r.u32()?,
+            depth: r.u8()?,
+            free_slots: r.u8()?,
+            verified: r.u32()?,
+        },
+        0x02 => {
+            let key = r.key()?;
+            let xid = r.u32()?;
+            let max_children = r.u8()?;
+            let link_kbit = r.u32()?;
+            let verified = r.u32()?;
+            let n = r.u8()? as usize;
+            if n > MAX_EXCLUDE {
+                return Err(DecodeError::BadField {
+                    field: "exclude",
+                    why: "more than 8 entries",
+                });
+            }
+            let mut exclude = Vec::with_capacity(n);
+            for _ in 0..n {
+                exclude.push(r.u32()?);
+            }
+            Message::Join {
+                key,
+                xid,
+                max_children,
+                link_kbit,
+                verified,
+                exclude,
+            }
+        }
+        0x03 => Message::Accept {
+            key: r.key()?,
+            xid: r.u32()?,
+            parent: r.u32()?,
+            port: r.u16()?,
+            depth: r.u8()?,
+        },
+        0x04 => Message::Reject {
+            key: r.key()?,
+            xid: r.u32()?,
+            reason: r.u8()?,
+        },
+        0x05 => Message::Leave {
+            key: r.key()?,
+            xid: r.u32()?,
+            reason: r.u8()?,
+        },
+        0x06 => Message::Heartbeat {
+            key: r.key()?,
+            xid: r.u32()?,
+            verified: r.u32()?,
+        },
+        0x10 => Message::Request {
+            hierarchy: r.u64()?,
+            offset: r.u64()?,
+        },
+        0x11 => Message::Chunk {
+            hierarchy: r.u64()?,
+            offset: r.u64()?,
+            have: r.u64()?,
+            data: r.rest().to_vec(),
+        },
+        0x12 => Message::Have {
+            hierarchy: r.u64()?,
+            verified: r.u64()?,
+        },
+        0x13 => {
+            let code = r.u16()?;
+            let text = r.rest();
+            if text.len() > MAX_ERROR_TEXT {
+                return Err(DecodeError::BadField {
+                    field: "message",
+                    why: "longer than 256 bytes",
+                });
+            }
+            Message::Error {
+                code,
+                message: ascii(text, "message")?,
+            }
+        }
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    if r.pos != r.buf.len() {
+        return Err(DecodeError::TrailingBytes(r.buf.len() - r.pos));
+    }
+    Ok(msg)
+}
+
+fn ascii(bytes: &[u8], field: &'static str) -> Result<String, DecodeError> {
+    if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        Ok(String::from_utf8(bytes.to_vec()).expect("ASCII is UTF-8"))
+    } else {
+        Err(DecodeError::BadField {
+            field,
+            why: "not printable ASCII",
+        })
+    }
+}
+
+#[derive(Default)]
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    /// Strings are validated by [`HierarchyKey::new`]-style callers; over-long ones are cut
+    /// here so the encoder never emits an undecodable length byte.
+    fn key(&mut self, key: &HierarchyKey) {
+        for (s, cap) in [(&key.model, MAX_MODEL), (&key.file, MAX_FILE)] {
+            let bytes = &s.as_bytes()[..s.len().min(cap)];
+            self.u8(bytes.len() as u8);
+            self.buf.extend_from_slice(bytes);
+        }
+        self.buf.extend_from_slice(&key.digest);
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let Some(end) = end else {
+            return Err(DecodeError::Truncated {
+                need: HEADER_LEN + self.pos + n,
+                have: HEADER_LEN + self.buf.len(),
+            });
+        };
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let out = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        out
+    }
+    fn string(&mut self, field: &'static str, cap: usize) -> Result<String, DecodeError> {
+        let len = self.u8()? as usize;
+        if len == 0 || len > cap {
+            return Err(DecodeError::BadField {
+                field,
+                why: "length out of range",
+            });
+        }
+        ascii(self.take(len)?, field)
+    }
+    fn key(&mut self) -> Result<HierarchyKey, DecodeError> {
+        Ok(HierarchyKey {
+            model: self.string("model", MAX_MODEL)?,
+            file: self.string("file", MAX_FILE)?,
+            digest: self.array()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = HierarchyKey> {
+        (
+            "[A-Z0-9-]{1,32}",
+            "[A-Za-z0-9._-]{1,64}",
+            proptest::array::uniform32(any::<u8>()),
+        )
+            .prop_map(|(model, file, digest)| HierarchyKey {
+                model,
+                file,
+                digest,
+            })
+    }
+
+    fn tier() -> impl Strategy<Value = Tier> {
+        prop_oneof![
+            Just(Tier::Tentative),
+            Just(Tier::Fetching),
+            Just(Tier::Confirmed)
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (
+                key(),
+                any::<u32>(),
+                any::<u64>(),
+                tier(),
+                any::<u32>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u32>()
+            )
+                .prop_map(
+                    |(key, xid, strength, tier, seq, depth, free_slots, verified)| {
+                        Message::Advert {
+                            key,
+                            xid,
+                            strength,
+                            tier,
+                            seq,
+                            depth,
+                            free_slots,
+                            verified,
+                        }
+                    }
+                ),
+            (
+                key(),
+                any::<u32>(),
+                any::<u8>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u32>(), 0..=8)
+            )
+                .prop_map(|(key, xid, max_children, link_kbit, verified, exclude)| {
+                    Message::Join {
+                        key,
+                        xid,
+                        max_children,
+                        link_kbit,
+                        verified,
+                        exclude,
+                    }
+                }),
+            (key(), any::<u32>(), any::<u32>(), any::<u16>(), any::<u8>()).prop_map(
+                |(key, xid, parent, port, depth)| Message::Accept {
+                    key,
+                    xid,
+                    parent,
+                    port,
+                    depth
+                }
+            ),
+            (key(), any::<u32>(), any::<u8>()).prop_map(|(key, xid, reason)| Message::Reject {
+                key,
+                xid,
+                reason
+            }),
+            (key(), any::<u32>(), any::<u8>()).prop_map(|(key, xid, reason)| Message::Leave {
+                key,
+                xid,
+                reason
+            }),
+            (key(), any::<u32>(), any::<u32>())
+                .prop_map(|(key, xid, verified)| Message::Heartbeat { key, xid, verified }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(hierarchy, offset)| Message::Request { hierarchy, offset }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..2048)
+            )
+                .prop_map(|(hierarchy, offset, have, data)| Message::Chunk {
+                    hierarchy,
+                    offset,
+                    have,
+                    data
+                }),
+            (any::<u64>(), any::<u64>()).prop_map(|(hierarchy, verified)| Message::Have {
+                hierarchy,
+                verified
+            }),
+            (any::<u16>(), "[ -~]{0,256}")
+                .prop_map(|(code, message)| Message::Error { code, message }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(msg in message()) {
+            let bytes = msg.encode().expect("encodable");
+            prop_assert_eq!(decode(&bytes), Ok(msg));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn valid_header_with_random_body_never_panics(
+            type_code in prop_oneof![1u8..=6, 0x10u8..=0x13],
+            body in proptest::collection::vec(any::<u8>(), 0..1100),
+        ) {
+            let mut bytes = vec![b'P', b'F', VERSION, type_code];
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&body);
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn every_strict_prefix_is_truncated(msg in message()) {
+            let bytes = msg.encode().expect("encodable");
+            for cut in 0..bytes.len() {
+                prop_assert!(decode(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn typed_errors() {
+        let msg = Message::Have {
+            hierarchy: 1,
+            verified: 2,
+        };
+        let good = msg.encode().unwrap();
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert!(matches!(decode(&bad), Err(DecodeError::BadMagic(_))));
+        let mut bad = good.clone();
+        bad[2] = 9;
+        assert_eq!(decode(&bad), Err(DecodeError::BadVersion(9)));
+        let mut bad = good.clone();
+        bad[3] = 0x7f;
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownType(0x7f)));
+        let mut bad = good.clone();
+        bad[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::TooLong { .. })));
+        let mut bad = good.clone();
+        bad.push(0);
+        assert_eq!(decode(&bad), Err(DecodeError::TrailingBytes(1)));
+        // A body shorter than its type needs, with a length that says so.
+        let short = [b'P', b'F', VERSION, 0x12, 0, 0, 0, 3, 1, 2, 3];
+        assert!(matches!(decode(&short), Err(DecodeError::Truncated { .. })));
+    }
+
+    #[test]
+    fn hierarchy_ids_differ_by_model_file_and_digest() {
+        let a = HierarchyKey {
+            model: "CP-7961G".into(),
+            file: "apps41.9-4-2ES26.sbn".into(),
+            digest: [1; 32],
+        };
+        let mut b = a.clone();
+        b.model = "CP-7941G".into();
+        let mut c = a.clone();
+        c.digest[0] = 2;
+        assert_ne!(a.id(), b.id());
+        assert_ne!(a.id(), c.id());
+        assert_eq!(a.id(), a.clone().id());
+    }
+}
