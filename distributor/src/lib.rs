@@ -4,7 +4,11 @@
 //! the library behind the `pfs` binary; `src/main.rs` is only argument parsing and output.
 
 pub mod demo;
+pub mod election;
 pub mod netns;
+pub mod phone;
+pub mod sim;
 pub mod traffic;
+pub mod tree;
 pub mod wire;
 pub mod xdp;

@@ -3,7 +3,11 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pfs::xdp::{self, AttachMode, Target};
+use pfs::{
+    phone::Mode,
+    sim::{self, SimConfig},
+    xdp::{self, AttachMode, Target},
+};
 use tracing_subscriber::{EnvFilter, fmt};
 
 #[derive(Parser, Debug)]
@@ -37,6 +41,49 @@ enum Command {
     /// The XDP fast path for port-4051 election traffic.
     #[command(subcommand)]
     Xdp(XdpCommand),
+    /// Simulate a fleet upgrade (deterministic: same seed, same report).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimulateArgs {
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    phones: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    mode: Mode,
+    /// Phone models (each forms its own hierarchies).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    models: u32,
+    #[arg(long, default_value_t = 10.0)]
+    wan_mbit: f64,
+    #[arg(long, default_value_t = 50.0)]
+    wan_rtt_ms: f64,
+    #[arg(long, default_value_t = 100.0)]
+    lan_mbit: f64,
+    #[arg(long, default_value_t = 50)]
+    lan_latency_us: u64,
+    /// Packet loss probability on every link.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    #[arg(long, default_value_t = 0.0)]
+    crash_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    corrupt_peers: u32,
+    #[arg(long, default_value_t = 0.0)]
+    slow_fraction: f64,
+    #[arg(long, default_value_t = 2.0)]
+    slow_mbit: f64,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=64))]
+    fanout: u8,
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    chunk_size: u32,
+    /// Stop the virtual clock here even if phones are unfinished.
+    #[arg(long, default_value_t = 36_000.0)]
+    max_sim_s: f64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -128,6 +175,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Xdp(cmd) => run_xdp(cmd),
+        Command::Simulate(args) => run_simulate(args),
     }
 }
 
@@ -191,4 +239,79 @@ fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    for (name, p) in [
+        ("loss", a.loss),
+        ("crash-fraction", a.crash_fraction),
+        ("slow-fraction", a.slow_fraction),
+    ] {
+        anyhow::ensure!((0.0..=1.0).contains(&p), "--{name} must be within 0..=1");
+    }
+    for (name, r) in [
+        ("wan-mbit", a.wan_mbit),
+        ("lan-mbit", a.lan_mbit),
+        ("slow-mbit", a.slow_mbit),
+    ] {
+        anyhow::ensure!(r > 0.0 && r.is_finite(), "--{name} must be positive");
+    }
+    anyhow::ensure!(
+        a.wan_rtt_ms >= 0.0 && a.max_sim_s > 0.0,
+        "times must be positive"
+    );
+    let cfg = SimConfig {
+        phones: a.phones,
+        seed: a.seed,
+        mode: a.mode,
+        models: a.models,
+        wan_mbit: a.wan_mbit,
+        wan_rtt_ms: a.wan_rtt_ms,
+        lan_mbit: a.lan_mbit,
+        lan_latency_us: a.lan_latency_us,
+        loss: a.loss,
+        crash_fraction: a.crash_fraction,
+        corrupt_peers: a.corrupt_peers.min(a.phones),
+        slow_fraction: a.slow_fraction,
+        slow_mbit: a.slow_mbit,
+        chunk_size: a.chunk_size,
+        fanout: a.fanout,
+        max_sim_s: a.max_sim_s,
+        ..SimConfig::default()
+    };
+    let r = sim::run(&cfg);
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} phones, {} model(s), mode {:?}, seed {}",
+            r.phones, r.models, r.mode, r.seed
+        );
+        println!(
+            "completed {} crashed {} corrupt installs {} origin fallbacks {}",
+            r.completed, r.crashed, r.corrupt_installs, r.origin_fallbacks
+        );
+        println!(
+            "makespan {:.2} s (limit {:.2} s, ratio {:.3})",
+            r.makespan_s,
+            r.limit_s,
+            r.makespan_s / r.limit_s
+        );
+        println!(
+            "WAN bytes {} = {:.3} x load",
+            r.wan_bytes,
+            r.wan_bytes as f64 / r.load_bytes as f64
+        );
+        println!(
+            "election converged {:.3} s with {} broadcasts; roots max {}, children max {}, depth max {}",
+            r.election_converged_s, r.election_broadcasts, r.roots_max, r.max_children, r.max_depth
+        );
+        println!("{} events in {:.2} s wall", r.events, r.wall_s);
+    }
+    let healthy = r.completed + r.crashed == r.phones && r.corrupt_installs == 0;
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,1072 @@
+//! One phone's peer-sharing state machine: `(now, event) -> actions`, sans-IO.
+//!
+//! A phone takes part in one hierarchy per file of its model. Per hierarchy it elects (or
+//! follows) a root, joins the tree the root places breadth-first, receives chunks from its
+//! parent (or the origin when it is root or has fallen back), verifies them in order, relays
+//! verified chunks to its children, and installs when every chunk is verified.
+//!
+//! No sockets, clocks or threads: the driver (simulator or engine) turns [`Action`]s into
+//! datagrams, TCP sends, origin fetches and timers, and feeds back [`Event`]s. Randomness comes
+//! from a seeded generator owned by the phone.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    election::{Claim, claim_draw},
+    tree::{Coordinator, Exclusion},
+    wire::Tier,
+};
+
+/// Microseconds since the run started.
+pub type Time = u64;
+/// A phone's address (IPv4 on a real LAN, an index in the simulator).
+pub type PeerId = u32;
+
+/// How files reach phones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A child gets each chunk as soon as its parent has verified it (pfs).
+    Pipelined,
+    /// A parent relays a file only once it holds all of it (Cisco PFS).
+    StoreAndForward,
+    /// Every phone pulls every file from the origin (no peer sharing).
+    Traditional,
+}
+
+/// Tunables; defaults follow Cisco where Cisco has one (see docs/protocol.md).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub fanout: u8,
+    pub advert_interval: Time,
+    pub confirm_adverts: u32,
+    pub root_advert_interval: Time,
+    pub claim_window: Time,
+    pub claim_guard: Time,
+    /// Upper bound on phones per broadcast domain, for the suppression timer.
+    pub n_max: u64,
+    pub join_spread: Time,
+    pub join_timeout: Time,
+    pub root_timeout: Time,
+    pub fallback_after: Time,
+    pub origin_window: u32,
+    pub origin_retry: Time,
+    pub slow_lag_chunks: u32,
+    pub slow_window: Time,
+    pub leaf_below_kbit: u32,
+    pub watchdog: Time,
+    /// A member with no chunk from its parent for this long asks again (and re-attaches if
+    /// the parent refuses).
+    pub stall_timeout: Time,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Pipelined,
+            fanout: 2,
+            advert_interval: 250_000,
+            confirm_adverts: 4,
+            root_advert_interval: 1_000_000,
+            claim_window: 200_000,
+            claim_guard: 10_000,
+            n_max: 1_000_000,
+            join_spread: 200_000,
+            join_timeout: 500_000,
+            root_timeout: 3_000_000,
+            fallback_after: 10_000_000,
+            origin_window: 4,
+            origin_retry: 1_000_000,
+            slow_lag_chunks: 16,
+            slow_window: 2_000_000,
+            leaf_below_kbit: 10_000,
+            watchdog: 500_000,
+            stall_timeout: 2_000_000,
+        }
+    }
+}
+
+/// Up to four exclusions carried by a `Join`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Excludes {
+    len: u8,
+    items: [(PeerId, u8); 4],
+}
+
+impl Excludes {
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, Exclusion)> + '_ {
+        self.items[..self.len as usize]
+            .iter()
+            .map(|&(p, r)| (p, exclusion_from_u8(r)))
+    }
+    fn push(&mut self, peer: PeerId, why: Exclusion) {
+        if self.len as usize == self.items.len() {
+            self.items.rotate_left(1);
+            self.len -= 1;
+        }
+        self.items[self.len as usize] = (peer, why as u8);
+        self.len += 1;
+    }
+}
+
+fn exclusion_from_u8(r: u8) -> Exclusion {
+    match r {
+        0 => Exclusion::Dead,
+        1 => Exclusion::Corrupt,
+        _ => Exclusion::Slow,
+    }
+}
+
+/// Messages between phones. UDP: `Advert` (broadcast), `Join`, `Accept`, `Reject`;
+/// TCP: `Request`, `Chunk`, `Leave`. `h` is the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    Advert {
+        h: u32,
+        claim: Claim,
+        seq: u32,
+        verified: u32,
+    },
+    Join {
+        h: u32,
+        xid: u32,
+        max_children: u8,
+        verified: u32,
+        exclude: Excludes,
+    },
+    Accept {
+        h: u32,
+        xid: u32,
+        parent: PeerId,
+        depth: u8,
+    },
+    Reject {
+        h: u32,
+        xid: u32,
+    },
+    /// Child to parent: stream from chunk `from`; `xid` names the tree the child joined.
+    Request {
+        h: u32,
+        from: u32,
+        xid: u32,
+    },
+    /// `ok == false`: the bytes do not match the manifest digest (the driver checked).
+    Chunk {
+        h: u32,
+        index: u32,
+        have: u32,
+        ok: bool,
+    },
+    Leave {
+        h: u32,
+    },
+}
+
+impl Msg {
+    pub fn hierarchy(&self) -> u32 {
+        match *self {
+            Msg::Advert { h, .. }
+            | Msg::Join { h, .. }
+            | Msg::Accept { h, .. }
+            | Msg::Reject { h, .. }
+            | Msg::Request { h, .. }
+            | Msg::Chunk { h, .. }
+            | Msg::Leave { h } => h,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    Claim,
+    Guard,
+    Advert,
+    Join,
+    OriginRetry,
+    /// Phone-wide; `h` is ignored.
+    Watchdog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Power on (a bulk reset starts every phone at once).
+    Boot,
+    Timer {
+        h: u32,
+        kind: TimerKind,
+    },
+    Recv {
+        from: PeerId,
+        msg: Msg,
+    },
+    /// The origin accepted a transfer session for `h`.
+    OriginReady {
+        h: u32,
+    },
+    /// The origin refused (fallback slots full); try later.
+    OriginBusy {
+        h: u32,
+    },
+    /// A chunk from the origin; `ok` as for [`Msg::Chunk`].
+    OriginChunk {
+        h: u32,
+        index: u32,
+        ok: bool,
+    },
+    /// A TCP peer went away (reset, or timed out).
+    PeerLost {
+        peer: PeerId,
+    },
+}
+
+/// Why a phone fell back to the origin. Every fallback is counted and logged (CSCus67416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// No usable parent within `fallback_after`.
+    NoPeer,
+    /// The root itself sent data that failed verification.
+    CorruptRoot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Broadcast(Msg),
+    Send {
+        to: PeerId,
+        msg: Msg,
+    },
+    /// Open an origin transfer for `h` (the driver answers OriginReady or OriginBusy).
+    OriginOpen {
+        h: u32,
+        fallback: bool,
+    },
+    Fetch {
+        h: u32,
+        index: u32,
+    },
+    OriginClose {
+        h: u32,
+    },
+    Timer {
+        h: u32,
+        kind: TimerKind,
+        at: Time,
+    },
+    /// Every chunk of `h` is verified: write, fsync, rename.
+    Install {
+        h: u32,
+    },
+    Fallback {
+        h: u32,
+        reason: FallbackReason,
+    },
+    /// Passed the guard: root of `h`, fetching from the origin.
+    BecameRoot {
+        h: u32,
+    },
+    /// Confirmed root of `h` (Cisco's `@@@HROOT`).
+    ConfirmedRoot {
+        h: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No root followed yet; a claim timer may be armed.
+    Waiting,
+    /// Sent a tentative claim, guard timer armed.
+    Claimant,
+    /// Fetching from the origin and placing joiners.
+    Root,
+    /// Following a root, in its tree.
+    Member,
+    /// Fetching from the origin alone (counted).
+    Fallback,
+    /// Traditional mode: fetching from the origin.
+    Traditional,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Child {
+    peer: PeerId,
+    next: u32,
+    xid: u32,
+}
+
+/// One phone's state for one hierarchy.
+#[derive(Debug)]
+pub struct Hierarchy {
+    pub id: u32,
+    pub chunks: u32,
+    pub verified: u32,
+    pub role: Role,
+    pub parent: Option<PeerId>,
+    pub depth: u8,
+    children: Vec<Child>,
+    me: Claim,
+    best: Option<Claim>,
+    root_seen_at: Time,
+    seq: u32,
+    joined_xid: Option<u32>,
+    join_pending: bool,
+    orphan_since: Option<Time>,
+    lag_since: Option<Time>,
+    last_rx: Time,
+    excludes: Excludes,
+    blacklist: Vec<PeerId>,
+    coordinator: Option<Box<Coordinator>>,
+    fetch_next: u32,
+    origin_open: bool,
+    origin_inflight: u32,
+}
+
+impl Hierarchy {
+    fn fetching(&self) -> bool {
+        matches!(self.role, Role::Root | Role::Fallback | Role::Traditional)
+    }
+    pub fn done(&self) -> bool {
+        self.verified == self.chunks
+    }
+    pub fn children(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.children.iter().map(|c| c.peer)
+    }
+}
+
+/// Static description of a hierarchy a phone takes part in.
+#[derive(Debug, Clone, Copy)]
+pub struct HierarchySpec {
+    pub id: u32,
+    pub chunks: u32,
+}
+
+#[derive(Debug)]
+pub struct Phone {
+    pub id: PeerId,
+    pub link_kbit: u32,
+    /// Fault injection: relays chunks that fail verification (a broken or hostile peer).
+    pub corrupt: bool,
+    rng: ChaCha8Rng,
+    pub hierarchies: Vec<Hierarchy>,
+}
+
+impl Phone {
+    pub fn new(id: PeerId, link_kbit: u32, seed: u64, specs: &[HierarchySpec]) -> Self {
+        let hierarchies = specs
+            .iter()
+            .map(|s| Hierarchy {
+                id: s.id,
+                chunks: s.chunks,
+                verified: 0,
+                role: Role::Waiting,
+                parent: None,
+                depth: 0,
+                children: Vec::new(),
+                me: Claim {
+                    tier: Tier::Tentative,
+                    strength: 0,
+                    peer: id,
+                    xid: 0,
+                },
+                best: None,
+                root_seen_at: 0,
+                seq: 0,
+                joined_xid: None,
+                join_pending: false,
+                orphan_since: None,
+                lag_since: None,
+                last_rx: 0,
+                excludes: Excludes::default(),
+                blacklist: Vec::new(),
+                coordinator: None,
+                fetch_next: 0,
+                origin_open: false,
+                origin_inflight: 0,
+            })
+            .collect();
+        Phone {
+            id,
+            link_kbit,
+            corrupt: false,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            hierarchies,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.hierarchies.iter().all(Hierarchy::done)
+    }
+
+    fn index(&self, h: u32) -> Option<usize> {
+        self.hierarchies.iter().position(|x| x.id == h)
+    }
+
+    /// Feeds one event; appends the resulting actions to `out`.
+    pub fn handle(&mut self, cfg: &Config, now: Time, event: Event, out: &mut Vec<Action>) {
+        match event {
+            Event::Boot => self.boot(cfg, now, out),
+            Event::Timer {
+                kind: TimerKind::Watchdog,
+                ..
+            } => self.watchdog(cfg, now, out),
+            Event::Timer { h, kind } => {
+                if let Some(i) = self.index(h) {
+                    self.timer(cfg, now, i, kind, out);
+                }
+            }
+            Event::Recv { from, msg } => {
+                if let Some(i) = self.index(msg.hierarchy()) {
+                    self.recv(cfg, now, i, from, msg, out);
+                }
+            }
+            Event::OriginReady { h } => {
+                if let Some(i) = self.index(h) {
+                    let x = &mut self.hierarchies[i];
+                    if x.fetching() && !x.done() {
+                        x.origin_open = true;
+                        x.fetch_next = x.verified;
+                        x.origin_inflight = 0;
+                        self.fill_origin_window(cfg, i, out);
+                    } else {
+                        out.push(Action::OriginClose { h });
+                    }
+                }
+            }
+            Event::OriginBusy { h } => {
+                if let Some(i) = self.index(h) {
+                    let jitter = self.rng.random_range(0..=cfg.origin_retry);
+                    out.push(Action::Timer {
+                        h,
+                        kind: TimerKind::OriginRetry,
+                        at: now + cfg.origin_retry / 2 + jitter,
+                    });
+                    self.hierarchies[i].origin_open = false;
+                }
+            }
+            Event::OriginChunk { h, index, ok } => {
+                if let Some(i) = self.index(h) {
+                    self.origin_chunk(cfg, now, i, index, ok, out);
+                }
+            }
+            Event::PeerLost { peer } => {
+                for i in 0..self.hierarchies.len() {
+                    let x = &mut self.hierarchies[i];
+                    x.children.retain(|c| c.peer != peer);
+                    if x.parent == Some(peer) {
+                        x.parent = None;
+                        Self::exclude(x, peer, Exclusion::Dead);
+                        self.rejoin(cfg, now, i, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn boot(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        for i in 0..self.hierarchies.len() {
+            let h = self.hierarchies[i].id;
+            if cfg.mode == Mode::Traditional {
+                self.hierarchies[i].role = Role::Traditional;
+                out.push(Action::OriginOpen { h, fallback: false });
+            } else {
+                self.hierarchies[i].orphan_since = Some(now);
+                self.arm_claim(cfg, now, i, out);
+            }
+        }
+        if cfg.mode != Mode::Traditional {
+            out.push(Action::Timer {
+                h: 0,
+                kind: TimerKind::Watchdog,
+                at: now + cfg.watchdog,
+            });
+        }
+    }
+
+    fn arm_claim(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
+        let xid: u32 = self.rng.random();
+        let hier = &mut self.hierarchies[i];
+        let (delay, strength) = claim_draw(x, cfg.claim_window, cfg.n_max, hier.verified);
+        hier.role = Role::Waiting;
+        hier.me = Claim {
+            tier: Tier::Tentative,
+            strength,
+            peer: self.id,
+            xid,
+        };
+        out.push(Action::Timer {
+            h: hier.id,
+            kind: TimerKind::Claim,
+            at: now + delay,
+        });
+    }
+
+    fn timer(&mut self, cfg: &Config, now: Time, i: usize, kind: TimerKind, out: &mut Vec<Action>) {
+        let h = self.hierarchies[i].id;
+        match kind {
+            TimerKind::Claim => {
+                let x = &mut self.hierarchies[i];
+                if x.role != Role::Waiting || x.best.is_some_and(|b| b > x.me) {
+                    return; // suppressed: a claim at least as strong was heard
+                }
+                x.role = Role::Claimant;
+                x.seq = 1;
+                out.push(Action::Broadcast(Msg::Advert {
+                    h,
+                    claim: x.me,
+                    seq: x.seq,
+                    verified: x.verified,
+                }));
+                out.push(Action::Timer {
+                    h,
+                    kind: TimerKind::Guard,
+                    at: now + cfg.claim_guard,
+                });
+            }
+            TimerKind::Guard => {
+                let x = &self.hierarchies[i];
+                if x.role == Role::Claimant && x.best.is_none_or(|b| b <= x.me) {
+                    self.become_root(cfg, now, i, out);
+                }
+            }
+            TimerKind::Advert => {
+                let x = &mut self.hierarchies[i];
+                if x.role != Role::Root {
+                    return;
+                }
+                x.seq += 1;
+                if x.me.tier == Tier::Fetching && x.seq > cfg.confirm_adverts {
+                    x.me.tier = Tier::Confirmed;
+                    out.push(Action::ConfirmedRoot { h });
+                }
+                out.push(Action::Broadcast(Msg::Advert {
+                    h,
+                    claim: x.me,
+                    seq: x.seq,
+                    verified: x.verified,
+                }));
+                let next = if x.me.tier == Tier::Confirmed {
+                    cfg.root_advert_interval
+                } else {
+                    cfg.advert_interval
+                };
+                out.push(Action::Timer {
+                    h,
+                    kind: TimerKind::Advert,
+                    at: now + next,
+                });
+            }
+            TimerKind::Join => {
+                let max_children = if self.link_kbit < cfg.leaf_below_kbit || self.corrupt {
+                    // Honest phones below the threshold declare themselves leaves. (A corrupt
+                    // peer would not; it advertises like anyone else, to test the defences.)
+                    if self.corrupt { cfg.fanout } else { 0 }
+                } else {
+                    cfg.fanout
+                };
+                let x = &mut self.hierarchies[i];
+                let Some(root) = x.best else { return };
+                if x.role != Role::Member || !x.join_pending {
+                    return;
+                }
+                out.push(Action::Send {
+                    to: root.peer,
+                    msg: Msg::Join {
+                        h,
+                        xid: root.xid,
+                        max_children,
+                        verified: x.verified,
+                        exclude: x.excludes,
+                    },
+                });
+                out.push(Action::Timer {
+                    h,
+                    kind: TimerKind::Join,
+                    at: now + cfg.join_timeout,
+                });
+            }
+            TimerKind::OriginRetry => {
+                let x = &self.hierarchies[i];
+                if x.fetching() && !x.origin_open && !x.done() {
+                    out.push(Action::OriginOpen {
+                        h,
+                        fallback: x.role == Role::Fallback,
+                    });
+                }
+            }
+            TimerKind::Watchdog => unreachable!("handled phone-wide"),
+        }
+    }
+
+    fn become_root(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let id = self.id;
+        let x = &mut self.hierarchies[i];
+        let h = x.id;
+        if let Some(old) = x.parent.take() {
+            out.push(Action::Send {
+                to: old,
+                msg: Msg::Leave { h },
+            });
+        }
+        x.role = Role::Root;
+        x.me.tier = Tier::Fetching;
+        x.best = Some(x.me);
+        x.children.clear();
+        x.coordinator = Some(Box::new(Coordinator::new(id, cfg.fanout)));
+        x.orphan_since = None;
+        x.join_pending = false;
+        x.joined_xid = Some(x.me.xid);
+        x.depth = 0;
+        x.seq += 1;
+        out.push(Action::BecameRoot { h });
+        out.push(Action::Broadcast(Msg::Advert {
+            h,
+            claim: x.me,
+            seq: x.seq,
+            verified: x.verified,
+        }));
+        out.push(Action::Timer {
+            h,
+            kind: TimerKind::Advert,
+            at: now + cfg.advert_interval,
+        });
+        if !x.done() {
+            out.push(Action::OriginOpen { h, fallback: false });
+        }
+    }
+
+    fn recv(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        msg: Msg,
+        out: &mut Vec<Action>,
+    ) {
+        match msg {
+            Msg::Advert { claim, .. } => self.advert(cfg, now, i, from, claim, out),
+            Msg::Join {
+                h,
+                xid,
+                max_children,
+                exclude,
+                ..
+            } => {
+                let x = &mut self.hierarchies[i];
+                let placed = match (&mut x.coordinator, x.role) {
+                    (Some(c), Role::Root) if xid == x.me.xid => {
+                        let ex: Vec<_> = exclude.iter().collect();
+                        c.join(from, max_children, &ex)
+                    }
+                    _ => None,
+                };
+                let msg = match placed {
+                    Some((parent, depth)) => Msg::Accept {
+                        h,
+                        xid,
+                        parent,
+                        depth,
+                    },
+                    None => Msg::Reject { h, xid },
+                };
+                out.push(Action::Send { to: from, msg });
+            }
+            Msg::Accept {
+                h,
+                xid,
+                parent,
+                depth,
+            } => {
+                let x = &mut self.hierarchies[i];
+                let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
+                if x.role != Role::Member || !x.join_pending || !expected {
+                    return;
+                }
+                x.join_pending = false;
+                x.joined_xid = Some(xid);
+                x.last_rx = now;
+                if let Some(old) = x.parent.filter(|&p| p != parent) {
+                    out.push(Action::Send {
+                        to: old,
+                        msg: Msg::Leave { h },
+                    });
+                }
+                x.parent = Some(parent);
+                x.depth = depth;
+                x.orphan_since = None;
+                x.lag_since = None;
+                out.push(Action::Send {
+                    to: parent,
+                    msg: Msg::Request {
+                        h,
+                        from: x.verified,
+                        xid,
+                    },
+                });
+            }
+            Msg::Reject { xid, .. } => {
+                // From the root: the Join timer retries and adverts tell us if the root
+                // changed. From our parent: it refused our Request, so re-attach elsewhere.
+                let x = &mut self.hierarchies[i];
+                if x.parent == Some(from) && x.role == Role::Member && x.joined_xid == Some(xid) {
+                    x.parent = None;
+                    Self::exclude(x, from, Exclusion::Slow);
+                    self.rejoin(cfg, now, i, out);
+                }
+            }
+            Msg::Request {
+                h,
+                from: start,
+                xid,
+            } => {
+                let x = &mut self.hierarchies[i];
+                if x.role == Role::Traditional {
+                    return;
+                }
+                let current = x.joined_xid;
+                if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
+                    c.next = start;
+                    c.xid = xid;
+                } else if x.children.len() < usize::from(cfg.fanout) {
+                    x.children.push(Child {
+                        peer: from,
+                        next: start,
+                        xid,
+                    });
+                } else if let Some(stale) = x.children.iter_mut().find(|c| Some(c.xid) != current) {
+                    // Full, but one child belongs to an older tree: it is rejoining anyway.
+                    out.push(Action::Send {
+                        to: stale.peer,
+                        msg: Msg::Reject { h, xid: stale.xid },
+                    });
+                    *stale = Child {
+                        peer: from,
+                        next: start,
+                        xid,
+                    };
+                } else {
+                    out.push(Action::Send {
+                        to: from,
+                        msg: Msg::Reject { h, xid: x.me.xid },
+                    });
+                    return;
+                }
+                assert!(x.children.len() <= usize::from(cfg.fanout));
+                self.pump(cfg, i, out);
+            }
+            Msg::Chunk {
+                index, have, ok, ..
+            } => self.chunk(cfg, now, i, from, index, have, ok, out),
+            Msg::Leave { .. } => {
+                self.hierarchies[i].children.retain(|c| c.peer != from);
+            }
+        }
+    }
+
+    fn advert(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        claim: Claim,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        if x.blacklist.contains(&from) || claim.peer != from {
+            return;
+        }
+        match x.best {
+            Some(b) if b.peer == from => {
+                x.best = Some(claim);
+                x.root_seen_at = now;
+            }
+            Some(b) if b >= claim => return,
+            _ => {
+                x.best = Some(claim);
+                x.root_seen_at = now;
+            }
+        }
+        let best = x.best.expect("set above");
+        match x.role {
+            Role::Waiting => {
+                if best.tier >= Tier::Fetching {
+                    self.follow(cfg, now, i, out);
+                }
+            }
+            Role::Claimant => {
+                if best > x.me {
+                    x.role = Role::Waiting;
+                    if best.tier >= Tier::Fetching {
+                        self.follow(cfg, now, i, out);
+                    }
+                }
+            }
+            Role::Root => {
+                if best > x.me {
+                    // A stronger root exists (only possible when two passed their guards at
+                    // once): stop fetching, keep what is verified, join it.
+                    let h = x.id;
+                    x.coordinator = None;
+                    x.children.clear();
+                    if x.origin_open {
+                        x.origin_open = false;
+                        out.push(Action::OriginClose { h });
+                    }
+                    self.follow(cfg, now, i, out);
+                }
+            }
+            Role::Member => {
+                if best.tier >= Tier::Fetching && x.joined_xid != Some(best.xid) && !x.join_pending
+                {
+                    self.follow(cfg, now, i, out);
+                }
+            }
+            Role::Fallback | Role::Traditional => {}
+        }
+    }
+
+    /// Starts joining the best root after a random spread (no join implosion at the root).
+    fn follow(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let spread = self.rng.random_range(0..=cfg.join_spread);
+        let x = &mut self.hierarchies[i];
+        x.role = Role::Member;
+        x.join_pending = true;
+        x.orphan_since.get_or_insert(now);
+        out.push(Action::Timer {
+            h: x.id,
+            kind: TimerKind::Join,
+            at: now + spread,
+        });
+    }
+
+    /// Lost or dropped the parent: ask the root again at once, keeping children and data.
+    fn rejoin(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let x = &mut self.hierarchies[i];
+        if x.role != Role::Member || x.done() {
+            return;
+        }
+        x.orphan_since.get_or_insert(now);
+        x.join_pending = true;
+        let h = x.id;
+        let _ = cfg;
+        out.push(Action::Timer {
+            h,
+            kind: TimerKind::Join,
+            at: now,
+        });
+    }
+
+    fn exclude(x: &mut Hierarchy, peer: PeerId, why: Exclusion) {
+        x.excludes.push(peer, why);
+        if why != Exclusion::Slow && !x.blacklist.contains(&peer) && x.blacklist.len() < 64 {
+            x.blacklist.push(peer);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn chunk(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        index: u32,
+        have: u32,
+        ok: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        if x.parent != Some(from) || x.role != Role::Member {
+            return; // stale: from a parent we already left
+        }
+        let h = x.id;
+        if !ok {
+            // Verification failed: never relay or install it; drop and blacklist the parent.
+            out.push(Action::Send {
+                to: from,
+                msg: Msg::Leave { h },
+            });
+            x.parent = None;
+            Self::exclude(x, from, Exclusion::Corrupt);
+            if x.best.is_some_and(|b| b.peer == from) {
+                self.fallback(now, i, FallbackReason::CorruptRoot, out);
+            } else {
+                self.rejoin(cfg, now, i, out);
+            }
+            return;
+        }
+        x.last_rx = now;
+        if index != x.verified {
+            return; // duplicate after a re-attach
+        }
+        self.verified_one(cfg, i, out);
+        let x = &mut self.hierarchies[i];
+        // A parent that falls far behind what it holds itself is slow: re-attach elsewhere.
+        if !x.done() && have > x.verified + cfg.slow_lag_chunks {
+            let since = *x.lag_since.get_or_insert(now);
+            if now - since > cfg.slow_window {
+                out.push(Action::Send {
+                    to: from,
+                    msg: Msg::Leave { h },
+                });
+                x.parent = None;
+                x.lag_since = None;
+                Self::exclude(x, from, Exclusion::Slow);
+                self.rejoin(cfg, now, i, out);
+            }
+        } else {
+            x.lag_since = None;
+        }
+    }
+
+    fn origin_chunk(
+        &mut self,
+        cfg: &Config,
+        _now: Time,
+        i: usize,
+        index: u32,
+        ok: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        if !x.fetching() || !x.origin_open {
+            return; // a deposed root's last in-flight chunks
+        }
+        x.origin_inflight = x.origin_inflight.saturating_sub(1);
+        if !ok || index != x.verified {
+            // Refetch from the verified offset (bounded: one window at a time).
+            if !ok {
+                x.fetch_next = x.verified;
+            }
+        } else {
+            self.verified_one(cfg, i, out);
+        }
+        let x = &mut self.hierarchies[i];
+        if x.done() {
+            x.origin_open = false;
+            out.push(Action::OriginClose { h: x.id });
+        } else {
+            self.fill_origin_window(cfg, i, out);
+        }
+    }
+
+    fn fill_origin_window(&mut self, cfg: &Config, i: usize, out: &mut Vec<Action>) {
+        let x = &mut self.hierarchies[i];
+        while x.origin_inflight < cfg.origin_window && x.fetch_next < x.chunks {
+            out.push(Action::Fetch {
+                h: x.id,
+                index: x.fetch_next,
+            });
+            x.fetch_next += 1;
+            x.origin_inflight += 1;
+        }
+    }
+
+    /// The next chunk in order passed verification: count it, relay it, maybe install.
+    fn verified_one(&mut self, cfg: &Config, i: usize, out: &mut Vec<Action>) {
+        let x = &mut self.hierarchies[i];
+        debug_assert!(x.verified < x.chunks);
+        x.verified += 1;
+        if x.done() {
+            out.push(Action::Install { h: x.id });
+        }
+        self.pump(cfg, i, out);
+    }
+
+    /// Sends every child the verified chunks it lacks (all of them once the file is complete in
+    /// store-and-forward mode). Only verified chunks are ever relayed.
+    fn pump(&mut self, cfg: &Config, i: usize, out: &mut Vec<Action>) {
+        let corrupt = self.corrupt;
+        let x = &mut self.hierarchies[i];
+        let limit = match cfg.mode {
+            Mode::Pipelined => x.verified,
+            Mode::StoreAndForward if x.done() => x.chunks,
+            _ => 0,
+        };
+        for c in &mut x.children {
+            while c.next < limit {
+                debug_assert!(c.next < x.verified, "relaying an unverified chunk");
+                out.push(Action::Send {
+                    to: c.peer,
+                    msg: Msg::Chunk {
+                        h: x.id,
+                        index: c.next,
+                        have: x.verified,
+                        ok: !corrupt,
+                    },
+                });
+                c.next += 1;
+            }
+        }
+    }
+
+    fn fallback(&mut self, now: Time, i: usize, reason: FallbackReason, out: &mut Vec<Action>) {
+        let x = &mut self.hierarchies[i];
+        let _ = now;
+        x.role = Role::Fallback;
+        x.parent = None;
+        x.join_pending = false;
+        x.orphan_since = None;
+        out.push(Action::Fallback { h: x.id, reason });
+        if !x.done() {
+            out.push(Action::OriginOpen {
+                h: x.id,
+                fallback: true,
+            });
+        }
+    }
+
+    fn watchdog(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        for i in 0..self.hierarchies.len() {
+            let x = &mut self.hierarchies[i];
+            match x.role {
+                Role::Member if now.saturating_sub(x.root_seen_at) > cfg.root_timeout => {
+                    // Root presumed dead: re-elect. Phones holding more data claim stronger.
+                    if let Some(dead) = x.best.take() {
+                        Self::exclude(x, dead.peer, Exclusion::Dead);
+                    }
+                    x.orphan_since.get_or_insert(now);
+                    x.join_pending = false;
+                    self.arm_claim(cfg, now, i, out);
+                }
+                _ => {}
+            }
+            let x = &mut self.hierarchies[i];
+            if x.role == Role::Member
+                && !x.done()
+                && let Some(parent) = x.parent
+                && now.saturating_sub(x.last_rx) > cfg.stall_timeout
+            {
+                // Nothing from the parent for a while: ask again from our verified offset.
+                x.last_rx = now;
+                out.push(Action::Send {
+                    to: parent,
+                    msg: Msg::Request {
+                        h: x.id,
+                        from: x.verified,
+                        xid: x.joined_xid.unwrap_or(0),
+                    },
+                });
+            }
+            let x = &self.hierarchies[i];
+            let orphaned = matches!(x.role, Role::Member | Role::Waiting | Role::Claimant)
+                && x.parent.is_none()
+                && !x.done();
+            if orphaned
+                && x.orphan_since
+                    .is_some_and(|t| now.saturating_sub(t) > cfg.fallback_after)
+            {
+                self.fallback(now, i, FallbackReason::NoPeer, out);
+            }
+        }
+        out.push(Action::Timer {
+            h: 0,
+            kind: TimerKind::Watchdog,
+            at: now + cfg.watchdog,
+        });
+    }
+}

@@ -1,0 +1,608 @@
+//! Deterministic simulator: thousands to 100,000 virtual phones driven through the same
+//! [`Phone`] state machine the engine drives, on a seeded virtual clock and network.
+//!
+//! Network model (stated, so the numbers can be judged):
+//! - WAN: one FIFO link of `wan_mbit` from the origin to the site, `wan_rtt_ms` round trip.
+//!   Opening an origin transfer costs one RTT (RRQ/OACK); each chunk request reaches the origin
+//!   after RTT/2 and its bytes queue on the WAN link (windowed TFTP, RFC 7440).
+//! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
+//!   ingress serializer plus `lan_latency_us`. A chunk occupies the sender's egress, then the
+//!   receiver's ingress; per receiver, deliveries stay in order (TCP).
+//! - Loss `p`: each UDP datagram is dropped with probability `p`; a TCP or TFTP chunk of `k`
+//!   packets is delayed by one retransmission round with probability `1-(1-p)^k`.
+//! - Broadcasts reach every phone of the same model after the LAN latency (phones of other
+//!   models drop them, as the XDP filter does).
+//! - Crashes: `crash_fraction` of phones stop at uniform random times within the WAN limit;
+//!   their TCP peers notice after `peer_timeout`.
+//! - Corrupt peers: phones that relay chunks failing verification.
+
+use std::{cmp::Reverse, collections::BinaryHeap, time::Instant};
+
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+
+use crate::phone::{
+    Action, Config, Event, FallbackReason, HierarchySpec, Mode, Msg, Phone, Role, Time,
+};
+
+/// Sizes of the five files of a real CP-7961G load (SCCP41.9-4-2SR3-1S).
+pub const LOAD_7961: [u64; 5] = [1_630_052, 556_833, 3_157_527, 562_693, 2_219_477];
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub phones: u32,
+    pub seed: u64,
+    pub mode: Mode,
+    pub models: u32,
+    pub wan_mbit: f64,
+    pub wan_rtt_ms: f64,
+    pub lan_mbit: f64,
+    pub lan_latency_us: u64,
+    pub loss: f64,
+    pub crash_fraction: f64,
+    pub corrupt_peers: u32,
+    pub slow_fraction: f64,
+    pub slow_mbit: f64,
+    pub chunk_size: u32,
+    pub file_sizes: Vec<u64>,
+    pub fanout: u8,
+    /// Concurrent origin transfers the origin grants to phones that fell back.
+    pub fallback_slots: u32,
+    pub peer_timeout_ms: u64,
+    /// Hard stop for the virtual clock.
+    pub max_sim_s: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            phones: 1000,
+            seed: 1,
+            mode: Mode::Pipelined,
+            models: 1,
+            wan_mbit: 10.0,
+            wan_rtt_ms: 50.0,
+            lan_mbit: 100.0,
+            lan_latency_us: 50,
+            loss: 0.0,
+            crash_fraction: 0.0,
+            corrupt_peers: 0,
+            slow_fraction: 0.0,
+            slow_mbit: 2.0,
+            chunk_size: 64 * 1024,
+            file_sizes: LOAD_7961.to_vec(),
+            fanout: 2,
+            fallback_slots: 4,
+            peer_timeout_ms: 1000,
+            max_sim_s: 36_000.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub phones: u32,
+    pub completed: u32,
+    pub crashed: u32,
+    pub corrupt_installs: u32,
+    pub origin_fallbacks: u32,
+    pub fallbacks_no_peer: u32,
+    pub fallbacks_corrupt_root: u32,
+    pub roots_max: u32,
+    pub max_children: u32,
+    pub max_depth: u32,
+    pub wan_bytes: u64,
+    pub load_bytes: u64,
+    pub models: u32,
+    pub makespan_s: f64,
+    /// Last completion among phones with a normal-speed link.
+    pub normal_makespan_s: f64,
+    pub limit_s: f64,
+    pub election_converged_s: f64,
+    pub election_broadcasts: u64,
+    pub unicast_control: u64,
+    pub slow_phones_with_children: u32,
+    pub events: u64,
+    pub timed_out: bool,
+    pub wall_s: f64,
+    pub seed: u64,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SimEvent {
+    Phone { to: u32, ev: Event },
+    Broadcast { from: u32, msg: Msg },
+    Crash { phone: u32 },
+    Sample,
+}
+
+struct Entry {
+    at: Time,
+    seq: u64,
+    ev: SimEvent,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+const SAMPLE_EVERY: Time = 1_000_000;
+const PACKET: u64 = 1448;
+
+struct Sim {
+    cfg: SimConfig,
+    core: Config,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    phones: Vec<Phone>,
+    alive: Vec<bool>,
+    slow: Vec<bool>,
+    /// Bytes per microsecond.
+    rate: Vec<f64>,
+    egress_free: Vec<Time>,
+    ingress_free: Vec<Time>,
+    wan_free: Time,
+    wan_rate: f64,
+    rtt: Time,
+    files: usize,
+    /// Phones of each model, for broadcast delivery.
+    by_model: Vec<Vec<u32>>,
+    /// Ground truth, independent of the phones' own bookkeeping: valid chunks received in order.
+    truth: Vec<u32>,
+    installed: Vec<u8>,
+    completion: Vec<Option<Time>>,
+    crash_at: Vec<Option<Time>>,
+    /// TCP peers of each phone, to tell them when it crashes.
+    tcp_peers: Vec<Vec<u32>>,
+    fallback_sessions: Vec<bool>,
+    open_fallbacks: u32,
+    report: Report,
+    last_claim: Time,
+    actions: Vec<Action>,
+}
+
+impl Sim {
+    fn chunks_of(&self, file: usize) -> u32 {
+        self.cfg.file_sizes[file].div_ceil(u64::from(self.cfg.chunk_size)) as u32
+    }
+
+    fn chunk_bytes(&self, h: u32, index: u32) -> u64 {
+        let size = self.cfg.file_sizes[h as usize % self.files];
+        let start = u64::from(index) * u64::from(self.cfg.chunk_size);
+        (size - start.min(size)).min(u64::from(self.cfg.chunk_size))
+    }
+
+    fn push(&mut self, at: Time, ev: SimEvent) {
+        self.seq += 1;
+        self.queue.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn lossy(&mut self, packets: u64) -> bool {
+        self.cfg.loss > 0.0 && {
+            let p_ok = (1.0 - self.cfg.loss).powf(packets as f64);
+            self.rng.random::<f64>() > p_ok
+        }
+    }
+
+    fn truth_index(&self, phone: u32, h: u32) -> usize {
+        phone as usize * self.files + h as usize % self.files
+    }
+
+    fn deliver(&mut self, now: Time, to: u32, ev: Event) {
+        if !self.alive[to as usize] {
+            return;
+        }
+        match ev {
+            Event::Recv {
+                msg: Msg::Chunk { h, index, ok, .. },
+                ..
+            }
+            | Event::OriginChunk { h, index, ok } => {
+                let t = self.truth_index(to, h);
+                if ok && index == self.truth[t] {
+                    self.truth[t] += 1;
+                }
+            }
+            _ => {}
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.phones[to as usize].handle(&self.core, now, ev, &mut actions);
+        for a in actions.drain(..) {
+            self.act(now, to, a);
+        }
+        self.actions = actions;
+    }
+
+    fn act(&mut self, now: Time, p: u32, action: Action) {
+        let lat = self.cfg.lan_latency_us;
+        match action {
+            Action::Broadcast(msg) => {
+                self.report.election_broadcasts += 1;
+                if let Msg::Advert { claim, .. } = msg
+                    && claim.tier == crate::wire::Tier::Tentative
+                {
+                    self.last_claim = self.last_claim.max(now);
+                }
+                self.push(now + lat, SimEvent::Broadcast { from: p, msg });
+            }
+            Action::Send { to, msg } => {
+                let ev = Event::Recv { from: p, msg };
+                match msg {
+                    Msg::Chunk { h, index, .. } => {
+                        let bytes = self.chunk_bytes(h, index) as f64;
+                        let (pi, ti) = (p as usize, to as usize);
+                        let start = now.max(self.egress_free[pi]);
+                        let end = start + (bytes / self.rate[pi]).ceil() as Time;
+                        self.egress_free[pi] = end;
+                        let in_start = (start + lat).max(self.ingress_free[ti]);
+                        let mut arrive =
+                            (in_start + (bytes / self.rate[ti]).ceil() as Time).max(end + lat);
+                        if self.lossy((bytes as u64).div_ceil(PACKET)) {
+                            arrive += 2 * lat + 1000;
+                        }
+                        self.ingress_free[ti] = arrive;
+                        self.push(arrive, SimEvent::Phone { to, ev });
+                    }
+                    Msg::Request { .. } if !self.alive[to as usize] => {
+                        // Connecting to a dead phone fails after the TCP timeout.
+                        let ev = Event::PeerLost { peer: to };
+                        let at = now + self.cfg.peer_timeout_ms * 1000;
+                        self.push(at, SimEvent::Phone { to: p, ev });
+                    }
+                    Msg::Request { .. } => {
+                        if !self.tcp_peers[p as usize].contains(&to) {
+                            self.tcp_peers[p as usize].push(to);
+                            self.tcp_peers[to as usize].push(p);
+                        }
+                        self.push(now + lat, SimEvent::Phone { to, ev });
+                    }
+                    Msg::Leave { .. } => self.push(now + lat, SimEvent::Phone { to, ev }),
+                    Msg::Join { .. } | Msg::Accept { .. } | Msg::Reject { .. } => {
+                        self.report.unicast_control += 1;
+                        if !self.lossy(1) {
+                            self.push(now + lat, SimEvent::Phone { to, ev });
+                        }
+                    }
+                    Msg::Advert { .. } => unreachable!("adverts are broadcast"),
+                }
+            }
+            Action::OriginOpen { h, fallback } => {
+                let t = self.truth_index(p, h);
+                let ev = if fallback && !self.fallback_sessions[t] {
+                    if self.open_fallbacks >= self.cfg.fallback_slots {
+                        Event::OriginBusy { h }
+                    } else {
+                        self.open_fallbacks += 1;
+                        self.fallback_sessions[t] = true;
+                        Event::OriginReady { h }
+                    }
+                } else {
+                    Event::OriginReady { h }
+                };
+                self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
+            }
+            Action::Fetch { h, index } => {
+                let bytes = self.chunk_bytes(h, index);
+                self.report.wan_bytes += bytes;
+                let at_origin = now + self.rtt / 2;
+                let start = at_origin.max(self.wan_free);
+                self.wan_free = start + (bytes as f64 / self.wan_rate).ceil() as Time;
+                let mut arrive = self.wan_free + self.rtt / 2;
+                let pi = p as usize;
+                arrive = arrive.max(self.ingress_free[pi] + (bytes as f64 / self.rate[pi]) as Time);
+                if self.lossy(bytes.div_ceil(PACKET)) {
+                    arrive += self.rtt;
+                }
+                self.ingress_free[pi] = arrive;
+                let ev = Event::OriginChunk { h, index, ok: true };
+                self.push(arrive, SimEvent::Phone { to: p, ev });
+            }
+            Action::OriginClose { h } => {
+                let t = self.truth_index(p, h);
+                if std::mem::take(&mut self.fallback_sessions[t]) {
+                    self.open_fallbacks -= 1;
+                }
+            }
+            Action::Timer { h, kind, at } => {
+                let ev = Event::Timer { h, kind };
+                self.push(at.max(now), SimEvent::Phone { to: p, ev });
+            }
+            Action::Install { h } => {
+                let t = self.truth_index(p, h);
+                let chunks = self.chunks_of(h as usize % self.files);
+                if self.truth[t] != chunks {
+                    self.report.corrupt_installs += 1;
+                }
+                self.installed[p as usize] += 1;
+                if usize::from(self.installed[p as usize]) == self.files {
+                    self.completion[p as usize] = Some(now);
+                    self.report.completed += 1;
+                }
+            }
+            Action::Fallback { reason, .. } => {
+                self.report.origin_fallbacks += 1;
+                match reason {
+                    FallbackReason::NoPeer => self.report.fallbacks_no_peer += 1,
+                    FallbackReason::CorruptRoot => self.report.fallbacks_corrupt_root += 1,
+                }
+            }
+            Action::BecameRoot { .. } => self.last_claim = self.last_claim.max(now),
+            Action::ConfirmedRoot { .. } => {}
+        }
+    }
+
+    /// Counts roots per hierarchy, children per parent and tree depth from the phones' state.
+    fn sample(&mut self, now: Time) {
+        let hierarchies = self.cfg.models as usize * self.files;
+        let mut roots = vec![0u32; hierarchies];
+        for (i, phone) in self.phones.iter().enumerate() {
+            if !self.alive[i] {
+                continue;
+            }
+            for (k, x) in phone.hierarchies.iter().enumerate() {
+                if x.role == Role::Root {
+                    roots[x.id as usize] += 1;
+                }
+                let kids = x.children().filter(|&c| self.alive[c as usize]).count() as u32;
+                self.report.max_children = self.report.max_children.max(kids);
+                if self.slow[i] && kids > 0 {
+                    self.report.slow_phones_with_children += 1;
+                }
+                let _ = k;
+            }
+        }
+        if now >= SAMPLE_EVERY {
+            let most = roots.iter().copied().max().unwrap_or(0);
+            self.report.roots_max = self.report.roots_max.max(most);
+        }
+        // Depth: follow parent pointers (bounded, so a cycle would show as a huge depth).
+        for k in 0..self.files {
+            for i in 0..self.phones.len() {
+                if !self.alive[i] {
+                    continue;
+                }
+                let mut depth = 0u32;
+                let mut cur = self.phones[i].hierarchies[k].parent;
+                while let Some(p) = cur {
+                    depth += 1;
+                    if depth > 4096 {
+                        break;
+                    }
+                    cur = self.phones[p as usize].hierarchies[k].parent;
+                }
+                self.report.max_depth = self.report.max_depth.max(depth);
+            }
+        }
+    }
+}
+
+/// Runs one simulation to completion (or `max_sim_s`).
+pub fn run(cfg: &SimConfig) -> Report {
+    let wall = Instant::now();
+    assert!(cfg.phones > 0 && cfg.models > 0 && !cfg.file_sizes.is_empty());
+    let files = cfg.file_sizes.len();
+    let n = cfg.phones as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let load_bytes: u64 = cfg.file_sizes.iter().sum();
+    let wan_rate = cfg.wan_mbit * 1e6 / 8.0 / 1e6;
+    let limit_s = f64::from(cfg.models) * load_bytes as f64 * 8.0 / (cfg.wan_mbit * 1e6)
+        + cfg.wan_rtt_ms / 1e3;
+    let core = Config {
+        mode: cfg.mode,
+        fanout: cfg.fanout,
+        ..Config::default()
+    };
+    let specs: Vec<Vec<HierarchySpec>> = (0..cfg.models)
+        .map(|m| {
+            (0..files)
+                .map(|f| HierarchySpec {
+                    id: m * files as u32 + f as u32,
+                    chunks: cfg.file_sizes[f].div_ceil(u64::from(cfg.chunk_size)) as u32,
+                })
+                .collect()
+        })
+        .collect();
+    let mut slow = vec![false; n];
+    let slow_count = (cfg.slow_fraction * n as f64).round() as usize;
+    let mut order: Vec<u32> = (0..cfg.phones).collect();
+    order.shuffle(&mut rng);
+    for &i in order.iter().take(slow_count) {
+        slow[i as usize] = true;
+    }
+    let rate: Vec<f64> = slow
+        .iter()
+        .map(|&s| if s { cfg.slow_mbit } else { cfg.lan_mbit } / 8.0)
+        .collect();
+    let mut phones: Vec<Phone> = (0..cfg.phones)
+        .map(|i| {
+            let kbit = (rate[i as usize] * 8.0 * 1000.0) as u32;
+            Phone::new(i, kbit, rng.random(), &specs[(i % cfg.models) as usize])
+        })
+        .collect();
+    order.shuffle(&mut rng);
+    for &i in order.iter().take(cfg.corrupt_peers as usize) {
+        phones[i as usize].corrupt = true;
+    }
+    let mut by_model = vec![Vec::new(); cfg.models as usize];
+    for i in 0..cfg.phones {
+        by_model[(i % cfg.models) as usize].push(i);
+    }
+    let crash_count = (cfg.crash_fraction * n as f64).round() as usize;
+    order.shuffle(&mut rng);
+    let mut crash_at = vec![None; n];
+    for &i in order.iter().take(crash_count) {
+        crash_at[i as usize] = Some(rng.random_range(0..(limit_s * 1e6) as Time));
+    }
+    let mut sim = Sim {
+        core,
+        rng,
+        queue: BinaryHeap::new(),
+        seq: 0,
+        phones,
+        alive: vec![true; n],
+        slow,
+        rate,
+        egress_free: vec![0; n],
+        ingress_free: vec![0; n],
+        wan_free: 0,
+        wan_rate,
+        rtt: (cfg.wan_rtt_ms * 1000.0) as Time,
+        files,
+        by_model,
+        truth: vec![0; n * files],
+        installed: vec![0; n],
+        completion: vec![None; n],
+        crash_at: crash_at.clone(),
+        tcp_peers: vec![Vec::new(); n],
+        fallback_sessions: vec![false; n * files],
+        open_fallbacks: 0,
+        report: Report {
+            phones: cfg.phones,
+            completed: 0,
+            crashed: 0,
+            corrupt_installs: 0,
+            origin_fallbacks: 0,
+            fallbacks_no_peer: 0,
+            fallbacks_corrupt_root: 0,
+            roots_max: 0,
+            max_children: 0,
+            max_depth: 0,
+            wan_bytes: 0,
+            load_bytes,
+            models: cfg.models,
+            makespan_s: 0.0,
+            normal_makespan_s: 0.0,
+            limit_s,
+            election_converged_s: 0.0,
+            election_broadcasts: 0,
+            unicast_control: 0,
+            slow_phones_with_children: 0,
+            events: 0,
+            timed_out: false,
+            wall_s: 0.0,
+            seed: cfg.seed,
+            mode: cfg.mode,
+        },
+        last_claim: 0,
+        actions: Vec::new(),
+        cfg: cfg.clone(),
+    };
+    for i in 0..cfg.phones {
+        sim.push(
+            0,
+            SimEvent::Phone {
+                to: i,
+                ev: Event::Boot,
+            },
+        );
+        if let Some(at) = crash_at[i as usize] {
+            sim.push(at, SimEvent::Crash { phone: i });
+        }
+    }
+    sim.push(SAMPLE_EVERY, SimEvent::Sample);
+    let max_t = (cfg.max_sim_s * 1e6) as Time;
+    let mut now = 0;
+    while let Some(Reverse(Entry { at, ev, .. })) = sim.queue.pop() {
+        if at > max_t {
+            sim.report.timed_out = true;
+            break;
+        }
+        now = at;
+        sim.report.events += 1;
+        match ev {
+            SimEvent::Phone { to, ev } => sim.deliver(now, to, ev),
+            SimEvent::Broadcast { from, msg } => {
+                let model = (from % cfg.models) as usize;
+                let members = std::mem::take(&mut sim.by_model[model]);
+                for &to in &members {
+                    if to != from && !sim.lossy(1) {
+                        sim.deliver(now, to, Event::Recv { from, msg });
+                    }
+                }
+                sim.by_model[model] = members;
+            }
+            SimEvent::Crash { phone } => {
+                let i = phone as usize;
+                if sim.completion[i].is_some() || !sim.alive[i] {
+                    continue; // already upgraded: a later power loss does not undo it
+                }
+                sim.alive[i] = false;
+                sim.report.crashed += 1;
+                for h in 0..files {
+                    let t = i * files + h;
+                    if std::mem::take(&mut sim.fallback_sessions[t]) {
+                        sim.open_fallbacks -= 1;
+                    }
+                }
+                let peers = std::mem::take(&mut sim.tcp_peers[i]);
+                for q in peers {
+                    let ev = Event::PeerLost { peer: phone };
+                    sim.push(
+                        now + cfg.peer_timeout_ms * 1000,
+                        SimEvent::Phone { to: q, ev },
+                    );
+                }
+            }
+            SimEvent::Sample => {
+                sim.sample(now);
+                sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
+            }
+        }
+        if sim.report.completed + sim.report.crashed == cfg.phones {
+            break;
+        }
+    }
+    sim.sample(now);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (i, p) in sim.phones.iter().enumerate() {
+            for x in &p.hierarchies {
+                if matches!(x.role, Role::Root | Role::Claimant | Role::Fallback) {
+                    tracing::debug!(phone = i, alive = sim.alive[i], h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, "root-like state at the end");
+                }
+            }
+        }
+        let mut shown = 0;
+        for (i, p) in sim.phones.iter().enumerate() {
+            if sim.alive[i] && !p.done() && shown < 12 {
+                shown += 1;
+                for x in &p.hierarchies {
+                    tracing::debug!(phone = i, h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, parent = ?x.parent, "unfinished phone at the end");
+                }
+            }
+        }
+    }
+    let r = &mut sim.report;
+    let done = |t: &Option<Time>| t.map(|t| t as f64 / 1e6);
+    r.makespan_s = sim.completion.iter().filter_map(done).fold(0.0, f64::max);
+    r.normal_makespan_s = sim
+        .completion
+        .iter()
+        .zip(&sim.slow)
+        .filter(|(_, s)| !**s)
+        .filter_map(|(t, _)| done(t))
+        .fold(0.0, f64::max);
+    r.election_converged_s = sim.last_claim as f64 / 1e6;
+    r.wall_s = wall.elapsed().as_secs_f64();
+    let _ = &sim.crash_at;
+    sim.report
+}

@@ -1,0 +1,219 @@
+//! Breadth-first placement of joiners, run by the root of a hierarchy.
+//!
+//! The root sees every `Join`; it answers with a parent: the shallowest parent-capable member
+//! with a free slot (join order breaks ties), never one the joiner excludes, never one of the
+//! joiner's own descendants (a re-attaching phone keeps its subtree). Invariant: no member is
+//! given more than `fanout` children.
+
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, Clone)]
+struct Member {
+    parent: Option<u32>,
+    depth: u8,
+    children: u8,
+    capable: bool,
+    /// Position in `open` while it has free slots.
+    order: u64,
+}
+
+/// Why a peer was excluded by a joiner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Connection lost: never placed under again.
+    Dead,
+    /// Sent a chunk that failed its digest: never a parent again.
+    Corrupt,
+    /// Too slow for its children: kept, but gets no new children.
+    Slow,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    root: u32,
+    fanout: u8,
+    members: HashMap<u32, Member>,
+    /// (depth, order, peer) of capable members with free slots.
+    open: BTreeSet<(u8, u64, u32)>,
+    next_order: u64,
+}
+
+impl Coordinator {
+    pub fn new(root: u32, fanout: u8) -> Self {
+        assert!(fanout > 0, "fanout must be positive");
+        let mut c = Coordinator {
+            root,
+            fanout,
+            members: HashMap::new(),
+            open: BTreeSet::new(),
+            next_order: 0,
+        };
+        c.members.insert(
+            root,
+            Member {
+                parent: None,
+                depth: 0,
+                children: 0,
+                capable: true,
+                order: 0,
+            },
+        );
+        c.open.insert((0, 0, root));
+        c.next_order = 1;
+        c
+    }
+
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Applies a joiner's exclusions, then places it. Returns (parent, depth of the joiner), or
+    /// `None` when no member can take it now.
+    pub fn join(
+        &mut self,
+        joiner: u32,
+        max_children: u8,
+        exclude: &[(u32, Exclusion)],
+    ) -> Option<(u32, u8)> {
+        if joiner == self.root {
+            return None;
+        }
+        for &(peer, why) in exclude {
+            self.exclude(peer, why);
+        }
+        // Leaving the old parent frees its slot.
+        if let Some(old) = self.members.get(&joiner).and_then(|m| m.parent) {
+            self.release_slot(old);
+        }
+        let excluded = |p: u32| exclude.iter().any(|&(e, _)| e == p);
+        let mut pick = None;
+        for &(depth, order, peer) in &self.open {
+            if peer == joiner || excluded(peer) || self.is_descendant(peer, joiner) {
+                continue;
+            }
+            pick = Some((depth, order, peer));
+            break;
+        }
+        let (depth, order, parent) = pick?;
+        let p = self.members.get_mut(&parent).expect("open members exist");
+        p.children += 1;
+        debug_assert!(p.children <= self.fanout);
+        if p.children >= self.fanout {
+            self.open.remove(&(depth, order, parent));
+        }
+        let child_depth = depth.saturating_add(1);
+        let capable = max_children > 0;
+        let child_order = self.next_order;
+        self.next_order += 1;
+        let entry = self.members.entry(joiner).or_insert(Member {
+            parent: None,
+            depth: child_depth,
+            children: 0,
+            capable,
+            order: child_order,
+        });
+        // A re-attaching member keeps its children; re-key it in `open` at its new depth.
+        self.open.remove(&(entry.depth, entry.order, joiner));
+        entry.parent = Some(parent);
+        entry.depth = child_depth;
+        entry.capable &= capable;
+        entry.order = child_order;
+        if entry.capable && entry.children < self.fanout {
+            self.open.insert((child_depth, child_order, joiner));
+        }
+        Some((parent, child_depth))
+    }
+
+    fn exclude(&mut self, peer: u32, why: Exclusion) {
+        if peer == self.root {
+            return;
+        }
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
+        self.open.remove(&(m.depth, m.order, peer));
+        m.capable = false;
+        if why == Exclusion::Dead {
+            let parent = m.parent;
+            self.members.remove(&peer);
+            if let Some(p) = parent {
+                self.release_slot(p);
+            }
+        }
+    }
+
+    fn release_slot(&mut self, parent: u32) {
+        let fanout = self.fanout;
+        if let Some(p) = self.members.get_mut(&parent) {
+            p.children = p.children.saturating_sub(1);
+            if p.capable && p.children < fanout {
+                self.open.insert((p.depth, p.order, parent));
+            }
+        }
+    }
+
+    /// Whether `node` lies in the subtree of `ancestor`.
+    fn is_descendant(&self, node: u32, ancestor: u32) -> bool {
+        let mut cur = Some(node);
+        // Bounded walk: depth is u8, and a cycle (which `join` prevents) cannot loop forever.
+        for _ in 0..=u8::MAX as usize {
+            match cur {
+                Some(n) if n == ancestor => return true,
+                Some(n) => cur = self.members.get(&n).and_then(|m| m.parent),
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breadth_first_binary_tree() {
+        let mut c = Coordinator::new(0, 2);
+        let placed: Vec<_> = (1..=6).map(|j| c.join(j, 2, &[]).unwrap()).collect();
+        assert_eq!(placed, vec![(0, 1), (0, 1), (1, 2), (1, 2), (2, 2), (2, 2)]);
+        assert_eq!(c.join(7, 2, &[]), Some((3, 3)));
+    }
+
+    #[test]
+    fn leaf_only_members_take_no_children() {
+        let mut c = Coordinator::new(0, 2);
+        assert_eq!(c.join(1, 0, &[]), Some((0, 1)));
+        assert_eq!(c.join(2, 2, &[]), Some((0, 1)));
+        assert_eq!(c.join(3, 2, &[]), Some((2, 2)), "1 is leaf-only");
+    }
+
+    #[test]
+    fn dead_parent_frees_and_never_reused_and_no_cycles() {
+        let mut c = Coordinator::new(0, 2);
+        for j in 1..=6 {
+            c.join(j, 2, &[]);
+        }
+        // 3 (child of 1) loses 1; it must not be placed under itself or its own children.
+        let (p, _) = c.join(3, 2, &[(1, Exclusion::Dead)]).unwrap();
+        assert!(p != 1 && p != 3);
+        for _ in 0..20 {
+            let (p, _) = c.join(100, 2, &[]).unwrap();
+            assert_ne!(p, 1);
+            c.exclude(100, Exclusion::Dead);
+        }
+    }
+
+    #[test]
+    fn never_more_than_fanout_children() {
+        for fanout in [1u8, 2, 3, 64] {
+            let mut c = Coordinator::new(0, fanout);
+            let mut kids: HashMap<u32, u8> = HashMap::new();
+            for j in 1..500 {
+                let (p, _) = c.join(j, fanout, &[]).unwrap();
+                let k = kids.entry(p).or_default();
+                *k += 1;
+                assert!(*k <= fanout);
+            }
+        }
+    }
+}
