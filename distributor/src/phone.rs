@@ -728,7 +728,9 @@ impl Phone {
                 }
                 let current = x.joined_xid;
                 if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
-                    c.next = start;
+                    // Already streaming to it: what is in the socket will arrive, so a repeat
+                    // Request (a stall probe) never rewinds and never duplicates.
+                    c.next = c.next.max(start);
                     c.xid = xid;
                 } else if x.children.len() < usize::from(cfg.fanout) {
                     x.children.push(Child {
@@ -904,9 +906,11 @@ impl Phone {
             return; // duplicate after a re-attach
         }
         self.verified_one(cfg, i, out);
+        // A phone whose own link is the bottleneck cannot blame its parent for the lag.
+        let own_link_ok = self.link_kbit >= cfg.leaf_below_kbit;
         let x = &mut self.hierarchies[i];
         // A parent that falls far behind what it holds itself is slow: re-attach elsewhere.
-        if !x.done() && have > x.verified + cfg.slow_lag_chunks {
+        if own_link_ok && !x.done() && have > x.verified + cfg.slow_lag_chunks {
             let since = *x.lag_since.get_or_insert(now);
             if now - since > cfg.slow_window {
                 out.push(Action::Send {
