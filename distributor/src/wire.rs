@@ -109,9 +109,11 @@ pub enum Message {
         xid: u32,
         verified: u32,
     },
+    /// `xid` names the tree the child joined, so a full parent can evict stale-tree children.
     Request {
         hierarchy: u64,
         offset: u64,
+        xid: u32,
     },
     Chunk {
         hierarchy: u64,
@@ -216,9 +218,14 @@ impl Message {
                 w.u32(*xid);
                 w.u32(*verified);
             }
-            Message::Request { hierarchy, offset } => {
+            Message::Request {
+                hierarchy,
+                offset,
+                xid,
+            } => {
                 w.u64(*hierarchy);
                 w.u64(*offset);
+                w.u32(*xid);
             }
             Message::Chunk {
                 hierarchy,
@@ -386,6 +393,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         0x10 => Message::Request {
             hierarchy: r.u64()?,
             offset: r.u64()?,
+            xid: r.u32()?,
         },
         0x11 => Message::Chunk {
             hierarchy: r.u64()?,
@@ -608,8 +616,13 @@ mod tests {
             }),
             (key(), any::<u32>(), any::<u32>())
                 .prop_map(|(key, xid, verified)| Message::Heartbeat { key, xid, verified }),
-            (any::<u64>(), any::<u64>())
-                .prop_map(|(hierarchy, offset)| Message::Request { hierarchy, offset }),
+            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(hierarchy, offset, xid)| {
+                Message::Request {
+                    hierarchy,
+                    offset,
+                    xid,
+                }
+            }),
             (
                 any::<u64>(),
                 any::<u64>(),
