@@ -324,6 +324,15 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
+    /// This phone's current claim, as broadcast.
+    fn advert(&self) -> Msg {
+        Msg::Advert {
+            h: self.id,
+            claim: self.me,
+            seq: self.seq,
+            verified: self.verified,
+        }
+    }
     fn fetching(&self) -> bool {
         matches!(self.role, Role::Root | Role::Fallback | Role::Traditional)
     }
@@ -513,12 +522,7 @@ impl Phone {
                 }
                 x.role = Role::Claimant;
                 x.seq = 1;
-                out.push(Action::Broadcast(Msg::Advert {
-                    h,
-                    claim: x.me,
-                    seq: x.seq,
-                    verified: x.verified,
-                }));
+                out.push(Action::Broadcast(x.advert()));
                 out.push(Action::Timer {
                     h,
                     kind: TimerKind::Guard,
@@ -541,12 +545,7 @@ impl Phone {
                     x.me.tier = Tier::Confirmed;
                     out.push(Action::ConfirmedRoot { h });
                 }
-                out.push(Action::Broadcast(Msg::Advert {
-                    h,
-                    claim: x.me,
-                    seq: x.seq,
-                    verified: x.verified,
-                }));
+                out.push(Action::Broadcast(x.advert()));
                 let next = if x.me.tier == Tier::Confirmed {
                     cfg.root_advert_interval
                 } else {
@@ -621,12 +620,7 @@ impl Phone {
         x.depth = 0;
         x.seq += 1;
         out.push(Action::BecameRoot { h });
-        out.push(Action::Broadcast(Msg::Advert {
-            h,
-            claim: x.me,
-            seq: x.seq,
-            verified: x.verified,
-        }));
+        out.push(Action::Broadcast(x.advert()));
         out.push(Action::Timer {
             h,
             kind: TimerKind::Advert,
