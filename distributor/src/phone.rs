@@ -466,7 +466,7 @@ impl Phone {
                     if x.parent == Some(peer) {
                         x.parent = None;
                         Self::exclude(x, peer, Exclusion::Dead);
-                        self.rejoin(cfg, now, i, out);
+                        self.rejoin(now, i, out);
                     }
                 }
             }
@@ -708,7 +708,7 @@ impl Phone {
                 if x.parent == Some(from) && x.role == Role::Member && x.joined_xid == Some(xid) {
                     x.parent = None;
                     Self::exclude(x, from, Exclusion::Slow);
-                    self.rejoin(cfg, now, i, out);
+                    self.rejoin(now, i, out);
                 }
             }
             Msg::Request {
@@ -840,7 +840,7 @@ impl Phone {
     }
 
     /// Lost or dropped the parent: ask the root again at once, keeping children and data.
-    fn rejoin(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+    fn rejoin(&mut self, now: Time, i: usize, out: &mut Vec<Action>) {
         let x = &mut self.hierarchies[i];
         if x.role != Role::Member || x.done() {
             return;
@@ -848,7 +848,6 @@ impl Phone {
         x.orphan_since.get_or_insert(now);
         x.join_pending = true;
         let h = x.id;
-        let _ = cfg;
         out.push(Action::Timer {
             h,
             kind: TimerKind::Join,
@@ -889,9 +888,9 @@ impl Phone {
             x.parent = None;
             Self::exclude(x, from, Exclusion::Corrupt);
             if x.best.is_some_and(|b| b.peer == from) {
-                self.fallback(now, i, FallbackReason::CorruptRoot, out);
+                self.fallback(i, FallbackReason::CorruptRoot, out);
             } else {
-                self.rejoin(cfg, now, i, out);
+                self.rejoin(now, i, out);
             }
             return;
         }
@@ -914,7 +913,7 @@ impl Phone {
                 x.parent = None;
                 x.lag_since = None;
                 Self::exclude(x, from, Exclusion::Slow);
-                self.rejoin(cfg, now, i, out);
+                self.rejoin(now, i, out);
             }
         } else {
             x.lag_since = None;
@@ -1002,9 +1001,8 @@ impl Phone {
         }
     }
 
-    fn fallback(&mut self, now: Time, i: usize, reason: FallbackReason, out: &mut Vec<Action>) {
+    fn fallback(&mut self, i: usize, reason: FallbackReason, out: &mut Vec<Action>) {
         let x = &mut self.hierarchies[i];
-        let _ = now;
         x.role = Role::Fallback;
         x.parent = None;
         x.join_pending = false;
@@ -1058,7 +1056,7 @@ impl Phone {
                 && x.orphan_since
                     .is_some_and(|t| now.saturating_sub(t) > cfg.fallback_after)
             {
-                self.fallback(now, i, FallbackReason::NoPeer, out);
+                self.fallback(i, FallbackReason::NoPeer, out);
             }
         }
         out.push(Action::Timer {

@@ -166,7 +166,6 @@ struct Sim {
     truth: Vec<u32>,
     installed: Vec<u8>,
     completion: Vec<Option<Time>>,
-    crash_at: Vec<Option<Time>>,
     /// TCP peers of each phone, to tell them when it crashes.
     tcp_peers: Vec<Vec<u32>>,
     fallback_sessions: Vec<bool>,
@@ -359,7 +358,7 @@ impl Sim {
             if !self.alive[i] {
                 continue;
             }
-            for (k, x) in phone.hierarchies.iter().enumerate() {
+            for x in &phone.hierarchies {
                 if x.role == Role::Root {
                     roots[x.id as usize] += 1;
                 }
@@ -368,7 +367,6 @@ impl Sim {
                 if self.slow[i] && kids > 0 {
                     self.report.slow_phones_with_children += 1;
                 }
-                let _ = k;
             }
         }
         if now >= SAMPLE_EVERY {
@@ -472,7 +470,6 @@ pub fn run(cfg: &SimConfig) -> Report {
         truth: vec![0; n * files],
         installed: vec![0; n],
         completion: vec![None; n],
-        crash_at: crash_at.clone(),
         tcp_peers: vec![Vec::new(); n],
         fallback_sessions: vec![false; n * files],
         open_fallbacks: 0,
@@ -603,6 +600,5 @@ pub fn run(cfg: &SimConfig) -> Report {
         .fold(0.0, f64::max);
     r.election_converged_s = sim.last_claim as f64 / 1e6;
     r.wall_s = wall.elapsed().as_secs_f64();
-    let _ = &sim.crash_at;
     sim.report
 }

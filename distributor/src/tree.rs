@@ -155,8 +155,9 @@ impl Coordinator {
     /// Whether `node` lies in the subtree of `ancestor`.
     fn is_descendant(&self, node: u32, ancestor: u32) -> bool {
         let mut cur = Some(node);
-        // Bounded walk: depth is u8, and a cycle (which `join` prevents) cannot loop forever.
-        for _ in 0..=u8::MAX as usize {
+        // Bounded walk: a path visits each member at most once unless there is a cycle, which
+        // `join` prevents; the bound makes even that case terminate (answering "descendant").
+        for _ in 0..=self.members.len() {
             match cur {
                 Some(n) if n == ancestor => return true,
                 Some(n) => cur = self.members.get(&n).and_then(|m| m.parent),
