@@ -54,6 +54,15 @@ fn simulate(quick: bool) {
         }),
     );
     line(
+        "partition-5k",
+        &sim::run(&SimConfig {
+            partition_fraction: 0.3,
+            partition_at_s: 2.0,
+            partition_for_s: 5.0,
+            ..base(5000)
+        }),
+    );
+    line(
         "slow-1k",
         &sim::run(&SimConfig {
             slow_fraction: 0.05,

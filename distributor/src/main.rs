@@ -79,6 +79,15 @@ struct SimulateArgs {
     fanout: u8,
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
     chunk_size: u32,
+    /// Fraction of phones cut off (with the site router) by a partition.
+    #[arg(long, default_value_t = 0.0)]
+    partition_fraction: f64,
+    /// When the partition starts (simulated seconds).
+    #[arg(long, default_value_t = 2.0)]
+    partition_at_s: f64,
+    /// How long it lasts (simulated seconds).
+    #[arg(long, default_value_t = 5.0)]
+    partition_for_s: f64,
     /// Stop the virtual clock here even if phones are unfinished.
     #[arg(long, default_value_t = 36_000.0)]
     max_sim_s: f64,
@@ -277,6 +286,9 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         chunk_size: a.chunk_size,
         fanout: a.fanout,
         max_sim_s: a.max_sim_s,
+        partition_fraction: a.partition_fraction,
+        partition_at_s: a.partition_at_s,
+        partition_for_s: a.partition_for_s,
         ..SimConfig::default()
     };
     let r = sim::run(&cfg);

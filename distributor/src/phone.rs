@@ -60,6 +60,13 @@ pub struct Config {
     /// A member with no chunk from its parent for this long asks again (and re-attaches if
     /// the parent refuses).
     pub stall_timeout: Time,
+    /// An open origin transfer that delivers nothing for this long is reopened (TFTP timeout).
+    pub origin_timeout: Time,
+    /// A member starved this long although the root holds more than it does re-joins the
+    /// root for a fresh placement (breaks any parent chain that no longer leads to data).
+    pub starve_timeout: Time,
+    /// The same for store-and-forward, where parents legitimately send nothing for a while.
+    pub starve_timeout_store_and_forward: Time,
 }
 
 impl Default for Config {
@@ -84,6 +91,9 @@ impl Default for Config {
             leaf_below_kbit: 10_000,
             watchdog: 500_000,
             stall_timeout: 2_000_000,
+            origin_timeout: 10_000_000,
+            starve_timeout: 6_000_000,
+            starve_timeout_store_and_forward: 30_000_000,
         }
     }
 }
@@ -315,15 +325,26 @@ pub struct Hierarchy {
     orphan_since: Option<Time>,
     lag_since: Option<Time>,
     last_rx: Time,
+    /// Since when the stall probes have gone unanswered.
+    starved_since: Option<Time>,
+    /// The root's verified chunk count, from its adverts.
+    root_verified: u32,
     excludes: Excludes,
     blacklist: Vec<PeerId>,
     coordinator: Option<Box<Coordinator>>,
     fetch_next: u32,
     origin_open: bool,
     origin_inflight: u32,
+    last_origin_rx: Time,
 }
 
 impl Hierarchy {
+    /// A root's strength carries its verified progress at election in the high bits (a
+    /// re-elected survivor with data beats a fresh claimant). It is then frozen: strengths that
+    /// moved while two roots compared them would let the order flip and members flap.
+    fn refresh_strength(&mut self) {
+        self.me.strength = (u64::from(self.verified) << 32) | (self.me.strength & 0xffff_ffff);
+    }
     /// This phone's current claim, as broadcast.
     fn advert(&self) -> Msg {
         Msg::Advert {
@@ -338,6 +359,11 @@ impl Hierarchy {
     }
     pub fn done(&self) -> bool {
         self.verified == self.chunks
+    }
+
+    /// The xid of the tree this phone joined.
+    pub fn joined_xid(&self) -> Option<u32> {
+        self.joined_xid
     }
     pub fn children(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.children.iter().map(|c| c.peer)
@@ -387,12 +413,15 @@ impl Phone {
                 orphan_since: None,
                 lag_since: None,
                 last_rx: 0,
+                starved_since: None,
+                root_verified: 0,
                 excludes: Excludes::default(),
                 blacklist: Vec::new(),
                 coordinator: None,
                 fetch_next: 0,
                 origin_open: false,
                 origin_inflight: 0,
+                last_origin_rx: 0,
             })
             .collect();
         Phone {
@@ -437,6 +466,7 @@ impl Phone {
                         x.origin_open = true;
                         x.fetch_next = x.verified;
                         x.origin_inflight = 0;
+                        x.last_origin_rx = now;
                         self.fill_origin_window(cfg, i, out);
                     } else {
                         out.push(Action::OriginClose { h });
@@ -611,6 +641,7 @@ impl Phone {
         }
         x.role = Role::Root;
         x.me.tier = Tier::Fetching;
+        x.refresh_strength();
         x.best = Some(x.me);
         x.children.clear();
         x.coordinator = Some(Box::new(Coordinator::new(id, cfg.fanout)));
@@ -641,7 +672,15 @@ impl Phone {
         out: &mut Vec<Action>,
     ) {
         match msg {
-            Msg::Advert { claim, .. } => self.advert(cfg, now, i, from, claim, out),
+            Msg::Advert {
+                claim, verified, ..
+            } => {
+                let x = &mut self.hierarchies[i];
+                if x.best.is_some_and(|b| b.peer == from) {
+                    x.root_verified = verified;
+                }
+                self.advert(cfg, now, i, from, claim, out);
+            }
             Msg::Join {
                 h,
                 xid,
@@ -744,9 +783,11 @@ impl Phone {
                         xid,
                     };
                 } else {
+                    // Full (the root's bookkeeping was stale). Answer in the child's tree, so
+                    // it re-attaches elsewhere instead of waiting on us.
                     out.push(Action::Send {
                         to: from,
-                        msg: Msg::Reject { h, xid: x.me.xid },
+                        msg: Msg::Reject { h, xid },
                     });
                     return;
                 }
@@ -773,6 +814,18 @@ impl Phone {
     ) {
         let x = &mut self.hierarchies[i];
         if x.blacklist.contains(&from) || claim.peer != from {
+            return;
+        }
+        // A member stays with its live root: only roots compare themselves with other roots,
+        // and the loser says so (a step-down advert) before its members move. Members judging
+        // roots themselves would flap between two trees while the roots settle.
+        let loyal = x.role == Role::Member
+            && x.best.is_some_and(|b| {
+                b.peer != from
+                    && b.tier >= Tier::Fetching
+                    && now.saturating_sub(x.root_seen_at) <= cfg.root_timeout
+            });
+        if loyal {
             return;
         }
         match x.best {
@@ -806,6 +859,8 @@ impl Phone {
                     // A stronger root exists (only possible when two passed their guards at
                     // once): stop fetching, keep what is verified, join it.
                     let h = x.id;
+                    x.me.tier = Tier::Tentative;
+                    out.push(Action::Broadcast(x.advert()));
                     x.coordinator = None;
                     x.children.clear();
                     if x.origin_open {
@@ -857,7 +912,9 @@ impl Phone {
 
     fn exclude(x: &mut Hierarchy, peer: PeerId, why: Exclusion) {
         x.excludes.push(peer, why);
-        if why != Exclusion::Slow && !x.blacklist.contains(&peer) && x.blacklist.len() < 64 {
+        // Only corrupt peers are ignored for good: a peer presumed dead may come back (a healed
+        // partition, a reboot) and must be heard again.
+        if why == Exclusion::Corrupt && !x.blacklist.contains(&peer) && x.blacklist.len() < 64 {
             x.blacklist.push(peer);
         }
     }
@@ -895,6 +952,7 @@ impl Phone {
             return;
         }
         x.last_rx = now;
+        x.starved_since = None;
         if index != x.verified {
             return; // duplicate after a re-attach
         }
@@ -923,7 +981,7 @@ impl Phone {
     fn origin_chunk(
         &mut self,
         cfg: &Config,
-        _now: Time,
+        now: Time,
         i: usize,
         index: u32,
         ok: bool,
@@ -934,6 +992,7 @@ impl Phone {
             return; // a deposed root's last in-flight chunks
         }
         x.origin_inflight = x.origin_inflight.saturating_sub(1);
+        x.last_origin_rx = now;
         if !ok || index != x.verified {
             // Refetch from the verified offset (bounded: one window at a time).
             if !ok {
@@ -1039,6 +1098,24 @@ impl Phone {
             {
                 // Nothing from the parent for a while: ask again from our verified offset.
                 x.last_rx = now;
+                let since = *x.starved_since.get_or_insert(now);
+                let limit = if cfg.mode == Mode::StoreAndForward {
+                    cfg.starve_timeout_store_and_forward
+                } else {
+                    cfg.starve_timeout
+                };
+                if x.root_verified > x.verified && now.saturating_sub(since) > limit {
+                    // The chain above us leads to no data (a stale placement, possibly a
+                    // cycle across two trees): leave it and get a fresh place from the root.
+                    out.push(Action::Send {
+                        to: parent,
+                        msg: Msg::Leave { h: x.id },
+                    });
+                    x.parent = None;
+                    x.starved_since = None;
+                    self.rejoin(now, i, out);
+                    continue;
+                }
                 out.push(Action::Send {
                     to: parent,
                     msg: Msg::Request {
@@ -1046,6 +1123,21 @@ impl Phone {
                         from: x.verified,
                         xid: x.joined_xid.unwrap_or(0),
                     },
+                });
+            }
+            let x = &mut self.hierarchies[i];
+            if x.fetching()
+                && x.origin_open
+                && !x.done()
+                && now.saturating_sub(x.last_origin_rx) > cfg.origin_timeout
+            {
+                // The origin went quiet (unreachable, or replies lost): reopen from the
+                // verified offset.
+                x.origin_open = false;
+                out.push(Action::OriginClose { h: x.id });
+                out.push(Action::OriginOpen {
+                    h: x.id,
+                    fallback: x.role == Role::Fallback,
                 });
             }
             let x = &self.hierarchies[i];

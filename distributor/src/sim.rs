@@ -15,6 +15,11 @@
 //! - Crashes: `crash_fraction` of phones stop at uniform random times within the WAN limit;
 //!   their TCP peers notice after `peer_timeout`.
 //! - Corrupt peers: phones that relay chunks failing verification.
+//! - Partition: `partition_fraction` of the phones are cut off from the rest, and from the site
+//!   router (so from the origin), for `partition_for_s` from `partition_at_s`, as when a switch
+//!   fails. Nothing crosses the cut; TCP connections across it break after `peer_timeout`;
+//!   origin transfers from the cut side time out. `roots_max` counts roots outside the window
+//!   (and `settle_s` after it); `roots_max_partitioned` inside it.
 
 use std::{cmp::Reverse, collections::BinaryHeap, time::Instant};
 
@@ -49,6 +54,9 @@ pub struct SimConfig {
     /// Concurrent origin transfers the origin grants to phones that fell back.
     pub fallback_slots: u32,
     pub peer_timeout_ms: u64,
+    pub partition_fraction: f64,
+    pub partition_at_s: f64,
+    pub partition_for_s: f64,
     /// Hard stop for the virtual clock.
     pub max_sim_s: f64,
 }
@@ -74,6 +82,9 @@ impl Default for SimConfig {
             fanout: 2,
             fallback_slots: 4,
             peer_timeout_ms: 1000,
+            partition_fraction: 0.0,
+            partition_at_s: 0.0,
+            partition_for_s: 0.0,
             max_sim_s: 36_000.0,
         }
     }
@@ -89,6 +100,7 @@ pub struct Report {
     pub fallbacks_no_peer: u32,
     pub fallbacks_corrupt_root: u32,
     pub roots_max: u32,
+    pub roots_max_partitioned: u32,
     pub max_children: u32,
     pub max_depth: u32,
     pub wan_bytes: u64,
@@ -114,6 +126,7 @@ enum SimEvent {
     Phone { to: u32, ev: Event },
     Broadcast { from: u32, msg: Msg },
     Crash { phone: u32 },
+    PartitionStart,
     Sample,
 }
 
@@ -141,6 +154,8 @@ impl Ord for Entry {
 }
 
 const SAMPLE_EVERY: Time = 1_000_000;
+/// After a partition heals, roots need a root timeout plus a few adverts to merge.
+const SETTLE: Time = 5_000_000;
 const PACKET: u64 = 1448;
 
 struct Sim {
@@ -171,6 +186,9 @@ struct Sim {
     fallback_sessions: Vec<bool>,
     open_fallbacks: u32,
     report: Report,
+    /// Phones on the cut side of the partition.
+    cut: Vec<bool>,
+    partition: (Time, Time),
     last_claim: Time,
     actions: Vec<Action>,
 }
@@ -200,6 +218,20 @@ impl Sim {
             let p_ok = (1.0 - self.cfg.loss).powf(packets as f64);
             self.rng.random::<f64>() > p_ok
         }
+    }
+
+    fn partitioned(&self, now: Time) -> bool {
+        (self.partition.0..self.partition.1).contains(&now)
+    }
+
+    /// Whether the partition separates `a` from `b` at `now`.
+    fn blocked(&self, now: Time, a: u32, b: u32) -> bool {
+        self.partitioned(now) && self.cut[a as usize] != self.cut[b as usize]
+    }
+
+    /// Whether `p` cannot reach the origin at `now`.
+    fn origin_blocked(&self, now: Time, p: u32) -> bool {
+        self.partitioned(now) && self.cut[p as usize]
     }
 
     fn truth_index(&self, phone: u32, h: u32) -> usize {
@@ -244,6 +276,14 @@ impl Sim {
                 }
                 self.push(now + lat, SimEvent::Broadcast { from: p, msg });
             }
+            Action::Send { to, msg } if self.blocked(now, p, to) => {
+                // Nothing crosses the cut; a connection attempt fails after the TCP timeout.
+                if let Msg::Request { .. } = msg {
+                    let ev = Event::PeerLost { peer: to };
+                    let at = now + self.cfg.peer_timeout_ms * 1000;
+                    self.push(at, SimEvent::Phone { to: p, ev });
+                }
+            }
             Action::Send { to, msg } => {
                 let ev = Event::Recv { from: p, msg };
                 match msg {
@@ -285,6 +325,12 @@ impl Sim {
                     Msg::Advert { .. } => unreachable!("adverts are broadcast"),
                 }
             }
+            Action::OriginOpen { h, .. } if self.origin_blocked(now, p) => {
+                // The RRQ goes unanswered; the client gives up after a TFTP timeout.
+                let ev = Event::OriginBusy { h };
+                self.push(now + 1_000_000, SimEvent::Phone { to: p, ev });
+            }
+            Action::Fetch { .. } if self.origin_blocked(now, p) => {}
             Action::OriginOpen { h, fallback } => {
                 let t = self.truth_index(p, h);
                 let ev = if fallback && !self.fallback_sessions[t] {
@@ -350,8 +396,26 @@ impl Sim {
         }
     }
 
+    /// Logs (at debug level) the phones on a parent-pointer cycle, for diagnosing the core.
+    fn log_cycle(&self, now: Time, start: usize, k: usize) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let mut cur = Some(start as u32);
+        for _ in 0..8 {
+            let Some(x) = cur else { break };
+            let hx = &self.phones[x as usize].hierarchies[k];
+            tracing::debug!(
+                t = now, h = hx.id, phone = x, cut = self.cut[x as usize], role = ?hx.role,
+                verified = hx.verified, parent = ?hx.parent, xid = ?hx.joined_xid(),
+                kids = ?hx.children().collect::<Vec<_>>(), "on a parent cycle"
+            );
+            cur = hx.parent;
+        }
+    }
+
     /// Counts roots per hierarchy, children per parent and tree depth from the phones' state.
-    fn sample(&mut self, now: Time) {
+    fn sample(&mut self, now: Time, last: bool) {
         let hierarchies = self.cfg.models as usize * self.files;
         let mut roots = vec![0u32; hierarchies];
         for (i, phone) in self.phones.iter().enumerate() {
@@ -369,8 +433,11 @@ impl Sim {
                 }
             }
         }
-        if now >= SAMPLE_EVERY {
-            let most = roots.iter().copied().max().unwrap_or(0);
+        let most = roots.iter().copied().max().unwrap_or(0);
+        let (start, end) = self.partition;
+        if start < end && !last && (start..end + SETTLE).contains(&now) {
+            self.report.roots_max_partitioned = self.report.roots_max_partitioned.max(most);
+        } else if now >= SAMPLE_EVERY {
             self.report.roots_max = self.report.roots_max.max(most);
         }
         // Depth: follow parent pointers (bounded, so a cycle would show as a huge depth).
@@ -384,6 +451,7 @@ impl Sim {
                 while let Some(p) = cur {
                     depth += 1;
                     if depth > 4096 {
+                        self.log_cycle(now, i, k);
                         break;
                     }
                     cur = self.phones[p as usize].hierarchies[k].parent;
@@ -451,6 +519,18 @@ pub fn run(cfg: &SimConfig) -> Report {
     for &i in order.iter().take(crash_count) {
         crash_at[i as usize] = Some(rng.random_range(0..(limit_s * 1e6) as Time));
     }
+    let cut_count = (cfg.partition_fraction * n as f64).round() as usize;
+    order.shuffle(&mut rng);
+    let mut cut = vec![false; n];
+    for &i in order.iter().take(cut_count) {
+        cut[i as usize] = true;
+    }
+    let partition = if cut_count > 0 && cfg.partition_for_s > 0.0 {
+        let start = (cfg.partition_at_s * 1e6) as Time;
+        (start, start + (cfg.partition_for_s * 1e6) as Time)
+    } else {
+        (0, 0)
+    };
     let mut sim = Sim {
         core,
         rng,
@@ -482,6 +562,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             fallbacks_no_peer: 0,
             fallbacks_corrupt_root: 0,
             roots_max: 0,
+            roots_max_partitioned: 0,
             max_children: 0,
             max_depth: 0,
             wan_bytes: 0,
@@ -500,6 +581,8 @@ pub fn run(cfg: &SimConfig) -> Report {
             seed: cfg.seed,
             mode: cfg.mode,
         },
+        cut,
+        partition,
         last_claim: 0,
         actions: Vec::new(),
         cfg: cfg.clone(),
@@ -517,6 +600,9 @@ pub fn run(cfg: &SimConfig) -> Report {
         }
     }
     sim.push(SAMPLE_EVERY, SimEvent::Sample);
+    if partition.0 < partition.1 {
+        sim.push(partition.0, SimEvent::PartitionStart);
+    }
     let max_t = (cfg.max_sim_s * 1e6) as Time;
     let mut now = 0;
     while let Some(Reverse(Entry { at, ev, .. })) = sim.queue.pop() {
@@ -532,7 +618,7 @@ pub fn run(cfg: &SimConfig) -> Report {
                 let model = (from % cfg.models) as usize;
                 let members = std::mem::take(&mut sim.by_model[model]);
                 for &to in &members {
-                    if to != from && !sim.lossy(1) {
+                    if to != from && !sim.blocked(now, from, to) && !sim.lossy(1) {
                         sim.deliver(now, to, Event::Recv { from, msg });
                     }
                 }
@@ -560,8 +646,34 @@ pub fn run(cfg: &SimConfig) -> Report {
                     );
                 }
             }
+            SimEvent::PartitionStart => {
+                // Connections across the cut break; both ends notice after the TCP timeout.
+                let at = now + cfg.peer_timeout_ms * 1000;
+                for a in 0..n {
+                    if !sim.cut[a] {
+                        continue;
+                    }
+                    let peers = std::mem::take(&mut sim.tcp_peers[a]);
+                    let (across, same): (Vec<u32>, Vec<u32>) =
+                        peers.into_iter().partition(|&q| !sim.cut[q as usize]);
+                    sim.tcp_peers[a] = same;
+                    for q in across {
+                        sim.tcp_peers[q as usize].retain(|&x| x as usize != a);
+                        let lost_q = Event::PeerLost { peer: q };
+                        let lost_a = Event::PeerLost { peer: a as u32 };
+                        sim.push(
+                            at,
+                            SimEvent::Phone {
+                                to: a as u32,
+                                ev: lost_q,
+                            },
+                        );
+                        sim.push(at, SimEvent::Phone { to: q, ev: lost_a });
+                    }
+                }
+            }
             SimEvent::Sample => {
-                sim.sample(now);
+                sim.sample(now, false);
                 sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
             }
         }
@@ -569,7 +681,8 @@ pub fn run(cfg: &SimConfig) -> Report {
             break;
         }
     }
-    sim.sample(now);
+    // The last sample always counts: when everything is done there must be one root.
+    sim.sample(now, true);
     if tracing::enabled!(tracing::Level::DEBUG) {
         for (i, p) in sim.phones.iter().enumerate() {
             for x in &p.hierarchies {

@@ -12,6 +12,8 @@ struct Member {
     parent: Option<u32>,
     depth: u8,
     children: u8,
+    /// Children as placed by this coordinator (a moved member keeps them).
+    kids: Vec<u32>,
     capable: bool,
     /// Position in `open` while it has free slots.
     order: u64,
@@ -54,6 +56,7 @@ impl Coordinator {
                 parent: None,
                 depth: 0,
                 children: 0,
+                kids: Vec::new(),
                 capable: true,
                 order: 0,
             },
@@ -84,6 +87,9 @@ impl Coordinator {
         // Leaving the old parent frees its slot.
         if let Some(old) = self.members.get(&joiner).and_then(|m| m.parent) {
             self.release_slot(old);
+            if let Some(o) = self.members.get_mut(&old) {
+                o.kids.retain(|&k| k != joiner);
+            }
         }
         let excluded = |p: u32| exclude.iter().any(|&(e, _)| e == p);
         let mut pick = None;
@@ -97,6 +103,7 @@ impl Coordinator {
         let (depth, order, parent) = pick?;
         let p = self.members.get_mut(&parent).expect("open members exist");
         p.children += 1;
+        p.kids.push(joiner);
         debug_assert!(p.children <= self.fanout);
         if p.children >= self.fanout {
             self.open.remove(&(depth, order, parent));
@@ -109,6 +116,7 @@ impl Coordinator {
             parent: None,
             depth: child_depth,
             children: 0,
+            kids: Vec::new(),
             capable,
             order: child_order,
         });
@@ -121,7 +129,49 @@ impl Coordinator {
         if entry.capable && entry.children < self.fanout {
             self.open.insert((child_depth, child_order, joiner));
         }
+        self.reindex_subtree(joiner);
         Some((parent, child_depth))
+    }
+
+    /// A member that moved keeps its subtree: give its descendants their new depths, so the
+    /// shallowest-first placement keeps seeing the real shape of the tree. Cost: subtree size.
+    fn reindex_subtree(&mut self, top: u32) {
+        let mut stack: Vec<u32> = self
+            .members
+            .get(&top)
+            .map(|m| m.kids.clone())
+            .unwrap_or_default();
+        let mut visited = 0usize;
+        while let Some(node) = stack.pop() {
+            visited += 1;
+            if visited > self.members.len() {
+                break; // a cycle cannot exist (join refuses descendants); bound it anyway
+            }
+            let Some(parent_depth) = self
+                .members
+                .get(&node)
+                .and_then(|m| m.parent)
+                .and_then(|p| self.members.get(&p))
+                .map(|p| p.depth)
+            else {
+                continue;
+            };
+            let fanout = self.fanout;
+            let m = self
+                .members
+                .get_mut(&node)
+                .expect("listed kids are members");
+            let new_depth = parent_depth.saturating_add(1);
+            if m.depth == new_depth {
+                continue;
+            }
+            let was_open = self.open.remove(&(m.depth, m.order, node));
+            m.depth = new_depth;
+            if was_open || (m.capable && m.children < fanout) {
+                self.open.insert((new_depth, m.order, node));
+            }
+            stack.extend(m.kids.iter().copied());
+        }
     }
 
     fn exclude(&mut self, peer: u32, why: Exclusion) {
@@ -138,6 +188,9 @@ impl Coordinator {
             self.members.remove(&peer);
             if let Some(p) = parent {
                 self.release_slot(p);
+                if let Some(pm) = self.members.get_mut(&p) {
+                    pm.kids.retain(|&k| k != peer);
+                }
             }
         }
     }
@@ -201,6 +254,22 @@ mod tests {
             let (p, _) = c.join(100, 2, &[]).unwrap();
             assert_ne!(p, 1);
             c.exclude(100, Exclusion::Dead);
+        }
+    }
+
+    #[test]
+    fn a_moved_subtree_gets_its_new_depths() {
+        let mut c = Coordinator::new(0, 2);
+        for j in 1..=14 {
+            c.join(j, 2, &[]);
+        }
+        // 3 sits at depth 2 under 1, with children 7, 8 (depth 3). Move 3 under a deeper slot.
+        c.exclude(2, Exclusion::Slow);
+        let depth_of = |c: &Coordinator, n: u32| c.members[&n].depth;
+        let (_, d3) = c.join(3, 2, &[(1, Exclusion::Slow)]).unwrap();
+        assert_eq!(depth_of(&c, 3), d3);
+        for kid in [7, 8] {
+            assert_eq!(depth_of(&c, kid), d3 + 1, "child {kid} of moved 3");
         }
     }
 

@@ -48,7 +48,11 @@ fn invariants_hold_over_hundreds_of_seeds() {
             Mode::Pipelined
         };
         let faulty = seed % 2 == 1;
+        let partitioned = seed % 4 == 3;
         let c = SimConfig {
+            partition_fraction: if partitioned { 0.3 } else { 0.0 },
+            partition_at_s: 1.0,
+            partition_for_s: 3.0,
             mode,
             models: 1 + (seed % 2) as u32,
             crash_fraction: if faulty { 0.1 } else { 0.0 },
@@ -159,4 +163,67 @@ fn faults_complete_with_verified_loads() {
     });
     assert_eq!(r.completed + r.crashed, 3000, "{}", without_wall(&r));
     assert_eq!(r.corrupt_installs, 0);
+}
+
+/// Regression (seed 1): after a partition healed, a full parent refused a rejoining child with
+/// a Reject carrying the parent's own claim xid instead of the child's tree xid; the child
+/// ignored it and waited forever, so the cut side never finished.
+#[test]
+fn regression_seed_1_partition_heals() {
+    let r = sim::run(&SimConfig {
+        partition_fraction: 0.3,
+        partition_at_s: 2.0,
+        partition_for_s: 6.0,
+        max_sim_s: 600.0,
+        ..cfg(500, 1)
+    });
+    let ctx = without_wall(&r);
+    assert_eq!(r.completed, 500, "{ctx}");
+    assert_eq!(r.corrupt_installs, 0, "{ctx}");
+    assert_eq!(
+        r.roots_max_partitioned, 2,
+        "each side elects its own root: {ctx}"
+    );
+    assert_eq!(r.roots_max, 1, "one root again after healing: {ctx}");
+}
+
+/// Regression (seed 1): the root kept stale depths for subtrees that moved with their parent,
+/// so after merging half the fleet back the tree grew chains 350 deep.
+#[test]
+fn regression_seed_1_merge_keeps_the_tree_shallow() {
+    let r = sim::run(&SimConfig {
+        partition_fraction: 0.5,
+        partition_at_s: 1.0,
+        partition_for_s: 10.0,
+        max_sim_s: 600.0,
+        ..cfg(5000, 1)
+    });
+    let ctx = without_wall(&r);
+    assert_eq!(r.completed, 5000, "{ctx}");
+    assert!(r.max_depth <= 3 * depth_bound(5000), "{ctx}");
+}
+
+/// Regression (seed 63): after a partition healed under loss, members flapped between the two
+/// roots (whose order kept changing with their progress), coordinators kept stale records and
+/// parent pointers formed a cycle that never received data, so the run never finished. Root
+/// strength is now frozen at election, members stay loyal to a live root, and a starved member
+/// re-joins for a fresh placement.
+#[test]
+fn regression_seed_63_merge_under_loss_terminates() {
+    let r = sim::run(&SimConfig {
+        mode: Mode::StoreAndForward,
+        models: 2,
+        crash_fraction: 0.1,
+        corrupt_peers: 1,
+        loss: 0.01,
+        partition_fraction: 0.3,
+        partition_at_s: 1.0,
+        partition_for_s: 3.0,
+        max_sim_s: 600.0,
+        ..cfg(141, 63)
+    });
+    let ctx = without_wall(&r);
+    assert!(!r.timed_out, "{ctx}");
+    assert_eq!(r.completed + r.crashed, 141, "{ctx}");
+    assert_eq!(r.roots_max, 1, "{ctx}");
 }
