@@ -5,9 +5,12 @@
 
 pub mod demo;
 pub mod election;
+pub mod fetch;
 pub mod netns;
+pub mod origin;
 pub mod phone;
 pub mod sim;
+pub mod tftp;
 pub mod traffic;
 pub mod tree;
 pub mod wire;

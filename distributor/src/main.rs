@@ -43,6 +43,44 @@ enum Command {
     Xdp(XdpCommand),
     /// Simulate a fleet upgrade (deterministic: same seed, same report).
     Simulate(SimulateArgs),
+    /// Serve a directory read-only over TFTP (blksize, tsize, timeout, windowsize).
+    Origin(OriginArgs),
+    /// Download one file over TFTP: tftp://HOST[:PORT]/PATH.
+    Fetch(FetchArgs),
+}
+
+#[derive(Args, Debug)]
+struct OriginArgs {
+    /// Directory served; nothing outside it is reachable.
+    #[arg(long)]
+    root: std::path::PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6969")]
+    listen: std::net::SocketAddr,
+    /// Concurrent transfers; more are refused with "server busy".
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_sessions: u32,
+    /// Largest windowsize granted.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    max_window: u16,
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    /// tftp://HOST[:PORT]/PATH
+    url: String,
+    /// Output file (written atomically).
+    #[arg(short, long)]
+    output: std::path::PathBuf,
+    #[arg(long, default_value_t = 1428, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    blksize: u16,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    windowsize: u16,
+    /// Retransmission timeout.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=255_000))]
+    timeout_ms: u64,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    retries: u32,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +223,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Xdp(cmd) => run_xdp(cmd),
         Command::Simulate(args) => run_simulate(args),
+        Command::Origin(args) => run_origin(args),
+        Command::Fetch(args) => run_fetch(args),
     }
 }
 
@@ -326,4 +366,38 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
+    let handle = pfs::origin::spawn(pfs::origin::OriginConfig {
+        root: a.root.clone(),
+        listen: a.listen,
+        max_sessions: a.max_sessions as usize,
+        session: pfs::tftp::server::ServerConfig {
+            max_window: a.max_window,
+            ..Default::default()
+        },
+    })?;
+    eprintln!("serving {} read-only on {}", a.root.display(), handle.addr);
+    loop {
+        std::thread::park();
+    }
+}
+
+fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
+    let (server, path) = pfs::fetch::parse_url(&a.url)?;
+    let cfg = pfs::tftp::client::ClientConfig {
+        blksize: a.blksize,
+        windowsize: a.windowsize,
+        timeout: a.timeout_ms * 1000,
+        max_retries: a.retries,
+    };
+    let report = pfs::fetch::fetch(server, &path, &a.output, cfg)?;
+    eprintln!(
+        "{} bytes in {:.3} s ({:.1} Mbit/s)",
+        report.bytes,
+        report.seconds,
+        report.bytes as f64 * 8.0 / report.seconds.max(1e-9) / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
 }
