@@ -6,10 +6,12 @@
 pub mod demo;
 pub mod election;
 pub mod fetch;
+pub mod manifest;
 pub mod netns;
 pub mod origin;
 pub mod phone;
 pub mod sim;
+pub mod store;
 pub mod tftp;
 pub mod traffic;
 pub mod tree;

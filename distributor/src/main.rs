@@ -47,6 +47,53 @@ enum Command {
     Origin(OriginArgs),
     /// Download one file over TFTP: tftp://HOST[:PORT]/PATH.
     Fetch(FetchArgs),
+    /// Build (or with --verify, check) the manifest of a load directory.
+    Manifest(ManifestArgs),
+    /// Firmware loads.
+    #[command(subcommand)]
+    Load(LoadCommand),
+    /// ed25519 keys for signing manifests.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+struct ManifestArgs {
+    /// Load directory (its .loads file names the components).
+    dir: std::path::PathBuf,
+    #[arg(long, default_value_t = pfs::manifest::DEFAULT_CHUNK, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    chunk_size: u32,
+    /// Sign with this secret key (hex seed, from `pfs key generate`).
+    #[arg(long)]
+    sign_key: Option<std::path::PathBuf>,
+    /// Check the directory against its existing manifest instead of writing one.
+    #[arg(long)]
+    verify: bool,
+    /// With --verify: require a valid signature by this public key.
+    #[arg(long)]
+    public_key: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum LoadCommand {
+    /// Write a synthetic load with the file sizes of SCCP41.9-4-2SR3-1S, its .loads and manifest.
+    Synth {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        sign_key: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Write PREFIX.key (secret seed, hex, mode 0600) and PREFIX.pub (public key, hex).
+    Generate {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +272,44 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => run_simulate(args),
         Command::Origin(args) => run_origin(args),
         Command::Fetch(args) => run_fetch(args),
+        Command::Manifest(args) => run_manifest(args),
+        Command::Load(LoadCommand::Synth {
+            out,
+            seed,
+            sign_key,
+        }) => {
+            let key = sign_key
+                .as_deref()
+                .map(pfs::manifest::read_signing_key)
+                .transpose()?;
+            let m = pfs::manifest::synth_load(&out, seed, key.as_ref())?;
+            println!(
+                "{}: {} files, {} bytes, manifest {}",
+                m.load,
+                m.files.len(),
+                m.load_bytes(),
+                out.join(pfs::manifest::MANIFEST_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::Generate { out }) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let (sk, vk) = pfs::manifest::generate_key()?;
+            let secret = out.with_extension("key");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&secret)?;
+            std::io::Write::write_all(
+                &mut f,
+                format!("{}\n", hex::encode(sk.to_bytes())).as_bytes(),
+            )?;
+            let public = out.with_extension("pub");
+            std::fs::write(&public, format!("{}\n", hex::encode(vk.to_bytes())))?;
+            println!("wrote {} and {}", secret.display(), public.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -398,6 +483,41 @@ fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
         report.bytes,
         report.seconds,
         report.bytes as f64 * 8.0 / report.seconds.max(1e-9) / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
+    use pfs::manifest::{MANIFEST_FILE, Manifest};
+    let path = a.dir.join(MANIFEST_FILE);
+    if a.verify {
+        let key = a
+            .public_key
+            .as_deref()
+            .map(pfs::manifest::read_verifying_key)
+            .transpose()?;
+        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let m = Manifest::parse(&bytes, key.as_ref())?;
+        m.verify_dir(&a.dir)?;
+        println!(
+            "{}: {} files verified ({} bytes)",
+            m.load,
+            m.files.len(),
+            m.load_bytes()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut m = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size)?;
+    if let Some(k) = a.sign_key.as_deref() {
+        m.sign(&pfs::manifest::read_signing_key(k)?);
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
+    println!(
+        "{}: {} files, {} bytes -> {}",
+        m.load,
+        m.files.len(),
+        m.load_bytes(),
+        path.display()
     );
     Ok(ExitCode::SUCCESS)
 }
