@@ -75,6 +75,137 @@ fn simulate(quick: bool) {
     }
 }
 
+/// Median of a few timed runs, in seconds.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// in.tftpd from tftpd-hpa on loopback, killed on drop.
+struct Hpa(std::process::Child);
+impl Drop for Hpa {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Origin throughput, 1 and 32 concurrent clients, pfs origin vs tftpd-hpa; and client fetch
+/// time, pfs fetch vs curl, from the same server. Loopback only.
+fn origin(quick: bool) {
+    use pfs::{fetch, origin, tftp::client::ClientConfig};
+    use std::{net::SocketAddr, process::Command, time::Instant};
+    let dir = std::env::temp_dir().join(format!("pfs-bench-origin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let size: u64 = if quick { 8 << 20 } else { 32 << 20 };
+    std::fs::write(dir.join("image.bin"), pfs::manifest::synth_bytes(9, size)).unwrap();
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    let ours = origin::spawn(origin::OriginConfig {
+        root: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_sessions: 256,
+        session: Default::default(),
+    })
+    .expect("origin");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hpa_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _hpa = Hpa(Command::new("in.tftpd")
+        .args([
+            "--foreground",
+            "--listen",
+            "--address",
+            &hpa_addr.to_string(),
+            "--secure",
+        ])
+        .arg(&dir)
+        .spawn()
+        .expect("in.tftpd (apt-get install tftpd-hpa)"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let runs = if quick { 3 } else { 5 };
+    let cfg = |blksize, windowsize| ClientConfig {
+        blksize,
+        windowsize,
+        ..ClientConfig::default()
+    };
+    let out = |tag: &str| dir.join(format!("out-{tag}"));
+    // Throughput with `clients` concurrent fetches of the whole image.
+    let throughput = |server: SocketAddr, clients: usize, c: ClientConfig| -> f64 {
+        let secs = median(
+            (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for i in 0..clients {
+                            let (c, o) = (c.clone(), out(&format!("{}-{i}", server.port())));
+                            s.spawn(move || {
+                                fetch::fetch(server, "image.bin", &o, c).expect("fetch")
+                            });
+                        }
+                    });
+                    start.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        (clients as f64 * size as f64 * 8.0 / secs) / 1e9
+    };
+    for clients in [1usize, 32] {
+        for (blksize, window) in [(1428u16, 1u16), (1428, 16), (8192, 16)] {
+            let hpa = throughput(hpa_addr, clients, cfg(blksize, window));
+            let pfs_gbps = throughput(ours.addr, clients, cfg(blksize, window));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "origin", "clients": clients, "blksize": blksize,
+                    "windowsize": window, "bytes_per_client": size, "pfs_origin_gbps": pfs_gbps,
+                    "tftpd_hpa_gbps": hpa, "ratio": pfs_gbps / hpa})
+            );
+        }
+    }
+    // Client: pfs fetch vs curl, same server (tftpd-hpa), same blksize.
+    for blksize in [512u16, 1428] {
+        let ours_s = median(
+            (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    fetch::fetch(hpa_addr, "image.bin", &out("c"), cfg(blksize, 1)).expect("fetch");
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        let curl_s = median(
+            (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    let ok = Command::new("curl")
+                        .args(["-sS", "--tftp-blksize", &blksize.to_string()])
+                        .arg(format!("tftp://{hpa_addr}/image.bin"))
+                        .arg("-o")
+                        .arg(out("curl"))
+                        .status()
+                        .expect("curl")
+                        .success();
+                    assert!(ok);
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        println!(
+            "{}",
+            serde_json::json!({"bench": "client", "server": "tftpd-hpa", "blksize": blksize,
+                "bytes": size, "pfs_fetch_s": ours_s, "curl_s": curl_s, "ratio": ours_s / curl_s})
+        );
+    }
+    drop(ours);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -83,10 +214,14 @@ fn main() -> ExitCode {
             simulate(quick);
             ExitCode::SUCCESS
         }
+        Some("origin") => {
+            origin(quick);
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate [--quick]\n\
-                 (origin, fan-out and XDP benchmarks come with issues 4, 5 and 6)"
+                "usage: cargo xtask bench simulate|origin [--quick]\n\
+                 (fan-out and XDP benchmarks come with issues 5 and 6)"
             );
             ExitCode::from(2)
         }

@@ -282,7 +282,7 @@ mod tests {
         let part = store.load_dir(&m.load).join(format!(".{}.partial", e.name));
         let f = OpenOptions::new().write(true).open(&part).unwrap();
         f.write_all_at(&[0xff; 16], u64::from(cs) * 4).unwrap();
-        let mut p = store.partial(&m, e).unwrap();
+        let p = store.partial(&m, e).unwrap();
         assert_eq!(p.verified_prefix(), 4, "chunk 4 was torn");
         assert!(matches!(
             p.install(),
