@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod netns;
 pub mod origin;
 pub mod phone;
+pub mod phoneconfig;
 pub mod sim;
 pub mod store;
 pub mod tftp;

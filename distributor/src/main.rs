@@ -55,6 +55,22 @@ enum Command {
     /// ed25519 keys for signing manifests.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Phone configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Write SEP<MAC>.cnf.xml for every device of a site TOML (PFS flag: device > profile > enterprise).
+    Render {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print what a phone reads from a cnf.xml.
+    Show { file: std::path::PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -289,6 +305,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 m.files.len(),
                 m.load_bytes(),
                 out.join(pfs::manifest::MANIFEST_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Render { config, out }) => {
+            let text = std::fs::read_to_string(&config)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let site = pfs::phoneconfig::SiteConfig::parse(&text)?;
+            std::fs::create_dir_all(&out)?;
+            for (name, xml) in site.render_all() {
+                std::fs::write(out.join(&name), xml)?;
+                println!("{}", out.join(name).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show { file }) => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let c = pfs::phoneconfig::parse_cnf_xml(&bytes)?;
+            println!(
+                "load {:?} peer_firmware_sharing {} load_server {:?} log_server {:?}",
+                c.load_information, c.peer_firmware_sharing, c.load_server, c.log_server
             );
             Ok(ExitCode::SUCCESS)
         }
