@@ -341,3 +341,94 @@ fn pfs_fetch_fails_with_the_servers_message_and_leaves_no_file() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// atftpd, unpacked by `cargo xtask setup` (its package conflicts with tftpd-hpa's).
+fn atftpd_path() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/atftpd/usr/sbin/atftpd");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "atftpd is missing at {} and CI=true forbids skipping (cargo xtask setup unpacks it)",
+        path.display()
+    );
+    eprintln!("SKIPPED: atftpd not unpacked (cargo xtask setup)");
+    None
+}
+
+#[test]
+fn our_client_fetches_byte_identical_files_from_atftpd_with_windows() {
+    let Some(atftpd) = atftpd_path() else { return };
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "atftpd needs root here and CI=true forbids skipping"
+        );
+        eprintln!("SKIPPED: atftpd needs root");
+        return;
+    }
+    let root = tempdir("atftpd");
+    let files = fixture(&root);
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _daemon = TftpdHpa(
+        Command::new(&atftpd)
+            .args([
+                "--daemon",
+                "--no-fork",
+                "--bind-address",
+                "127.0.0.1",
+                "--port",
+            ])
+            .arg(port.to_string())
+            .args(["--logfile", "/dev/null", "--maxthread", "32"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start atftpd"),
+    );
+    let probe = root.join("probe");
+    let ready = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let cfg = ClientConfig {
+            timeout: 200_000,
+            max_retries: 1,
+            ..ClientConfig::default()
+        };
+        fetch::fetch(server, "exact.bin", &probe, cfg).is_ok()
+    });
+    assert!(ready, "atftpd did not come up on {server}");
+    for blksize in [512, 1428, 8192, 65464] {
+        for windowsize in [1, 8, 64] {
+            for (name, data) in &files {
+                if name == "rollover.bin" && blksize != 512 {
+                    continue;
+                }
+                let out = root.join(format!("got-{blksize}-{windowsize}-{name}"));
+                let cfg = ClientConfig {
+                    blksize,
+                    windowsize,
+                    ..ClientConfig::default()
+                };
+                fetch::fetch(server, name, &out, cfg)
+                    .unwrap_or_else(|e| panic!("{name} at {blksize}/{windowsize}: {e:#}"));
+                assert!(
+                    std::fs::read(&out).unwrap() == *data,
+                    "{name} at {blksize}/{windowsize}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

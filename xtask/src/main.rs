@@ -15,7 +15,18 @@ const BPF_LINKER_VERSION: &str = "0.10.4";
 const NIGHTLY: &str = "nightly";
 /// Debian packages the tests and demos use: `ip` for namespaces, bpftool to cross-check pinned
 /// maps, a real TFTP server and clients for interop tests.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "bpftool", "curl", "tftpd-hpa", "tftp-hpa"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "curl",
+    "tftpd-hpa",
+    "tftp-hpa",
+    // atftpd's libraries: its package conflicts with tftpd-hpa, so it is unpacked, not installed.
+    "libwrap0",
+    "libpcre2-8-0",
+];
+/// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
+const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "pfs project automation")]
@@ -153,6 +164,28 @@ fn setup() -> Result<()> {
             .with_context(|| format!("installing Debian packages (fix: {fix})"))?;
         } else {
             missing.push(format!("Debian packages {absent:?}: sudo sh -c '{fix}'"));
+        }
+    }
+
+    // 4. atftpd, unpacked beside the build (a second real TFTP server, with windowsize).
+    let atftpd = root().join(ATFTPD);
+    if !atftpd.exists() {
+        let dir = root().join("target/tools");
+        std::fs::create_dir_all(&dir)?;
+        let fetched = Command::new("apt-get")
+            .args(["download", "atftpd"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        let deb = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"));
+        match (fetched, deb) {
+            (true, Some(deb)) => run(Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(dir.join("atftpd")))?,
+            _ => missing.push("atftpd: (cd target/tools && apt-get download atftpd && dpkg-deb -x atftpd_*.deb atftpd)".into()),
         }
     }
 
