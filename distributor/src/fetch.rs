@@ -16,6 +16,20 @@ use crate::tftp::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    #[error("tftp://{server}/{file}: manifest rejected")]
+    Manifest {
+        server: SocketAddr,
+        file: String,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+    #[error("tftp://{server}/{file}: not installed")]
+    Store {
+        server: SocketAddr,
+        file: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
     #[error("bad URL {0:?}: expected tftp://HOST[:PORT]/PATH")]
     Url(String),
     #[error("cannot resolve {0}")]
@@ -117,6 +131,27 @@ fn fetch_into(
         file: file.to_owned(),
         source,
     };
+    let mut output = io::BufWriter::with_capacity(1 << 20, File::create(tmp).map_err(io_err)?);
+    let report = transfer(server, file, cfg, &mut |data| {
+        output.write_all(data).map_err(io_err)
+    })?;
+    let f = output.into_inner().map_err(|e| io_err(e.into_error()))?;
+    f.sync_all().map_err(io_err)?;
+    Ok(report)
+}
+
+/// Runs one TFTP read, handing the file's bytes to `sink` in order.
+pub fn transfer(
+    server: SocketAddr,
+    file: &str,
+    cfg: ClientConfig,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), FetchError>,
+) -> Result<FetchReport, FetchError> {
+    let io_err = |source| FetchError::Io {
+        server,
+        file: file.to_owned(),
+        source,
+    };
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
@@ -124,7 +159,6 @@ fn fetch_into(
     };
     let socket = UdpSocket::bind(bind).map_err(io_err)?;
     grow_receive_buffer(&socket);
-    let mut output = io::BufWriter::with_capacity(1 << 20, File::create(tmp).map_err(io_err)?);
     let mut session = ClientSession::new(cfg, file);
     let start = Instant::now();
     let now = || start.elapsed().as_micros() as u64;
@@ -141,7 +175,7 @@ fn fetch_into(
                         .send_to(&bytes, peer.unwrap_or(server))
                         .map_err(io_err)?;
                 }
-                ClientAction::Write { data, .. } => output.write_all(&data).map_err(io_err)?,
+                ClientAction::Write { data, .. } => sink(&data)?,
                 ClientAction::Size(_) => {}
                 ClientAction::Timer(at) => deadline = at,
                 ClientAction::Done(result) => {
@@ -150,8 +184,6 @@ fn fetch_into(
                         file: file.to_owned(),
                         source,
                     })?;
-                    let f = output.into_inner().map_err(|e| io_err(e.into_error()))?;
-                    f.sync_all().map_err(io_err)?;
                     return Ok(FetchReport {
                         bytes,
                         seconds: start.elapsed().as_secs_f64(),
@@ -191,6 +223,102 @@ fn fetch_into(
             Err(e) => return Err(io_err(e)),
         }
     }
+}
+
+/// What `fetch_load` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub load: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// The root's origin fetch: the manifest from `dir/pfs-manifest.json` (signature checked when
+/// `key` is set), then every file, each chunk verified before it is written; files are
+/// installed atomically and the load activated only when all of it verified. Chunks a previous
+/// attempt already verified are not written again (TFTP has no offset, so they are re-read).
+pub fn fetch_load(
+    server: SocketAddr,
+    dir: &str,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    cfg: ClientConfig,
+) -> Result<LoadReport, FetchError> {
+    let start = Instant::now();
+    let dir = dir.trim_end_matches('/');
+    let join = |name: &str| {
+        if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    let mpath = join(crate::manifest::MANIFEST_FILE);
+    let mut bytes = Vec::new();
+    transfer(server, &mpath, cfg.clone(), &mut |d| {
+        if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
+            return Err(FetchError::Manifest {
+                server,
+                file: mpath.clone(),
+                source: crate::manifest::ManifestError::Invalid("larger than 64 MiB".into()),
+            });
+        }
+        bytes.extend_from_slice(d);
+        Ok(())
+    })?;
+    let manifest =
+        crate::manifest::Manifest::parse(&bytes, key).map_err(|source| FetchError::Manifest {
+            server,
+            file: mpath.clone(),
+            source,
+        })?;
+    let chunk = manifest.chunk_size as usize;
+    for entry in &manifest.files {
+        let fpath = join(&entry.name);
+        let store_err = |source| FetchError::Store {
+            server,
+            file: fpath.clone(),
+            source,
+        };
+        let mut partial = store.partial(&manifest, entry).map_err(store_err)?;
+        if partial.missing() > 0 {
+            let mut buf: Vec<u8> = Vec::with_capacity(chunk);
+            let mut index = 0u32;
+            transfer(server, &fpath, cfg.clone(), &mut |mut d| {
+                while !d.is_empty() {
+                    let take = (chunk - buf.len()).min(d.len());
+                    buf.extend_from_slice(&d[..take]);
+                    d = &d[take..];
+                    if buf.len() == chunk {
+                        if !partial.has(index) {
+                            partial.write_chunk(index, &buf).map_err(store_err)?;
+                        }
+                        index += 1;
+                        buf.clear();
+                    }
+                }
+                Ok(())
+            })?;
+            if !buf.is_empty() && !partial.has(index) {
+                partial.write_chunk(index, &buf).map_err(store_err)?;
+            }
+        }
+        partial.install().map_err(store_err)?;
+    }
+    store
+        .activate(&manifest)
+        .map_err(|source| FetchError::Store {
+            server,
+            file: mpath.clone(),
+            source,
+        })?;
+    Ok(LoadReport {
+        load: manifest.load.clone(),
+        files: manifest.files.len(),
+        bytes: manifest.load_bytes(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// A window arrives as one burst: make room for it. As root the kernel's rmem_max does not

@@ -47,6 +47,8 @@ enum Command {
     Origin(OriginArgs),
     /// Download one file over TFTP: tftp://HOST[:PORT]/PATH.
     Fetch(FetchArgs),
+    /// Fetch a whole load (manifest first) into a store, verifying every chunk, then activate it.
+    FetchLoad(FetchLoadArgs),
     /// Build (or with --verify, check) the manifest of a load directory.
     Manifest(ManifestArgs),
     /// Firmware loads.
@@ -71,6 +73,22 @@ enum ConfigCommand {
     },
     /// Print what a phone reads from a cnf.xml.
     Show { file: std::path::PathBuf },
+}
+
+#[derive(Args, Debug)]
+struct FetchLoadArgs {
+    /// tftp://HOST[:PORT]/DIR (DIR holds pfs-manifest.json and the files)
+    url: String,
+    /// The phone's store directory.
+    #[arg(long)]
+    store: std::path::PathBuf,
+    /// Require a manifest signed by this key.
+    #[arg(long)]
+    public_key: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 1428, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    blksize: u16,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    windowsize: u16,
 }
 
 #[derive(Args, Debug)]
@@ -289,6 +307,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Origin(args) => run_origin(args),
         Command::Fetch(args) => run_fetch(args),
         Command::Manifest(args) => run_manifest(args),
+        Command::FetchLoad(a) => {
+            let (server, dir) = match pfs::fetch::parse_url(&a.url) {
+                Ok(x) => x,
+                // A load at the server's root: tftp://HOST/ has an empty path.
+                Err(_) if a.url.ends_with('/') => pfs::fetch::parse_url(&format!("{}x", a.url))
+                    .map(|(s, _)| (s, String::new()))?,
+                Err(e) => return Err(e.into()),
+            };
+            let key = a
+                .public_key
+                .as_deref()
+                .map(pfs::manifest::read_verifying_key)
+                .transpose()?;
+            let cfg = pfs::tftp::client::ClientConfig {
+                blksize: a.blksize,
+                windowsize: a.windowsize,
+                ..Default::default()
+            };
+            let store = pfs::store::Store::new(&a.store);
+            let r = pfs::fetch::fetch_load(server, &dir, &store, key.as_ref(), cfg)?;
+            println!(
+                "{}: {} files, {} bytes verified and active in {:.2} s",
+                r.load, r.files, r.bytes, r.seconds
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Load(LoadCommand::Synth {
             out,
             seed,

@@ -1,0 +1,80 @@
+//! The root's origin fetch of a whole load, on loopback: manifest first, every chunk verified
+//! before it is written, nothing installed or activated unless all of it verified.
+
+use pfs::{
+    fetch::{FetchError, fetch_load},
+    manifest::{generate_key, synth_load},
+    origin::{self, OriginConfig},
+    store::{Store, StoreError},
+    tftp::client::ClientConfig,
+};
+
+#[test]
+fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
+    let base = std::env::temp_dir().join(format!("pfs-load-fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let srv = base.join("srv");
+    let (sk, vk) = generate_key().unwrap();
+    let manifest = synth_load(&srv.join("load"), 5, Some(&sk)).unwrap();
+    let origin = origin::spawn(OriginConfig {
+        root: srv.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_sessions: 16,
+        session: Default::default(),
+    })
+    .unwrap();
+    let cfg = ClientConfig::default;
+
+    // A good fetch installs and activates.
+    let phone = Store::new(&base.join("phone1"));
+    let r = fetch_load(origin.addr, "load", &phone, Some(&vk), cfg()).unwrap();
+    assert_eq!(r.bytes, 8_126_582);
+    assert_eq!(phone.current().as_deref(), Some(manifest.load.as_str()));
+    manifest
+        .verify_dir(&phone.load_dir(&manifest.load))
+        .unwrap();
+
+    // The wrong key: refused before any file is fetched.
+    let (_, other) = generate_key().unwrap();
+    let phone2 = Store::new(&base.join("phone2"));
+    let err = fetch_load(origin.addr, "load", &phone2, Some(&other), cfg()).unwrap_err();
+    assert!(matches!(err, FetchError::Manifest { .. }), "{err:#}");
+    assert!(!phone2.load_dir(&manifest.load).exists());
+
+    // A corrupted file at the origin: the bad chunk is refused, nothing installed or active.
+    let victim = srv.join("load").join(&manifest.files[2].name);
+    let good = std::fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    bad[20 * 65536 + 7] ^= 1;
+    std::fs::write(&victim, &bad).unwrap();
+    let phone3 = Store::new(&base.join("phone3"));
+    let err = fetch_load(origin.addr, "load", &phone3, Some(&vk), cfg()).unwrap_err();
+    match &err {
+        FetchError::Store {
+            source: StoreError::Rejected { file, chunk },
+            ..
+        } => {
+            assert_eq!(file, &manifest.files[2].name);
+            assert_eq!(*chunk, 20);
+        }
+        other => panic!("{other:#}"),
+    }
+    assert_eq!(phone3.current(), None);
+    assert!(
+        !phone3
+            .load_dir(&manifest.load)
+            .join(&manifest.files[2].name)
+            .exists()
+    );
+
+    // Repaired origin: the retry completes, keeping the chunks verified before.
+    std::fs::write(&victim, &good).unwrap();
+    let kept = phone3
+        .partial(&manifest, &manifest.files[2])
+        .unwrap()
+        .verified_prefix();
+    assert_eq!(kept, 20, "chunks before the bad one stay verified");
+    fetch_load(origin.addr, "load", &phone3, Some(&vk), cfg()).unwrap();
+    assert_eq!(phone3.current().as_deref(), Some(manifest.load.as_str()));
+    let _ = std::fs::remove_dir_all(&base);
+}
