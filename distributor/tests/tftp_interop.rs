@@ -16,9 +16,12 @@ use pfs::{
     tftp::{client::ClientConfig, server::ServerConfig},
 };
 
+/// Fixture files: (name, contents).
+type Fixture = Vec<(String, Vec<u8>)>;
+
 /// Files with awkward sizes: empty, one exact block multiple, one odd size, one that makes the
 /// block number roll over at blksize 8.
-fn fixture(dir: &Path) -> Vec<(String, Vec<u8>)> {
+fn fixture(dir: &Path) -> Fixture {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut bytes = |n: usize| -> Vec<u8> {
         (0..n)
@@ -130,39 +133,23 @@ fn curl_and_tftp_hpa_fetch_byte_identical_files_from_our_origin() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// in.tftpd from tftpd-hpa, on loopback, killed when the test ends however it ends.
-struct TftpdHpa(Child);
-impl Drop for TftpdHpa {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn our_client_fetches_byte_identical_files_from_tftpd_hpa() {
-    if !common::tool("in.tftpd") {
-        return;
-    }
+/// Setup shared by the tests against other servers: root required (they drop privileges),
+/// world-readable fixtures, a free loopback port. `None` means skip (never under CI=true).
+fn daemon_setup(what: &str) -> Option<(PathBuf, Fixture, SocketAddr)> {
     if !nix::unistd::geteuid().is_root() {
         assert!(
             !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "tftpd-hpa needs root here and CI=true forbids skipping"
+            "{what} needs root here and CI=true forbids skipping"
         );
-        eprintln!("SKIPPED: tftpd-hpa needs root");
-        return;
+        eprintln!("SKIPPED: {what} needs root");
+        return None;
     }
-    let root = tempdir("hpa");
+    let root = tempdir(what);
     let files = fixture(&root);
-    // tftpd-hpa drops to the tftp user: the files must be readable by it.
+    // The server drops to an unprivileged user: the files must be readable by it.
     Command::new("chmod")
         .args(["-R", "a+rX"])
         .arg(&root)
-        .status()
-        .unwrap();
-    Command::new("chmod")
-        .args(["a+x"])
-        .arg(std::env::temp_dir())
         .status()
         .unwrap();
     let port = UdpSocket::bind("127.0.0.1:0")
@@ -171,18 +158,11 @@ fn our_client_fetches_byte_identical_files_from_tftpd_hpa() {
         .unwrap()
         .port();
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _daemon = TftpdHpa(
-        Command::new("in.tftpd")
-            .args(["--foreground", "--listen", "--address"])
-            .arg(server.to_string())
-            .args(["--secure"])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start in.tftpd"),
-    );
-    // Wait (bounded) until it answers.
+    Some((root, files, server))
+}
+
+/// Waits (bounded) until a TFTP server answers on `server`.
+fn wait_until_serving(server: SocketAddr, root: &Path, what: &str) {
     let probe = root.join("probe");
     let ready = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
@@ -193,10 +173,14 @@ fn our_client_fetches_byte_identical_files_from_tftpd_hpa() {
         };
         fetch::fetch(server, "exact.bin", &probe, cfg).is_ok()
     });
-    assert!(ready, "in.tftpd did not come up on {server}");
+    assert!(ready, "{what} did not come up on {server}");
+}
+
+/// Our client fetches every fixture at blksize 512/1428/8192/65464 x windowsize 1/8/64.
+fn fetch_matrix(server: SocketAddr, root: &Path, files: &Fixture) {
     for blksize in [512, 1428, 8192, 65464] {
         for windowsize in [1, 8, 64] {
-            for (name, data) in &files {
+            for (name, data) in files {
                 if name == "rollover.bin" && blksize != 512 {
                     continue;
                 }
@@ -215,6 +199,38 @@ fn our_client_fetches_byte_identical_files_from_tftpd_hpa() {
             }
         }
     }
+}
+
+/// A TFTP daemon (tftpd-hpa or atftpd) on loopback, killed when the test ends however it ends.
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn our_client_fetches_byte_identical_files_from_tftpd_hpa() {
+    if !common::tool("in.tftpd") {
+        return;
+    }
+    let Some((root, files, server)) = daemon_setup("tftpd-hpa") else {
+        return;
+    };
+    let _daemon = Daemon(
+        Command::new("in.tftpd")
+            .args(["--foreground", "--listen", "--address"])
+            .arg(server.to_string())
+            .args(["--secure"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start in.tftpd"),
+    );
+    wait_until_serving(server, &root, "in.tftpd");
+    fetch_matrix(server, &root, &files);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -360,28 +376,10 @@ fn atftpd_path() -> Option<PathBuf> {
 #[test]
 fn our_client_fetches_byte_identical_files_from_atftpd_with_windows() {
     let Some(atftpd) = atftpd_path() else { return };
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "atftpd needs root here and CI=true forbids skipping"
-        );
-        eprintln!("SKIPPED: atftpd needs root");
+    let Some((root, files, server)) = daemon_setup("atftpd") else {
         return;
-    }
-    let root = tempdir("atftpd");
-    let files = fixture(&root);
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&root)
-        .status()
-        .unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _daemon = TftpdHpa(
+    };
+    let _daemon = Daemon(
         Command::new(&atftpd)
             .args([
                 "--daemon",
@@ -390,7 +388,7 @@ fn our_client_fetches_byte_identical_files_from_atftpd_with_windows() {
                 "127.0.0.1",
                 "--port",
             ])
-            .arg(port.to_string())
+            .arg(server.port().to_string())
             .args(["--logfile", "/dev/null", "--maxthread", "32"])
             .arg(&root)
             .stdout(Stdio::null())
@@ -398,37 +396,7 @@ fn our_client_fetches_byte_identical_files_from_atftpd_with_windows() {
             .spawn()
             .expect("start atftpd"),
     );
-    let probe = root.join("probe");
-    let ready = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        let cfg = ClientConfig {
-            timeout: 200_000,
-            max_retries: 1,
-            ..ClientConfig::default()
-        };
-        fetch::fetch(server, "exact.bin", &probe, cfg).is_ok()
-    });
-    assert!(ready, "atftpd did not come up on {server}");
-    for blksize in [512, 1428, 8192, 65464] {
-        for windowsize in [1, 8, 64] {
-            for (name, data) in &files {
-                if name == "rollover.bin" && blksize != 512 {
-                    continue;
-                }
-                let out = root.join(format!("got-{blksize}-{windowsize}-{name}"));
-                let cfg = ClientConfig {
-                    blksize,
-                    windowsize,
-                    ..ClientConfig::default()
-                };
-                fetch::fetch(server, name, &out, cfg)
-                    .unwrap_or_else(|e| panic!("{name} at {blksize}/{windowsize}: {e:#}"));
-                assert!(
-                    std::fs::read(&out).unwrap() == *data,
-                    "{name} at {blksize}/{windowsize}"
-                );
-            }
-        }
-    }
+    wait_until_serving(server, &root, "atftpd");
+    fetch_matrix(server, &root, &files);
     let _ = std::fs::remove_dir_all(&root);
 }
