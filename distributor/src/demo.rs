@@ -47,7 +47,7 @@ pub fn run(broadcasts: u32, others: u32) -> anyhow::Result<DemoReport> {
         iface: link.b_name.clone(),
         netns: Some(phone.name().to_owned()),
     };
-    let attached = xdp::attach(&target, AttachMode::Auto)?;
+    let attached = xdp::attach(&target, AttachMode::Auto, &[])?;
     let guard = DetachOnDrop(target.clone());
     tracing::info!(iface = %attached.iface, mode = attached.mode, "XDP attached");
 

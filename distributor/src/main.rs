@@ -242,6 +242,9 @@ enum XdpCommand {
         /// Attach mode.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
+        /// Models this host runs (repeatable); adverts for other models are dropped in XDP.
+        #[arg(long = "model")]
+        models: Vec<String>,
     },
     /// Print the counters, summed over CPUs.
     Stats {
@@ -396,8 +399,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        XdpCommand::Attach { iface, mode } => {
-            let done = xdp::attach(&iface.target(), mode)?;
+        XdpCommand::Attach {
+            iface,
+            mode,
+            models,
+        } => {
+            let done = xdp::attach(&iface.target(), mode, &models)?;
             println!(
                 "attached to {} in {} mode; pins in {}",
                 done.iface, done.mode, done.pin_dir

@@ -74,6 +74,41 @@ pub fn send(burst: &Burst) -> Result<u32, TrafficError> {
     Ok(sent)
 }
 
+/// Sends each payload once, in order, from `from` to `to` inside namespace `netns`; paced
+/// like [`send`] and bounded by `deadline`. Returns the number sent.
+pub fn send_payloads_in(
+    netns: &str,
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+    payloads: Vec<Vec<u8>>,
+    deadline: Duration,
+) -> Result<u32, TrafficError> {
+    check_lab_addr(from)?;
+    check_lab_addr(*to.ip())?;
+    crate::netns::run_in(netns, move || {
+        let io = |source| TrafficError::Io { dest: to, source };
+        let socket = UdpSocket::bind(SocketAddrV4::new(from, 0)).map_err(io)?;
+        socket.set_broadcast(true).map_err(io)?;
+        let start = Instant::now();
+        let wanted = payloads.len() as u32;
+        for (sent, payload) in payloads.iter().enumerate() {
+            if start.elapsed() > deadline {
+                return Err(TrafficError::Deadline {
+                    dest: to,
+                    sent: sent as u32,
+                    wanted,
+                    limit: deadline,
+                });
+            }
+            socket.send_to(payload, to).map_err(io)?;
+            if (sent as u32 + 1).is_multiple_of(BURST) {
+                std::thread::sleep(PAUSE);
+            }
+        }
+        Ok(wanted)
+    })?
+}
+
 /// Sends `burst` from inside namespace `netns`.
 pub fn send_in(netns: &str, burst: Burst) -> Result<u32, TrafficError> {
     crate::netns::run_in(netns, move || send(&burst))?

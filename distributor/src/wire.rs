@@ -3,15 +3,15 @@
 //! Every decoder is total: any input yields a message or a typed [`DecodeError`], never a
 //! panic, never a read past the declared length, and every length has a cap.
 
-/// `PF`.
-pub const MAGIC: [u8; 2] = *b"PF";
-pub const VERSION: u8 = 1;
-pub const HEADER_LEN: usize = 8;
-pub const MAX_UDP_BODY: usize = 1024;
+/// `PF` (shared with the XDP program, which validates the same header).
+pub const MAGIC: [u8; 2] = pfs_common::WIRE_MAGIC;
+pub const VERSION: u8 = pfs_common::WIRE_VERSION;
+pub const HEADER_LEN: usize = pfs_common::WIRE_HEADER_LEN;
+pub const MAX_UDP_BODY: usize = pfs_common::WIRE_MAX_UDP_BODY;
 pub const MAX_CHUNK_DATA: usize = 1 << 20;
 pub const MAX_CONTROL_BODY: usize = 512;
-pub const MAX_MODEL: usize = 32;
-pub const MAX_FILE: usize = 64;
+pub const MAX_MODEL: usize = pfs_common::WIRE_MAX_MODEL;
+pub const MAX_FILE: usize = pfs_common::WIRE_MAX_FILE;
 pub const MAX_EXCLUDE: usize = 8;
 pub const MAX_ERROR_TEXT: usize = 256;
 pub const DIGEST_LEN: usize = 32;

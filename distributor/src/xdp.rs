@@ -14,7 +14,10 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
     programs::{Xdp, XdpMode, links::FdLink},
 };
-use pfs_common::{COUNTERS_MAP, Counter, XDP_PROGRAM};
+use pfs_common::{
+    ALL_MAPS, CONFIG_FILTER_MODELS, CONFIG_MAP, Counter, MAX_MODELS, MODEL_KEY_LEN, MODELS_MAP,
+    XDP_PROGRAM,
+};
 
 /// The XDP object built by `build.rs` (empty when the eBPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pfs-xdp"));
@@ -48,6 +51,8 @@ pub enum XdpError {
         mode: &'static str,
         reason: String,
     },
+    #[error("model {0:?} must be 1 to 32 printable ASCII bytes (at most 64 models)")]
+    BadModel(String),
     #[error("cannot read pinned counters at {path}: {reason}")]
     Counters { path: String, reason: String },
     #[error("cannot pin under {path}: {reason}")]
@@ -100,12 +105,31 @@ pub struct Attached {
     pub pin_dir: String,
 }
 
-/// Loads the program and attaches it to `target`, pinning link and counters.
+/// A model name as the XDP filter map keys it (NUL-padded).
+fn model_key(model: &str) -> Result<[u8; MODEL_KEY_LEN], XdpError> {
+    let bytes = model.as_bytes();
+    if bytes.is_empty() || bytes.len() > MODEL_KEY_LEN || !bytes.iter().all(u8::is_ascii_graphic) {
+        return Err(XdpError::BadModel(model.to_owned()));
+    }
+    let mut key = [0u8; MODEL_KEY_LEN];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Ok(key)
+}
+
+/// Loads the program and attaches it to `target`, pinning the link and every map.
 ///
+/// `models`: when non-empty, adverts for any other model are dropped in XDP.
 /// Enters `target.netns` on a helper thread for the netlink/link work, so the calling thread's
 /// namespace is unchanged; pins go to the caller's bpffs.
-pub fn attach(target: &Target, mode: AttachMode) -> Result<Attached, XdpError> {
+pub fn attach(target: &Target, mode: AttachMode, models: &[String]) -> Result<Attached, XdpError> {
     preflight()?;
+    if models.len() > MAX_MODELS as usize {
+        return Err(XdpError::BadModel(format!("{} models", models.len())));
+    }
+    let keys = models
+        .iter()
+        .map(|m| model_key(m))
+        .collect::<Result<Vec<_>, _>>()?;
     let pin_dir = target.pin_dir();
     if pin_dir.join(LINK_PIN).exists() {
         return Err(XdpError::AlreadyAttached {
@@ -121,8 +145,8 @@ pub fn attach(target: &Target, mode: AttachMode) -> Result<Attached, XdpError> {
     let t = target.clone();
     let dir = pin_dir.clone();
     let result = match &target.netns {
-        Some(ns) => crate::netns::run_in(ns, move || attach_here(&t, mode, &dir))?,
-        None => attach_here(&t, mode, &dir),
+        Some(ns) => crate::netns::run_in(ns, move || attach_here(&t, mode, &dir, &keys))?,
+        None => attach_here(&t, mode, &dir, &keys),
     };
     if result.is_err() {
         let _ = remove_pins(&pin_dir);
@@ -130,12 +154,35 @@ pub fn attach(target: &Target, mode: AttachMode) -> Result<Attached, XdpError> {
     result
 }
 
-fn attach_here(target: &Target, mode: AttachMode, pin_dir: &Path) -> Result<Attached, XdpError> {
+fn attach_here(
+    target: &Target,
+    mode: AttachMode,
+    pin_dir: &Path,
+    models: &[[u8; MODEL_KEY_LEN]],
+) -> Result<Attached, XdpError> {
     let iface = &target.iface;
     if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
         return Err(XdpError::NoInterface(iface.clone()));
     }
     let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(e.to_string()))?;
+    if !models.is_empty() {
+        let load_err = |e: aya::maps::MapError| XdpError::Load(e.to_string());
+        let mut filter: aya::maps::HashMap<_, [u8; MODEL_KEY_LEN], u8> =
+            aya::maps::HashMap::try_from(
+                ebpf.map_mut(MODELS_MAP)
+                    .ok_or_else(|| XdpError::Load(format!("object has no map {MODELS_MAP}")))?,
+            )
+            .map_err(load_err)?;
+        for key in models {
+            filter.insert(key, 1, 0).map_err(load_err)?;
+        }
+        let mut config: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+            ebpf.map_mut(CONFIG_MAP)
+                .ok_or_else(|| XdpError::Load(format!("object has no map {CONFIG_MAP}")))?,
+        )
+        .map_err(load_err)?;
+        config.set(CONFIG_FILTER_MODELS, 1, 0).map_err(load_err)?;
+    }
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
         .ok_or_else(|| XdpError::Load(format!("object has no program {XDP_PROGRAM}")))?
@@ -179,11 +226,13 @@ fn attach_here(target: &Target, mode: AttachMode, pin_dir: &Path) -> Result<Atta
         path: path.display().to_string(),
         reason,
     };
-    let counters_path = pin_dir.join(COUNTERS_MAP);
-    ebpf.map(COUNTERS_MAP)
-        .ok_or_else(|| XdpError::Load(format!("object has no map {COUNTERS_MAP}")))?
-        .pin(&counters_path)
-        .map_err(|e| pin_err(&counters_path, e.to_string()))?;
+    for name in ALL_MAPS {
+        let path = pin_dir.join(name);
+        ebpf.map(name)
+            .ok_or_else(|| XdpError::Load(format!("object has no map {name}")))?
+            .pin(&path)
+            .map_err(|e| pin_err(&path, e.to_string()))?;
+    }
 
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -227,7 +276,7 @@ impl Stats {
 pub fn stats(target: &Target) -> Result<Stats, XdpError> {
     preflight_root()?;
     let pin_dir = target.pin_dir();
-    let path = pin_dir.join(COUNTERS_MAP);
+    let path = pin_dir.join(pfs_common::COUNTERS_MAP);
     if !path.exists() {
         return Err(XdpError::NotAttached {
             iface: target.iface.clone(),
@@ -272,7 +321,7 @@ fn remove_pins(pin_dir: &Path) -> Result<(), XdpError> {
         path: pin_dir.display().to_string(),
         reason,
     };
-    for name in [LINK_PIN, COUNTERS_MAP] {
+    for name in std::iter::once(LINK_PIN).chain(ALL_MAPS) {
         match std::fs::remove_file(pin_dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -172,3 +172,174 @@ fn bpftool_number(v: &serde_json::Value) -> u64 {
         (acc << 8) | u64::from_str_radix(hex, 16).expect("hex")
     })
 }
+
+fn advert(model: &str, seq: u32) -> Vec<u8> {
+    pfs::wire::Message::Advert {
+        key: pfs::wire::HierarchyKey {
+            model: model.into(),
+            file: "cvm41sccp.9-4-2SR3-1S.sbn".into(),
+            digest: [7; 32],
+        },
+        xid: 0x0800_27f8,
+        strength: 0x31d4_d43d,
+        tier: pfs::wire::Tier::Tentative,
+        seq,
+        depth: 0,
+        free_slots: 2,
+        verified: 0,
+    }
+    .encode()
+    .unwrap()
+}
+
+#[test]
+fn validates_deduplicates_filters_and_counts_a_known_mix() {
+    if !common::privileged("xdp known mix") {
+        return;
+    }
+    let sender = Netns::create("xm-tx").expect("netns");
+    let receiver = Netns::create("xm-rx").expect("netns");
+    let link = VethPair::create(
+        &sender,
+        "pfsm-a",
+        Ipv4Addr::new(198, 18, 2, 1),
+        &receiver,
+        "pfsm-b",
+        Ipv4Addr::new(198, 18, 2, 2),
+        24,
+    )
+    .expect("veth");
+    let ns = receiver.name().to_owned();
+    let iface = link.b_name.clone();
+    ok(&[
+        "xdp", "attach", "--iface", &iface, "--netns", &ns, "--model", "CP-7961G",
+    ]);
+    let _detach = Detach(&iface, &ns);
+
+    // What a peer in the receiving namespace gets.
+    let socket = receiver
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:4051"))
+        .expect("netns")
+        .expect("bind 4051");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+
+    let mut mix: Vec<Vec<u8>> = Vec::new();
+    let mut expected_payloads: Vec<Vec<u8>> = Vec::new();
+    for seq in 1..=20 {
+        mix.push(advert("CP-7961G", seq)); // valid: pass
+        expected_payloads.push(advert("CP-7961G", seq));
+    }
+    for seq in 1..=10 {
+        mix.push(advert("CP-7961G", seq)); // duplicates: drop
+    }
+    for seq in 1..=7 {
+        mix.push(advert("CP-7941G", seq)); // another model: drop
+    }
+    let good = advert("CP-7961G", 99);
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    let mut bad_version = good.clone();
+    bad_version[2] = 9;
+    let truncated = good[..good.len() - 3].to_vec();
+    let mut long_declared = good.clone();
+    long_declared[7] = long_declared[7].wrapping_add(5);
+    let tcp_type_on_udp = pfs::wire::Message::Have {
+        hierarchy: 1,
+        verified: 2,
+    }
+    .encode()
+    .unwrap();
+    mix.extend([
+        bad_magic,
+        bad_version,
+        truncated,
+        long_declared,
+        tcp_type_on_udp,
+    ]);
+    for _ in 0..4 {
+        let join = pfs::wire::Message::Join {
+            key: pfs::wire::HierarchyKey {
+                model: "CP-7961G".into(),
+                file: "apps".into(),
+                digest: [1; 32],
+            },
+            xid: 1,
+            max_children: 2,
+            link_kbit: 100_000,
+            verified: 0,
+            exclude: vec![],
+        }
+        .encode()
+        .unwrap();
+        mix.push(join.clone()); // joins are not de-duplicated: all pass
+        expected_payloads.push(join);
+    }
+    let to = SocketAddrV4::new(link.broadcast(), 4051);
+    let sent =
+        traffic::send_payloads_in(sender.name(), link.a_addr, to, mix, Duration::from_secs(30))
+            .expect("send");
+    assert_eq!(sent, 46);
+    let others = traffic::send_in(
+        sender.name(),
+        Burst {
+            from: link.a_addr,
+            to: SocketAddrV4::new(link.broadcast(), 5353),
+            count: 3,
+            payload: vec![1; 10],
+            deadline: Duration::from_secs(5),
+        },
+    )
+    .expect("send");
+    assert_eq!(others, 3);
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 2048];
+    for _ in 0..1000 {
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => received.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        received, expected_payloads,
+        "the peer socket got exactly what should pass"
+    );
+
+    let json = ok(&["xdp", "stats", "--iface", &iface, "--netns", &ns, "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let c = &stats["counters"];
+    for (name, want) in [
+        ("udp_4051", 46),
+        ("other", 3),
+        ("advert", 20),
+        ("join", 4),
+        ("accept", 0),
+        ("drop_duplicate", 10),
+        ("drop_other_model", 7),
+        ("drop_malformed", 5),
+    ] {
+        assert_eq!(c[name], want, "{name}: {json}");
+    }
+    // bpftool reads the same pinned counters.
+    let pin = format!("/sys/fs/bpf/pfs/{ns}/{iface}/PFS_COUNTERS");
+    let dump = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned", &pin])
+        .output()
+        .expect("bpftool");
+    let dump: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("bpftool JSON");
+    let slot = |i: u64| -> u64 {
+        dump.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| bpftool_number(&e["key"]) == i)
+            .unwrap()["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| bpftool_number(&v["value"]))
+            .sum()
+    };
+    assert_eq!((slot(2), slot(8), slot(9), slot(10)), (20, 5, 10, 7));
+}
