@@ -52,10 +52,19 @@ pub enum FetchError {
 
 /// Parses `tftp://HOST[:PORT]/PATH`.
 pub fn parse_url(url: &str) -> Result<(SocketAddr, String), FetchError> {
+    match parse_base_url(url)? {
+        (_, path) if path.is_empty() => Err(FetchError::Url(url.to_owned())),
+        parsed => Ok(parsed),
+    }
+}
+
+/// Parses `tftp://HOST[:PORT]/[DIR]`: like [`parse_url`], but the path may be empty (a load
+/// at the server's root).
+pub fn parse_base_url(url: &str) -> Result<(SocketAddr, String), FetchError> {
     let bad = || FetchError::Url(url.to_owned());
     let rest = url.strip_prefix("tftp://").ok_or_else(bad)?;
     let (host, path) = rest.split_once('/').ok_or_else(bad)?;
-    if host.is_empty() || path.is_empty() {
+    if host.is_empty() {
         return Err(bad());
     }
     let with_port = if host.starts_with('[') {
@@ -334,6 +343,16 @@ fn grow_receive_buffer(socket: &UdpSocket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_may_name_the_server_root() {
+        assert_eq!(parse_base_url("tftp://127.0.0.1:70/").unwrap().1, "");
+        assert_eq!(
+            parse_base_url("tftp://127.0.0.1:70/load").unwrap().1,
+            "load"
+        );
+        assert!(parse_url("tftp://127.0.0.1:70/").is_err());
+    }
 
     #[test]
     fn urls() {

@@ -311,13 +311,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => run_fetch(args),
         Command::Manifest(args) => run_manifest(args),
         Command::FetchLoad(a) => {
-            let (server, dir) = match pfs::fetch::parse_url(&a.url) {
-                Ok(x) => x,
-                // A load at the server's root: tftp://HOST/ has an empty path.
-                Err(_) if a.url.ends_with('/') => pfs::fetch::parse_url(&format!("{}x", a.url))
-                    .map(|(s, _)| (s, String::new()))?,
-                Err(e) => return Err(e.into()),
-            };
+            let (server, dir) = pfs::fetch::parse_base_url(&a.url)?;
             let key = a
                 .public_key
                 .as_deref()

@@ -92,10 +92,10 @@ fn hash_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// A file name that stays inside its directory.
+/// A file name that stays inside its directory and fits the wire's hierarchy key.
 fn safe_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= pfs_common::WIRE_MAX_FILE
         && name != "."
         && name != ".."
         && name
@@ -488,30 +488,26 @@ pub fn manifest_for_dir(dir: &Path, chunk_size: u32) -> Result<Manifest, Manifes
     Manifest::build(&load, &files, chunk_size)
 }
 
-/// Reads a 32-byte ed25519 seed stored as hex.
-pub fn read_signing_key(path: &Path) -> Result<SigningKey, ManifestError> {
+/// Reads 32 bytes stored as hex (a key file from `pfs key generate`).
+fn read_hex32(path: &Path) -> Result<[u8; 32], ManifestError> {
     let text = fs::read_to_string(path).map_err(|source| ManifestError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let seed: [u8; 32] = hex::decode(text.trim())
+    hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| ManifestError::Invalid(format!("{}: not 64 hex digits", path.display())))?;
-    Ok(SigningKey::from_bytes(&seed))
+        .ok_or_else(|| ManifestError::Invalid(format!("{}: not 64 hex digits", path.display())))
+}
+
+/// Reads a 32-byte ed25519 seed stored as hex.
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, ManifestError> {
+    Ok(SigningKey::from_bytes(&read_hex32(path)?))
 }
 
 pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, ManifestError> {
-    let text = fs::read_to_string(path).map_err(|source| ManifestError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let bytes: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| ManifestError::Invalid(format!("{}: not 64 hex digits", path.display())))?;
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| ManifestError::Invalid("not an ed25519 key".into()))
+    VerifyingKey::from_bytes(&read_hex32(path)?)
+        .map_err(|_| ManifestError::Invalid(format!("{}: not an ed25519 key", path.display())))
 }
 
 /// A fresh key pair from the kernel's random source: (secret seed, public key).

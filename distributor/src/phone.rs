@@ -588,13 +588,10 @@ impl Phone {
                 });
             }
             TimerKind::Join => {
-                let max_children = if self.link_kbit < cfg.leaf_below_kbit || self.corrupt {
-                    // Honest phones below the threshold declare themselves leaves. (A corrupt
-                    // peer would not; it advertises like anyone else, to test the defences.)
-                    if self.corrupt { cfg.fanout } else { 0 }
-                } else {
-                    cfg.fanout
-                };
+                // Honest phones below the threshold declare themselves leaves. (A corrupt peer
+                // would not; it asks for children like anyone else, to test the defences.)
+                let leaf = self.link_kbit < cfg.leaf_below_kbit && !self.corrupt;
+                let max_children = if leaf { 0 } else { cfg.fanout };
                 let x = &mut self.hierarchies[i];
                 let Some(root) = x.best else { return };
                 if x.role != Role::Member || !x.join_pending {

@@ -44,34 +44,47 @@ pub struct Burst {
     pub deadline: Duration,
 }
 
-/// Sends `burst` from the current namespace; returns the number sent (always `count` on Ok).
-pub fn send(burst: &Burst) -> Result<u32, TrafficError> {
-    check_lab_addr(burst.from)?;
-    check_lab_addr(*burst.to.ip())?;
-    let io = |source| TrafficError::Io {
-        dest: burst.to,
-        source,
-    };
-    let socket = UdpSocket::bind(SocketAddrV4::new(burst.from, 0)).map_err(io)?;
+/// Sends `count` datagrams, the i-th being `payload(i)`, from `from` to `to`, paced in bursts
+/// and bounded by `deadline`. Returns the number sent (always `count` on Ok).
+fn send_paced<'a>(
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+    count: u32,
+    payload: impl Fn(u32) -> &'a [u8],
+    deadline: Duration,
+) -> Result<u32, TrafficError> {
+    check_lab_addr(from)?;
+    check_lab_addr(*to.ip())?;
+    let io = |source| TrafficError::Io { dest: to, source };
+    let socket = UdpSocket::bind(SocketAddrV4::new(from, 0)).map_err(io)?;
     socket.set_broadcast(true).map_err(io)?;
     let start = Instant::now();
-    let mut sent = 0;
-    while sent < burst.count {
-        if start.elapsed() > burst.deadline {
+    for sent in 0..count {
+        if start.elapsed() > deadline {
             return Err(TrafficError::Deadline {
-                dest: burst.to,
+                dest: to,
                 sent,
-                wanted: burst.count,
-                limit: burst.deadline,
+                wanted: count,
+                limit: deadline,
             });
         }
-        socket.send_to(&burst.payload, burst.to).map_err(io)?;
-        sent += 1;
-        if sent % BURST == 0 {
+        socket.send_to(payload(sent), to).map_err(io)?;
+        if (sent + 1).is_multiple_of(BURST) {
             std::thread::sleep(PAUSE);
         }
     }
-    Ok(sent)
+    Ok(count)
+}
+
+/// Sends `burst` from the current namespace; returns the number sent (always `count` on Ok).
+pub fn send(burst: &Burst) -> Result<u32, TrafficError> {
+    send_paced(
+        burst.from,
+        burst.to,
+        burst.count,
+        |_| &burst.payload,
+        burst.deadline,
+    )
 }
 
 /// Sends each payload once, in order, from `from` to `to` inside namespace `netns`; paced
@@ -83,29 +96,14 @@ pub fn send_payloads_in(
     payloads: Vec<Vec<u8>>,
     deadline: Duration,
 ) -> Result<u32, TrafficError> {
-    check_lab_addr(from)?;
-    check_lab_addr(*to.ip())?;
     crate::netns::run_in(netns, move || {
-        let io = |source| TrafficError::Io { dest: to, source };
-        let socket = UdpSocket::bind(SocketAddrV4::new(from, 0)).map_err(io)?;
-        socket.set_broadcast(true).map_err(io)?;
-        let start = Instant::now();
-        let wanted = payloads.len() as u32;
-        for (sent, payload) in payloads.iter().enumerate() {
-            if start.elapsed() > deadline {
-                return Err(TrafficError::Deadline {
-                    dest: to,
-                    sent: sent as u32,
-                    wanted,
-                    limit: deadline,
-                });
-            }
-            socket.send_to(payload, to).map_err(io)?;
-            if (sent as u32 + 1).is_multiple_of(BURST) {
-                std::thread::sleep(PAUSE);
-            }
-        }
-        Ok(wanted)
+        send_paced(
+            from,
+            to,
+            payloads.len() as u32,
+            |i| &payloads[i as usize],
+            deadline,
+        )
     })?
 }
 

@@ -11,7 +11,6 @@ use std::collections::{BTreeSet, HashMap};
 struct Member {
     parent: Option<u32>,
     depth: u8,
-    children: u8,
     /// Children as placed by this coordinator (a moved member keeps them).
     kids: Vec<u32>,
     capable: bool,
@@ -55,7 +54,6 @@ impl Coordinator {
             Member {
                 parent: None,
                 depth: 0,
-                children: 0,
                 kids: Vec::new(),
                 capable: true,
                 order: 0,
@@ -86,10 +84,7 @@ impl Coordinator {
         }
         // Leaving the old parent frees its slot.
         if let Some(old) = self.members.get(&joiner).and_then(|m| m.parent) {
-            self.release_slot(old);
-            if let Some(o) = self.members.get_mut(&old) {
-                o.kids.retain(|&k| k != joiner);
-            }
+            self.release_slot(old, joiner);
         }
         let excluded = |p: u32| exclude.iter().any(|&(e, _)| e == p);
         let mut pick = None;
@@ -102,10 +97,9 @@ impl Coordinator {
         }
         let (depth, order, parent) = pick?;
         let p = self.members.get_mut(&parent).expect("open members exist");
-        p.children += 1;
         p.kids.push(joiner);
-        debug_assert!(p.children <= self.fanout);
-        if p.children >= self.fanout {
+        debug_assert!(p.kids.len() <= usize::from(self.fanout));
+        if p.kids.len() >= usize::from(self.fanout) {
             self.open.remove(&(depth, order, parent));
         }
         let child_depth = depth.saturating_add(1);
@@ -115,7 +109,6 @@ impl Coordinator {
         let entry = self.members.entry(joiner).or_insert(Member {
             parent: None,
             depth: child_depth,
-            children: 0,
             kids: Vec::new(),
             capable,
             order: child_order,
@@ -126,7 +119,7 @@ impl Coordinator {
         entry.depth = child_depth;
         entry.capable &= capable;
         entry.order = child_order;
-        if entry.capable && entry.children < self.fanout {
+        if entry.capable && entry.kids.len() < usize::from(self.fanout) {
             self.open.insert((child_depth, child_order, joiner));
         }
         self.reindex_subtree(joiner);
@@ -167,7 +160,7 @@ impl Coordinator {
             }
             let was_open = self.open.remove(&(m.depth, m.order, node));
             m.depth = new_depth;
-            if was_open || (m.capable && m.children < fanout) {
+            if was_open || (m.capable && m.kids.len() < usize::from(fanout)) {
                 self.open.insert((new_depth, m.order, node));
             }
             stack.extend(m.kids.iter().copied());
@@ -187,19 +180,17 @@ impl Coordinator {
             let parent = m.parent;
             self.members.remove(&peer);
             if let Some(p) = parent {
-                self.release_slot(p);
-                if let Some(pm) = self.members.get_mut(&p) {
-                    pm.kids.retain(|&k| k != peer);
-                }
+                self.release_slot(p, peer);
             }
         }
     }
 
-    fn release_slot(&mut self, parent: u32) {
-        let fanout = self.fanout;
+    /// `child` leaves `parent`: the parent's slot opens again (if it may still take children).
+    fn release_slot(&mut self, parent: u32, child: u32) {
+        let fanout = usize::from(self.fanout);
         if let Some(p) = self.members.get_mut(&parent) {
-            p.children = p.children.saturating_sub(1);
-            if p.capable && p.children < fanout {
+            p.kids.retain(|&k| k != child);
+            if p.capable && p.kids.len() < fanout {
                 self.open.insert((p.depth, p.order, parent));
             }
         }

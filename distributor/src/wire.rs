@@ -46,6 +46,29 @@ pub struct HierarchyKey {
 }
 
 impl HierarchyKey {
+    /// The decoder's rules for a key (1..=32 byte model, 1..=64 byte file name, printable
+    /// ASCII), so that every key `encode` writes can be read back unchanged.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        for (field, text, cap) in [
+            ("model", &self.model, MAX_MODEL),
+            ("file", &self.file, MAX_FILE),
+        ] {
+            if text.is_empty() || text.len() > cap {
+                return Err(DecodeError::BadField {
+                    field,
+                    why: "length out of range",
+                });
+            }
+            if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                return Err(DecodeError::BadField {
+                    field,
+                    why: "not printable ASCII",
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The 8-byte id standing for the key on TCP.
     pub fn id(&self) -> u64 {
         let mut w = Writer::default();
@@ -132,6 +155,19 @@ pub enum Message {
 }
 
 impl Message {
+    /// The hierarchy key of the UDP messages.
+    pub fn key(&self) -> Option<&HierarchyKey> {
+        match self {
+            Message::Advert { key, .. }
+            | Message::Join { key, .. }
+            | Message::Accept { key, .. }
+            | Message::Reject { key, .. }
+            | Message::Leave { key, .. }
+            | Message::Heartbeat { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
     fn type_code(&self) -> u8 {
         match self {
             Message::Advert { .. } => 0x01,
@@ -147,9 +183,12 @@ impl Message {
         }
     }
 
-    /// Encodes header and body. Fails only for values the decoder would reject (over-long
-    /// strings or lists), so what is sent can always be read back.
+    /// Encodes header and body. Fails only for values the decoder would reject (invalid keys,
+    /// over-long lists or bodies), so what is sent can always be read back.
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        if let Some(key) = self.key() {
+            key.validate()?;
+        }
         let mut w = Writer::default();
         match self {
             Message::Advert {
@@ -456,13 +495,12 @@ impl Writer {
     fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
-    /// Strings are validated by [`HierarchyKey::new`]-style callers; over-long ones are cut
-    /// here so the encoder never emits an undecodable length byte.
+    /// Length-prefixed model and file, then the digest. `encode` validates the key first;
+    /// `id` hashes whatever it is given.
     fn key(&mut self, key: &HierarchyKey) {
-        for (s, cap) in [(&key.model, MAX_MODEL), (&key.file, MAX_FILE)] {
-            let bytes = &s.as_bytes()[..s.len().min(cap)];
-            self.u8(bytes.len() as u8);
-            self.buf.extend_from_slice(bytes);
+        for s in [&key.model, &key.file] {
+            self.u8(s.len().min(usize::from(u8::MAX)) as u8);
+            self.buf.extend_from_slice(s.as_bytes());
         }
         self.buf.extend_from_slice(&key.digest);
     }
@@ -701,6 +739,28 @@ mod tests {
         // A body shorter than its type needs, with a length that says so.
         let short = [b'P', b'F', VERSION, 0x12, 0, 0, 0, 3, 1, 2, 3];
         assert!(matches!(decode(&short), Err(DecodeError::Truncated { .. })));
+    }
+
+    #[test]
+    fn invalid_keys_are_refused_not_truncated() {
+        let key = |model: &str, file: &str| HierarchyKey {
+            model: model.into(),
+            file: file.into(),
+            digest: [0; 32],
+        };
+        for bad in [
+            key("", "f"),
+            key(&"M".repeat(33), "f"),
+            key("m", &"f".repeat(65)),
+            key("m\n", "f"),
+        ] {
+            let msg = Message::Leave {
+                key: bad,
+                xid: 1,
+                reason: 0,
+            };
+            assert!(matches!(msg.encode(), Err(DecodeError::BadField { .. })));
+        }
     }
 
     #[test]
