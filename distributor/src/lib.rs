@@ -5,6 +5,7 @@
 
 pub mod demo;
 pub mod election;
+pub mod engine;
 pub mod fetch;
 pub mod manifest;
 pub mod netns;

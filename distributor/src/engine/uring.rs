@@ -1,0 +1,854 @@
+//! The io_uring backend: one ring per thread (`SINGLE_ISSUER | DEFER_TASKRUN` where the kernel
+//! has them), multishot accept, multishot `recv`/`recvmsg` into a provided buffer ring,
+//! `SENDMSG_ZC` for sends above the threshold (plain `SENDMSG` below it), and the ring's own
+//! wait timeout for the driver's deadlines.
+//!
+//! Every submitted operation has a slot keyed by `user_data` that owns what the kernel reads
+//! or writes (message headers, address, clones of the frames). A zero-copy send's slot lives
+//! until its notification CQE: only then may the pages (an image mapping) be released. One
+//! send per connection is in flight, so frames leave in order; a short send resubmits the rest.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io,
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant},
+};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::{Completion, EngineError, EngineStats, Limits, Payload, Reactor, SendQueue, Token};
+
+const BUF_GROUP: u16 = 0;
+const BUF_COUNT: u16 = 256;
+/// Large enough for the biggest TFTP datagram plus the `recvmsg` header and address.
+const BUF_SIZE: usize = 64 * 1024 + 256;
+/// `IORING_NOTIF_USAGE_ZC_COPIED` (linux/io_uring.h): the kernel copied a zero-copy send.
+const COPIED: u32 = 1 << 31;
+/// `IORING_SEND_ZC_REPORT_USAGE` (linux/io_uring.h).
+const REPORT_USAGE: u16 = 1 << 3;
+
+enum Kind {
+    Listener(TcpListener),
+    Stream {
+        stream: TcpStream,
+        queue: SendQueue,
+        sending: bool,
+        waiting: bool,
+        connecting: bool,
+    },
+    Udp(UdpSocket),
+}
+
+struct Sock {
+    kind: Kind,
+    /// Operations in flight that name this socket; it is dropped (closed) only at zero.
+    ops: u32,
+}
+
+impl Sock {
+    fn fd(&self) -> RawFd {
+        match &self.kind {
+            Kind::Listener(l) => l.as_raw_fd(),
+            Kind::Stream { stream, .. } => stream.as_raw_fd(),
+            Kind::Udp(u) => u.as_raw_fd(),
+        }
+    }
+}
+
+/// What the kernel reads for one `sendmsg`; boxed so its addresses stay put.
+struct SendState {
+    hdr: libc::msghdr,
+    iov: Vec<libc::iovec>,
+    addr: libc::sockaddr_in,
+    keep: Vec<Payload>,
+}
+
+enum Op {
+    Accept(Token),
+    Recv(Token),
+    RecvMsg(Token),
+    Connect(Token, #[allow(dead_code)] Box<libc::sockaddr_in>),
+    Send {
+        token: Token,
+        _st: Box<SendState>,
+        want: usize,
+        zc: bool,
+        result_pending: bool,
+        notif_pending: bool,
+    },
+    Datagram(Token, #[allow(dead_code)] Box<SendState>),
+    Cancel,
+}
+
+/// A provided-buffer ring the kernel picks receive buffers from.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    ring_bytes: usize,
+    data: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(ring: &IoUring) -> io::Result<Self> {
+        let ring_bytes = usize::from(BUF_COUNT) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping, page-aligned as the kernel requires.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut br = BufRing {
+            entries: ptr.cast(),
+            ring_bytes,
+            data: vec![0; usize::from(BUF_COUNT) * BUF_SIZE],
+            tail: 0,
+        };
+        // SAFETY: the mapping lives as long as `br`, which the reactor drops after the ring.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ptr as u64, BUF_COUNT, BUF_GROUP, 0)?
+        };
+        for bid in 0..BUF_COUNT {
+            br.add(bid);
+        }
+        br.commit();
+        Ok(br)
+    }
+
+    fn add(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (BUF_COUNT - 1));
+        // SAFETY: idx < BUF_COUNT entries of the mapping.
+        let e = unsafe { &mut *self.entries.add(idx) };
+        e.set_addr(self.data.as_ptr() as u64 + (usize::from(bid) * BUF_SIZE) as u64);
+        e.set_len(BUF_SIZE as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn commit(&self) {
+        // SAFETY: the tail field overlays the first entry's reserved field (kernel ABI).
+        let tail = unsafe { types::BufRingEntry::tail(self.entries) } as *mut u16;
+        // SAFETY: u16-aligned, shared with the kernel, which reads it with acquire ordering.
+        unsafe { AtomicU16::from_ptr(tail) }.store(self.tail, Ordering::Release);
+    }
+
+    fn buf(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * BUF_SIZE;
+        &self.data[start..start + len.min(BUF_SIZE)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.entries.cast(), self.ring_bytes) };
+    }
+}
+
+pub struct UringReactor {
+    ring: IoUring,
+    bufs: BufRing,
+    zc: bool,
+    limits: Limits,
+    ops: Vec<Option<Op>>,
+    free: Vec<usize>,
+    socks: HashMap<Token, Sock>,
+    /// Closed by the driver; kept until their last operation ends.
+    closing: HashMap<Token, Sock>,
+    overflow: VecDeque<squeue::Entry>,
+    inflight_sends: usize,
+    ready: VecDeque<Token>,
+    recvmsg_tmpl: Box<libc::msghdr>,
+    cqes: Vec<(u64, i32, u32)>,
+    stats: EngineStats,
+    last_stall_check: Instant,
+}
+
+impl UringReactor {
+    /// `zero_copy == false` sends every frame with a plain (copying) `sendmsg`.
+    pub fn new(limits: Limits, zero_copy: bool) -> io::Result<Self> {
+        let build = |fancy: bool| {
+            let mut b = IoUring::builder();
+            b.setup_cqsize(8192);
+            if fancy {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+            b.build(1024)
+        };
+        let ring = build(true).or_else(|_| build(false))?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for code in [
+            opcode::RecvMulti::CODE,
+            opcode::AcceptMulti::CODE,
+            opcode::SendMsg::CODE,
+        ] {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring opcode {code} unsupported"),
+                ));
+            }
+        }
+        let zc = zero_copy && probe.is_supported(opcode::SendMsgZc::CODE);
+        let bufs = BufRing::new(&ring)?;
+        // SAFETY: an all-zero msghdr is valid; only the name length matters for the template.
+        let mut tmpl: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        tmpl.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        Ok(UringReactor {
+            ring,
+            bufs,
+            zc,
+            limits,
+            ops: Vec::new(),
+            free: Vec::new(),
+            socks: HashMap::new(),
+            closing: HashMap::new(),
+            overflow: VecDeque::new(),
+            inflight_sends: 0,
+            ready: VecDeque::new(),
+            recvmsg_tmpl: tmpl,
+            cqes: Vec::with_capacity(8192),
+            stats: EngineStats {
+                backend: if zc { "io_uring-zc" } else { "io_uring" },
+                ..EngineStats::default()
+            },
+            last_stall_check: Instant::now(),
+        })
+    }
+
+    fn slot(&mut self, op: Op) -> u64 {
+        if let Some(i) = self.free.pop() {
+            self.ops[i] = Some(op);
+            i as u64
+        } else {
+            self.ops.push(Some(op));
+            (self.ops.len() - 1) as u64
+        }
+    }
+
+    fn release(&mut self, ud: u64) -> Option<Op> {
+        let op = self.ops.get_mut(ud as usize)?.take();
+        if op.is_some() {
+            self.free.push(ud as usize);
+        }
+        op
+    }
+
+    /// Queues an entry; a full submission queue spills to the overflow list (order kept).
+    fn push(&mut self, e: squeue::Entry) {
+        if self.overflow.is_empty() {
+            // SAFETY: every pointer in `e` points into a slot that outlives the operation.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+        }
+        self.stats.overflowed += 1;
+        self.overflow.push_back(e);
+    }
+
+    fn flush_overflow(&mut self) {
+        while let Some(e) = self.overflow.front() {
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(e) }.is_err() {
+                break;
+            }
+            self.overflow.pop_front();
+        }
+    }
+
+    fn sock_mut(&mut self, token: Token) -> Option<&mut Sock> {
+        self.socks.get_mut(&token)
+    }
+
+    /// Counts an operation against the socket (open or closing).
+    fn op_started(&mut self, token: Token) {
+        if let Some(s) = self.socks.get_mut(&token) {
+            s.ops += 1;
+        } else if let Some(s) = self.closing.get_mut(&token) {
+            s.ops += 1;
+        }
+    }
+
+    fn op_ended(&mut self, token: Token) {
+        if let Some(s) = self.socks.get_mut(&token) {
+            s.ops = s.ops.saturating_sub(1);
+        } else if let Some(s) = self.closing.get_mut(&token) {
+            s.ops = s.ops.saturating_sub(1);
+            if s.ops == 0 {
+                self.closing.remove(&token);
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, token: Token) {
+        let Some(s) = self.socks.get(&token) else {
+            return;
+        };
+        let fd = types::Fd(s.fd());
+        let e = match s.kind {
+            Kind::Listener(_) => {
+                let ud = self.slot(Op::Accept(token));
+                opcode::AcceptMulti::new(fd).build().user_data(ud)
+            }
+            Kind::Stream { .. } => {
+                let ud = self.slot(Op::Recv(token));
+                opcode::RecvMulti::new(fd, BUF_GROUP).build().user_data(ud)
+            }
+            Kind::Udp(_) => {
+                let ud = self.slot(Op::RecvMsg(token));
+                opcode::RecvMsgMulti::new(fd, &*self.recvmsg_tmpl, BUF_GROUP)
+                    .build()
+                    .user_data(ud)
+            }
+        };
+        self.op_started(token);
+        self.push(e);
+    }
+
+    /// Starts the next send of `token` if none is in flight and the core has room.
+    fn start_send(&mut self, token: Token) {
+        let limit = self.limits.inflight_per_core;
+        let batch = self.limits.batch_frames;
+        let busy = self.inflight_sends >= limit;
+        let Some(Sock {
+            kind:
+                Kind::Stream {
+                    stream,
+                    queue,
+                    sending,
+                    waiting,
+                    connecting,
+                },
+            ..
+        }) = self.socks.get_mut(&token)
+        else {
+            return;
+        };
+        if *sending || *connecting || queue.frames.is_empty() {
+            return;
+        }
+        if busy {
+            if !*waiting {
+                *waiting = true;
+                self.ready.push_back(token);
+            }
+            return;
+        }
+        let fd = types::Fd(stream.as_raw_fd());
+        let keep: Vec<Payload> = queue.frames.iter().take(batch).cloned().collect();
+        let mut skip = queue.sent;
+        let mut iov = Vec::with_capacity(keep.len() * 2);
+        for f in &keep {
+            let (a, b) = f.parts();
+            for part in [a, b] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                iov.push(libc::iovec {
+                    iov_base: part[skip..].as_ptr() as *mut _,
+                    iov_len: part.len() - skip,
+                });
+                skip = 0;
+            }
+        }
+        let want: usize = iov.iter().map(|v| v.iov_len).sum();
+        *sending = true;
+        // SAFETY: zeroed msghdr/sockaddr are valid; the fields used are set below.
+        let mut st = Box::new(SendState {
+            hdr: unsafe { std::mem::zeroed() },
+            iov,
+            addr: unsafe { std::mem::zeroed() },
+            keep,
+        });
+        st.hdr.msg_iov = st.iov.as_mut_ptr();
+        st.hdr.msg_iovlen = st.iov.len() as _;
+        let zc = self.zc && want >= self.limits.zc_threshold;
+        let e = if zc {
+            opcode::SendMsgZc::new(fd, &st.hdr)
+                .ioprio(REPORT_USAGE)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        } else {
+            opcode::SendMsg::new(fd, &st.hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        };
+        let ud = self.slot(Op::Send {
+            token,
+            _st: st,
+            want,
+            zc,
+            result_pending: true,
+            notif_pending: zc,
+        });
+        self.op_started(token);
+        self.inflight_sends += 1;
+        self.stats.max_inflight = self.stats.max_inflight.max(self.inflight_sends as u64);
+        self.push(e.user_data(ud));
+    }
+
+    /// Takes a socket out of service: the driver never hears of it again.
+    fn retire(&mut self, token: Token) {
+        if let Some(s) = self.socks.remove(&token) {
+            // SAFETY: shutting down a socket we own; ends its multishot receive.
+            unsafe { libc::shutdown(s.fd(), libc::SHUT_RDWR) };
+            if s.ops > 0 {
+                let ud = self.slot(Op::Cancel);
+                self.push(
+                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(s.fd())).all())
+                        .build()
+                        .user_data(ud),
+                );
+                self.closing.insert(token, s);
+            }
+        }
+    }
+
+    fn complete(&mut self, ud: u64, res: i32, flags: u32, on: &mut dyn FnMut(Completion<'_>)) {
+        let more = cqueue::more(flags);
+        let Some(op) = self.ops.get(ud as usize).and_then(|o| o.as_ref()) else {
+            return;
+        };
+        match *op {
+            Op::Cancel => {
+                self.release(ud);
+            }
+            Op::Accept(token) => {
+                if !more {
+                    self.release(ud);
+                    self.op_ended(token);
+                }
+                if res >= 0 {
+                    // SAFETY: the kernel handed us a new descriptor.
+                    let stream = unsafe { TcpStream::from_raw_fd(res) };
+                    if self.socks.contains_key(&token)
+                        && let Ok(from) = stream.peer_addr()
+                    {
+                        on(Completion::Accepted {
+                            listener: token,
+                            stream,
+                            from,
+                        });
+                    }
+                }
+                if !more && self.socks.contains_key(&token) {
+                    self.arm_recv(token);
+                }
+            }
+            Op::Recv(token) | Op::RecvMsg(token) => {
+                let is_msg = matches!(op, Op::RecvMsg(_));
+                if !more {
+                    self.release(ud);
+                    self.op_ended(token);
+                }
+                let alive = self.socks.contains_key(&token);
+                if res > 0 {
+                    let bid = cqueue::buffer_select(flags).unwrap_or(0);
+                    let data = self.bufs.buf(bid, res as usize);
+                    self.stats.bytes_received += res as u64;
+                    if alive {
+                        if is_msg {
+                            if let Ok(msg) = types::RecvMsgOut::parse(data, &self.recvmsg_tmpl)
+                                && !msg.is_payload_truncated()
+                                && let Some(from) = sockaddr_in(msg.name_data())
+                            {
+                                on(Completion::Datagram {
+                                    sock: token,
+                                    from: SocketAddr::V4(from),
+                                    bytes: msg.payload_data(),
+                                });
+                            }
+                        } else {
+                            on(Completion::Data {
+                                conn: token,
+                                bytes: data,
+                            });
+                        }
+                    }
+                    self.bufs.add(bid);
+                    self.bufs.commit();
+                    if !more && self.socks.contains_key(&token) {
+                        self.arm_recv(token);
+                    }
+                } else if res == -libc::ENOBUFS {
+                    if !more && alive {
+                        self.arm_recv(token);
+                    }
+                } else if alive && !is_msg {
+                    self.retire(token);
+                    on(Completion::Closed {
+                        conn: token,
+                        error: (res < 0).then(|| io::Error::from_raw_os_error(-res)),
+                    });
+                } else if alive && !more {
+                    self.arm_recv(token);
+                }
+            }
+            Op::Connect(token, _) => {
+                self.release(ud);
+                self.op_ended(token);
+                if !self.socks.contains_key(&token) {
+                    return;
+                }
+                if res < 0 {
+                    self.socks.remove(&token);
+                    on(Completion::Connected {
+                        conn: token,
+                        result: Err(io::Error::from_raw_os_error(-res)),
+                    });
+                    return;
+                }
+                if let Some(Sock {
+                    kind: Kind::Stream { connecting, .. },
+                    ..
+                }) = self.sock_mut(token)
+                {
+                    *connecting = false;
+                }
+                on(Completion::Connected {
+                    conn: token,
+                    result: Ok(()),
+                });
+                self.arm_recv(token);
+                self.start_send(token);
+            }
+            Op::Datagram(token, _) => {
+                self.release(ud);
+                self.op_ended(token);
+            }
+            Op::Send { .. } => self.send_done(ud, res, flags, on),
+        }
+    }
+
+    fn send_done(&mut self, ud: u64, res: i32, flags: u32, on: &mut dyn FnMut(Completion<'_>)) {
+        let Some(Some(Op::Send {
+            token,
+            want,
+            zc,
+            result_pending,
+            notif_pending,
+            ..
+        })) = self.ops.get_mut(ud as usize)
+        else {
+            return;
+        };
+        let token = *token;
+        if cqueue::notif(flags) {
+            *notif_pending = false;
+            if res as u32 & COPIED != 0 {
+                self.stats.zc_copied += 1;
+            }
+        } else {
+            *result_pending = false;
+            if *zc && !cqueue::more(flags) {
+                *notif_pending = false;
+            }
+            let (want, zc) = (*want, *zc);
+            self.inflight_sends -= 1;
+            self.stats.sends += 1;
+            if zc {
+                self.stats.zc_sends += 1;
+            }
+            if let Some(Sock {
+                kind: Kind::Stream { queue, sending, .. },
+                ..
+            }) = self.socks.get_mut(&token)
+            {
+                *sending = false;
+                if res < 0 {
+                    self.retire(token);
+                    on(Completion::Closed {
+                        conn: token,
+                        error: Some(io::Error::from_raw_os_error(-res)),
+                    });
+                } else {
+                    let n = res as usize;
+                    self.stats.bytes_sent += n as u64;
+                    if n < want {
+                        self.stats.short_sends += 1;
+                    }
+                    let frames = queue.advance(n);
+                    if frames > 0 {
+                        on(Completion::Sent {
+                            conn: token,
+                            frames,
+                        });
+                    }
+                    self.start_send(token);
+                }
+            }
+            // A freed core slot goes to the connection that waited longest.
+            while self.inflight_sends < self.limits.inflight_per_core {
+                let Some(next) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(Sock {
+                    kind: Kind::Stream { waiting, .. },
+                    ..
+                }) = self.socks.get_mut(&next)
+                {
+                    *waiting = false;
+                    self.start_send(next);
+                }
+            }
+        }
+        if let Some(Some(Op::Send {
+            result_pending: false,
+            notif_pending: false,
+            ..
+        })) = self.ops.get(ud as usize)
+        {
+            // Only now may the frames (and the image pages they point into) be released.
+            self.release(ud);
+            self.op_ended(token);
+        }
+    }
+}
+
+fn sockaddr_in(name: &[u8]) -> Option<SocketAddrV4> {
+    if name.len() < std::mem::size_of::<libc::sockaddr_in>() {
+        return None;
+    }
+    // SAFETY: length checked; read unaligned from the kernel-written bytes.
+    let sa: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(name.as_ptr().cast()) };
+    if i32::from(sa.sin_family) != libc::AF_INET {
+        return None;
+    }
+    Some(SocketAddrV4::new(
+        u32::from_be(sa.sin_addr.s_addr).into(),
+        u16::from_be(sa.sin_port),
+    ))
+}
+
+fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: zeroed sockaddr_in is valid.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as _;
+    sa.sin_port = a.port().to_be();
+    sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    sa
+}
+
+impl Reactor for UringReactor {
+    fn listen(&mut self, token: Token, listener: TcpListener) -> io::Result<()> {
+        self.socks.insert(
+            token,
+            Sock {
+                kind: Kind::Listener(listener),
+                ops: 0,
+            },
+        );
+        self.arm_recv(token);
+        Ok(())
+    }
+
+    fn register(&mut self, token: Token, stream: TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        self.socks.insert(
+            token,
+            Sock {
+                kind: Kind::Stream {
+                    stream,
+                    queue: SendQueue::new(Instant::now()),
+                    sending: false,
+                    waiting: false,
+                    connecting: false,
+                },
+                ops: 0,
+            },
+        );
+        self.arm_recv(token);
+        Ok(())
+    }
+
+    fn connect(&mut self, token: Token, to: SocketAddrV4) -> io::Result<()> {
+        // SAFETY: plain socket(2); the result is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        stream.set_nodelay(true)?;
+        let addr = Box::new(to_sockaddr(to));
+        let e = opcode::Connect::new(
+            types::Fd(fd),
+            (&*addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+        .build();
+        self.socks.insert(
+            token,
+            Sock {
+                kind: Kind::Stream {
+                    stream,
+                    queue: SendQueue::new(Instant::now()),
+                    sending: false,
+                    waiting: false,
+                    connecting: true,
+                },
+                ops: 0,
+            },
+        );
+        let ud = self.slot(Op::Connect(token, addr));
+        self.op_started(token);
+        self.push(e.user_data(ud));
+        Ok(())
+    }
+
+    fn udp(&mut self, token: Token, socket: UdpSocket) -> io::Result<()> {
+        self.socks.insert(
+            token,
+            Sock {
+                kind: Kind::Udp(socket),
+                ops: 0,
+            },
+        );
+        self.arm_recv(token);
+        Ok(())
+    }
+
+    fn send_to(&mut self, sock: Token, to: SocketAddr, bytes: &[u8]) -> Result<(), EngineError> {
+        let Some(s) = self.socks.get(&sock) else {
+            return Err(EngineError::UnknownToken(sock));
+        };
+        let SocketAddr::V4(to) = to else {
+            return Err(EngineError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "IPv4 only",
+            )));
+        };
+        let fd = types::Fd(s.fd());
+        // SAFETY: zeroed msghdr is valid; fields set below.
+        let mut st = Box::new(SendState {
+            hdr: unsafe { std::mem::zeroed() },
+            iov: Vec::with_capacity(1),
+            addr: to_sockaddr(to),
+            keep: vec![Payload::Owned(bytes.to_vec())],
+        });
+        let (data, _) = st.keep[0].parts();
+        let iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut _,
+            iov_len: data.len(),
+        };
+        st.iov.push(iov);
+        st.hdr.msg_iov = st.iov.as_mut_ptr();
+        st.hdr.msg_iovlen = 1;
+        st.hdr.msg_name = (&mut st.addr as *mut libc::sockaddr_in).cast();
+        st.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let e = opcode::SendMsg::new(fd, &st.hdr).build();
+        let ud = self.slot(Op::Datagram(sock, st));
+        self.op_started(sock);
+        self.push(e.user_data(ud));
+        self.stats.sends += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn send(&mut self, conn: Token, frame: Payload) -> Result<(), EngineError> {
+        let limits = self.limits.clone();
+        let Some(Sock {
+            kind: Kind::Stream { queue, .. },
+            ..
+        }) = self.socks.get_mut(&conn)
+        else {
+            return Err(EngineError::UnknownToken(conn));
+        };
+        queue.push(conn, frame, &limits)?;
+        self.start_send(conn);
+        Ok(())
+    }
+
+    fn queued(&self, conn: Token) -> usize {
+        match self.socks.get(&conn) {
+            Some(Sock {
+                kind: Kind::Stream { queue, .. },
+                ..
+            }) => queue.frames.len(),
+            _ => 0,
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        self.retire(token);
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) -> io::Result<()> {
+        self.flush_overflow();
+        let ready = !self.ring.completion().is_empty();
+        let ts;
+        let waited = if ready {
+            self.ring.submitter().submit()
+        } else if let Some(t) = timeout {
+            ts = types::Timespec::from(t);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submitter().submit_and_wait(1)
+        };
+        match waited {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        // Drain every completion before running any callback.
+        self.cqes.clear();
+        for cqe in self.ring.completion() {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        let cqes = std::mem::take(&mut self.cqes);
+        for &(ud, res, flags) in &cqes {
+            self.complete(ud, res, flags, on);
+        }
+        self.cqes = cqes;
+        let now = Instant::now();
+        if now.duration_since(self.last_stall_check) >= Duration::from_millis(100) {
+            self.last_stall_check = now;
+            let stalled: Vec<Token> = self
+                .socks
+                .iter()
+                .filter_map(|(t, s)| match &s.kind {
+                    Kind::Stream { queue, .. } if queue.stalled(now, self.limits.stall) => Some(*t),
+                    _ => None,
+                })
+                .collect();
+            for token in stalled {
+                self.stats.stalled_cutoffs += 1;
+                self.retire(token);
+                on(Completion::Closed {
+                    conn: token,
+                    error: Some(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no send progress: cut off",
+                    )),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.stats.clone()
+    }
+}
