@@ -332,7 +332,7 @@ pub fn fetch_load(
 
 /// A window arrives as one burst: make room for it. As root the kernel's rmem_max does not
 /// apply (SO_RCVBUFFORCE); otherwise take what the limit allows.
-fn grow_receive_buffer(socket: &UdpSocket) {
+pub(crate) fn grow_receive_buffer(socket: &UdpSocket) {
     use nix::sys::socket::{setsockopt, sockopt};
     const WANT: usize = 4 << 20;
     if setsockopt(socket, sockopt::RcvBufForce, &WANT).is_err() {

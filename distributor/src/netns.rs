@@ -87,9 +87,12 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `pfs<pid>-<tag>` with loopback up.
+    /// Creates `pfs<pid>-<n><tag>` with loopback up (`n` counts namespaces made by this
+    /// process, so concurrent users in one process never collide).
     pub fn create(tag: &str) -> Result<Self, NetnsError> {
-        let name = format!("{NAME_PREFIX}{}-{tag}", std::process::id());
+        static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{NAME_PREFIX}{}-{n}{tag}", std::process::id());
         // A leftover of the same name can only be ours from an earlier crash of this pid.
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;

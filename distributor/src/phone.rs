@@ -111,6 +111,14 @@ impl Excludes {
             .iter()
             .map(|&(p, r)| (p, exclusion_from_u8(r)))
     }
+    /// Exclusions read off the wire, which carries peers only: all get the same reason.
+    pub fn from_peers(peers: impl IntoIterator<Item = PeerId>, why: Exclusion) -> Self {
+        let mut e = Excludes::default();
+        for p in peers {
+            e.push(p, why);
+        }
+        e
+    }
     fn push(&mut self, peer: PeerId, why: Exclusion) {
         if self.len as usize == self.items.len() {
             self.items.rotate_left(1);
@@ -435,6 +443,15 @@ impl Phone {
 
     pub fn done(&self) -> bool {
         self.hierarchies.iter().all(Hierarchy::done)
+    }
+
+    /// Before `Boot`: the first `verified` chunks of `h` are already in the store (a resumed
+    /// download, or a rig server holding the whole load).
+    pub fn preload(&mut self, h: u32, verified: u32) {
+        if let Some(i) = self.index(h) {
+            let x = &mut self.hierarchies[i];
+            x.verified = verified.min(x.chunks);
+        }
     }
 
     fn index(&self, h: u32) -> Option<usize> {

@@ -108,6 +108,20 @@ impl Partial {
         Ok(p)
     }
 
+    /// A read-only mapping of the partial file, for relaying verified chunks while the rest
+    /// is still arriving (the file has its final size from the start). `None` for an empty file.
+    pub fn map(&self) -> Result<Option<memmap2::Mmap>, StoreError> {
+        if self.entry.size == 0 {
+            return Ok(None);
+        }
+        let (_, part, _) = Self::paths(&self.dir, &self.entry.name);
+        // SAFETY: the partial file is only written at chunks not yet verified, and only
+        // verified chunks are ever read through this mapping.
+        unsafe { memmap2::Mmap::map(&self.file) }
+            .map(Some)
+            .map_err(io_err(&part))
+    }
+
     pub fn has(&self, i: u32) -> bool {
         self.bitmap
             .get(i as usize / 8)

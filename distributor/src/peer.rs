@@ -1,0 +1,1344 @@
+//! `pfs peer`: one phone on a real interface. Drives the sans-IO [`Phone`] core on an engine
+//! reactor: election datagrams on UDP 4051 (broadcast), chunk streams on TCP 4051, the origin
+//! over TFTP, verified chunks into the store, relays straight from the mapped image.
+//!
+//! The manifest (small, signed) comes from the origin first; every hierarchy is then
+//! (model, file, digest). A chunk is written to the store only after its digest matched, and
+//! only chunks the core counts as verified are ever relayed.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, info, warn};
+
+use crate::{
+    election::Claim,
+    engine::{self, Backend, Completion, EngineStats, Limits, Payload, Reactor, Token},
+    fetch::{self, FetchError},
+    manifest::{FileEntry, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest},
+    phone::{
+        Action, Config, Event, Excludes, FallbackReason, HierarchySpec, Mode, Msg, Phone, Role,
+        Time, TimerKind,
+    },
+    store::{Partial, Store},
+    tftp::{
+        self,
+        client::{ClientAction, ClientConfig, ClientSession},
+    },
+    tree::Exclusion,
+    wire::{self, HierarchyKey, Message, Tier},
+};
+
+pub const PORT: u16 = pfs_common::PFS_PORT;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("interface {0}: no IPv4 address with a broadcast address")]
+    NoAddress(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("manifest: {0}")]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PeerError {
+    let what = what.into();
+    move |source| PeerError::Io { what, source }
+}
+
+/// Where the load comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `tftp://HOST[:PORT]/DIR`: manifest and (as root) files from the origin.
+    Origin(String),
+    /// A directory that already holds the load (manifest and files): a permanent root.
+    Serve(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    pub iface: String,
+    pub model: String,
+    pub source: Source,
+    pub store: PathBuf,
+    pub mode: Mode,
+    pub fanout: u8,
+    pub backend: Backend,
+    pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    pub tftp: ClientConfig,
+    /// Once installed, exit after this long without serving a child (None: run until a
+    /// signal; a phone would reboot into the new load here).
+    pub linger: Option<Duration>,
+    /// Give up (exit non-zero) if not installed by then.
+    pub deadline: Option<Duration>,
+    pub seed: u64,
+    pub port: u16,
+}
+
+/// Per file, what happened; part of the final report.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FileReport {
+    pub file: String,
+    pub bytes: u64,
+    pub role: String,
+    pub became_root: bool,
+    pub confirmed_root: bool,
+    pub parent: Option<Ipv4Addr>,
+    pub depth: u8,
+    pub max_children: usize,
+    pub children_served: usize,
+    pub origin_bytes: u64,
+    pub peer_bytes: u64,
+    pub corrupt_chunks: u64,
+    pub fallbacks: u32,
+    pub installed_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerReport {
+    pub peer: Ipv4Addr,
+    pub model: String,
+    pub load: String,
+    pub mode: Mode,
+    pub installed: bool,
+    pub seconds: f64,
+    pub files: Vec<FileReport>,
+    pub engine: EngineStats,
+    /// XDP counters when the program is attached (filled by the CLI).
+    pub xdp: Option<serde_json::Value>,
+}
+
+/// Set by SIGINT/SIGTERM; the loop ends at its next turn.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM end `run` cleanly (report printed, XDP detached by the caller).
+pub fn install_signal_handlers() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// The IPv4 address and broadcast address of `iface` (computed from the netmask when the
+/// address was added without one, as `ip addr add A/N` does).
+pub fn iface_addrs(iface: &str) -> Result<(Ipv4Addr, Ipv4Addr), PeerError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| io_err(iface)(e.into()))?;
+    for a in addrs {
+        if a.interface_name != iface {
+            continue;
+        }
+        let Some(addr) = a
+            .address
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map(|x| x.ip())
+        else {
+            continue;
+        };
+        let given = a
+            .broadcast
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map(|x| x.ip())
+            .filter(|b| !b.is_unspecified() && *b != addr);
+        let mask = a
+            .netmask
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map_or(u32::MAX, |m| u32::from(m.ip()));
+        if mask == u32::MAX {
+            continue; // a point-to-point /32 has no broadcast domain
+        }
+        let bcast = given.unwrap_or(Ipv4Addr::from(u32::from(addr) | !mask));
+        return Ok((addr, bcast));
+    }
+    Err(PeerError::NoAddress(iface.to_owned()))
+}
+
+/// One origin transfer (TFTP) for one file.
+struct OriginXfer {
+    token: Token,
+    server: SocketAddr,
+    tid: Option<SocketAddr>,
+    session: ClientSession,
+    deadline: Option<Time>,
+    /// The chunk being assembled and its index.
+    buf: Vec<u8>,
+    index: u32,
+}
+
+struct FileState {
+    key: HierarchyKey,
+    id64: u64,
+    entry: FileEntry,
+    partial: Option<Partial>,
+    map: Option<Arc<memmap2::Mmap>>,
+    chunks: u32,
+    installed: bool,
+    origin: Option<OriginXfer>,
+    report: FileReport,
+    next_progress: u32,
+}
+
+/// Reassembles frames from one TCP stream.
+struct Conn {
+    peer: u32,
+    buf: Vec<u8>,
+    /// We connected (to a parent); otherwise a child connected to us.
+    outgoing: bool,
+}
+
+const UDP_TOKEN: Token = 1;
+const LISTEN_TOKEN: Token = 2;
+/// A frame larger than this (a chunk plus header) closes the connection as hostile.
+const MAX_FRAME: usize = wire::HEADER_LEN + wire::MAX_CHUNK_DATA + 24;
+
+pub struct Peer {
+    opts: PeerOptions,
+    cfg: Config,
+    me: Ipv4Addr,
+    bcast: Ipv4Addr,
+    manifest: Manifest,
+    store: Store,
+    files: Vec<FileState>,
+    phone: Phone,
+    reactor: Box<dyn Reactor>,
+    conns: HashMap<Token, Conn>,
+    /// Our stream to each parent.
+    to_parent: HashMap<u32, Token>,
+    /// Each child's stream to us (where its Request came from).
+    from_child: HashMap<u32, Token>,
+    timers: BTreeMap<(Time, u32, u8), TimerKind>,
+    next_token: Token,
+    start: Instant,
+    actions: Vec<Action>,
+    accepted: Vec<(std::net::TcpStream, SocketAddr)>,
+    closed: Vec<Token>,
+    data: Vec<(Token, Vec<u8>)>,
+    datagrams: Vec<(Token, SocketAddr, Vec<u8>)>,
+    connected: Vec<(Token, bool)>,
+    last_child_activity: Instant,
+    activated: bool,
+    installed_at: Option<Instant>,
+}
+
+fn kind_code(k: TimerKind) -> u8 {
+    match k {
+        TimerKind::Claim => 0,
+        TimerKind::Guard => 1,
+        TimerKind::Advert => 2,
+        TimerKind::Join => 3,
+        TimerKind::OriginRetry => 4,
+        TimerKind::Watchdog => 5,
+    }
+}
+
+fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Tentative => "ClaimRoot(tent)",
+        Tier::Fetching => "ClaimRoot(fetch)",
+        Tier::Confirmed => "HaveRoot",
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Waiting => "waiting",
+        Role::Claimant => "claimant",
+        Role::Root => "root",
+        Role::Member => "member",
+        Role::Fallback => "fallback",
+        Role::Traditional => "traditional",
+    }
+}
+
+/// Fetches and checks the manifest from the origin (or reads it from a served directory).
+fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
+    let key = opts.public_key.as_ref();
+    match &opts.source {
+        Source::Serve(dir) => {
+            let bytes = std::fs::read(dir.join(MANIFEST_FILE))
+                .map_err(io_err(dir.join(MANIFEST_FILE).display().to_string()))?;
+            let m = Manifest::parse(&bytes, key)?;
+            m.verify_dir(dir)?;
+            Ok(m)
+        }
+        Source::Origin(url) => {
+            let (server, dir) = fetch::parse_base_url(url)?;
+            let dir = dir.trim_end_matches('/');
+            let path = if dir.is_empty() {
+                MANIFEST_FILE.to_owned()
+            } else {
+                format!("{dir}/{MANIFEST_FILE}")
+            };
+            let mut bytes = Vec::new();
+            let mut last = None;
+            // The origin may not be reachable the instant the fleet boots: a few bounded tries.
+            for attempt in 0..5u32 {
+                bytes.clear();
+                match fetch::transfer(server, &path, opts.tftp.clone(), &mut |d| {
+                    if bytes.len() + d.len() > MAX_MANIFEST_BYTES {
+                        return Err(FetchError::Manifest {
+                            server,
+                            file: path.clone(),
+                            source: crate::manifest::ManifestError::Invalid(
+                                "larger than the manifest cap".into(),
+                            ),
+                        });
+                    }
+                    bytes.extend_from_slice(d);
+                    Ok(())
+                }) {
+                    Ok(_) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        warn!("manifest fetch attempt {}: {e}", attempt + 1);
+                        last = Some(e);
+                        std::thread::sleep(Duration::from_millis(500 << attempt.min(3)));
+                    }
+                }
+            }
+            if let Some(e) = last {
+                return Err(e.into());
+            }
+            Ok(Manifest::parse(&bytes, key)?)
+        }
+    }
+}
+
+impl Peer {
+    pub fn new(opts: PeerOptions) -> Result<Peer, PeerError> {
+        if opts.fanout == 0 {
+            return Err(PeerError::Usage("--fanout must be at least 1".into()));
+        }
+        let (me, bcast) = iface_addrs(&opts.iface)?;
+        let manifest = load_manifest(&opts)?;
+        let store = Store::new(&opts.store);
+        let done_already = store.current().as_deref() == Some(manifest.load.as_str());
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for entry in &manifest.files {
+            let key = HierarchyKey {
+                model: opts.model.clone(),
+                file: entry.name.clone(),
+                digest: hex_digest(&entry.digest)?,
+            };
+            key.validate()
+                .map_err(|e| PeerError::Usage(format!("model/file {}: {e}", entry.name)))?;
+            let chunks = entry.chunk_count(manifest.chunk_size);
+            let (partial, map, installed) = match &opts.source {
+                Source::Serve(dir) => (None, map_file(&dir.join(&entry.name))?, true),
+                Source::Origin(_) if done_already => (
+                    None,
+                    map_file(&store.load_dir(&manifest.load).join(&entry.name))?,
+                    true,
+                ),
+                Source::Origin(_) => {
+                    let installed_path = store.load_dir(&manifest.load).join(&entry.name);
+                    if installed_path.is_file()
+                        && crate::manifest::verify_file(entry, manifest.chunk_size, &installed_path)
+                            .is_ok()
+                    {
+                        (None, map_file(&installed_path)?, true)
+                    } else {
+                        let p = store.partial(&manifest, entry)?;
+                        let map = p.map()?.map(Arc::new);
+                        (Some(p), map, false)
+                    }
+                }
+            };
+            files.push(FileState {
+                id64: key.id(),
+                key,
+                entry: entry.clone(),
+                partial,
+                map,
+                chunks,
+                installed,
+                origin: None,
+                report: FileReport {
+                    file: entry.name.clone(),
+                    bytes: entry.size,
+                    ..FileReport::default()
+                },
+                next_progress: 10,
+            });
+        }
+        let specs: Vec<HierarchySpec> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| HierarchySpec {
+                id: i as u32,
+                chunks: f.chunks,
+            })
+            .collect();
+        let mut phone = Phone::new(u32::from(me), 100_000, opts.seed, &specs);
+        for (i, f) in files.iter().enumerate() {
+            let have = if f.installed {
+                f.chunks
+            } else {
+                f.partial.as_ref().map_or(0, Partial::verified_prefix)
+            };
+            phone.preload(i as u32, have);
+        }
+        let cfg = Config {
+            mode: opts.mode,
+            fanout: opts.fanout,
+            ..Config::default()
+        };
+        let mut reactor = engine::open(opts.backend, Limits::default())
+            .map_err(io_err(format!("engine {:?}", opts.backend)))?;
+        info!(
+            peer = %me, broadcast = %bcast, iface = %opts.iface, load = %manifest.load, files = files.len(),
+            backend = reactor.stats().backend, mode = ?opts.mode,
+            "pfs peer starting"
+        );
+        let udp = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, opts.port))
+            .map_err(io_err(format!("UDP port {}", opts.port)))?;
+        udp.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
+        nix::sys::socket::setsockopt(
+            &udp,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from(&opts.iface),
+        )
+        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
+        reactor.udp(UDP_TOKEN, udp).map_err(io_err("UDP"))?;
+        let listener = TcpListener::bind(SocketAddrV4::new(me, opts.port))
+            .map_err(io_err(format!("TCP {me}:{}", opts.port)))?;
+        reactor
+            .listen(LISTEN_TOKEN, listener)
+            .map_err(io_err("listen"))?;
+        Ok(Peer {
+            opts,
+            cfg,
+            me,
+            bcast,
+            manifest,
+            store,
+            files,
+            phone,
+            reactor,
+            conns: HashMap::new(),
+            to_parent: HashMap::new(),
+            from_child: HashMap::new(),
+            timers: BTreeMap::new(),
+            next_token: 16,
+            start: Instant::now(),
+            actions: Vec::new(),
+            accepted: Vec::new(),
+            closed: Vec::new(),
+            data: Vec::new(),
+            datagrams: Vec::new(),
+            connected: Vec::new(),
+            last_child_activity: Instant::now(),
+            activated: done_already,
+            installed_at: None,
+        })
+    }
+
+    fn now(&self) -> Time {
+        self.start.elapsed().as_micros() as Time
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn installed(&self) -> bool {
+        self.files.iter().all(|f| f.installed)
+    }
+
+    /// Runs until installed and idle for `linger`, a signal, or the deadline.
+    pub fn run(mut self) -> Result<PeerReport, PeerError> {
+        let now = self.now();
+        // An empty file has no chunk to verify: it installs at once.
+        for h in 0..self.files.len() {
+            if self.files[h].chunks == 0 && !self.files[h].installed {
+                self.install(h as u32)?;
+            }
+        }
+        self.feed(now, Event::Boot)?;
+        if self.installed() && !self.activated {
+            self.activate()?;
+        }
+        loop {
+            let now = self.now();
+            // Due timers: the core's and the origin transfers'.
+            while let Some((&(at, h, code), &kind)) = self.timers.iter().next() {
+                if at > now {
+                    break;
+                }
+                self.timers.remove(&(at, h, code));
+                self.feed(now, Event::Timer { h, kind })?;
+            }
+            self.origin_timers(now)?;
+            self.progress();
+            if stop_requested() {
+                info!("signal: stopping");
+                break;
+            }
+            if let Some(limit) = self.opts.deadline
+                && self.start.elapsed() > limit
+                && !self.installed()
+            {
+                warn!("not installed within {:?}: giving up", limit);
+                break;
+            }
+            if let (Some(linger), Some(at)) = (self.opts.linger, self.installed_at) {
+                let idle = self.last_child_activity.max(at).elapsed();
+                let serving = self.from_child.keys().any(|c| self.child_pending(*c));
+                if !serving && idle >= linger {
+                    info!("installed, no child served for {:?}: exiting", linger);
+                    break;
+                }
+            }
+            let next = self
+                .timers
+                .keys()
+                .next()
+                .map(|k| k.0)
+                .into_iter()
+                .chain(
+                    self.files
+                        .iter()
+                        .filter_map(|f| f.origin.as_ref()?.deadline),
+                )
+                .min()
+                .unwrap_or(now + 200_000);
+            let wait = Duration::from_micros(next.saturating_sub(now).clamp(500, 200_000));
+            self.poll(wait)?;
+        }
+        Ok(self.report())
+    }
+
+    fn child_pending(&self, child: u32) -> bool {
+        self.from_child
+            .get(&child)
+            .is_some_and(|t| self.reactor.queued(*t) > 0)
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<(), PeerError> {
+        let Peer {
+            reactor,
+            conns,
+            accepted,
+            closed,
+            data,
+            datagrams,
+            connected,
+            ..
+        } = self;
+        reactor
+            .poll(Some(wait), &mut |c| match c {
+                Completion::Accepted { stream, from, .. } => accepted.push((stream, from)),
+                Completion::Connected { conn, result } => connected.push((conn, result.is_ok())),
+                Completion::Data { conn, bytes } => {
+                    if let Some(c) = conns.get_mut(&conn) {
+                        c.buf.extend_from_slice(bytes);
+                    }
+                    data.push((conn, Vec::new()));
+                }
+                Completion::Closed { conn, error } => {
+                    if let Some(e) = error {
+                        debug!("connection {conn} closed: {e}");
+                    }
+                    closed.push(conn)
+                }
+                Completion::Datagram { sock, from, bytes } => {
+                    datagrams.push((sock, from, bytes.to_vec()))
+                }
+                Completion::Sent { .. } => {}
+            })
+            .map_err(io_err("engine poll"))?;
+        let now = self.now();
+        for (stream, from) in std::mem::take(&mut self.accepted) {
+            let SocketAddr::V4(from) = from else { continue };
+            let t = self.token();
+            if self.reactor.register(t, stream).is_ok() {
+                self.conns.insert(
+                    t,
+                    Conn {
+                        peer: u32::from(*from.ip()),
+                        buf: Vec::new(),
+                        outgoing: false,
+                    },
+                );
+            }
+        }
+        for (t, ok) in std::mem::take(&mut self.connected) {
+            if !ok {
+                self.lost(now, t)?;
+            }
+        }
+        for (sock, from, bytes) in std::mem::take(&mut self.datagrams) {
+            if sock == UDP_TOKEN {
+                self.datagram(now, from, &bytes)?;
+            } else {
+                self.origin_datagram(now, sock, from, &bytes)?;
+            }
+        }
+        let mut seen = Vec::new();
+        for (t, _) in std::mem::take(&mut self.data) {
+            if !seen.contains(&t) {
+                seen.push(t);
+                self.frames(now, t)?;
+            }
+        }
+        for t in std::mem::take(&mut self.closed) {
+            self.lost(now, t)?;
+        }
+        Ok(())
+    }
+
+    /// A stream ended: its peer is lost (as parent or child) for the core.
+    fn lost(&mut self, now: Time, t: Token) -> Result<(), PeerError> {
+        let Some(c) = self.conns.remove(&t) else {
+            return Ok(());
+        };
+        self.reactor.close(t);
+        if c.outgoing {
+            self.to_parent.retain(|_, v| *v != t);
+        } else {
+            self.from_child.retain(|_, v| *v != t);
+        }
+        self.feed(now, Event::PeerLost { peer: c.peer })
+    }
+
+    /// Cuts complete frames off a stream and handles them.
+    fn frames(&mut self, now: Time, t: Token) -> Result<(), PeerError> {
+        loop {
+            let Some(c) = self.conns.get_mut(&t) else {
+                return Ok(());
+            };
+            if c.buf.len() < wire::HEADER_LEN {
+                return Ok(());
+            }
+            let len = match wire::decode_header(&c.buf) {
+                Ok((_, len)) => wire::HEADER_LEN + len,
+                Err(e) => {
+                    warn!(peer = %Ipv4Addr::from(c.peer), "bad frame: {e}; closing");
+                    return self.lost(now, t);
+                }
+            };
+            debug_assert!(len <= MAX_FRAME);
+            if c.buf.len() < len {
+                return Ok(());
+            }
+            let frame: Vec<u8> = c.buf.drain(..len).collect();
+            let (peer, outgoing) = (c.peer, c.outgoing);
+            match wire::decode(&frame) {
+                Ok(Message::Request {
+                    hierarchy,
+                    offset,
+                    xid,
+                }) if !outgoing => {
+                    let Some(h) = self.files.iter().position(|f| f.id64 == hierarchy) else {
+                        continue;
+                    };
+                    let cs = u64::from(self.manifest.chunk_size);
+                    if !offset.is_multiple_of(cs) {
+                        warn!(peer = %Ipv4Addr::from(peer), "unaligned request; closing");
+                        return self.lost(now, t);
+                    }
+                    self.from_child.insert(peer, t);
+                    self.last_child_activity = Instant::now();
+                    let msg = Msg::Request {
+                        h: h as u32,
+                        from: (offset / cs).min(u64::from(u32::MAX)) as u32,
+                        xid,
+                    };
+                    self.feed(now, Event::Recv { from: peer, msg })?;
+                }
+                Ok(Message::Chunk {
+                    hierarchy,
+                    offset,
+                    have,
+                    data,
+                }) if outgoing => {
+                    self.chunk_in(now, peer, hierarchy, offset, have, &data)?;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(peer = %Ipv4Addr::from(peer), "bad frame: {e}; closing");
+                    return self.lost(now, t);
+                }
+            }
+        }
+    }
+
+    fn chunk_in(
+        &mut self,
+        now: Time,
+        from: u32,
+        hierarchy: u64,
+        offset: u64,
+        have: u64,
+        data: &[u8],
+    ) -> Result<(), PeerError> {
+        let Some(h) = self.files.iter().position(|f| f.id64 == hierarchy) else {
+            return Ok(());
+        };
+        let cs = u64::from(self.manifest.chunk_size);
+        let f = &mut self.files[h];
+        if !offset.is_multiple_of(cs) || offset >= f.entry.size.max(1) {
+            return Ok(());
+        }
+        let index = (offset / cs) as u32;
+        let have = if have >= f.entry.size {
+            f.chunks
+        } else {
+            (have / cs) as u32
+        };
+        let verified = self.phone.hierarchies[h].verified;
+        let mut ok = true;
+        if index == verified && !f.installed {
+            ok = write_verified(f, index, data)?;
+            if ok {
+                f.report.peer_bytes += data.len() as u64;
+            } else {
+                f.report.corrupt_chunks += 1;
+                warn!(file = %f.entry.name, chunk = index, from = %Ipv4Addr::from(from), "chunk failed verification: dropped");
+            }
+        }
+        let msg = Msg::Chunk {
+            h: h as u32,
+            index,
+            have,
+            ok,
+        };
+        self.feed(now, Event::Recv { from, msg })
+    }
+
+    fn datagram(&mut self, now: Time, from: SocketAddr, bytes: &[u8]) -> Result<(), PeerError> {
+        let SocketAddr::V4(from) = from else {
+            return Ok(());
+        };
+        let peer = u32::from(*from.ip());
+        if *from.ip() == self.me {
+            return Ok(()); // our own broadcast
+        }
+        let m = match wire::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(%from, "undecodable datagram: {e}");
+                return Ok(());
+            }
+        };
+        let Some(key) = m.key() else { return Ok(()) };
+        let Some(h) = self.files.iter().position(|f| &f.key == key) else {
+            debug!(%from, model = %key.model, file = %key.file, "not one of our hierarchies");
+            return Ok(()); // another model or load
+        };
+        let h = h as u32;
+        let msg = match m {
+            Message::Advert {
+                xid,
+                strength,
+                tier,
+                seq,
+                verified,
+                ..
+            } => Msg::Advert {
+                h,
+                claim: Claim {
+                    tier,
+                    strength,
+                    peer,
+                    xid,
+                },
+                seq,
+                verified,
+            },
+            Message::Join {
+                xid,
+                max_children,
+                verified,
+                exclude,
+                ..
+            } => Msg::Join {
+                h,
+                xid,
+                max_children,
+                verified,
+                // The wire carries peers only: never place the joiner under any of them.
+                exclude: Excludes::from_peers(exclude, Exclusion::Slow),
+            },
+            Message::Accept {
+                xid, parent, depth, ..
+            } => Msg::Accept {
+                h,
+                xid,
+                parent,
+                depth,
+            },
+            Message::Reject { xid, .. } => Msg::Reject { h, xid },
+            Message::Leave { .. } => Msg::Leave { h },
+            _ => return Ok(()),
+        };
+        self.feed(now, Event::Recv { from: peer, msg })
+    }
+
+    /// Feeds one event to the core and carries out what it asks for.
+    fn feed(&mut self, now: Time, ev: Event) -> Result<(), PeerError> {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.phone.handle(&self.cfg, now, ev, &mut actions);
+        let mut i = 0;
+        while i < actions.len() {
+            let a = actions[i];
+            i += 1;
+            self.apply(now, a, &mut actions)?;
+        }
+        actions.clear();
+        self.actions = actions;
+        for (i, x) in self.phone.hierarchies.iter().enumerate() {
+            let r = &mut self.files[i].report;
+            r.max_children = r.max_children.max(x.children().count());
+            assert!(x.children().count() <= usize::from(self.cfg.fanout));
+        }
+        self.drop_idle_parents();
+        Ok(())
+    }
+
+    /// Closes streams to peers that are no longer our parent in any hierarchy.
+    fn drop_idle_parents(&mut self) {
+        let parents: Vec<u32> = self
+            .phone
+            .hierarchies
+            .iter()
+            .filter_map(|x| x.parent)
+            .collect();
+        let idle: Vec<(u32, Token)> = self
+            .to_parent
+            .iter()
+            .filter(|(p, _)| !parents.contains(p))
+            .map(|(p, t)| (*p, *t))
+            .collect();
+        for (p, t) in idle {
+            self.to_parent.remove(&p);
+            self.conns.remove(&t);
+            self.reactor.close(t);
+        }
+    }
+
+    fn apply(&mut self, now: Time, a: Action, more: &mut Vec<Action>) -> Result<(), PeerError> {
+        match a {
+            Action::Broadcast(msg) => {
+                if let Msg::Advert { h, claim, .. } = msg {
+                    let f = &self.files[h as usize];
+                    debug!(
+                        "XID{:08X} TxBdcst {} {} strength {:#x}",
+                        claim.xid,
+                        tier_name(claim.tier),
+                        f.entry.name,
+                        claim.strength
+                    );
+                }
+                self.send_udp(SocketAddrV4::new(self.bcast, self.opts.port), msg);
+            }
+            Action::Send { to, msg } => self.send(now, to, msg)?,
+            Action::OriginOpen { h, fallback } => self.origin_open(now, h, fallback, more)?,
+            Action::Fetch { .. } => {} // TFTP streams; the core's window is credit only
+            Action::OriginClose { h } => self.origin_close(h),
+            Action::Timer { h, kind, at } => {
+                self.timers.insert((at, h, kind_code(kind)), kind);
+            }
+            Action::Install { h } => self.install(h)?,
+            Action::Fallback { h, reason } => {
+                let f = &mut self.files[h as usize];
+                f.report.fallbacks += 1;
+                warn!(file = %f.entry.name, "falling back to the origin: {}", match reason {
+                    FallbackReason::NoPeer => "no usable parent",
+                    FallbackReason::CorruptRoot => "the root sent a corrupt chunk",
+                });
+            }
+            Action::BecameRoot { h } => {
+                let x = &self.phone.hierarchies[h as usize];
+                let f = &mut self.files[h as usize];
+                f.report.became_root = true;
+                info!(
+                    "XID{:08X} root of {}: {}",
+                    x.joined_xid().unwrap_or(0),
+                    f.entry.name,
+                    if x.done() {
+                        "serving from the store"
+                    } else {
+                        "fetching from the origin"
+                    }
+                );
+            }
+            Action::ConfirmedRoot { h } => {
+                let x = &self.phone.hierarchies[h as usize];
+                let f = &mut self.files[h as usize];
+                f.report.confirmed_root = true;
+                info!(
+                    "@@@HROOT: {} XID{:08X} model {} confirmed root",
+                    f.entry.name,
+                    x.joined_xid().unwrap_or(0),
+                    self.opts.model
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn send_udp(&mut self, to: SocketAddrV4, msg: Msg) {
+        let h = msg.hierarchy() as usize;
+        let key = self.files[h].key.clone();
+        let x = &self.phone.hierarchies[h];
+        let m = match msg {
+            Msg::Advert {
+                claim,
+                seq,
+                verified,
+                ..
+            } => Message::Advert {
+                key,
+                xid: claim.xid,
+                strength: claim.strength,
+                tier: claim.tier,
+                seq,
+                depth: x.depth,
+                free_slots: self.cfg.fanout.saturating_sub(x.children().count() as u8),
+                verified,
+            },
+            Msg::Join {
+                xid,
+                max_children,
+                verified,
+                exclude,
+                ..
+            } => Message::Join {
+                key,
+                xid,
+                max_children,
+                link_kbit: self.phone.link_kbit,
+                verified,
+                exclude: exclude.iter().map(|(p, _)| p).collect(),
+            },
+            Msg::Accept {
+                xid, parent, depth, ..
+            } => Message::Accept {
+                key,
+                xid,
+                parent,
+                port: self.opts.port,
+                depth,
+            },
+            Msg::Reject { xid, .. } => Message::Reject {
+                key,
+                xid,
+                reason: 0,
+            },
+            Msg::Leave { .. } => Message::Leave {
+                key,
+                xid: x.joined_xid().unwrap_or(0),
+                reason: 0,
+            },
+            Msg::Request { .. } | Msg::Chunk { .. } => unreachable!("stream messages"),
+        };
+        match m.encode() {
+            Ok(bytes) => {
+                if let Err(e) = self.reactor.send_to(UDP_TOKEN, SocketAddr::V4(to), &bytes) {
+                    debug!("datagram to {to}: {e}");
+                }
+            }
+            Err(e) => warn!("cannot encode {msg:?}: {e}"),
+        }
+    }
+
+    fn send(&mut self, now: Time, to: u32, msg: Msg) -> Result<(), PeerError> {
+        let peer = SocketAddrV4::new(Ipv4Addr::from(to), self.opts.port);
+        match msg {
+            Msg::Request { h, from, xid } => {
+                let t = match self.to_parent.get(&to) {
+                    Some(t) => *t,
+                    None => {
+                        let t = self.token();
+                        if let Err(e) = self.reactor.connect(t, peer) {
+                            warn!("connect {peer}: {e}");
+                            return self.feed(now, Event::PeerLost { peer: to });
+                        }
+                        self.conns.insert(
+                            t,
+                            Conn {
+                                peer: to,
+                                buf: Vec::new(),
+                                outgoing: true,
+                            },
+                        );
+                        self.to_parent.insert(to, t);
+                        t
+                    }
+                };
+                let x = &self.phone.hierarchies[h as usize];
+                let f = &mut self.files[h as usize];
+                f.report.parent = Some(Ipv4Addr::from(to));
+                f.report.depth = x.depth;
+                info!(
+                    "XID{:08X} {} joined under {} depth {}, from chunk {}",
+                    xid,
+                    f.entry.name,
+                    Ipv4Addr::from(to),
+                    x.depth,
+                    from
+                );
+                let offset = u64::from(from) * u64::from(self.manifest.chunk_size);
+                let frame = Message::Request {
+                    hierarchy: f.id64,
+                    offset,
+                    xid,
+                }
+                .encode()
+                .expect("request encodes");
+                if let Err(e) = self.reactor.send(t, Payload::Owned(frame)) {
+                    debug!("request to {peer}: {e}");
+                }
+            }
+            Msg::Chunk { h, index, have, .. } => {
+                let Some(&t) = self.from_child.get(&to) else {
+                    return Ok(()); // the child's stream is gone; it will ask again
+                };
+                let f = &self.files[h as usize];
+                debug_assert!(index < self.phone.hierarchies[h as usize].verified);
+                let cs = u64::from(self.manifest.chunk_size);
+                let (start, end) = f.entry.chunk_range(self.manifest.chunk_size, index);
+                let have_bytes = (u64::from(have) * cs).min(f.entry.size);
+                let head = wire::chunk_head(f.id64, start, have_bytes, (end - start) as usize);
+                let frame = match &f.map {
+                    Some(map) => Payload::Mapped {
+                        head: head.to_vec(),
+                        map: map.clone(),
+                        off: start as usize,
+                        len: (end - start) as usize,
+                    },
+                    None => Payload::Owned(head.to_vec()),
+                };
+                self.last_child_activity = Instant::now();
+                if let Err(e) = self.reactor.send(t, frame) {
+                    // Over its bound: cut the child off; it re-attaches and resumes.
+                    warn!(child = %Ipv4Addr::from(to), "{e}: cutting it off");
+                    self.lost(now, t)?;
+                } else {
+                    let r = &mut self.files[h as usize].report;
+                    if index == 0 {
+                        r.children_served += 1;
+                    }
+                }
+            }
+            other => self.send_udp(peer, other),
+        }
+        Ok(())
+    }
+
+    fn origin_open(
+        &mut self,
+        now: Time,
+        h: u32,
+        fallback: bool,
+        more: &mut Vec<Action>,
+    ) -> Result<(), PeerError> {
+        let Source::Origin(url) = &self.opts.source else {
+            // A served load is complete; the core never asks, but answer sanely.
+            self.phone
+                .handle(&self.cfg, now, Event::OriginBusy { h }, more);
+            return Ok(());
+        };
+        let (server, dir) = fetch::parse_base_url(url)?;
+        self.origin_close(h);
+        let name = self.files[h as usize].entry.name.clone();
+        let dir = dir.trim_end_matches('/');
+        let path = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        let sock = UdpSocket::bind("0.0.0.0:0").map_err(io_err("origin socket"))?;
+        fetch::grow_receive_buffer(&sock);
+        let token = self.token();
+        self.reactor
+            .udp(token, sock)
+            .map_err(io_err("origin socket"))?;
+        let mut session = ClientSession::new(self.opts.tftp.clone(), &path);
+        let mut out = Vec::new();
+        session.start(now, &mut out);
+        info!(
+            file = %name,
+            "{} tftp://{server}/{path}",
+            if fallback { "fallback fetch from" } else { "fetching from" }
+        );
+        self.files[h as usize].origin = Some(OriginXfer {
+            token,
+            server,
+            tid: None,
+            session,
+            deadline: None,
+            buf: Vec::with_capacity(self.manifest.chunk_size as usize),
+            index: 0,
+        });
+        self.origin_actions(now, h as usize, out)?;
+        // The core streams once the transfer is open.
+        self.phone
+            .handle(&self.cfg, now, Event::OriginReady { h }, more);
+        Ok(())
+    }
+
+    fn origin_close(&mut self, h: u32) {
+        if let Some(o) = self.files[h as usize].origin.take() {
+            self.reactor.close(o.token);
+        }
+    }
+
+    fn origin_timers(&mut self, now: Time) -> Result<(), PeerError> {
+        for i in 0..self.files.len() {
+            let due = self.files[i]
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.deadline.is_some_and(|d| d <= now));
+            if due {
+                let mut out = Vec::new();
+                let o = self.files[i].origin.as_mut().expect("checked");
+                o.deadline = None;
+                o.session.on_timer(now, &mut out);
+                self.origin_actions(now, i, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn origin_datagram(
+        &mut self,
+        now: Time,
+        sock: Token,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), PeerError> {
+        let Some(i) = self
+            .files
+            .iter()
+            .position(|f| f.origin.as_ref().is_some_and(|o| o.token == sock))
+        else {
+            return Ok(());
+        };
+        let o = self.files[i].origin.as_mut().expect("found");
+        // The server answers from a new port (its transfer id); lock onto it.
+        let tid = *o.tid.get_or_insert(from);
+        if from != tid || from.ip() != o.server.ip() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        if let Ok(p) = tftp::packet::decode(bytes)
+            && (matches!(p, tftp::Packet::Error { .. }) || !o.session.is_finished())
+        {
+            o.session.on_packet(now, p, &mut out);
+        }
+        self.origin_actions(now, i, out)
+    }
+
+    fn origin_actions(
+        &mut self,
+        now: Time,
+        i: usize,
+        out: Vec<ClientAction>,
+    ) -> Result<(), PeerError> {
+        for a in out {
+            let Some(o) = self.files[i].origin.as_mut() else {
+                return Ok(());
+            };
+            match a {
+                ClientAction::Send(bytes) => {
+                    let to = o.tid.unwrap_or(o.server);
+                    let token = o.token;
+                    let _ = self.reactor.send_to(token, to, &bytes);
+                }
+                ClientAction::Timer(at) => o.deadline = Some(at),
+                ClientAction::Size(n) => {
+                    if n != self.files[i].entry.size {
+                        warn!(file = %self.files[i].entry.name, "origin announces {n} bytes, the manifest {}", self.files[i].entry.size);
+                    }
+                }
+                ClientAction::Write { data, .. } => {
+                    self.files[i].report.origin_bytes += data.len() as u64;
+                    self.origin_bytes(now, i, &data)?;
+                }
+                ClientAction::Done(Ok(_)) => {
+                    // Completes an empty last chunk (an empty file), then ends the transfer.
+                    self.origin_bytes(now, i, &[])?;
+                    self.origin_close(i as u32);
+                }
+                ClientAction::Done(Err(e)) => {
+                    warn!(file = %self.files[i].entry.name, "origin transfer failed: {e}");
+                    self.origin_close(i as u32);
+                    self.feed(now, Event::OriginBusy { h: i as u32 })?;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// File bytes from the origin, in order: cut into chunks, verify, store, tell the core.
+    fn origin_bytes(&mut self, now: Time, i: usize, mut data: &[u8]) -> Result<(), PeerError> {
+        let cs = self.manifest.chunk_size;
+        loop {
+            let f = &mut self.files[i];
+            let Some(o) = f.origin.as_mut() else {
+                return Ok(());
+            };
+            if o.index >= f.chunks {
+                return Ok(()); // more bytes than the manifest says: ignored
+            }
+            let (start, end) = f.entry.chunk_range(cs, o.index);
+            let want = (end - start) as usize;
+            let take = (want - o.buf.len()).min(data.len());
+            o.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if o.buf.len() < want {
+                return Ok(()); // all bytes consumed, chunk incomplete
+            }
+            let index = o.index;
+            o.index += 1;
+            let mut chunk = std::mem::take(&mut o.buf);
+            // A reopened transfer re-reads the verified prefix: skip it.
+            if index >= self.phone.hierarchies[i].verified {
+                let ok = f.installed || write_verified(f, index, &chunk)?;
+                if !ok {
+                    f.report.corrupt_chunks += 1;
+                    warn!(file = %f.entry.name, chunk = index, "origin chunk failed verification");
+                }
+                let ev = Event::OriginChunk {
+                    h: i as u32,
+                    index,
+                    ok,
+                };
+                self.feed(now, ev)?;
+            }
+            chunk.clear();
+            if let Some(o) = self.files[i].origin.as_mut() {
+                o.buf = chunk;
+            }
+        }
+    }
+
+    fn install(&mut self, h: u32) -> Result<(), PeerError> {
+        let f = &mut self.files[h as usize];
+        if let Some(p) = f.partial.take() {
+            let path = p.install()?;
+            debug!("installed {}", path.display());
+        }
+        f.installed = true;
+        f.report.installed_s = Some(self.start.elapsed().as_secs_f64());
+        info!(file = %f.entry.name, "100% {} KB, verified and installed", f.entry.size / 1024);
+        if self.installed() && !self.activated {
+            self.activate()?;
+        }
+        Ok(())
+    }
+
+    fn activate(&mut self) -> Result<(), PeerError> {
+        if let Source::Origin(_) = self.opts.source {
+            self.store.activate(&self.manifest)?;
+            info!(load = %self.manifest.load, "load verified and activated");
+        }
+        self.activated = true;
+        self.installed_at = Some(Instant::now());
+        Ok(())
+    }
+
+    fn report(&self) -> PeerReport {
+        let files = self
+            .files
+            .iter()
+            .zip(&self.phone.hierarchies)
+            .map(|(f, x)| {
+                let mut r = f.report.clone();
+                r.role = role_name(x.role).to_owned();
+                r
+            })
+            .collect();
+        PeerReport {
+            peer: self.me,
+            model: self.opts.model.clone(),
+            load: self.manifest.load.clone(),
+            mode: self.opts.mode,
+            installed: self.installed(),
+            seconds: self.start.elapsed().as_secs_f64(),
+            files,
+            engine: self.reactor.stats(),
+            xdp: None,
+        }
+    }
+
+    /// Logs progress every 10% per file.
+    fn progress(&mut self) {
+        for (f, x) in self.files.iter_mut().zip(&self.phone.hierarchies) {
+            let pct = (x.verified * 100).checked_div(f.chunks).unwrap_or(100);
+            if pct >= f.next_progress && pct < 100 {
+                info!(file = %f.entry.name, "{pct}% {} KB", u64::from(x.verified) * u64::from(self.manifest.chunk_size) / 1024);
+                f.next_progress = pct / 10 * 10 + 10;
+            }
+        }
+    }
+}
+
+/// Verifies chunk `index` and writes it to the partial file; `false` if it failed.
+fn write_verified(f: &mut FileState, index: u32, data: &[u8]) -> Result<bool, PeerError> {
+    let Some(p) = f.partial.as_mut() else {
+        return Ok(true); // already installed
+    };
+    match p.write_chunk(index, data) {
+        Ok(()) => Ok(true),
+        Err(crate::store::StoreError::Rejected { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn map_file(path: &Path) -> Result<Option<Arc<memmap2::Mmap>>, PeerError> {
+    let f = std::fs::File::open(path).map_err(io_err(path.display().to_string()))?;
+    if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    // SAFETY: installed and served files are never modified in place.
+    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io_err(path.display().to_string()))?;
+    Ok(Some(Arc::new(m)))
+}
+
+fn hex_digest(s: &str) -> Result<[u8; 32], PeerError> {
+    let v = hex::decode(s).map_err(|e| PeerError::Usage(format!("digest {s}: {e}")))?;
+    v.try_into()
+        .map_err(|_| PeerError::Usage(format!("digest {s}: not 32 bytes")))
+}

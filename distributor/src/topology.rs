@@ -1,0 +1,205 @@
+//! A site on network namespaces: `hq` (the origin) behind a WAN veth shaped with tbf, a site
+//! router with a bridge, and one namespace per phone on that bridge, so every byte between
+//! phones crosses a veth and the bridge as on a LAN. All addresses are in 198.18.0.0/15; every
+//! namespace (and with it every veth, bridge and qdisc) is deleted when the [`Site`] drops.
+
+use std::net::Ipv4Addr;
+
+use crate::netns::{Netns, NetnsError, check_lab_addr};
+
+/// hq's end of the WAN link (the origin's address).
+pub const ORIGIN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The site router on the phone LAN (198.19.0.0/16).
+pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+/// Interface name of every phone's LAN port inside its namespace.
+pub const PHONE_IFACE: &str = "eth0";
+/// hq's WAN interface (its transmit counter is the WAN traffic towards the site).
+pub const HQ_WAN_IFACE: &str = "wan0";
+
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    pub phones: usize,
+    /// WAN rate hq -> site (tbf); `None` leaves it unshaped.
+    pub wan_kbit: Option<u32>,
+    /// Each phone port's rate (tbf on both ends of its veth); `None` leaves it unshaped.
+    pub lan_kbit: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Site {
+    // Dropped in order: phones first, then the router, then hq.
+    pub phones: Vec<Netns>,
+    pub router: Netns,
+    pub hq: Netns,
+    pub phone_addrs: Vec<Ipv4Addr>,
+}
+
+/// The `i`th phone's address: 198.19.x.y from 198.19.1.2 on, never .0/.255/the router.
+pub fn phone_addr(i: usize) -> Ipv4Addr {
+    let n = i as u32;
+    Ipv4Addr::new(198, 19, (1 + n / 250) as u8, (2 + n % 250) as u8)
+}
+
+/// tbf needs a bucket of at least one MTU and enough for the timer tick at the rate.
+fn tbf_args(kbit: u32) -> Vec<String> {
+    let burst = (u64::from(kbit) * 1000 / 8 / 100).max(32 * 1024);
+    vec![
+        "root".into(),
+        "tbf".into(),
+        "rate".into(),
+        format!("{kbit}kbit"),
+        "burst".into(),
+        burst.to_string(),
+        "latency".into(),
+        "100ms".into(),
+    ]
+}
+
+fn tc(ns: &Netns, dev: &str, kbit: u32) -> Result<(), NetnsError> {
+    let mut args: Vec<String> = vec![
+        "-n".into(),
+        ns.name().into(),
+        "qdisc".into(),
+        "add".into(),
+        "dev".into(),
+        dev.into(),
+    ];
+    args.extend(tbf_args(kbit));
+    let out = std::process::Command::new("tc")
+        .args(&args)
+        .output()
+        .map_err(|source| NetnsError::Open {
+            name: "tc".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NetnsError::Ip {
+            args: format!("tc {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl Site {
+    pub fn build(spec: &SiteSpec) -> Result<Site, NetnsError> {
+        if spec.phones > 250 * 200 {
+            return Err(NetnsError::Ip {
+                args: "site".into(),
+                stderr: "too many phones for 198.19.0.0/16".into(),
+            });
+        }
+        let hq = Netns::create("hq")?;
+        let router = Netns::create("site")?;
+        for ns in [&hq, &router] {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        hq.ip(&[
+            "link",
+            "add",
+            HQ_WAN_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan1",
+            "netns",
+            router.name(),
+        ])?;
+        hq.ip(&[
+            "addr",
+            "add",
+            &format!("{ORIGIN_ADDR}/30"),
+            "dev",
+            HQ_WAN_IFACE,
+        ])?;
+        hq.ip(&["link", "set", HQ_WAN_IFACE, "up"])?;
+        router.ip(&["addr", "add", &format!("{ROUTER_WAN}/30"), "dev", "wan1"])?;
+        router.ip(&["link", "set", "wan1", "up"])?;
+        hq.ip(&[
+            "route",
+            "add",
+            "198.19.0.0/16",
+            "via",
+            &ROUTER_WAN.to_string(),
+        ])?;
+        if let Some(kbit) = spec.wan_kbit {
+            tc(&hq, HQ_WAN_IFACE, kbit)?;
+            tc(&router, "wan1", kbit)?;
+        }
+        router.ip(&["link", "add", "br0", "type", "bridge"])?;
+        router.ip(&["addr", "add", &format!("{ROUTER_LAN}/16"), "dev", "br0"])?;
+        router.ip(&["link", "set", "br0", "up"])?;
+        let mut site = Site {
+            phones: Vec::with_capacity(spec.phones),
+            router,
+            hq,
+            phone_addrs: Vec::with_capacity(spec.phones),
+        };
+        for i in 0..spec.phones {
+            let addr = check_lab_addr(phone_addr(i))?;
+            let ns = Netns::create(&format!("ph{i}"))?;
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            let port = format!("p{i}");
+            ns.ip(&[
+                "link",
+                "add",
+                PHONE_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                site.router.name(),
+            ])?;
+            ns.ip(&["addr", "add", &format!("{addr}/16"), "dev", PHONE_IFACE])?;
+            ns.ip(&["link", "set", PHONE_IFACE, "up"])?;
+            ns.ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
+            site.router
+                .ip(&["link", "set", &port, "master", "br0", "up"])?;
+            if let Some(kbit) = spec.lan_kbit {
+                tc(&ns, PHONE_IFACE, kbit)?;
+                tc(&site.router, &port, kbit)?;
+            }
+            site.phones.push(ns);
+            site.phone_addrs.push(addr);
+        }
+        Ok(site)
+    }
+
+    /// Bytes hq has sent over the WAN link so far.
+    pub fn wan_tx_bytes(&self) -> Result<u64, NetnsError> {
+        let out = self.hq.ip(&["-s", "-j", "link", "show", HQ_WAN_IFACE])?;
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| NetnsError::Ip {
+            args: "ip -s -j link".into(),
+            stderr: e.to_string(),
+        })?;
+        v[0]["stats64"]["tx"]["bytes"]
+            .as_u64()
+            .ok_or_else(|| NetnsError::Ip {
+                args: "ip -s -j link".into(),
+                stderr: "no tx byte counter".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_addresses_are_unique_and_in_range() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let a = phone_addr(i);
+            assert!(check_lab_addr(a).is_ok());
+            assert!(a != ROUTER_LAN && a.octets()[3] != 0 && a.octets()[3] != 255);
+            assert!(seen.insert(a));
+        }
+    }
+}

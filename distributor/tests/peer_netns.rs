@@ -1,0 +1,223 @@
+//! End to end on a real network: tftpd-hpa in `hq` behind a tbf-shaped WAN veth, a site
+//! bridge, and 7 `pfs peer` processes, each in its own namespace. Every phone must install a
+//! verified load, the WAN must carry about one copy of it, each file must have exactly one
+//! root, and no phone may have more than 2 children. Namespaces go away when the test ends,
+//! however it ends.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pfs::{
+    manifest::Manifest,
+    store::Store,
+    topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec},
+};
+
+/// Kills the process when the test ends however it ends.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pfs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn start_tftpd(site: &Site, root: &Path) -> Guard {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            site.hq.name(),
+            "in.tftpd",
+            "--foreground",
+            "--listen",
+        ])
+        .args(["--address", &format!("{ORIGIN_ADDR}:69"), "--secure"])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start in.tftpd");
+    Guard(child)
+}
+
+fn peer(site: &Site, i: usize, args: &[String]) -> Guard {
+    let child = Command::new("ip")
+        .args(["netns", "exec", site.phones[i].name()])
+        .arg(env!("CARGO_BIN_EXE_pfs"))
+        .args(["-v", "peer", "--iface", PHONE_IFACE, "--json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pfs peer");
+    Guard(child)
+}
+
+/// Waits for every child (bounded); returns (stdout, stderr) of each. The pipes are drained
+/// while waiting, so a chatty child never blocks on a full pipe.
+fn wait_all(mut guards: Vec<Guard>, limit: Duration) -> Vec<(String, String)> {
+    use std::io::Read;
+    let readers: Vec<_> = guards
+        .iter_mut()
+        .map(|g| {
+            let mut o = g.0.stdout.take().unwrap();
+            let mut e = g.0.stderr.take().unwrap();
+            (
+                std::thread::spawn(move || {
+                    let mut s = String::new();
+                    let _ = o.read_to_string(&mut s);
+                    s
+                }),
+                std::thread::spawn(move || {
+                    let mut s = String::new();
+                    let _ = e.read_to_string(&mut s);
+                    s
+                }),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + limit;
+    loop {
+        let running = guards
+            .iter_mut()
+            .filter_map(|g| g.0.try_wait().unwrap().is_none().then_some(()))
+            .count();
+        if running == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} peers still running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    readers
+        .into_iter()
+        .map(|(o, e)| (o.join().unwrap(), e.join().unwrap()))
+        .collect()
+}
+
+#[test]
+fn seven_peers_on_io_uring_share_one_copy_of_the_load_over_a_shaped_wan() {
+    seven_peers("uring");
+}
+
+#[test]
+fn seven_peers_on_plain_syscalls_share_one_copy_of_the_load_over_a_shaped_wan() {
+    seven_peers("syscall");
+}
+
+/// One site at a time: the WAN byte count must be this test's alone, and two fleets would
+/// fight over two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seven_peers(backend: &str) {
+    const PHONES: usize = 7;
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::privileged("seven_peers") || !common::tool("in.tftpd") || !common::tool("tc") {
+        return;
+    }
+    pfs::netns::sweep_stale();
+    let site = Site::build(&SiteSpec {
+        phones: PHONES,
+        wan_kbit: Some(40_000),
+        lan_kbit: None,
+    })
+    .expect("build the site");
+    let root = scratch(&format!("origin-{backend}"));
+    let manifest: Manifest = pfs::manifest::synth_load(&root.join("load"), 7, None).unwrap();
+    let _tftpd = start_tftpd(&site, &root);
+    std::thread::sleep(Duration::from_millis(300));
+    let wan_before = site.wan_tx_bytes().unwrap();
+    let stores = scratch(&format!("stores-{backend}"));
+    let peers: Vec<Guard> = (0..PHONES)
+        .map(|i| {
+            let store = stores.join(format!("phone{i}"));
+            peer(
+                &site,
+                i,
+                &[
+                    "--origin".into(),
+                    format!("tftp://{ORIGIN_ADDR}/load"),
+                    "--store".into(),
+                    store.display().to_string(),
+                    "--linger-s".into(),
+                    "3".into(),
+                    "--deadline-s".into(),
+                    "90".into(),
+                    "--backend".into(),
+                    backend.into(),
+                    "--seed".into(),
+                    (1000 + i).to_string(),
+                ],
+            )
+        })
+        .collect();
+    let outputs = wait_all(peers, Duration::from_secs(120));
+    let wan = site.wan_tx_bytes().unwrap() - wan_before;
+    let mut reports = Vec::new();
+    for (i, (out, err)) in outputs.iter().enumerate() {
+        let line = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("phone {i}: no report; stderr:\n{err}"));
+        let r: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("phone {i}: {e}: {line}; stderr:\n{err}"));
+        assert_eq!(r["installed"], true, "phone {i}: {line}\nstderr:\n{err}");
+        reports.push(r);
+    }
+    // Every store holds the load, active, and every file verifies against the manifest.
+    for i in 0..PHONES {
+        let store = Store::new(&stores.join(format!("phone{i}")));
+        assert_eq!(store.current().as_deref(), Some(manifest.load.as_str()));
+        manifest
+            .verify_dir(&store.load_dir(&manifest.load))
+            .unwrap_or_else(|e| panic!("phone {i}: {e}"));
+    }
+    for (fi, f) in manifest.files.iter().enumerate() {
+        let roots = reports
+            .iter()
+            .filter(|r| r["files"][fi]["role"] == "root")
+            .count();
+        if roots != 1 {
+            for (i, (_, err)) in outputs.iter().enumerate().take(2) {
+                eprintln!("--- phone {i} stderr:\n{err}");
+            }
+        }
+        assert_eq!(roots, 1, "{}: exactly one root", f.name);
+        for (i, r) in reports.iter().enumerate() {
+            let kids = r["files"][fi]["max_children"].as_u64().unwrap();
+            assert!(kids <= 2, "phone {i} had {kids} children for {}", f.name);
+            assert_eq!(r["files"][fi]["corrupt_chunks"], 0);
+        }
+    }
+    let origin_bytes: u64 = reports
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap())
+        .map(|f| f["origin_bytes"].as_u64().unwrap())
+        .sum();
+    let load = manifest.load_bytes();
+    eprintln!(
+        "WAN {wan} B for a {load} B load ({:.3} x); origin payload {origin_bytes} B",
+        wan as f64 / load as f64
+    );
+    assert!(
+        wan as f64 <= 1.05 * load as f64,
+        "WAN carried {wan} B, more than 1.05 x the {load} B load"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&stores);
+}
