@@ -1,8 +1,12 @@
 //! Benchmark harness (`cargo xtask bench NAME [--quick]`). Prints one JSON object per line.
 //!
+//! `fanout`: see [`fanout`].
+//!
 //! `simulate`: the issue-3 targets on the deterministic simulator: 100,000 phones pipelined
 //! (with store-and-forward and traditional measured in the same run for the ratios), the
 //! 10,000-phone fault case, the slow-phone case, and election broadcasts at 1k/10k/100k.
+
+mod fanout;
 
 use std::process::ExitCode;
 
@@ -347,10 +351,14 @@ fn main() -> ExitCode {
             xdp(quick);
             ExitCode::SUCCESS
         }
+        Some("fanout") => {
+            fanout::fanout(quick);
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate|origin|xdp [--quick]\n\
-                 (the fan-out benchmark comes with issue 5)"
+                "usage: cargo xtask bench simulate|origin|xdp|fanout [--quick] [--json]\n\
+                 (every benchmark prints one JSON object per line)"
             );
             ExitCode::from(2)
         }

@@ -38,8 +38,17 @@ enum Kind {
         sending: bool,
         waiting: bool,
         connecting: bool,
+        zc: ZcUsage,
     },
     Udp(UdpSocket),
+}
+
+/// What the kernel reported about one connection's zero-copy sends.
+#[derive(Default)]
+struct ZcUsage {
+    notifs: u32,
+    copied: u32,
+    off: bool,
 }
 
 struct Sock {
@@ -330,12 +339,14 @@ impl UringReactor {
                     sending,
                     waiting,
                     connecting,
+                    zc: usage,
                 },
             ..
         }) = self.socks.get_mut(&token)
         else {
             return;
         };
+        let zc_off = usage.off;
         if *sending || *connecting || queue.frames.is_empty() {
             return;
         }
@@ -375,7 +386,7 @@ impl UringReactor {
         });
         st.hdr.msg_iov = st.iov.as_mut_ptr();
         st.hdr.msg_iovlen = st.iov.len() as _;
-        let zc = self.zc && want >= self.limits.zc_threshold;
+        let zc = self.zc && !zc_off && want >= self.limits.zc_threshold;
         let e = if zc {
             opcode::SendMsgZc::new(fd, &st.hdr)
                 .ioprio(REPORT_USAGE)
@@ -548,8 +559,30 @@ impl UringReactor {
         let token = *token;
         if cqueue::notif(flags) {
             *notif_pending = false;
-            if res as u32 & COPIED != 0 {
+            let copied = res as u32 & COPIED != 0;
+            if copied {
                 self.stats.zc_copied += 1;
+            }
+            let adaptive = self.limits.zc_adaptive;
+            if let Some(Sock {
+                kind: Kind::Stream { zc, .. },
+                ..
+            }) = self.socks.get_mut(&token)
+            {
+                zc.notifs += 1;
+                zc.copied += u32::from(copied);
+                // Copied anyway: zero-copy only adds the notification's cost. Go plain.
+                if adaptive
+                    && !zc.off
+                    && zc.notifs >= super::ZC_PROBE
+                    && zc.copied * 4 >= zc.notifs * 3
+                {
+                    zc.off = true;
+                    self.stats.zc_fallbacks += 1;
+                    tracing::debug!(
+                        "connection {token}: the kernel copies zero-copy sends; sending plainly"
+                    );
+                }
             }
         } else {
             *result_pending = false;
@@ -666,6 +699,7 @@ impl Reactor for UringReactor {
                     sending: false,
                     waiting: false,
                     connecting: false,
+                    zc: ZcUsage::default(),
                 },
                 ops: 0,
             },
@@ -699,6 +733,7 @@ impl Reactor for UringReactor {
                     sending: false,
                     waiting: false,
                     connecting: true,
+                    zc: ZcUsage::default(),
                 },
                 ops: 0,
             },
