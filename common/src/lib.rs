@@ -46,7 +46,7 @@ pub struct DedupKey {
     /// IPv4 source address, network order.
     pub saddr: u32,
     pub seq: u32,
-    /// First 8 bytes of the file digest.
+    /// The first 8 bytes of the file digest with the (zero-padded) model folded in.
     pub hierarchy: u64,
 }
 

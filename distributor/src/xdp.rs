@@ -164,31 +164,12 @@ fn attach_here(
     if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
         return Err(XdpError::NoInterface(iface.clone()));
     }
-    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(e.to_string()))?;
-    if !models.is_empty() {
-        let load_err = |e: aya::maps::MapError| XdpError::Load(e.to_string());
-        let mut filter: aya::maps::HashMap<_, [u8; MODEL_KEY_LEN], u8> =
-            aya::maps::HashMap::try_from(
-                ebpf.map_mut(MODELS_MAP)
-                    .ok_or_else(|| XdpError::Load(format!("object has no map {MODELS_MAP}")))?,
-            )
-            .map_err(load_err)?;
-        for key in models {
-            filter.insert(key, 1, 0).map_err(load_err)?;
-        }
-        let mut config: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
-            ebpf.map_mut(CONFIG_MAP)
-                .ok_or_else(|| XdpError::Load(format!("object has no map {CONFIG_MAP}")))?,
-        )
-        .map_err(load_err)?;
-        config.set(CONFIG_FILTER_MODELS, 1, 0).map_err(load_err)?;
-    }
+    let mut ebpf = load(models)?;
     let program: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
-        .ok_or_else(|| XdpError::Load(format!("object has no program {XDP_PROGRAM}")))?
+        .expect("program present: loaded")
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
-    program.load().map_err(|e| XdpError::Load(e.to_string()))?;
+        .expect("program is XDP: loaded");
 
     let attempts: &[(XdpMode, &'static str)] = match mode {
         AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
@@ -257,6 +238,123 @@ fn attach_here(
         mode: label,
         pin_dir: pin_dir.display().to_string(),
     })
+}
+
+/// Loads the embedded program (verifier included) with its model filter filled in.
+fn load(models: &[[u8; MODEL_KEY_LEN]]) -> Result<Ebpf, XdpError> {
+    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(e.to_string()))?;
+    if !models.is_empty() {
+        let load_err = |e: aya::maps::MapError| XdpError::Load(e.to_string());
+        let mut filter: aya::maps::HashMap<_, [u8; MODEL_KEY_LEN], u8> =
+            aya::maps::HashMap::try_from(
+                ebpf.map_mut(MODELS_MAP)
+                    .ok_or_else(|| XdpError::Load(format!("object has no map {MODELS_MAP}")))?,
+            )
+            .map_err(load_err)?;
+        for key in models {
+            filter.insert(key, 1, 0).map_err(load_err)?;
+        }
+        let mut config: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+            ebpf.map_mut(CONFIG_MAP)
+                .ok_or_else(|| XdpError::Load(format!("object has no map {CONFIG_MAP}")))?,
+        )
+        .map_err(load_err)?;
+        config.set(CONFIG_FILTER_MODELS, 1, 0).map_err(load_err)?;
+    }
+    let program: &mut Xdp = ebpf
+        .program_mut(XDP_PROGRAM)
+        .ok_or_else(|| XdpError::Load(format!("object has no program {XDP_PROGRAM}")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+    program.load().map_err(|e| XdpError::Load(e.to_string()))?;
+    Ok(ebpf)
+}
+
+/// XDP verdicts (`enum xdp_action`).
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The program loaded but not attached, fed single frames through `BPF_PROG_TEST_RUN`: packet
+/// level tests of exactly the bytecode `attach` uses.
+pub struct TestRun {
+    ebpf: Ebpf,
+}
+
+impl TestRun {
+    /// Loads the program; `models` fills the filter as `attach --model` would.
+    pub fn load(models: &[String]) -> Result<TestRun, XdpError> {
+        preflight()?;
+        let keys = models
+            .iter()
+            .map(|m| model_key(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TestRun { ebpf: load(&keys)? })
+    }
+
+    /// Runs the program once on `frame` (an Ethernet frame); returns its verdict.
+    pub fn run(&mut self, frame: &[u8]) -> Result<u32, XdpError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let program: &Xdp = self
+            .ebpf
+            .program(XDP_PROGRAM)
+            .expect("program present: loaded")
+            .try_into()
+            .expect("program is XDP: loaded");
+        let fd = program
+            .fd()
+            .map_err(|e| XdpError::Load(e.to_string()))?
+            .as_fd()
+            .as_raw_fd();
+        let mut out = vec![0u8; frame.len() + 256];
+        // `union bpf_attr`, the `test` member (linux/bpf.h): prog_fd, retval, data_size_in,
+        // data_size_out, data_in, data_out, repeat, duration, ...
+        let mut attr = [0u8; 80];
+        attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        attr[12..16].copy_from_slice(&(out.len() as u32).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
+        attr[24..32].copy_from_slice(&(out.as_mut_ptr() as u64).to_ne_bytes());
+        attr[32..36].copy_from_slice(&1u32.to_ne_bytes());
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        // SAFETY: attr points at live buffers of the sizes it declares.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                attr.as_mut_ptr(),
+                attr.len() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(XdpError::Load(format!(
+                "BPF_PROG_TEST_RUN: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes")))
+    }
+
+    /// The counters so far, summed over CPUs.
+    pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>, XdpError> {
+        let err = |reason: String| XdpError::Counters {
+            path: "(loaded program)".into(),
+            reason,
+        };
+        let map = self
+            .ebpf
+            .map(pfs_common::COUNTERS_MAP)
+            .ok_or_else(|| err("no counters map".into()))?;
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|e| err(e.to_string()))?;
+        let mut counters = BTreeMap::new();
+        for counter in Counter::ALL {
+            let per_cpu = array
+                .get(&(counter as u32), 0)
+                .map_err(|e| err(e.to_string()))?;
+            counters.insert(counter.name(), per_cpu.iter().copied().sum());
+        }
+        Ok(counters)
+    }
 }
 
 /// Counter values summed over all CPUs, by counter name.

@@ -200,10 +200,19 @@ fn election(ctx: &XdpContext, udp: &Udp) -> Result<Counter, Counter> {
         return Err(BAD);
     }
     let digest = body + 2 + model_len + file_len;
-    if model_filtered(ctx, body + 1, model_len) {
+    let model = model_key(ctx, body + 1, model_len).ok_or(BAD)?;
+    if model_filtered(&model) {
         return Err(Counter::DropOtherModel);
     }
-    let hierarchy = u64::from_be_bytes(load::<8>(ctx, digest).ok_or(BAD)?);
+    // The hierarchy is (model, file, digest); the digest names the file, the model is folded in.
+    let mut hierarchy = u64::from_be_bytes(load::<8>(ctx, digest).ok_or(BAD)?);
+    let mut w = 0;
+    while w < MODEL_KEY_LEN / 8 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&model[w * 8..w * 8 + 8]);
+        hierarchy = hierarchy.rotate_left(17) ^ u64::from_ne_bytes(word);
+        w += 1;
+    }
     // seq follows xid (4), strength (8), tier (1).
     let seq = u32::from_be_bytes(load::<4>(ctx, digest + WIRE_DIGEST_LEN + 13).ok_or(BAD)?);
     let saddr = u32::from_ne_bytes(load::<4>(ctx, udp.l3 + 12).ok_or(BAD)?);
@@ -220,20 +229,12 @@ fn election(ctx: &XdpContext, udp: &Udp) -> Result<Counter, Counter> {
     Ok(counter)
 }
 
-/// Whether the model at `offset` (length `len` <= 32) is filtered out.
+/// The model at `offset` (length `len` <= 32), zero-padded to the filter map's key.
 #[inline(always)]
-fn model_filtered(ctx: &XdpContext, offset: usize, len: usize) -> bool {
-    let enabled = PFS_CONFIG
-        .get(CONFIG_FILTER_MODELS)
-        .is_some_and(|v| *v == 1);
-    if !enabled {
-        return false;
-    }
-    // Copy the whole 32-byte window (the key, file name and digest follow the model, so it
-    // is inside any well-formed advert), then clear what lies past the model.
-    let Some(mut key) = load::<MODEL_KEY_LEN>(ctx, offset) else {
-        return true;
-    };
+fn model_key(ctx: &XdpContext, offset: usize, len: usize) -> Option<[u8; MODEL_KEY_LEN]> {
+    // Copy the whole 32-byte window (the file name and digest follow the model, so it is
+    // inside any well-formed advert), then clear what lies past the model.
+    let mut key = load::<MODEL_KEY_LEN>(ctx, offset)?;
     let mut i = 0;
     while i < MODEL_KEY_LEN {
         if i >= len {
@@ -241,7 +242,16 @@ fn model_filtered(ctx: &XdpContext, offset: usize, len: usize) -> bool {
         }
         i += 1;
     }
-    PFS_MODELS.get_ptr(key).is_none()
+    Some(key)
+}
+
+/// Whether adverts for `model` are filtered out (only when user space enabled the filter).
+#[inline(always)]
+fn model_filtered(model: &[u8; MODEL_KEY_LEN]) -> bool {
+    let enabled = PFS_CONFIG
+        .get(CONFIG_FILTER_MODELS)
+        .is_some_and(|v| *v == 1);
+    enabled && PFS_MODELS.get_ptr(*model).is_none()
 }
 
 #[cfg(target_arch = "bpf")]

@@ -51,12 +51,12 @@ pub struct Limits {
     pub stall: Duration,
     /// Sends at least this large go out zero-copy (io_uring backend).
     pub zc_threshold: usize,
-    /// A connection whose zero-copy sends the kernel reports copied anyway (loopback, veth,
-    /// a NIC without scatter-gather) switches to plain sends after `ZC_PROBE` of them.
+    /// A ring whose zero-copy sends the kernel reports copied anyway (loopback, veth, a NIC
+    /// without scatter-gather) switches to plain sends after `ZC_PROBE` notifications.
     pub zc_adaptive: bool,
 }
 
-/// Zero-copy notifications a connection gets before the adaptive check decides.
+/// Zero-copy notifications a ring collects before the adaptive check decides.
 pub const ZC_PROBE: u32 = 32;
 
 impl Default for Limits {
@@ -171,7 +171,7 @@ pub struct EngineStats {
     pub short_sends: u64,
     pub overflowed: u64,
     pub stalled_cutoffs: u64,
-    /// Connections switched from zero-copy to plain sends because the kernel copied.
+    /// 1 once the ring switched from zero-copy to plain sends because the kernel copied.
     pub zc_fallbacks: u64,
     pub max_inflight: u64,
 }

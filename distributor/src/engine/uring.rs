@@ -38,12 +38,12 @@ enum Kind {
         sending: bool,
         waiting: bool,
         connecting: bool,
-        zc: ZcUsage,
     },
     Udp(UdpSocket),
 }
 
-/// What the kernel reported about one connection's zero-copy sends.
+/// What the kernel reported about this ring's zero-copy sends. One decision per ring: its
+/// connections leave through the same devices (a relay's children sit on one LAN).
 #[derive(Default)]
 struct ZcUsage {
     notifs: u32,
@@ -182,6 +182,7 @@ pub struct UringReactor {
     cqes: Vec<(u64, i32, u32)>,
     stats: EngineStats,
     last_stall_check: Instant,
+    zc_usage: ZcUsage,
 }
 
 impl UringReactor {
@@ -234,6 +235,7 @@ impl UringReactor {
                 ..EngineStats::default()
             },
             last_stall_check: Instant::now(),
+            zc_usage: ZcUsage::default(),
         })
     }
 
@@ -339,14 +341,13 @@ impl UringReactor {
                     sending,
                     waiting,
                     connecting,
-                    zc: usage,
                 },
             ..
         }) = self.socks.get_mut(&token)
         else {
             return;
         };
-        let zc_off = usage.off;
+        let zc_off = self.zc_usage.off;
         if *sending || *connecting || queue.frames.is_empty() {
             return;
         }
@@ -563,26 +564,22 @@ impl UringReactor {
             if copied {
                 self.stats.zc_copied += 1;
             }
-            let adaptive = self.limits.zc_adaptive;
-            if let Some(Sock {
-                kind: Kind::Stream { zc, .. },
-                ..
-            }) = self.socks.get_mut(&token)
+            let zc = &mut self.zc_usage;
+            zc.notifs += 1;
+            zc.copied += u32::from(copied);
+            // Copied anyway: zero-copy only adds notifications and pinned pages. Go plain.
+            if self.limits.zc_adaptive
+                && !zc.off
+                && zc.notifs >= super::ZC_PROBE
+                && zc.copied * 4 >= zc.notifs * 3
             {
-                zc.notifs += 1;
-                zc.copied += u32::from(copied);
-                // Copied anyway: zero-copy only adds the notification's cost. Go plain.
-                if adaptive
-                    && !zc.off
-                    && zc.notifs >= super::ZC_PROBE
-                    && zc.copied * 4 >= zc.notifs * 3
-                {
-                    zc.off = true;
-                    self.stats.zc_fallbacks += 1;
-                    tracing::debug!(
-                        "connection {token}: the kernel copies zero-copy sends; sending plainly"
-                    );
-                }
+                zc.off = true;
+                self.stats.zc_fallbacks += 1;
+                tracing::info!(
+                    "the kernel copied {} of {} zero-copy sends (loopback, veth or no scatter-gather): sending plainly",
+                    zc.copied,
+                    zc.notifs
+                );
             }
         } else {
             *result_pending = false;
@@ -699,7 +696,6 @@ impl Reactor for UringReactor {
                     sending: false,
                     waiting: false,
                     connecting: false,
-                    zc: ZcUsage::default(),
                 },
                 ops: 0,
             },
@@ -733,7 +729,6 @@ impl Reactor for UringReactor {
                     sending: false,
                     waiting: false,
                     connecting: true,
-                    zc: ZcUsage::default(),
                 },
                 ops: 0,
             },
