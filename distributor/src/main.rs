@@ -321,9 +321,15 @@ enum XdpCommand {
     Stats {
         #[command(flatten)]
         iface: IfaceArgs,
-        /// One JSON object instead of a table.
+        /// One JSON object instead of a table (with --watch: one per sample).
         #[arg(long)]
         json: bool,
+        /// Print again every SECONDS (default 1) with per-second rates, until Ctrl-C.
+        #[arg(long, num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many samples.
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Remove the pins, which detaches the program.
     Detach {
@@ -609,7 +615,12 @@ fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
                 done.iface, done.mode, done.pin_dir
             );
         }
-        XdpCommand::Stats { iface, json } => {
+        XdpCommand::Stats {
+            iface,
+            json,
+            watch: None,
+            ..
+        } => {
             let stats = xdp::stats(&iface.target())?;
             if json {
                 println!("{}", serde_json::to_string(&stats)?);
@@ -618,6 +629,48 @@ fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
                 for (name, value) in &stats.counters {
                     println!("{name:<12} {value:>14}");
                 }
+            }
+        }
+        XdpCommand::Stats {
+            iface,
+            json,
+            watch: Some(every),
+            count,
+        } => {
+            pfs::peer::install_signal_handlers();
+            let every = std::time::Duration::from_secs_f64(every.max(0.05));
+            let mut last = xdp::stats(&iface.target())?;
+            let mut at = std::time::Instant::now();
+            let mut n = 0u64;
+            while !pfs::peer::stop_requested() && count.is_none_or(|c| n < c) {
+                std::thread::sleep(every);
+                let now = xdp::stats(&iface.target())?;
+                let secs = at.elapsed().as_secs_f64();
+                at = std::time::Instant::now();
+                n += 1;
+                let rates: std::collections::BTreeMap<&str, f64> = now
+                    .counters
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            *k,
+                            (v - last.counters.get(k).copied().unwrap_or(0)) as f64 / secs,
+                        )
+                    })
+                    .collect();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"iface": now.iface, "counters": now.counters, "per_second": rates})
+                    );
+                } else {
+                    println!("{:<16} {:>14} {:>12}", "counter", "packets", "per second");
+                    for (name, value) in &now.counters {
+                        println!("{name:<16} {value:>14} {:>12.0}", rates[name]);
+                    }
+                    println!();
+                }
+                last = now;
             }
         }
         XdpCommand::Detach { iface } => {

@@ -123,6 +123,11 @@ pub struct PeerReport {
     pub seconds: f64,
     pub files: Vec<FileReport>,
     pub engine: EngineStats,
+    /// Datagrams that reached the election socket, and how many of them were not valid
+    /// election messages (what XDP would have dropped) or for other hierarchies.
+    pub udp_received: u64,
+    pub udp_undecodable: u64,
+    pub udp_foreign: u64,
     /// XDP counters when the program is attached (filled by the CLI).
     pub xdp: Option<serde_json::Value>,
 }
@@ -251,6 +256,7 @@ pub struct Peer {
     datagrams: Vec<(Token, SocketAddr, Vec<u8>)>,
     connected: Vec<(Token, bool)>,
     last_child_activity: Instant,
+    udp: [u64; 3],
     activated: bool,
     installed_at: Option<Instant>,
 }
@@ -465,6 +471,7 @@ impl Peer {
             datagrams: Vec::new(),
             connected: Vec::new(),
             last_child_activity: Instant::now(),
+            udp: [0; 3],
             activated: done_already,
             installed_at: None,
         })
@@ -752,9 +759,11 @@ impl Peer {
         if *from.ip() == self.me {
             return Ok(()); // our own broadcast
         }
+        self.udp[0] += 1;
         let m = match wire::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
+                self.udp[1] += 1;
                 debug!(%from, "undecodable datagram: {e}");
                 return Ok(());
             }
@@ -762,6 +771,7 @@ impl Peer {
         let Some(key) = m.key() else { return Ok(()) };
         let Some(h) = self.files.iter().position(|f| &f.key == key) else {
             debug!(%from, model = %key.model, file = %key.file, "not one of our hierarchies");
+            self.udp[2] += 1;
             return Ok(()); // another model or load
         };
         let h = h as u32;
@@ -1299,6 +1309,9 @@ impl Peer {
             seconds: self.start.elapsed().as_secs_f64(),
             files,
             engine: self.reactor.stats(),
+            udp_received: self.udp[0],
+            udp_undecodable: self.udp[1],
+            udp_foreign: self.udp[2],
             xdp: None,
         }
     }

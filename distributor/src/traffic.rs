@@ -131,3 +131,31 @@ mod tests {
         ));
     }
 }
+
+/// Sends `count` copies of `payload` from `from` to `to` inside namespace `netns` as fast as
+/// the socket takes them (a flood), bounded by `deadline`. Returns (sent, seconds).
+pub fn flood_in(
+    netns: &str,
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+    count: u64,
+    payload: Vec<u8>,
+    deadline: Duration,
+) -> Result<(u64, f64), TrafficError> {
+    check_lab_addr(from)?;
+    check_lab_addr(*to.ip())?;
+    crate::netns::run_in(netns, move || {
+        let io = |source| TrafficError::Io { dest: to, source };
+        let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).map_err(io)?;
+        s.set_broadcast(true).map_err(io)?;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < count && start.elapsed() < deadline {
+            // ENOBUFS under a flood is expected: try again (still bounded by the deadline).
+            if s.send_to(&payload, to).is_ok() {
+                sent += 1;
+            }
+        }
+        Ok((sent, start.elapsed().as_secs_f64()))
+    })?
+}

@@ -221,3 +221,96 @@ fn seven_peers(backend: &str) {
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&stores);
 }
+
+/// A million junk datagrams to 4051 flood the site while three peers with `--xdp` elect and
+/// download: XDP drops the junk before their sockets, and the election still converges.
+#[test]
+fn an_election_converges_under_a_million_junk_datagrams_with_xdp() {
+    const PEERS: usize = 3;
+    const JUNK: u64 = 1_000_000;
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::privileged("xdp flood") || !common::tool("in.tftpd") || !common::tool("tc") {
+        return;
+    }
+    pfs::netns::sweep_stale();
+    let site = Site::build(&SiteSpec {
+        phones: PEERS + 1,
+        wan_kbit: Some(40_000),
+        lan_kbit: None,
+    })
+    .expect("build the site");
+    let root = scratch("origin-flood");
+    let manifest: Manifest = pfs::manifest::synth_load(&root.join("load"), 9, None).unwrap();
+    let _tftpd = start_tftpd(&site, &root);
+    std::thread::sleep(Duration::from_millis(300));
+    // The last phone floods the LAN's broadcast address with datagrams that are not election
+    // messages (bad magic): bounded in count and time.
+    let flooder = site.phones[PEERS].name().to_owned();
+    let from = site.phone_addrs[PEERS];
+    let flood = std::thread::spawn(move || {
+        pfs::traffic::flood_in(
+            &flooder,
+            from,
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(198, 19, 255, 255), 4051),
+            JUNK,
+            vec![0xa5; 64],
+            Duration::from_secs(90),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stores = scratch("stores-flood");
+    let peers: Vec<Guard> = (0..PEERS)
+        .map(|i| {
+            peer(
+                &site,
+                i,
+                &[
+                    "--origin".into(),
+                    format!("tftp://{ORIGIN_ADDR}/load"),
+                    "--store".into(),
+                    stores.join(format!("phone{i}")).display().to_string(),
+                    "--xdp".into(),
+                    "--linger-s".into(),
+                    "3".into(),
+                    "--deadline-s".into(),
+                    "120".into(),
+                ],
+            )
+        })
+        .collect();
+    let outputs = wait_all(peers, Duration::from_secs(150));
+    let (sent, secs) = flood.join().unwrap().expect("flood");
+    eprintln!("flood: {sent} datagrams in {secs:.1} s");
+    assert_eq!(sent, JUNK, "the whole flood was sent");
+    let mut dropped = 0;
+    for (i, (out, err)) in outputs.iter().enumerate() {
+        let line = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("phone {i}: no report; stderr:\n{err}"));
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["installed"], true, "phone {i}: {line}\n{err}");
+        assert!(r["xdp"].is_object(), "phone {i} ran without XDP: {err}");
+        // Not one junk datagram reached the peer's socket.
+        assert_eq!(r["udp_undecodable"], 0, "phone {i}: {line}");
+        assert!(
+            r["udp_received"].as_u64().unwrap() > 0,
+            "election traffic arrived"
+        );
+        dropped += r["xdp"]["drop_malformed"].as_u64().unwrap();
+    }
+    eprintln!("XDP dropped {dropped} junk datagrams across {PEERS} peers");
+    assert!(dropped > 0, "the flood overlapped the peers' runs");
+    for (fi, f) in manifest.files.iter().enumerate() {
+        let roots = outputs
+            .iter()
+            .map(|(o, _)| {
+                serde_json::from_str::<serde_json::Value>(o.lines().last().unwrap()).unwrap()
+            })
+            .filter(|r| r["files"][fi]["role"] == "root")
+            .count();
+        assert_eq!(roots, 1, "{}: exactly one root under the flood", f.name);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&stores);
+}

@@ -89,6 +89,21 @@ fn counts_exactly_1000_broadcasts_to_4051_and_100_other_datagrams() {
     assert_eq!(stats["counters"]["udp_4051"], 1000, "{json}");
     assert_eq!(stats["counters"]["other"], 100, "{json}");
 
+    // --watch samples: same totals, and a rate of 0 since nothing is being sent now.
+    let watch = ok(&[
+        "xdp", "stats", "--iface", &iface, "--netns", &ns, "--json", "--watch", "0.1", "--count",
+        "2",
+    ]);
+    let samples: Vec<serde_json::Value> = watch
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("sample JSON"))
+        .collect();
+    assert_eq!(samples.len(), 2, "{watch}");
+    for s in &samples {
+        assert_eq!(s["counters"]["udp_4051"], 1000, "{watch}");
+        assert_eq!(s["per_second"]["udp_4051"], 0.0, "{watch}");
+    }
+
     // bpftool reads the same pinned map: per-CPU values must sum to the same totals.
     let pin = format!("/sys/fs/bpf/pfs/{ns}/{iface}/PFS_COUNTERS");
     let dump = Command::new("bpftool")
