@@ -333,6 +333,83 @@ fn xdp(quick: bool) {
             xdp::detach(&target).expect("detach");
         }
     }
+    peer_cpu_under_flood(&tx, &rx, &link, &target, quick);
+}
+
+/// A `pfs serve` peer (the engine, the election socket, root of a held load) in the receiving
+/// namespace for a fixed time: its thread's CPU with no flood, under a junk flood without XDP,
+/// and under the same flood with XDP attached.
+fn peer_cpu_under_flood(
+    tx: &pfs::netns::Netns,
+    rx: &pfs::netns::Netns,
+    link: &pfs::netns::VethPair,
+    target: &pfs::xdp::Target,
+    quick: bool,
+) {
+    use pfs::peer::{Peer, PeerOptions, Source};
+    use std::time::Duration;
+    let dir = std::env::temp_dir().join(format!("pfs-bench-xdp-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    pfs::manifest::synth_load(&dir, 3, None).expect("load");
+    let run_for = Duration::from_secs(if quick { 2 } else { 4 });
+    for (phase, flood, with_xdp) in [
+        ("idle", false, false),
+        ("flood-no-xdp", true, false),
+        ("flood-xdp", true, true),
+    ] {
+        if with_xdp {
+            pfs::xdp::attach(target, pfs::xdp::AttachMode::Auto, &["CP-7961G".into()])
+                .expect("attach");
+        }
+        let opts = PeerOptions {
+            iface: link.b_name.clone(),
+            model: "CP-7961G".into(),
+            source: Source::Serve(dir.clone()),
+            store: dir.clone(),
+            mode: pfs::phone::Mode::Pipelined,
+            fanout: 64,
+            backend: pfs::engine::Backend::Auto,
+            public_key: None,
+            tftp: Default::default(),
+            linger: Some(run_for),
+            deadline: None,
+            seed: 7,
+            port: 4051,
+        };
+        let ns = rx.name().to_owned();
+        let peer = std::thread::spawn(move || {
+            pfs::netns::enter(&ns).expect("enter netns");
+            let cpu0 = thread_cpu();
+            let report = Peer::new(opts).and_then(Peer::run).expect("peer");
+            (thread_cpu() - cpu0, report)
+        });
+        let sent = if flood {
+            let (sent, _) = pfs::traffic::flood_in(
+                tx.name(),
+                link.a_addr,
+                std::net::SocketAddrV4::new(link.b_addr, 4051),
+                u64::MAX,
+                vec![0xa5; 64],
+                run_for + Duration::from_millis(500),
+            )
+            .expect("flood");
+            sent
+        } else {
+            0
+        };
+        let (cpu, report) = peer.join().expect("peer thread");
+        println!(
+            "{}",
+            serde_json::json!({"bench": "xdp-peer-cpu", "phase": phase, "xdp": with_xdp,
+                "junk_sent": sent, "peer_cpu_s": cpu, "peer_seconds": report.seconds,
+                "peer_cpu_fraction": cpu / report.seconds,
+                "socket_junk": report.udp_undecodable})
+        );
+        if with_xdp {
+            pfs::xdp::detach(target).expect("detach");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() -> ExitCode {

@@ -550,7 +550,33 @@ impl Peer {
             let wait = Duration::from_micros(next.saturating_sub(now).clamp(500, 200_000));
             self.poll(wait)?;
         }
-        Ok(self.report())
+        let report = self.report();
+        self.close_all();
+        Ok(report)
+    }
+
+    /// Closes every socket and lets the engine finish cancelling their operations, so the
+    /// ports are free the moment `run` returns (a ring's teardown would otherwise hold them).
+    fn close_all(&mut self) {
+        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+        tokens.extend(
+            self.files
+                .iter()
+                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
+        );
+        tokens.extend([UDP_TOKEN, LISTEN_TOKEN]);
+        for t in tokens {
+            self.reactor.close(t);
+        }
+        for _ in 0..10 {
+            if self
+                .reactor
+                .poll(Some(Duration::from_millis(5)), &mut |_| {})
+                .is_err()
+            {
+                break;
+            }
+        }
     }
 
     fn child_pending(&self, child: u32) -> bool {
