@@ -112,26 +112,6 @@ pub fn send_in(netns: &str, burst: Burst) -> Result<u32, TrafficError> {
     crate::netns::run_in(netns, move || send(&burst))?
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_destinations_outside_the_lab_range() {
-        let burst = Burst {
-            from: Ipv4Addr::new(198, 18, 0, 1),
-            to: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 255), 4051),
-            count: 1,
-            payload: vec![0],
-            deadline: Duration::from_secs(1),
-        };
-        assert!(matches!(
-            send(&burst),
-            Err(TrafficError::Netns(NetnsError::UnsafeAddress(_)))
-        ));
-    }
-}
-
 /// Sends `count` copies of `payload` from `from` to `to` inside namespace `netns` as fast as
 /// the socket takes them (a flood), bounded by `deadline`. Returns (sent, seconds).
 pub fn flood_in(
@@ -158,4 +138,24 @@ pub fn flood_in(
         }
         Ok((sent, start.elapsed().as_secs_f64()))
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_destinations_outside_the_lab_range() {
+        let burst = Burst {
+            from: Ipv4Addr::new(198, 18, 0, 1),
+            to: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 255), 4051),
+            count: 1,
+            payload: vec![0],
+            deadline: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            send(&burst),
+            Err(TrafficError::Netns(NetnsError::UnsafeAddress(_)))
+        ));
+    }
 }
