@@ -7,10 +7,12 @@
 //! only chunks the core counts as verified are ever relayed.
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap},
     io,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
     path::{Path, PathBuf},
+    rc::Rc,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -240,7 +242,10 @@ pub struct Peer {
     store: Store,
     files: Vec<FileState>,
     phone: Phone,
-    reactor: Box<dyn Reactor>,
+    reactor: SharedReactor,
+    /// This phone's token prefix on the shared reactor.
+    base: Token,
+    place: Place,
     conns: HashMap<Token, Conn>,
     /// Our stream to each parent.
     to_parent: HashMap<u32, Token>,
@@ -250,15 +255,32 @@ pub struct Peer {
     next_token: Token,
     start: Instant,
     actions: Vec<Action>,
-    accepted: Vec<(std::net::TcpStream, SocketAddr)>,
-    closed: Vec<Token>,
-    data: Vec<(Token, Vec<u8>)>,
-    datagrams: Vec<(Token, SocketAddr, Vec<u8>)>,
-    connected: Vec<(Token, bool)>,
+    inbox: Inbox,
     last_child_activity: Instant,
     udp: [u64; 3],
     activated: bool,
     installed_at: Option<Instant>,
+    started: bool,
+}
+
+/// Completions the host routed to this phone, handled after the poll.
+#[derive(Default)]
+struct Inbox {
+    accepted: Vec<(std::net::TcpStream, SocketAddr)>,
+    closed: Vec<Token>,
+    data: Vec<Token>,
+    datagrams: Vec<(Token, SocketAddr, Vec<u8>)>,
+    connected: Vec<(Token, bool)>,
+}
+
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.accepted.is_empty()
+            && self.closed.is_empty()
+            && self.data.is_empty()
+            && self.datagrams.is_empty()
+            && self.connected.is_empty()
+    }
 }
 
 fn kind_code(k: TimerKind) -> u8 {
@@ -347,13 +369,103 @@ fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
     }
 }
 
-impl Peer {
-    pub fn new(opts: PeerOptions) -> Result<Peer, PeerError> {
+/// Where a phone's sockets are made: this thread's network namespace, or a named one (a
+/// virtual phone of `pfs lab`). Sockets keep working from any thread once made.
+#[derive(Debug, Clone)]
+pub enum Place {
+    Here,
+    Netns(String),
+}
+
+impl Place {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PeerError> {
+        match self {
+            Place::Here => Ok(f()),
+            Place::Netns(ns) => crate::netns::run_in(ns, f)
+                .map_err(|e| PeerError::Usage(format!("network namespace {ns}: {e}"))),
+        }
+    }
+}
+
+/// What a phone learns and opens at power-on, inside its namespace: its address, the
+/// manifest, and its election socket and chunk listener.
+pub struct Prepared {
+    me: Ipv4Addr,
+    bcast: Ipv4Addr,
+    manifest: Manifest,
+    udp: UdpSocket,
+    listener: TcpListener,
+}
+
+impl Prepared {
+    pub fn new(opts: &PeerOptions, place: &Place) -> Result<Prepared, PeerError> {
         if opts.fanout == 0 {
             return Err(PeerError::Usage("--fanout must be at least 1".into()));
         }
-        let (me, bcast) = iface_addrs(&opts.iface)?;
-        let manifest = load_manifest(&opts)?;
+        let opts = opts.clone();
+        place.run(move || {
+            let (me, bcast) = iface_addrs(&opts.iface)?;
+            let manifest = load_manifest(&opts)?;
+            let udp = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, opts.port))
+                .map_err(io_err(format!("UDP port {}", opts.port)))?;
+            udp.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
+            nix::sys::socket::setsockopt(
+                &udp,
+                nix::sys::socket::sockopt::BindToDevice,
+                &std::ffi::OsString::from(&opts.iface),
+            )
+            .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
+            let listener = TcpListener::bind(SocketAddrV4::new(me, opts.port))
+                .map_err(io_err(format!("TCP {me}:{}", opts.port)))?;
+            Ok(Prepared {
+                me,
+                bcast,
+                manifest,
+                udp,
+                listener,
+            })
+        })?
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+/// A reactor shared by the phones of one core.
+pub type SharedReactor = Rc<RefCell<Box<dyn Reactor>>>;
+
+/// Token bits that name the phone; the low bits name the socket within it.
+const PHONE_SHIFT: u32 = 32;
+
+impl Peer {
+    /// One phone on this machine's interface with a reactor of its own (`pfs peer`).
+    pub fn new(opts: PeerOptions) -> Result<Peer, PeerError> {
+        let prepared = Prepared::new(&opts, &Place::Here)?;
+        let reactor = engine::open(opts.backend, Limits::default())
+            .map_err(io_err(format!("engine {:?}", opts.backend)))?;
+        Peer::start(opts, prepared, Rc::new(RefCell::new(reactor)), 1, Place::Here)
+    }
+
+    /// Starts phone number `slot` (>= 1) on a shared reactor.
+    pub fn start(
+        opts: PeerOptions,
+        prepared: Prepared,
+        reactor: SharedReactor,
+        slot: u64,
+        place: Place,
+    ) -> Result<Peer, PeerError> {
+        let Prepared {
+            me,
+            bcast,
+            manifest,
+            udp,
+            listener,
+        } = prepared;
+        let base = slot << PHONE_SHIFT;
         let store = Store::new(&opts.store);
         let done_already = store.current().as_deref() == Some(manifest.load.as_str());
         let mut files = Vec::with_capacity(manifest.files.len());
@@ -426,28 +538,17 @@ impl Peer {
             fanout: opts.fanout,
             ..Config::default()
         };
-        let mut reactor = engine::open(opts.backend, Limits::default())
-            .map_err(io_err(format!("engine {:?}", opts.backend)))?;
-        info!(
-            peer = %me, broadcast = %bcast, iface = %opts.iface, load = %manifest.load, files = files.len(),
-            backend = reactor.stats().backend, mode = ?opts.mode,
-            "pfs peer starting"
-        );
-        let udp = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, opts.port))
-            .map_err(io_err(format!("UDP port {}", opts.port)))?;
-        udp.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
-        nix::sys::socket::setsockopt(
-            &udp,
-            nix::sys::socket::sockopt::BindToDevice,
-            &std::ffi::OsString::from(&opts.iface),
-        )
-        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
-        reactor.udp(UDP_TOKEN, udp).map_err(io_err("UDP"))?;
-        let listener = TcpListener::bind(SocketAddrV4::new(me, opts.port))
-            .map_err(io_err(format!("TCP {me}:{}", opts.port)))?;
-        reactor
-            .listen(LISTEN_TOKEN, listener)
-            .map_err(io_err("listen"))?;
+        {
+            let mut r = reactor.borrow_mut();
+            info!(
+                peer = %me, broadcast = %bcast, iface = %opts.iface, load = %manifest.load, files = files.len(),
+                backend = r.stats().backend, mode = ?opts.mode,
+                "pfs peer starting"
+            );
+            r.udp(base | UDP_TOKEN, udp).map_err(io_err("UDP"))?;
+            r.listen(base | LISTEN_TOKEN, listener)
+                .map_err(io_err("listen"))?;
+        }
         Ok(Peer {
             opts,
             cfg,
@@ -458,6 +559,8 @@ impl Peer {
             files,
             phone,
             reactor,
+            base,
+            place,
             conns: HashMap::new(),
             to_parent: HashMap::new(),
             from_child: HashMap::new(),
@@ -465,15 +568,12 @@ impl Peer {
             next_token: 16,
             start: Instant::now(),
             actions: Vec::new(),
-            accepted: Vec::new(),
-            closed: Vec::new(),
-            data: Vec::new(),
-            datagrams: Vec::new(),
-            connected: Vec::new(),
+            inbox: Inbox::default(),
             last_child_activity: Instant::now(),
             udp: [0; 3],
             activated: done_already,
             installed_at: None,
+            started: false,
         })
     }
 
@@ -483,15 +583,32 @@ impl Peer {
 
     fn token(&mut self) -> Token {
         self.next_token += 1;
-        self.next_token
+        self.base | self.next_token
     }
 
     fn installed(&self) -> bool {
         self.files.iter().all(|f| f.installed)
     }
 
-    /// Runs until installed and idle for `linger`, a signal, or the deadline.
-    pub fn run(mut self) -> Result<PeerReport, PeerError> {
+    pub fn is_installed(&self) -> bool {
+        self.installed()
+    }
+
+    /// Runs alone until installed and idle for `linger`, a signal, or the deadline.
+    pub fn run(self) -> Result<PeerReport, PeerError> {
+        let mut host = Host::with_reactor(self.reactor.clone());
+        host.peers.push(self);
+        host.run(|peers| peers[0].wants_exit())?;
+        let mut peer = host.peers.pop().expect("one peer");
+        let report = peer.report();
+        peer.close_all();
+        Ok(report)
+    }
+
+    /// Boots the phone (at the host's first turn).
+    fn boot(&mut self) -> Result<(), PeerError> {
+        self.started = true;
+        self.start = Instant::now();
         let now = self.now();
         // An empty file has no chunk to verify: it installs at once.
         for h in 0..self.files.len() {
@@ -503,126 +620,77 @@ impl Peer {
         if self.installed() && !self.activated {
             self.activate()?;
         }
-        loop {
-            let now = self.now();
-            // Due timers: the core's and the origin transfers'.
-            while let Some((&(at, h, code), &kind)) = self.timers.iter().next() {
-                if at > now {
-                    break;
-                }
-                self.timers.remove(&(at, h, code));
-                self.feed(now, Event::Timer { h, kind })?;
-            }
-            self.origin_timers(now)?;
-            self.progress();
-            if stop_requested() {
-                info!("signal: stopping");
-                break;
-            }
-            if let Some(limit) = self.opts.deadline
-                && self.start.elapsed() > limit
-                && !self.installed()
-            {
-                warn!("not installed within {:?}: giving up", limit);
-                break;
-            }
-            if let (Some(linger), Some(at)) = (self.opts.linger, self.installed_at) {
-                let idle = self.last_child_activity.max(at).elapsed();
-                let serving = self.from_child.keys().any(|c| self.child_pending(*c));
-                if !serving && idle >= linger {
-                    info!("installed, no child served for {:?}: exiting", linger);
-                    break;
-                }
-            }
-            let next = self
-                .timers
-                .keys()
-                .next()
-                .map(|k| k.0)
-                .into_iter()
-                .chain(
-                    self.files
-                        .iter()
-                        .filter_map(|f| f.origin.as_ref()?.deadline),
-                )
-                .min()
-                .unwrap_or(now + 200_000);
-            let wait = Duration::from_micros(next.saturating_sub(now).clamp(500, 200_000));
-            self.poll(wait)?;
-        }
-        let report = self.report();
-        self.close_all();
-        Ok(report)
+        Ok(())
     }
 
-    /// Closes every socket and lets the engine finish cancelling their operations, so the
-    /// ports are free the moment `run` returns (a ring's teardown would otherwise hold them).
-    fn close_all(&mut self) {
-        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
-        tokens.extend(
-            self.files
-                .iter()
-                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
-        );
-        tokens.extend([UDP_TOKEN, LISTEN_TOKEN]);
-        for t in tokens {
-            self.reactor.close(t);
+    /// Fires what is due; returns the next deadline (µs of this phone's clock).
+    fn tick(&mut self) -> Result<Instant, PeerError> {
+        if !self.started {
+            self.boot()?;
         }
-        for _ in 0..10 {
-            if self
-                .reactor
-                .poll(Some(Duration::from_millis(5)), &mut |_| {})
-                .is_err()
-            {
+        let now = self.now();
+        while let Some((&(at, h, code), &kind)) = self.timers.iter().next() {
+            if at > now {
                 break;
             }
+            self.timers.remove(&(at, h, code));
+            self.feed(now, Event::Timer { h, kind })?;
         }
+        self.origin_timers(now)?;
+        self.progress();
+        let next = self
+            .timers
+            .keys()
+            .next()
+            .map(|k| k.0)
+            .into_iter()
+            .chain(self.files.iter().filter_map(|f| f.origin.as_ref()?.deadline))
+            .min()
+            .unwrap_or(now + 200_000);
+        Ok(self.start + Duration::from_micros(next))
+    }
+
+    /// `pfs peer`'s exit rule: a signal, the deadline, or installed and idle for `linger`.
+    fn wants_exit(&self) -> bool {
+        if stop_requested() {
+            info!("signal: stopping");
+            return true;
+        }
+        if let Some(limit) = self.opts.deadline
+            && self.start.elapsed() > limit
+            && !self.installed()
+        {
+            warn!("not installed within {:?}: giving up", limit);
+            return true;
+        }
+        if let (Some(linger), Some(at)) = (self.opts.linger, self.installed_at) {
+            let idle = self.last_child_activity.max(at).elapsed();
+            let serving = self.from_child.keys().any(|c| self.child_pending(*c));
+            if !serving && idle >= linger {
+                info!("installed, no child served for {:?}: exiting", linger);
+                return true;
+            }
+        }
+        false
     }
 
     fn child_pending(&self, child: u32) -> bool {
         self.from_child
             .get(&child)
-            .is_some_and(|t| self.reactor.queued(*t) > 0)
+            .is_some_and(|t| self.reactor.borrow().queued(*t) > 0)
     }
 
-    fn poll(&mut self, wait: Duration) -> Result<(), PeerError> {
-        let Peer {
-            reactor,
-            conns,
-            accepted,
-            closed,
-            data,
-            datagrams,
-            connected,
-            ..
-        } = self;
-        reactor
-            .poll(Some(wait), &mut |c| match c {
-                Completion::Accepted { stream, from, .. } => accepted.push((stream, from)),
-                Completion::Connected { conn, result } => connected.push((conn, result.is_ok())),
-                Completion::Data { conn, bytes } => {
-                    if let Some(c) = conns.get_mut(&conn) {
-                        c.buf.extend_from_slice(bytes);
-                    }
-                    data.push((conn, Vec::new()));
-                }
-                Completion::Closed { conn, error } => {
-                    if let Some(e) = error {
-                        debug!("connection {conn} closed: {e}");
-                    }
-                    closed.push(conn)
-                }
-                Completion::Datagram { sock, from, bytes } => {
-                    datagrams.push((sock, from, bytes.to_vec()))
-                }
-                Completion::Sent { .. } => {}
-            })
-            .map_err(io_err("engine poll"))?;
+    /// Handles what the host's poll routed here.
+    fn process(&mut self) -> Result<(), PeerError> {
+        if self.inbox.is_empty() {
+            return Ok(());
+        }
         let now = self.now();
-        for (stream, from) in std::mem::take(&mut self.accepted) {
+        let inbox = std::mem::take(&mut self.inbox);
+        for (stream, from) in inbox.accepted {
             let SocketAddr::V4(from) = from else { continue };
             let t = self.token();
-            if self.reactor.register(t, stream).is_ok() {
+            if self.reactor.borrow_mut().register(t, stream).is_ok() {
                 self.conns.insert(
                     t,
                     Conn {
@@ -633,29 +701,78 @@ impl Peer {
                 );
             }
         }
-        for (t, ok) in std::mem::take(&mut self.connected) {
+        for (t, ok) in inbox.connected {
             if !ok {
                 self.lost(now, t)?;
             }
         }
-        for (sock, from, bytes) in std::mem::take(&mut self.datagrams) {
-            if sock == UDP_TOKEN {
+        for (sock, from, bytes) in inbox.datagrams {
+            if sock == self.base | UDP_TOKEN {
                 self.datagram(now, from, &bytes)?;
             } else {
                 self.origin_datagram(now, sock, from, &bytes)?;
             }
         }
         let mut seen = Vec::new();
-        for (t, _) in std::mem::take(&mut self.data) {
+        for t in inbox.data {
             if !seen.contains(&t) {
                 seen.push(t);
                 self.frames(now, t)?;
             }
         }
-        for t in std::mem::take(&mut self.closed) {
+        for t in inbox.closed {
             self.lost(now, t)?;
         }
         Ok(())
+    }
+
+    /// Routes one completion into this phone's inbox (called inside the reactor's poll).
+    fn route(&mut self, c: Completion<'_>) {
+        match c {
+            Completion::Accepted { stream, from, .. } => self.inbox.accepted.push((stream, from)),
+            Completion::Connected { conn, result } => {
+                self.inbox.connected.push((conn, result.is_ok()))
+            }
+            Completion::Data { conn, bytes } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if c.buf.len() + bytes.len() > MAX_FRAME * 4 {
+                        // A peer sending faster than we parse is bounded too.
+                        c.buf.clear();
+                        self.inbox.closed.push(conn);
+                        return;
+                    }
+                    c.buf.extend_from_slice(bytes);
+                }
+                self.inbox.data.push(conn);
+            }
+            Completion::Closed { conn, error } => {
+                if let Some(e) = error {
+                    debug!("connection {conn} closed: {e}");
+                }
+                self.inbox.closed.push(conn)
+            }
+            Completion::Datagram { sock, from, bytes } => {
+                self.inbox.datagrams.push((sock, from, bytes.to_vec()))
+            }
+            Completion::Sent { .. } => {}
+        }
+    }
+
+    /// Closes every socket and lets the engine finish cancelling their operations, so the
+    /// ports are free the moment the phone stops (a ring's teardown would otherwise hold them).
+    pub fn close_all(&mut self) {
+        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+        tokens.extend(self.files.iter().filter_map(|f| f.origin.as_ref().map(|o| o.token)));
+        tokens.extend([self.base | UDP_TOKEN, self.base | LISTEN_TOKEN]);
+        let mut r = self.reactor.borrow_mut();
+        for t in tokens {
+            r.close(t);
+        }
+        for _ in 0..10 {
+            if r.poll(Some(Duration::from_millis(5)), &mut |_| {}).is_err() {
+                break;
+            }
+        }
     }
 
     /// A stream ended: its peer is lost (as parent or child) for the core.
@@ -663,7 +780,7 @@ impl Peer {
         let Some(c) = self.conns.remove(&t) else {
             return Ok(());
         };
-        self.reactor.close(t);
+        self.reactor.borrow_mut().close(t);
         if c.outgoing {
             self.to_parent.retain(|_, v| *v != t);
         } else {
@@ -887,7 +1004,7 @@ impl Peer {
         for (p, t) in idle {
             self.to_parent.remove(&p);
             self.conns.remove(&t);
-            self.reactor.close(t);
+            self.reactor.borrow_mut().close(t);
         }
     }
 
@@ -1009,7 +1126,7 @@ impl Peer {
         };
         match m.encode() {
             Ok(bytes) => {
-                if let Err(e) = self.reactor.send_to(UDP_TOKEN, SocketAddr::V4(to), &bytes) {
+                if let Err(e) = self.reactor.borrow_mut().send_to(self.base | UDP_TOKEN, SocketAddr::V4(to), &bytes) {
                     debug!("datagram to {to}: {e}");
                 }
             }
@@ -1025,7 +1142,11 @@ impl Peer {
                     Some(t) => *t,
                     None => {
                         let t = self.token();
-                        if let Err(e) = self.reactor.connect(t, peer) {
+                        let connected = self
+                            .place
+                            .run(engine::tcp_socket)?
+                            .and_then(|fd| self.reactor.borrow_mut().connect(t, fd, peer));
+                        if let Err(e) = connected {
                             warn!("connect {peer}: {e}");
                             return self.feed(now, Event::PeerLost { peer: to });
                         }
@@ -1061,7 +1182,7 @@ impl Peer {
                 }
                 .encode()
                 .expect("request encodes");
-                if let Err(e) = self.reactor.send(t, Payload::Owned(frame)) {
+                if let Err(e) = self.reactor.borrow_mut().send(t, Payload::Owned(frame)) {
                     debug!("request to {peer}: {e}");
                 }
             }
@@ -1085,7 +1206,8 @@ impl Peer {
                     None => Payload::Owned(head.to_vec()),
                 };
                 self.last_child_activity = Instant::now();
-                if let Err(e) = self.reactor.send(t, frame) {
+                let sent = self.reactor.borrow_mut().send(t, frame);
+                if let Err(e) = sent {
                     // Over its bound: cut the child off; it re-attaches and resumes.
                     warn!(child = %Ipv4Addr::from(to), "{e}: cutting it off");
                     self.lost(now, t)?;
@@ -1123,10 +1245,17 @@ impl Peer {
         } else {
             format!("{dir}/{name}")
         };
-        let sock = UdpSocket::bind("0.0.0.0:0").map_err(io_err("origin socket"))?;
-        fetch::grow_receive_buffer(&sock);
+        let sock = self
+            .place
+            .run(|| {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                fetch::grow_receive_buffer(&s);
+                Ok::<_, io::Error>(s)
+            })?
+            .map_err(io_err("origin socket"))?;
         let token = self.token();
         self.reactor
+            .borrow_mut()
             .udp(token, sock)
             .map_err(io_err("origin socket"))?;
         let mut session = ClientSession::new(self.opts.tftp.clone(), &path);
@@ -1155,7 +1284,7 @@ impl Peer {
 
     fn origin_close(&mut self, h: u32) {
         if let Some(o) = self.files[h as usize].origin.take() {
-            self.reactor.close(o.token);
+            self.reactor.borrow_mut().close(o.token);
         }
     }
 
@@ -1219,7 +1348,7 @@ impl Peer {
                 ClientAction::Send(bytes) => {
                     let to = o.tid.unwrap_or(o.server);
                     let token = o.token;
-                    let _ = self.reactor.send_to(token, to, &bytes);
+                    let _ = self.reactor.borrow_mut().send_to(token, to, &bytes);
                 }
                 ClientAction::Timer(at) => o.deadline = Some(at),
                 ClientAction::Size(n) => {
@@ -1315,7 +1444,7 @@ impl Peer {
         Ok(())
     }
 
-    fn report(&self) -> PeerReport {
+    pub fn report(&self) -> PeerReport {
         let files = self
             .files
             .iter()
@@ -1334,7 +1463,7 @@ impl Peer {
             installed: self.installed(),
             seconds: self.start.elapsed().as_secs_f64(),
             files,
-            engine: self.reactor.stats(),
+            engine: self.reactor.borrow().stats(),
             udp_received: self.udp[0],
             udp_undecodable: self.udp[1],
             udp_foreign: self.udp[2],
@@ -1350,6 +1479,83 @@ impl Peer {
                 info!(file = %f.entry.name, "{pct}% {} KB", u64::from(x.verified) * u64::from(self.manifest.chunk_size) / 1024);
                 f.next_progress = pct / 10 * 10 + 10;
             }
+        }
+    }
+}
+
+/// One core's reactor and the phones it drives (thread-per-core: a host never leaves its
+/// thread, and phones never move between hosts).
+pub struct Host {
+    reactor: SharedReactor,
+    pub peers: Vec<Peer>,
+}
+
+impl Host {
+    pub fn new(backend: Backend, limits: Limits) -> Result<Host, PeerError> {
+        let r = engine::open(backend, limits).map_err(io_err(format!("engine {backend:?}")))?;
+        Ok(Host::with_reactor(Rc::new(RefCell::new(r))))
+    }
+
+    fn with_reactor(reactor: SharedReactor) -> Host {
+        Host {
+            reactor,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Adds a prepared phone to this host.
+    pub fn add(&mut self, opts: PeerOptions, prepared: Prepared, place: Place) -> Result<(), PeerError> {
+        let slot = self.peers.len() as u64 + 1;
+        let p = Peer::start(opts, prepared, self.reactor.clone(), slot, place)?;
+        self.peers.push(p);
+        Ok(())
+    }
+
+    /// Drives every phone until `done` says so (checked every turn) or a signal.
+    pub fn run(&mut self, mut done: impl FnMut(&[Peer]) -> bool) -> Result<(), PeerError> {
+        loop {
+            let mut next = Instant::now() + Duration::from_millis(200);
+            for p in &mut self.peers {
+                next = next.min(p.tick()?);
+            }
+            if done(&self.peers) || stop_requested() {
+                return Ok(());
+            }
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_micros(500), Duration::from_millis(200));
+            let peers = &mut self.peers;
+            self.reactor
+                .borrow_mut()
+                .poll(Some(wait), &mut |c| {
+                    let token = match &c {
+                        Completion::Accepted { listener, .. } => *listener,
+                        Completion::Connected { conn, .. }
+                        | Completion::Data { conn, .. }
+                        | Completion::Closed { conn, .. }
+                        | Completion::Sent { conn, .. } => *conn,
+                        Completion::Datagram { sock, .. } => *sock,
+                    };
+                    let slot = (token >> PHONE_SHIFT) as usize;
+                    if let Some(p) = slot.checked_sub(1).and_then(|i| peers.get_mut(i)) {
+                        p.route(c);
+                    }
+                })
+                .map_err(io_err("engine poll"))?;
+            for p in &mut self.peers {
+                p.process()?;
+            }
+        }
+    }
+
+    pub fn reports(&self) -> Vec<PeerReport> {
+        self.peers.iter().map(Peer::report).collect()
+    }
+
+    /// Closes every phone's sockets.
+    pub fn close(&mut self) {
+        for p in &mut self.peers {
+            p.close_all();
         }
     }
 }

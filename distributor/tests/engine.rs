@@ -138,7 +138,7 @@ fn connect_recv_datagrams_and_close() {
             let (mut s, _) = listener.accept().unwrap();
             s.write_all(b"hello from the server").unwrap();
         });
-        r.connect(7, addr).unwrap();
+        r.connect(7, engine::tcp_socket().unwrap(), addr).unwrap();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let udp_addr = udp.local_addr().unwrap();
         r.udp(8, udp).unwrap();

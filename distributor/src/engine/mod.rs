@@ -17,6 +17,7 @@ use std::{
     collections::VecDeque,
     io,
     net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    os::fd::OwnedFd,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -181,8 +182,9 @@ pub trait Reactor {
     fn listen(&mut self, token: Token, listener: TcpListener) -> io::Result<()>;
     /// Adopts a connected stream (an accepted one).
     fn register(&mut self, token: Token, stream: TcpStream) -> io::Result<()>;
-    /// Connects a new stream from this thread's network namespace; answers `Connected`.
-    fn connect(&mut self, token: Token, to: SocketAddrV4) -> io::Result<()>;
+    /// Connects `socket` (from [`tcp_socket`], made in whatever network namespace it must
+    /// live in) to `to`; answers `Connected`.
+    fn connect(&mut self, token: Token, socket: OwnedFd, to: SocketAddrV4) -> io::Result<()>;
     fn udp(&mut self, token: Token, socket: UdpSocket) -> io::Result<()>;
     /// One datagram (small control messages; never zero-copy).
     fn send_to(&mut self, sock: Token, to: SocketAddr, bytes: &[u8]) -> Result<(), EngineError>;
@@ -300,6 +302,17 @@ impl SendQueue {
     pub fn stalled(&self, now: Instant, limit: Duration) -> bool {
         !self.frames.is_empty() && now.duration_since(self.last_progress) > limit
     }
+}
+
+/// A fresh IPv4 TCP socket in the calling thread's network namespace, for [`Reactor::connect`].
+pub fn tcp_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Pins the calling thread to `core` (best effort: a cgroup may forbid it).

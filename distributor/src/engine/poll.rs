@@ -11,7 +11,7 @@ use std::{
 
 use nix::sys::{
     epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
-    socket::{AddressFamily, SockFlag, SockType, SockaddrIn, connect, socket},
+    socket::{SockaddrIn, connect},
 };
 
 use super::{Completion, EngineError, EngineStats, Limits, Payload, Reactor, SendQueue, Token};
@@ -130,12 +130,10 @@ impl Reactor for PollReactor {
         Ok(())
     }
 
-    fn connect(&mut self, token: Token, to: SocketAddrV4) -> io::Result<()> {
-        let fd: OwnedFd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
+    fn connect(&mut self, token: Token, fd: OwnedFd, to: SocketAddrV4) -> io::Result<()> {
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         )?;
         match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}

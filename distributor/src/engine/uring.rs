@@ -704,14 +704,9 @@ impl Reactor for UringReactor {
         Ok(())
     }
 
-    fn connect(&mut self, token: Token, to: SocketAddrV4) -> io::Result<()> {
-        // SAFETY: plain socket(2); the result is owned at once.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    fn connect(&mut self, token: Token, socket: OwnedFd, to: SocketAddrV4) -> io::Result<()> {
+        let stream = TcpStream::from(socket);
+        let fd = stream.as_raw_fd();
         stream.set_nodelay(true)?;
         let addr = Box::new(to_sockaddr(to));
         let e = opcode::Connect::new(
