@@ -64,6 +64,50 @@ enum Command {
     Peer(PeerArgs),
     /// Serve a load already held as a permanent root with a large fan-out (a rig server).
     Serve(ServeArgs),
+    /// Build a site of network namespaces and upgrade a fleet of virtual phones over a shaped WAN.
+    Lab(LabArgs),
+}
+
+#[derive(Args, Debug)]
+struct LabArgs {
+    #[arg(long, default_value_t = 60)]
+    phones: usize,
+    /// Models (comma-separated); phones take them in turn, each model its own hierarchies.
+    #[arg(long, value_delimiter = ',', default_value = "CP-7961G,CP-7941G")]
+    models: Vec<String>,
+    #[arg(long, default_value_t = 50.0)]
+    wan_mbit: f64,
+    /// Each phone's port (0: unshaped).
+    #[arg(long, default_value_t = 100.0)]
+    lan_mbit: f64,
+    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    mode: Mode,
+    /// Run traditional, store-and-forward and pipelined one after another and compare.
+    #[arg(long)]
+    compare: bool,
+    #[arg(long, value_enum, default_value_t = pfs::lab::OriginKind::Pfs)]
+    origin: pfs::lab::OriginKind,
+    #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
+    backend: pfs::engine::Backend,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    fanout: u8,
+    /// Attach the XDP election filter on every phone's port.
+    #[arg(long)]
+    xdp: bool,
+    /// Print one JSON object per run instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Draw each hierarchy's tree.
+    #[arg(long)]
+    tree: bool,
+    /// Write report.md and SVG plots here.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// Stop a run that has not finished after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    deadline_s: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// Options `peer` and `serve` share.
@@ -404,6 +448,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 a.deadline_s.map(secs),
             )
         }
+        Command::Lab(a) => run_lab(a),
         Command::Serve(a) => run_peer(
             a.run,
             pfs::peer::Source::Serve(a.load.clone()),
@@ -491,6 +536,229 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("wrote {} and {}", secret.display(), public.display());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
+    use pfs::lab::{Lab, LabConfig};
+    use std::sync::atomic::Ordering;
+    pfs::peer::install_signal_handlers();
+    let cfg = LabConfig {
+        phones: a.phones,
+        models: a.models,
+        wan_mbit: a.wan_mbit,
+        lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
+        fanout: a.fanout,
+        origin: a.origin,
+        backend: a.backend,
+        xdp: a.xdp,
+        seed: a.seed,
+        deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
+        progress: !a.json,
+    };
+    let show = !a.json;
+    if show {
+        eprintln!(
+            "building the site: {} phones ({}), WAN {} Mbit/s, phone ports {} ...",
+            cfg.phones,
+            cfg.models.join(", "),
+            cfg.wan_mbit,
+            cfg.lan_mbit.map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
+        );
+    }
+    let lab = Lab::build(cfg)?;
+    let _xdp = if a.xdp { Some(LabXdp::attach(&lab)) } else { None };
+    let modes = if a.compare {
+        vec![Mode::Traditional, Mode::StoreAndForward, Mode::Pipelined]
+    } else {
+        vec![a.mode]
+    };
+    let mut runs = Vec::new();
+    for mode in modes {
+        if pfs::peer::stop_requested() {
+            break;
+        }
+        let progress = lab.progress();
+        let bars = show.then(|| {
+            let multi = indicatif::MultiProgress::new();
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>40} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+            )
+            .expect("template")
+            .progress_chars("=> ");
+            let files: Vec<indicatif::ProgressBar> = progress
+                .files
+                .iter()
+                .map(|(m, f, total, _)| {
+                    let b = multi.add(indicatif::ProgressBar::new(*total));
+                    b.set_style(style.clone());
+                    b.set_prefix(format!("{m} {f}"));
+                    b
+                })
+                .collect();
+            let all = multi.add(indicatif::ProgressBar::new(lab.config().phones as u64));
+            all.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>40} [{bar:30}] {pos}/{len} phones  {msg}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            all.set_prefix(format!("{mode:?}: installed"));
+            (multi, files, all)
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drawer = bars.map(|(multi, files, all)| {
+            let (p, stop) = (progress.clone(), stop.clone());
+            std::thread::spawn(move || {
+                loop {
+                    for (b, f) in files.iter().zip(&p.files) {
+                        b.set_position(f.3.load(Ordering::Relaxed));
+                    }
+                    all.set_position(p.installed.load(Ordering::Relaxed));
+                    all.set_message(format!(
+                        "roots {} parents {} children {} fallbacks {}",
+                        p.roots.load(Ordering::Relaxed),
+                        p.parents.load(Ordering::Relaxed),
+                        p.children.load(Ordering::Relaxed),
+                        p.fallbacks.load(Ordering::Relaxed)
+                    ));
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                for b in &files {
+                    b.finish();
+                }
+                all.finish();
+                drop(multi);
+            })
+        });
+        let result = lab.run(mode, Some(progress));
+        stop.store(true, Ordering::Relaxed);
+        if let Some(d) = drawer {
+            let _ = d.join();
+        }
+        let r = result?;
+        if a.json {
+            let mut brief = r.clone();
+            if !a.tree {
+                brief.trees.clear();
+            }
+            println!("{}", serde_json::to_string(&brief)?);
+        } else {
+            print_lab_run(&r);
+        }
+        if a.tree {
+            print!("{}", pfs::lab::text_trees(&r));
+        }
+        runs.push(r);
+    }
+    if show && runs.len() > 1 {
+        print_lab_compare(&runs);
+    }
+    if let Some(dir) = &a.report {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.md"), pfs::lab::render_markdown(&runs))?;
+        std::fs::write(dir.join("cdf.svg"), pfs::lab::svg_cdf(&runs))?;
+        std::fs::write(dir.join("wan.svg"), pfs::lab::svg_wan(&runs))?;
+        if let Some(r) = runs.iter().rfind(|r| r.mode != Mode::Traditional).or(runs.last()) {
+            std::fs::write(dir.join("tree.svg"), pfs::lab::svg_tree(r))?;
+        }
+        if show {
+            eprintln!("report written to {}", dir.join("report.md").display());
+        }
+    }
+    let ok = !runs.is_empty()
+        && runs
+            .iter()
+            .all(|r| r.completed == r.phones && r.corrupt_installs == 0);
+    if show {
+        eprintln!("tearing down the site ...");
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// XDP on every phone's port for the lab's lifetime.
+struct LabXdp(Vec<Target>);
+
+impl LabXdp {
+    fn attach(lab: &pfs::lab::Lab) -> LabXdp {
+        let models = lab.config().models.clone();
+        let mut done = Vec::new();
+        for ns in &lab.site.phones {
+            let t = Target {
+                iface: pfs::topology::PHONE_IFACE.into(),
+                netns: Some(ns.name().to_owned()),
+            };
+            match xdp::attach(&t, AttachMode::Auto, &models) {
+                Ok(_) => done.push(t),
+                Err(e) => {
+                    eprintln!("pfs: XDP unavailable ({e}); running without it");
+                    break;
+                }
+            }
+        }
+        LabXdp(done)
+    }
+}
+
+impl Drop for LabXdp {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            let _ = xdp::detach(t);
+        }
+    }
+}
+
+fn print_lab_run(r: &pfs::lab::LabReport) {
+    println!(
+        "{:?}: {}/{} phones installed a verified load in {:.2} s ({:.2} x the WAN limit {:.2} s); completion p50 {:.2} s p90 {:.2} s p99 {:.2} s",
+        r.mode,
+        r.completed,
+        r.phones,
+        r.makespan_s,
+        r.makespan_s / r.limit_s,
+        r.limit_s,
+        r.completion_p50_s,
+        r.completion_p90_s,
+        r.completion_p99_s
+    );
+    println!(
+        "  WAN: firmware {:.1} MB = {:.3} x (models x load), link {:.1} MB; roots per hierarchy {}, max children {}, max depth {}, fallbacks {}, corrupt installs {}",
+        r.wan_bytes as f64 / 1e6,
+        r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
+        r.wan_link_bytes as f64 / 1e6,
+        r.roots_max,
+        r.max_children,
+        r.max_depth,
+        r.origin_fallbacks,
+        r.corrupt_installs
+    );
+}
+
+fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
+    println!();
+    println!(
+        "{:<18} {:>10} {:>9} {:>8} {:>8} {:>12} {:>9}",
+        "mode", "makespan", "x limit", "p50", "p99", "WAN x load", "speed-up"
+    );
+    let base = runs
+        .iter()
+        .find(|r| r.mode == Mode::Traditional)
+        .map(|r| r.makespan_s);
+    for r in runs {
+        println!(
+            "{:<18} {:>9.2}s {:>9.2} {:>7.2}s {:>7.2}s {:>12.3} {:>9}",
+            format!("{:?}", r.mode),
+            r.makespan_s,
+            r.makespan_s / r.limit_s,
+            r.completion_p50_s,
+            r.completion_p99_s,
+            r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
+            base.map_or("-".into(), |b| format!("{:.1}x", b / r.makespan_s.max(1e-9)))
+        );
     }
 }
 

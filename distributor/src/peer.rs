@@ -637,7 +637,7 @@ impl Peer {
             self.feed(now, Event::Timer { h, kind })?;
         }
         self.origin_timers(now)?;
-        self.progress();
+        self.log_progress();
         let next = self
             .timers
             .keys()
@@ -1472,7 +1472,7 @@ impl Peer {
     }
 
     /// Logs progress every 10% per file.
-    fn progress(&mut self) {
+    fn log_progress(&mut self) {
         for (f, x) in self.files.iter_mut().zip(&self.phone.hierarchies) {
             let pct = (x.verified * 100).checked_div(f.chunks).unwrap_or(100);
             if pct >= f.next_progress && pct < 100 {
@@ -1480,6 +1480,40 @@ impl Peer {
                 f.next_progress = pct / 10 * 10 + 10;
             }
         }
+    }
+}
+
+/// A phone's progress for a live display.
+pub struct PeerProgress<'a> {
+    pub model: &'a str,
+    /// (file, verified bytes)
+    pub files: Vec<(&'a str, u64)>,
+    pub roots: u64,
+    pub parents: u64,
+    pub children: u64,
+    pub fallbacks: u64,
+}
+
+impl Peer {
+    pub fn progress(&self) -> PeerProgress<'_> {
+        let cs = u64::from(self.manifest.chunk_size);
+        let mut p = PeerProgress {
+            model: &self.opts.model,
+            files: Vec::with_capacity(self.files.len()),
+            roots: 0,
+            parents: 0,
+            children: 0,
+            fallbacks: 0,
+        };
+        for (f, x) in self.files.iter().zip(&self.phone.hierarchies) {
+            p.files
+                .push((&f.entry.name, (u64::from(x.verified) * cs).min(f.entry.size)));
+            p.roots += u64::from(x.role == Role::Root);
+            p.parents += u64::from(x.children().next().is_some());
+            p.children += u64::from(x.role == Role::Member && x.parent.is_some());
+            p.fallbacks += u64::from(f.report.fallbacks);
+        }
+        p
     }
 }
 

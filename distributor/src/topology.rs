@@ -41,6 +41,11 @@ pub fn phone_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, (1 + n / 250) as u8, (2 + n % 250) as u8)
 }
 
+/// The `i`th phone's MAC (locally administered): 02:00:c6:13:hi:lo.
+pub fn phone_mac(i: usize) -> [u8; 6] {
+    [0x02, 0x00, 0xc6, 0x13, (i >> 8) as u8, i as u8]
+}
+
 /// tbf needs a bucket of at least one MTU and enough for the timer tick at the rate.
 fn tbf_args(kbit: u32) -> Vec<String> {
     let burst = (u64::from(kbit) * 1000 / 8 / 100).max(32 * 1024);
@@ -145,10 +150,17 @@ impl Site {
             ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
             let port = format!("p{i}");
+            let mac = phone_mac(i)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
             ns.ip(&[
                 "link",
                 "add",
                 PHONE_IFACE,
+                "address",
+                &mac,
                 "type",
                 "veth",
                 "peer",

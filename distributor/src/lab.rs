@@ -1,0 +1,801 @@
+//! `pfs lab`: a fleet of virtual phones upgraded over a shaped WAN, on real sockets.
+//!
+//! The topology is [`crate::topology::Site`]: `hq` with the origin behind a tbf-shaped WAN
+//! veth, a site bridge, and one namespace per phone with its own MAC, address, shaped port and
+//! store. All phones run in this process on the engine, one [`Host`] (reactor) per core; each
+//! phone's sockets are made inside its namespace, so every byte between phones crosses a veth
+//! and the bridge. A phone reads its `SEP<MAC>.cnf.xml` (from the config resolver) for its load
+//! and whether peer sharing is on, as a Cisco phone does.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    engine::{self, Backend, Limits},
+    manifest::Manifest,
+    netns::NetnsError,
+    peer::{Host, PeerError, PeerOptions, PeerReport, Place, Prepared, Source},
+    phone::Mode,
+    phoneconfig::{Device, Level, SiteConfig},
+    topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec, phone_mac},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.to_string();
+    move |e| LabError::Setup(format!("{what}: {e}"))
+}
+
+/// Which TFTP server runs in `hq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginKind {
+    /// The embedded `pfs origin`.
+    Pfs,
+    /// tftpd-hpa's in.tftpd (must be installed).
+    TftpdHpa,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub phones: usize,
+    pub models: Vec<String>,
+    pub wan_mbit: f64,
+    pub lan_mbit: Option<f64>,
+    pub fanout: u8,
+    pub origin: OriginKind,
+    pub backend: Backend,
+    pub xdp: bool,
+    pub seed: u64,
+    /// A run that has not finished by then stops and reports what it has.
+    pub deadline: Duration,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            phones: 60,
+            models: vec!["CP-7961G".into(), "CP-7941G".into()],
+            wan_mbit: 50.0,
+            lan_mbit: Some(100.0),
+            fanout: 2,
+            origin: OriginKind::Pfs,
+            backend: Backend::Auto,
+            xdp: false,
+            seed: 1,
+            deadline: Duration::from_secs(600),
+            progress: true,
+        }
+    }
+}
+
+/// One hierarchy's tree: (phone, parent) edges; the root has no parent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TreeNode {
+    pub phone: Ipv4Addr,
+    pub parent: Option<Ipv4Addr>,
+    pub depth: u8,
+    pub role: String,
+}
+
+/// The simulator's fields plus completion percentiles, for one mode on one topology.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabReport {
+    pub mode: Mode,
+    pub phones: u32,
+    pub completed: u32,
+    pub corrupt_installs: u32,
+    pub origin_fallbacks: u32,
+    pub roots_max: u32,
+    pub max_children: u32,
+    pub max_depth: u32,
+    /// Firmware bytes fetched from the origin (over the WAN), by all phones.
+    pub wan_bytes: u64,
+    /// Everything hq sent over the WAN link (`ip -s link`): firmware, manifests, headers.
+    pub wan_link_bytes: u64,
+    /// One load's bytes (every model's load has the same size).
+    pub load_bytes: u64,
+    pub models: u32,
+    pub makespan_s: f64,
+    /// models x load over the WAN rate: no distribution can finish sooner.
+    pub limit_s: f64,
+    pub completion_p50_s: f64,
+    pub completion_p90_s: f64,
+    pub completion_p99_s: f64,
+    pub completion_max_s: f64,
+    /// Setup (namespaces, shaping) time, not part of the makespan.
+    pub setup_s: f64,
+    pub wan_mbit: f64,
+    pub lan_mbit: Option<f64>,
+    pub backend: String,
+    pub zc_sends: u64,
+    pub zc_copied: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub trees: BTreeMap<String, Vec<TreeNode>>,
+    /// Per-phone completion times (s), for the report's CDF.
+    #[serde(skip)]
+    pub completions: Vec<f64>,
+}
+
+/// Live counters the phones' cores update and the progress display reads.
+pub struct Progress {
+    /// (model, file) -> verified bytes summed over phones.
+    pub files: Vec<(String, String, u64, AtomicU64)>,
+    pub installed: AtomicU64,
+    pub roots: AtomicU64,
+    pub parents: AtomicU64,
+    pub children: AtomicU64,
+    pub fallbacks: AtomicU64,
+}
+
+/// A built lab: topology, loads, origin. Runs any mode on it, one after another.
+pub struct Lab {
+    cfg: LabConfig,
+    pub site: Site,
+    root: PathBuf,
+    manifests: Vec<(String, String, Manifest)>,
+    _origin: OriginGuard,
+    setup_s: f64,
+}
+
+enum OriginGuard {
+    Pfs(#[allow(dead_code)] crate::origin::OriginHandle),
+    Hpa(std::process::Child),
+}
+
+impl Drop for OriginGuard {
+    fn drop(&mut self) {
+        if let OriginGuard::Hpa(c) = self {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The load directory of `model` on the origin (also the cnf.xml's loadInformation).
+fn load_name(load: &str, model: &str) -> String {
+    format!("{load}.{model}")
+}
+
+fn mac_hex(i: usize) -> String {
+    phone_mac(i).iter().map(|b| format!("{b:02X}")).collect()
+}
+
+impl Lab {
+    /// Removes what a crashed run left, then builds the site, the loads and the origin.
+    pub fn build(cfg: LabConfig) -> Result<Lab, LabError> {
+        if cfg.phones == 0 || cfg.models.is_empty() {
+            return Err(LabError::Setup("need at least one phone and one model".into()));
+        }
+        let t0 = Instant::now();
+        for stale in crate::netns::sweep_stale() {
+            tracing::info!("removed stale namespace {stale} from an earlier run");
+        }
+        let site = Site::build(&SiteSpec {
+            phones: cfg.phones,
+            wan_kbit: Some((cfg.wan_mbit * 1000.0) as u32),
+            lan_kbit: cfg.lan_mbit.map(|m| (m * 1000.0) as u32),
+        })?;
+        // tmpfs when there is one: stores and the origin root stay in memory.
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let root = base.join(format!("pfs-lab-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let origin_root = root.join("origin");
+        let mut manifests = Vec::new();
+        for (m, model) in cfg.models.iter().enumerate() {
+            let tmp = origin_root.join(format!("tmp-{m}"));
+            let manifest = crate::manifest::synth_load(&tmp, cfg.seed + m as u64 * 101, None)
+                .map_err(|e| LabError::Setup(format!("synthesising the load: {e}")))?;
+            let dir = load_name(&manifest.load, model);
+            std::fs::rename(&tmp, origin_root.join(&dir)).map_err(setup("load dir"))?;
+            manifests.push((model.clone(), dir, manifest));
+        }
+        // tftpd-hpa drops privileges: let it read the tree.
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&root)
+            .status();
+        let origin = match cfg.origin {
+            OriginKind::Pfs => {
+                let root = origin_root.clone();
+                let h = site.hq.run(move || {
+                    crate::origin::spawn(crate::origin::OriginConfig {
+                        root,
+                        listen: (ORIGIN_ADDR, 69).into(),
+                        max_sessions: 1024,
+                        session: Default::default(),
+                    })
+                })?
+                .map_err(setup("pfs origin in hq"))?;
+                OriginGuard::Pfs(h)
+            }
+            OriginKind::TftpdHpa => {
+                let child = std::process::Command::new("ip")
+                    .args(["netns", "exec", site.hq.name(), "in.tftpd", "--foreground"])
+                    .args(["--listen", "--address", &format!("{ORIGIN_ADDR}:69"), "--secure"])
+                    .arg(&origin_root)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(setup("in.tftpd (apt-get install tftpd-hpa)"))?;
+                std::thread::sleep(Duration::from_millis(300));
+                OriginGuard::Hpa(child)
+            }
+        };
+        Ok(Lab {
+            cfg,
+            site,
+            root,
+            manifests,
+            _origin: origin,
+            setup_s: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    pub fn config(&self) -> &LabConfig {
+        &self.cfg
+    }
+
+    fn model_of(&self, i: usize) -> usize {
+        i % self.manifests.len()
+    }
+
+    /// Writes every phone's `SEP<MAC>.cnf.xml` for `mode` into its store, via the resolver.
+    fn configs(&self, mode: Mode, stores: &Path) -> Result<(), LabError> {
+        let site = SiteConfig {
+            enterprise: Level {
+                peer_firmware_sharing: Some(mode != Mode::Traditional),
+                load_server: Some(ORIGIN_ADDR.to_string()),
+                log_server: None,
+            },
+            profiles: BTreeMap::new(),
+            devices: (0..self.cfg.phones)
+                .map(|i| Device {
+                    mac: mac_hex(i),
+                    model: self.manifests[self.model_of(i)].0.clone(),
+                    profile: None,
+                    load: None,
+                    settings: Level::default(),
+                })
+                .collect(),
+            loads: self
+                .manifests
+                .iter()
+                .map(|(model, dir, _)| (model.clone(), dir.clone()))
+                .collect(),
+        };
+        for (i, (name, xml)) in site.render_all().into_iter().enumerate() {
+            let dir = stores.join(format!("phone{i}"));
+            std::fs::create_dir_all(&dir).map_err(setup(dir.display()))?;
+            std::fs::write(dir.join(name), xml).map_err(setup("cnf.xml"))?;
+        }
+        Ok(())
+    }
+
+    /// Upgrades every phone in `mode` from empty stores; returns the report.
+    pub fn run(&self, mode: Mode, progress: Option<Arc<Progress>>) -> Result<LabReport, LabError> {
+        let stores = self.root.join(format!("stores-{mode:?}"));
+        let _ = std::fs::remove_dir_all(&stores);
+        self.configs(mode, &stores)?;
+        let wan0 = self.site.wan_tx_bytes()?;
+        let cores = engine::cores().min(self.cfg.phones).max(1);
+        let start = Instant::now();
+        let deadline = start + self.cfg.deadline;
+        let mut threads = Vec::new();
+        for core in 0..cores {
+            let phones: Vec<(usize, String, Ipv4Addr)> = (core..self.cfg.phones)
+                .step_by(cores)
+                .map(|i| {
+                    (
+                        i,
+                        self.site.phones[i].name().to_owned(),
+                        self.site.phone_addrs[i],
+                    )
+                })
+                .collect();
+            let stores = stores.clone();
+            let cfg = self.cfg.clone();
+            let progress = progress.clone();
+            let models: Vec<(String, Manifest)> = self
+                .manifests
+                .iter()
+                .map(|(m, _, man)| (m.clone(), man.clone()))
+                .collect();
+            threads.push(std::thread::spawn(move || {
+                engine::pin_to_core(core);
+                run_core(&cfg, mode, &phones, &stores, deadline, &models, progress)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in threads {
+            results.extend(
+                t.join()
+                    .map_err(|_| LabError::Setup("a core thread panicked".into()))??,
+            );
+        }
+        let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
+        Ok(self.summarise(mode, start, results, wan_link_bytes, &stores))
+    }
+
+    fn summarise(
+        &self,
+        mode: Mode,
+        start: Instant,
+        results: Vec<(usize, PeerReport, Option<Instant>)>,
+        wan_link_bytes: u64,
+        stores: &Path,
+    ) -> LabReport {
+        let load_bytes = self.manifests[0].2.load_bytes();
+        let models = self.manifests.len() as u32;
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        let mut completions = Vec::new();
+        let mut corrupt = 0;
+        let mut roots: BTreeMap<String, u32> = BTreeMap::new();
+        let mut trees: BTreeMap<String, Vec<TreeNode>> = BTreeMap::new();
+        let (mut max_children, mut max_depth, mut fallbacks, mut wan) = (0, 0, 0, 0);
+        let (mut zc_sends, mut zc_copied) = (0, 0);
+        let mut backend = String::new();
+        for (i, r, done) in &results {
+            if let Some(at) = done {
+                let s = at.duration_since(start).as_secs_f64();
+                completions.push(s);
+                let _ = hist.record(((s * 1e6) as u64).max(1));
+                // Verify what the phone installed against its manifest, independently.
+                let (_, _, m) = &self.manifests[self.model_of(*i)];
+                let dir = crate::store::Store::new(&stores.join(format!("phone{i}"))).load_dir(&m.load);
+                if m.verify_dir(&dir).is_err() {
+                    corrupt += 1;
+                }
+            }
+            backend = r.engine.backend.to_owned();
+            zc_sends += r.engine.zc_sends;
+            zc_copied += r.engine.zc_copied;
+            for f in &r.files {
+                let h = format!("{}/{}", r.model, f.file);
+                if f.role == "root" {
+                    *roots.entry(h.clone()).or_default() += 1;
+                }
+                max_children = max_children.max(f.max_children as u32);
+                max_depth = max_depth.max(u32::from(f.depth));
+                fallbacks += f.fallbacks;
+                wan += f.origin_bytes;
+                trees.entry(h).or_default().push(TreeNode {
+                    phone: r.peer,
+                    parent: f.parent.filter(|_| f.role == "member"),
+                    depth: f.depth,
+                    role: f.role.clone(),
+                });
+            }
+        }
+        let q = |p: f64| {
+            if hist.is_empty() {
+                0.0
+            } else {
+                hist.value_at_quantile(p) as f64 / 1e6
+            }
+        };
+        let wan_rate = self.cfg.wan_mbit * 1e6 / 8.0;
+        LabReport {
+            mode,
+            phones: self.cfg.phones as u32,
+            completed: completions.len() as u32,
+            corrupt_installs: corrupt,
+            origin_fallbacks: fallbacks,
+            roots_max: roots.values().copied().max().unwrap_or(0),
+            max_children,
+            max_depth,
+            wan_bytes: wan,
+            wan_link_bytes,
+            load_bytes,
+            models,
+            makespan_s: completions.iter().copied().fold(0.0, f64::max),
+            limit_s: f64::from(models) * load_bytes as f64 / wan_rate,
+            completion_p50_s: q(0.5),
+            completion_p90_s: q(0.9),
+            completion_p99_s: q(0.99),
+            completion_max_s: q(1.0),
+            setup_s: self.setup_s,
+            wan_mbit: self.cfg.wan_mbit,
+            lan_mbit: self.cfg.lan_mbit,
+            backend,
+            zc_sends,
+            zc_copied,
+            trees,
+            completions,
+        }
+    }
+
+    /// Live counters for `run`, one bar per (model, file).
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::new(Progress {
+            files: self
+                .manifests
+                .iter()
+                .enumerate()
+                .flat_map(|(m, (model, _, man))| {
+                    let phones = (m..self.cfg.phones).step_by(self.manifests.len()).count() as u64;
+                    man.files.iter().map(move |f| {
+                        (model.clone(), f.name.clone(), f.size * phones, AtomicU64::new(0))
+                    })
+                })
+                .collect(),
+            installed: AtomicU64::new(0),
+            roots: AtomicU64::new(0),
+            parents: AtomicU64::new(0),
+            children: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        })
+    }
+}
+
+/// One core: its share of the phones on one reactor, until all are installed or the deadline.
+fn run_core(
+    cfg: &LabConfig,
+    mode: Mode,
+    phones: &[(usize, String, Ipv4Addr)],
+    stores: &Path,
+    deadline: Instant,
+    models: &[(String, Manifest)],
+    progress: Option<Arc<Progress>>,
+) -> Result<Vec<(usize, PeerReport, Option<Instant>)>, LabError> {
+    let mut host = Host::new(cfg.backend, Limits::default())?;
+    let mut index = Vec::new();
+    for (i, ns, _) in phones {
+        let store = stores.join(format!("phone{i}"));
+        let cnf = crate::phoneconfig::parse_cnf_xml(
+            &std::fs::read(store.join(format!("SEP{}.cnf.xml", mac_hex(*i))))
+                .map_err(setup("cnf.xml"))?,
+        )
+        .map_err(|e| LabError::Setup(format!("cnf.xml: {e}")))?;
+        let (model, _) = &models[i % models.len()];
+        let load = cnf
+            .load_information
+            .ok_or_else(|| LabError::Setup(format!("phone {i}: no load in its cnf.xml")))?;
+        let server = cnf.load_server.unwrap_or_else(|| ORIGIN_ADDR.to_string());
+        let opts = PeerOptions {
+            iface: PHONE_IFACE.into(),
+            model: model.clone(),
+            source: Source::Origin(format!("tftp://{server}/{load}")),
+            store,
+            mode: if cnf.peer_firmware_sharing {
+                mode
+            } else {
+                Mode::Traditional
+            },
+            fanout: cfg.fanout,
+            backend: cfg.backend,
+            public_key: None,
+            tftp: Default::default(),
+            linger: None,
+            deadline: None,
+            seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add(*i as u64),
+            port: pfs_common::PFS_PORT,
+        };
+        let place = Place::Netns(ns.clone());
+        let prepared = Prepared::new(&opts, &place)?;
+        host.add(opts, prepared, place)?;
+        index.push(*i);
+    }
+    let mut done_at: Vec<Option<Instant>> = vec![None; phones.len()];
+    let mut last_progress = Instant::now();
+    let mut published = Vec::new();
+    host.run(|peers| {
+        let now = Instant::now();
+        for (k, p) in peers.iter().enumerate() {
+            if done_at[k].is_none() && p.is_installed() {
+                done_at[k] = Some(now);
+                if let Some(pr) = &progress {
+                    pr.installed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(pr) = &progress
+            && now.duration_since(last_progress) >= Duration::from_millis(100)
+        {
+            last_progress = now;
+            publish(pr, peers, &mut published);
+        }
+        done_at.iter().all(Option::is_some) || now >= deadline
+    })?;
+    if let Some(pr) = &progress {
+        publish(pr, &host.peers, &mut published);
+    }
+    let reports = host.reports();
+    host.close();
+    Ok(index
+        .into_iter()
+        .zip(reports)
+        .zip(done_at)
+        .map(|((i, r), d)| (i, r, d))
+        .collect())
+}
+
+/// Adds this core's share to the shared counters (each core owns disjoint phones, so it
+/// publishes the change since what it published last).
+fn publish(pr: &Progress, peers: &[crate::peer::Peer], last: &mut Vec<u64>) {
+    let n = pr.files.len();
+    let mut now = vec![0u64; n + 4];
+    for p in peers {
+        let s = p.progress();
+        for (file, bytes) in &s.files {
+            if let Some(k) = pr
+                .files
+                .iter()
+                .position(|(m, f, _, _)| m == s.model && f == file)
+            {
+                now[k] += bytes;
+            }
+        }
+        now[n] += s.roots;
+        now[n + 1] += s.parents;
+        now[n + 2] += s.children;
+        now[n + 3] += s.fallbacks;
+    }
+    last.resize(n + 4, 0);
+    let slots = pr
+        .files
+        .iter()
+        .map(|f| &f.3)
+        .chain([&pr.roots, &pr.parents, &pr.children, &pr.fallbacks]);
+    for ((slot, v), prev) in slots.zip(&now).zip(last.iter()) {
+        if *v >= *prev {
+            slot.fetch_add(v - prev, Ordering::Relaxed);
+        } else {
+            slot.fetch_sub(prev - v, Ordering::Relaxed);
+        }
+    }
+    *last = now;
+}
+
+/// `report.md` for one or more runs on the same topology.
+pub fn render_markdown(runs: &[LabReport]) -> String {
+    let mut s = String::from("# pfs lab report\n\n");
+    if let Some(r) = runs.first() {
+        s.push_str(&format!(
+            "{} phones, {} model(s), load {:.1} MB, WAN {} Mbit/s, phone links {}, backend {}.\n\n",
+            r.phones,
+            r.models,
+            r.load_bytes as f64 / 1e6,
+            r.wan_mbit,
+            r.lan_mbit.map_or("unshaped".into(), |m| format!("{m} Mbit/s")),
+            r.backend
+        ));
+    }
+    s.push_str("| mode | completed | makespan s | x limit | p50 s | p90 s | p99 s | WAN firmware MB | x models x load | WAN link MB | roots/hierarchy | max children | max depth | fallbacks | corrupt |\n");
+    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for r in runs {
+        s.push_str(&format!(
+            "| {:?} | {}/{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.3} | {:.1} | {} | {} | {} | {} | {} |\n",
+            r.mode,
+            r.completed,
+            r.phones,
+            r.makespan_s,
+            r.makespan_s / r.limit_s,
+            r.completion_p50_s,
+            r.completion_p90_s,
+            r.completion_p99_s,
+            r.wan_bytes as f64 / 1e6,
+            r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
+            r.wan_link_bytes as f64 / 1e6,
+            r.roots_max,
+            r.max_children,
+            r.max_depth,
+            r.origin_fallbacks,
+            r.corrupt_installs
+        ));
+    }
+    if let Some(base) = runs.iter().find(|r| r.mode == Mode::Traditional) {
+        s.push('\n');
+        for r in runs.iter().filter(|r| r.mode != Mode::Traditional) {
+            s.push_str(&format!(
+                "- {:?} finishes {:.1}x sooner than traditional and sends {:.1}x fewer firmware bytes over the WAN.\n",
+                r.mode,
+                base.makespan_s / r.makespan_s.max(1e-9),
+                base.wan_bytes as f64 / r.wan_bytes.max(1) as f64
+            ));
+        }
+    }
+    s.push_str("\n![completion CDF](cdf.svg)\n\n![WAN bytes](wan.svg)\n\n![tree](tree.svg)\n");
+    s
+}
+
+const COLORS: [&str; 3] = ["#1f77b4", "#ff7f0e", "#2ca02c"];
+
+/// Completion-time CDF per mode.
+pub fn svg_cdf(runs: &[LabReport]) -> String {
+    let (w, h, m) = (640.0, 360.0, 50.0);
+    let tmax = runs
+        .iter()
+        .flat_map(|r| r.completions.iter().copied())
+        .fold(1e-3, f64::max);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<line x1="{m}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{y0}" stroke="black"/>
+<text x="{cx}" y="{ty}" text-anchor="middle">completion time (s), max {tmax:.1}</text>
+<text x="12" y="{cy}" transform="rotate(-90 12 {cy})" text-anchor="middle">phones done (fraction)</text>
+"#,
+        y0 = h - m,
+        x1 = w - m,
+        cx = w / 2.0,
+        ty = h - 12.0,
+        cy = h / 2.0
+    );
+    for (k, r) in runs.iter().enumerate() {
+        let mut c = r.completions.clone();
+        c.sort_by(f64::total_cmp);
+        let n = r.phones.max(1) as f64;
+        let pts: Vec<String> = c
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let x = m + t / tmax * (w - 2.0 * m);
+                let y = h - m - (i + 1) as f64 / n * (h - 2.0 * m);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        let color = COLORS[k % COLORS.len()];
+        s.push_str(&format!(
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>
+<text x="{}" y="{}" fill="{color}">{:?}</text>
+"#,
+            pts.join(" "),
+            w - m - 140.0,
+            m + 16.0 * k as f64,
+            r.mode
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// WAN bytes per mode, in units of one load per model.
+pub fn svg_wan(runs: &[LabReport]) -> String {
+    let (w, h, m) = (640.0, 300.0, 50.0);
+    let ratio = |r: &LabReport| r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64);
+    let max = runs.iter().map(ratio).fold(1.0, f64::max);
+    let bw = (w - 2.0 * m) / runs.len().max(1) as f64;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{cx}" y="20" text-anchor="middle">firmware bytes over the WAN, in loads per model</text>
+"#,
+        cx = w / 2.0
+    );
+    for (k, r) in runs.iter().enumerate() {
+        let v = ratio(r);
+        let bh = v / max * (h - 2.0 * m);
+        let x = m + k as f64 * bw + 10.0;
+        s.push_str(&format!(
+            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{v:.2}x</text>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{:?}</text>
+"#,
+            h - m - bh,
+            bw - 20.0,
+            COLORS[k % COLORS.len()],
+            x + (bw - 20.0) / 2.0,
+            h - m - bh - 4.0,
+            x + (bw - 20.0) / 2.0,
+            h - m + 16.0,
+            r.mode
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The first hierarchy's tree, one row per depth.
+pub fn svg_tree(r: &LabReport) -> String {
+    let Some((name, nodes)) = r.trees.iter().next() else {
+        return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>\n".into();
+    };
+    let mut rows: BTreeMap<u8, Vec<&TreeNode>> = BTreeMap::new();
+    for n in nodes {
+        rows.entry(if n.parent.is_some() { n.depth } else { 0 })
+            .or_default()
+            .push(n);
+    }
+    let widest = rows.values().map(Vec::len).max().unwrap_or(1).max(1);
+    let (w, dy) = ((widest as f64 * 28.0).max(400.0) + 40.0, 60.0);
+    let h = (rows.len() as f64 + 1.0) * dy;
+    let mut pos: BTreeMap<Ipv4Addr, (f64, f64)> = BTreeMap::new();
+    for (row, ns) in rows.values().enumerate() {
+        for (i, n) in ns.iter().enumerate() {
+            let x = 20.0 + (i as f64 + 0.5) * (w - 40.0) / ns.len() as f64;
+            pos.insert(n.phone, (x, 30.0 + row as f64 * dy));
+        }
+    }
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="9">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="14" font-size="12">{name} ({:?})</text>
+"#,
+        r.mode
+    );
+    for n in nodes {
+        if let (Some(p), Some(&(x, y))) = (n.parent, pos.get(&n.phone))
+            && let Some(&(px, py)) = pos.get(&p)
+        {
+            s.push_str(&format!(
+                r##"<line x1="{px:.1}" y1="{py:.1}" x2="{x:.1}" y2="{y:.1}" stroke="#999"/>
+"##
+            ));
+        }
+    }
+    for n in nodes {
+        if let Some(&(x, y)) = pos.get(&n.phone) {
+            let fill = if n.role == "root" { "#d62728" } else { "#1f77b4" };
+            s.push_str(&format!(
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{fill}"><title>{} {}</title></circle>
+"#,
+                n.phone, n.role
+            ));
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Text drawing of every hierarchy's tree (`--tree`).
+pub fn text_trees(r: &LabReport) -> String {
+    let mut out = String::new();
+    for (name, nodes) in &r.trees {
+        out.push_str(&format!("{name}\n"));
+        let kids = |p: Option<Ipv4Addr>| -> Vec<&TreeNode> {
+            let mut v: Vec<&TreeNode> = nodes.iter().filter(|n| n.parent == p).collect();
+            v.sort_by_key(|n| n.phone);
+            v
+        };
+        let mut stack: Vec<(&TreeNode, usize)> = kids(None)
+            .into_iter()
+            .filter(|n| n.role == "root" || n.role == "fallback" || n.role == "traditional")
+            .map(|n| (n, 0))
+            .collect();
+        let mut shown = 0;
+        while let Some((n, d)) = stack.pop() {
+            shown += 1;
+            if shown > 10_000 {
+                break; // bounded even if reports disagree
+            }
+            out.push_str(&format!("{}{} ({})\n", "  ".repeat(d + 1), n.phone, n.role));
+            for k in kids(Some(n.phone)).into_iter().rev() {
+                if d < 255 {
+                    stack.push((k, d + 1));
+                }
+            }
+        }
+    }
+    out
+}
