@@ -192,7 +192,9 @@ impl Lab {
     /// Removes what a crashed run left, then builds the site, the loads and the origin.
     pub fn build(cfg: LabConfig) -> Result<Lab, LabError> {
         if cfg.phones == 0 || cfg.models.is_empty() {
-            return Err(LabError::Setup("need at least one phone and one model".into()));
+            return Err(LabError::Setup(
+                "need at least one phone and one model".into(),
+            ));
         }
         let t0 = Instant::now();
         for stale in crate::netns::sweep_stale() {
@@ -229,21 +231,28 @@ impl Lab {
         let origin = match cfg.origin {
             OriginKind::Pfs => {
                 let root = origin_root.clone();
-                let h = site.hq.run(move || {
-                    crate::origin::spawn(crate::origin::OriginConfig {
-                        root,
-                        listen: (ORIGIN_ADDR, 69).into(),
-                        max_sessions: 1024,
-                        session: Default::default(),
-                    })
-                })?
-                .map_err(setup("pfs origin in hq"))?;
+                let h = site
+                    .hq
+                    .run(move || {
+                        crate::origin::spawn(crate::origin::OriginConfig {
+                            root,
+                            listen: (ORIGIN_ADDR, 69).into(),
+                            max_sessions: 1024,
+                            session: Default::default(),
+                        })
+                    })?
+                    .map_err(setup("pfs origin in hq"))?;
                 OriginGuard::Pfs(h)
             }
             OriginKind::TftpdHpa => {
                 let child = std::process::Command::new("ip")
                     .args(["netns", "exec", site.hq.name(), "in.tftpd", "--foreground"])
-                    .args(["--listen", "--address", &format!("{ORIGIN_ADDR}:69"), "--secure"])
+                    .args([
+                        "--listen",
+                        "--address",
+                        &format!("{ORIGIN_ADDR}:69"),
+                        "--secure",
+                    ])
                     .arg(&origin_root)
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -373,7 +382,8 @@ impl Lab {
                 let _ = hist.record(((s * 1e6) as u64).max(1));
                 // Verify what the phone installed against its manifest, independently.
                 let (_, _, m) = &self.manifests[self.model_of(*i)];
-                let dir = crate::store::Store::new(&stores.join(format!("phone{i}"))).load_dir(&m.load);
+                let dir =
+                    crate::store::Store::new(&stores.join(format!("phone{i}"))).load_dir(&m.load);
                 if m.verify_dir(&dir).is_err() {
                     corrupt += 1;
                 }
@@ -446,7 +456,12 @@ impl Lab {
                 .flat_map(|(m, (model, _, man))| {
                     let phones = (m..self.cfg.phones).step_by(self.manifests.len()).count() as u64;
                     man.files.iter().map(move |f| {
-                        (model.clone(), f.name.clone(), f.size * phones, AtomicU64::new(0))
+                        (
+                            model.clone(),
+                            f.name.clone(),
+                            f.size * phones,
+                            AtomicU64::new(0),
+                        )
                     })
                 })
                 .collect(),
@@ -563,11 +578,11 @@ fn publish(pr: &Progress, peers: &[crate::peer::Peer], last: &mut Vec<u64>) {
         now[n + 3] += s.fallbacks;
     }
     last.resize(n + 4, 0);
-    let slots = pr
-        .files
-        .iter()
-        .map(|f| &f.3)
-        .chain([&pr.roots, &pr.parents, &pr.children, &pr.fallbacks]);
+    let slots =
+        pr.files
+            .iter()
+            .map(|f| &f.3)
+            .chain([&pr.roots, &pr.parents, &pr.children, &pr.fallbacks]);
     for ((slot, v), prev) in slots.zip(&now).zip(last.iter()) {
         if *v >= *prev {
             slot.fetch_add(v - prev, Ordering::Relaxed);
@@ -588,7 +603,8 @@ pub fn render_markdown(runs: &[LabReport]) -> String {
             r.models,
             r.load_bytes as f64 / 1e6,
             r.wan_mbit,
-            r.lan_mbit.map_or("unshaped".into(), |m| format!("{m} Mbit/s")),
+            r.lan_mbit
+                .map_or("unshaped".into(), |m| format!("{m} Mbit/s")),
             r.backend
         ));
     }
@@ -756,7 +772,11 @@ pub fn svg_tree(r: &LabReport) -> String {
     }
     for n in nodes {
         if let Some(&(x, y)) = pos.get(&n.phone) {
-            let fill = if n.role == "root" { "#d62728" } else { "#1f77b4" };
+            let fill = if n.role == "root" {
+                "#d62728"
+            } else {
+                "#1f77b4"
+            };
             s.push_str(&format!(
                 r#"<circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{fill}"><title>{} {}</title></circle>
 "#,

@@ -394,10 +394,14 @@ enum XdpCommand {
 }
 
 fn init_tracing(cli: &Cli) {
+    let lab = matches!(cli.command, Command::Lab(_));
     let default = if cli.quiet {
         "error"
     } else {
         match cli.verbose {
+            // A lab's hundreds of phones would bury the progress display in per-phone
+            // warnings (TFTP retries of the traditional run); -v shows them.
+            0 if lab => "warn,pfs::peer=error",
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -563,11 +567,16 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             cfg.phones,
             cfg.models.join(", "),
             cfg.wan_mbit,
-            cfg.lan_mbit.map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
+            cfg.lan_mbit
+                .map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
         );
     }
     let lab = Lab::build(cfg)?;
-    let _xdp = if a.xdp { Some(LabXdp::attach(&lab)) } else { None };
+    let _xdp = if a.xdp {
+        Some(LabXdp::attach(&lab))
+    } else {
+        None
+    };
     let modes = if a.compare {
         vec![Mode::Traditional, Mode::StoreAndForward, Mode::Pipelined]
     } else {
@@ -663,7 +672,11 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(dir.join("report.md"), pfs::lab::render_markdown(&runs))?;
         std::fs::write(dir.join("cdf.svg"), pfs::lab::svg_cdf(&runs))?;
         std::fs::write(dir.join("wan.svg"), pfs::lab::svg_wan(&runs))?;
-        if let Some(r) = runs.iter().rfind(|r| r.mode != Mode::Traditional).or(runs.last()) {
+        if let Some(r) = runs
+            .iter()
+            .rfind(|r| r.mode != Mode::Traditional)
+            .or(runs.last())
+        {
             std::fs::write(dir.join("tree.svg"), pfs::lab::svg_tree(r))?;
         }
         if show {
@@ -677,7 +690,11 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     if show {
         eprintln!("tearing down the site ...");
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// XDP on every phone's port for the lab's lifetime.
@@ -757,7 +774,10 @@ fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
             r.completion_p50_s,
             r.completion_p99_s,
             r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
-            base.map_or("-".into(), |b| format!("{:.1}x", b / r.makespan_s.max(1e-9)))
+            base.map_or("-".into(), |b| format!(
+                "{:.1}x",
+                b / r.makespan_s.max(1e-9)
+            ))
         );
     }
 }

@@ -418,6 +418,9 @@ impl Prepared {
                 &std::ffi::OsString::from(&opts.iface),
             )
             .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
+            // DSCP CS6 (network control): where the LAN honours it, adverts are not the packets
+            // dropped behind bulk chunk traffic.
+            let _ = nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4Tos, &0xc0);
             let listener = TcpListener::bind(SocketAddrV4::new(me, opts.port))
                 .map_err(io_err(format!("TCP {me}:{}", opts.port)))?;
             Ok(Prepared {
@@ -447,7 +450,13 @@ impl Peer {
         let prepared = Prepared::new(&opts, &Place::Here)?;
         let reactor = engine::open(opts.backend, Limits::default())
             .map_err(io_err(format!("engine {:?}", opts.backend)))?;
-        Peer::start(opts, prepared, Rc::new(RefCell::new(reactor)), 1, Place::Here)
+        Peer::start(
+            opts,
+            prepared,
+            Rc::new(RefCell::new(reactor)),
+            1,
+            Place::Here,
+        )
     }
 
     /// Starts phone number `slot` (>= 1) on a shared reactor.
@@ -644,7 +653,11 @@ impl Peer {
             .next()
             .map(|k| k.0)
             .into_iter()
-            .chain(self.files.iter().filter_map(|f| f.origin.as_ref()?.deadline))
+            .chain(
+                self.files
+                    .iter()
+                    .filter_map(|f| f.origin.as_ref()?.deadline),
+            )
             .min()
             .unwrap_or(now + 200_000);
         Ok(self.start + Duration::from_micros(next))
@@ -762,7 +775,11 @@ impl Peer {
     /// ports are free the moment the phone stops (a ring's teardown would otherwise hold them).
     pub fn close_all(&mut self) {
         let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
-        tokens.extend(self.files.iter().filter_map(|f| f.origin.as_ref().map(|o| o.token)));
+        tokens.extend(
+            self.files
+                .iter()
+                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
+        );
         tokens.extend([self.base | UDP_TOKEN, self.base | LISTEN_TOKEN]);
         let mut r = self.reactor.borrow_mut();
         for t in tokens {
@@ -1126,7 +1143,11 @@ impl Peer {
         };
         match m.encode() {
             Ok(bytes) => {
-                if let Err(e) = self.reactor.borrow_mut().send_to(self.base | UDP_TOKEN, SocketAddr::V4(to), &bytes) {
+                if let Err(e) = self.reactor.borrow_mut().send_to(
+                    self.base | UDP_TOKEN,
+                    SocketAddr::V4(to),
+                    &bytes,
+                ) {
                     debug!("datagram to {to}: {e}");
                 }
             }
@@ -1506,8 +1527,10 @@ impl Peer {
             fallbacks: 0,
         };
         for (f, x) in self.files.iter().zip(&self.phone.hierarchies) {
-            p.files
-                .push((&f.entry.name, (u64::from(x.verified) * cs).min(f.entry.size)));
+            p.files.push((
+                &f.entry.name,
+                (u64::from(x.verified) * cs).min(f.entry.size),
+            ));
             p.roots += u64::from(x.role == Role::Root);
             p.parents += u64::from(x.children().next().is_some());
             p.children += u64::from(x.role == Role::Member && x.parent.is_some());
@@ -1538,7 +1561,12 @@ impl Host {
     }
 
     /// Adds a prepared phone to this host.
-    pub fn add(&mut self, opts: PeerOptions, prepared: Prepared, place: Place) -> Result<(), PeerError> {
+    pub fn add(
+        &mut self,
+        opts: PeerOptions,
+        prepared: Prepared,
+        place: Place,
+    ) -> Result<(), PeerError> {
         let slot = self.peers.len() as u64 + 1;
         let p = Peer::start(opts, prepared, self.reactor.clone(), slot, place)?;
         self.peers.push(p);

@@ -333,6 +333,8 @@ pub struct Hierarchy {
     orphan_since: Option<Time>,
     lag_since: Option<Time>,
     last_rx: Time,
+    /// When the verified prefix last grew (data that reached us through the tree).
+    last_progress: Time,
     /// Since when the stall probes have gone unanswered.
     starved_since: Option<Time>,
     /// The root's verified chunk count, from its adverts.
@@ -421,6 +423,7 @@ impl Phone {
                 orphan_since: None,
                 lag_since: None,
                 last_rx: 0,
+                last_progress: 0,
                 starved_since: None,
                 root_verified: 0,
                 excludes: Excludes::default(),
@@ -970,6 +973,7 @@ impl Phone {
         if index != x.verified {
             return; // duplicate after a re-attach
         }
+        x.last_progress = now;
         self.verified_one(cfg, i, out);
         // A phone whose own link is the bottleneck cannot blame its parent for the lag.
         let own_link_ok = self.link_kbit >= cfg.leaf_below_kbit;
@@ -1093,7 +1097,12 @@ impl Phone {
         for i in 0..self.hierarchies.len() {
             let x = &mut self.hierarchies[i];
             match x.role {
-                Role::Member if now.saturating_sub(x.root_seen_at) > cfg.root_timeout => {
+                // A member still fed by its parent has a live tree: on a saturated link the
+                // root's adverts are what gets dropped, not the data (seen in `pfs lab`).
+                Role::Member
+                    if now.saturating_sub(x.root_seen_at) > cfg.root_timeout
+                        && now.saturating_sub(x.last_progress) > cfg.root_timeout =>
+                {
                     // Root presumed dead: re-elect. Phones holding more data claim stronger.
                     if let Some(dead) = x.best.take() {
                         Self::exclude(x, dead.peer, Exclusion::Dead);
@@ -1170,5 +1179,146 @@ impl Phone {
             kind: TimerKind::Watchdog,
             at: now + cfg.watchdog,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member fed by its parent keeps its tree although the root's adverts stop arriving
+    /// (a saturated uplink drops them, seen in `pfs lab`); once the data stops too, the root
+    /// is presumed dead and the member re-elects.
+    #[test]
+    fn a_fed_member_outlives_lost_adverts_but_not_a_dead_tree() {
+        let cfg = Config::default();
+        let mut p = Phone::new(
+            2,
+            100_000,
+            9,
+            &[HierarchySpec {
+                id: 0,
+                chunks: 1000,
+            }],
+        );
+        let mut out = Vec::new();
+        p.handle(&cfg, 0, Event::Boot, &mut out);
+        let root = Claim {
+            tier: Tier::Confirmed,
+            strength: u64::MAX,
+            peer: 7,
+            xid: 77,
+        };
+        let advert = Msg::Advert {
+            h: 0,
+            claim: root,
+            seq: 9,
+            verified: 1000,
+        };
+        p.handle(
+            &cfg,
+            1_000,
+            Event::Recv {
+                from: 7,
+                msg: advert,
+            },
+            &mut out,
+        );
+        p.handle(
+            &cfg,
+            300_000,
+            Event::Timer {
+                h: 0,
+                kind: TimerKind::Join,
+            },
+            &mut out,
+        );
+        let accept = Msg::Accept {
+            h: 0,
+            xid: 77,
+            parent: 7,
+            depth: 1,
+        };
+        p.handle(
+            &cfg,
+            301_000,
+            Event::Recv {
+                from: 7,
+                msg: accept,
+            },
+            &mut out,
+        );
+        assert_eq!(p.hierarchies[0].role, Role::Member);
+        assert_eq!(p.hierarchies[0].parent, Some(7));
+        // Ten seconds of chunks every 100 ms and the watchdog every 500 ms; no advert at all.
+        let mut now = 301_000;
+        for k in 0..100u32 {
+            now += 100_000;
+            // A pipelined parent just ahead of us (not a slow one sitting on data).
+            let chunk = Msg::Chunk {
+                h: 0,
+                index: k,
+                have: k + 1,
+                ok: true,
+            };
+            p.handle(
+                &cfg,
+                now,
+                Event::Recv {
+                    from: 7,
+                    msg: chunk,
+                },
+                &mut out,
+            );
+            if k % 5 == 0 {
+                out.clear();
+                p.handle(
+                    &cfg,
+                    now,
+                    Event::Timer {
+                        h: 0,
+                        kind: TimerKind::Watchdog,
+                    },
+                    &mut out,
+                );
+                assert!(
+                    !out.iter().any(|a| matches!(
+                        a,
+                        Action::Timer {
+                            kind: TimerKind::Claim,
+                            ..
+                        }
+                    )),
+                    "re-elected while fed, at {now}"
+                );
+            }
+        }
+        assert_eq!(p.hierarchies[0].role, Role::Member);
+        assert_eq!(p.hierarchies[0].verified, 100);
+        // Now nothing at all: within root_timeout plus a watchdog period it re-elects.
+        let mut claimed = false;
+        for _ in 0..10 {
+            now += cfg.watchdog;
+            out.clear();
+            p.handle(
+                &cfg,
+                now,
+                Event::Timer {
+                    h: 0,
+                    kind: TimerKind::Watchdog,
+                },
+                &mut out,
+            );
+            claimed |= out.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Timer {
+                        kind: TimerKind::Claim,
+                        ..
+                    }
+                )
+            });
+        }
+        assert!(claimed, "a dead tree must trigger a re-election");
     }
 }

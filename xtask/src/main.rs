@@ -46,7 +46,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Setup, build, then run the main demo.
+    /// Setup, build (release), then run the main job: `pfs lab --compare` on its defaults
+    /// (extra arguments go to `pfs lab`).
+    Lab {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, then the XDP demo (counts exact broadcasts on a veth).
     Demo,
     /// Setup, then run a benchmark from benches/ in release mode.
     Bench {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup(),
         Cmd::Test { args } => setup().and_then(|()| test(&args)),
+        Cmd::Lab { args } => setup().and_then(|()| lab(&args)),
         Cmd::Demo => setup().and_then(|()| demo()),
         Cmd::Bench { args } => setup().and_then(|()| bench(&args)),
     };
@@ -274,6 +281,18 @@ fn demo() -> Result<()> {
     if !is_root() {
         bail!("the demo builds network namespaces and attaches XDP: run it as root");
     }
+    run(&mut cmd)
+}
+
+fn lab(args: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("pfs lab builds network namespaces: run it as root");
+    }
+    run(&mut cargo(&["build", "--release", "--package", "pfs"]))?;
+    let mut cmd = Command::new(root().join("target/release/pfs"));
+    cmd.args(["lab", "--compare", "--report"])
+        .arg(root().join("target/lab-report"))
+        .args(args);
     run(&mut cmd)
 }
 

@@ -1,0 +1,67 @@
+//! `pfs lab` end to end: 50 virtual phones of 2 models in their own namespaces, pipelined, on
+//! a shaped WAN. Every phone must install a verified load, each hierarchy must have one root,
+//! no phone more than 2 children, and the WAN must carry the firmware about once per model.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn fifty_phones_two_models_pipelined() {
+    if !common::privileged("pfs lab") || !common::tool("tc") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
+        .args(["lab", "--phones", "50", "--models", "CP-7961G,CP-7941G"])
+        .args([
+            "--wan-mbit",
+            "50",
+            "--lan-mbit",
+            "100",
+            "--mode",
+            "pipelined",
+        ])
+        .args(["--json", "--deadline-s", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pfs lab");
+    let pid = out.id();
+    let out = out.wait_with_output().expect("pfs lab output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pfs lab failed:\n{stdout}\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(r["phones"], 50);
+    assert_eq!(r["completed"], 50, "{r}");
+    assert_eq!(r["corrupt_installs"], 0, "{r}");
+    assert_eq!(r["roots_max"], 1, "one root per hierarchy: {r}");
+    assert!(r["max_children"].as_u64().unwrap() <= 2, "{r}");
+    let (wan, load, models) = (
+        r["wan_bytes"].as_f64().unwrap(),
+        r["load_bytes"].as_f64().unwrap(),
+        r["models"].as_f64().unwrap(),
+    );
+    assert_eq!(models, 2.0);
+    assert!(
+        wan <= 1.02 * models * load,
+        "WAN firmware bytes {wan} > 1.02 x {models} x {load}"
+    );
+    // Measured on the link too: firmware, manifests, headers; bounded, and it did carry the loads.
+    let link = r["wan_link_bytes"].as_f64().unwrap();
+    assert!(link >= models * load && link <= 1.2 * models * load, "{r}");
+    // Nothing left behind: the lab's namespaces are gone.
+    let left = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("pfs{pid}-"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "namespaces left behind");
+}
