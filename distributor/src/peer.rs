@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::{
     election::Claim,
@@ -34,7 +34,7 @@ use crate::{
     store::{Partial, Store},
     tftp::{
         self,
-        client::{ClientAction, ClientConfig, ClientSession},
+        client::{ClientAction, ClientConfig, ClientError, ClientSession},
     },
     tree::Exclusion,
     wire::{self, HierarchyKey, Message, Tier},
@@ -112,6 +112,14 @@ pub struct FileReport {
     pub peer_bytes: u64,
     pub corrupt_chunks: u64,
     pub fallbacks: u32,
+    /// Times this phone, as a member, presumed its root dead and re-elected.
+    pub roots_lost: u32,
+    /// Origin transfers the server refused with a TFTP error (busy, not found, ...).
+    pub origin_refused: u32,
+    /// Origin transfers abandoned after the retransmissions ran out.
+    pub origin_timeouts: u32,
+    /// Origin transfers that broke the protocol.
+    pub origin_errors: u32,
     pub installed_s: Option<f64>,
 }
 
@@ -234,6 +242,8 @@ const LISTEN_TOKEN: Token = 2;
 const MAX_FRAME: usize = wire::HEADER_LEN + wire::MAX_CHUNK_DATA + 24;
 
 pub struct Peer {
+    /// Tags every log line with the phone's address (many phones share one lab process).
+    span: tracing::Span,
     opts: PeerOptions,
     cfg: Config,
     me: Ipv4Addr,
@@ -583,6 +593,7 @@ impl Peer {
             activated: done_already,
             installed_at: None,
             started: false,
+            span: tracing::info_span!("phone", ip = %me),
         })
     }
 
@@ -980,6 +991,7 @@ impl Peer {
             Message::Leave { .. } => Msg::Leave { h },
             _ => return Ok(()),
         };
+        trace!(from = %from.ip(), file = %self.files[h as usize].entry.name, "rx {msg:?}");
         self.feed(now, Event::Recv { from: peer, msg })
     }
 
@@ -1069,6 +1081,15 @@ impl Peer {
                     } else {
                         "fetching from the origin"
                     }
+                );
+            }
+            Action::RootLost { h, silent } => {
+                let f = &mut self.files[h as usize];
+                f.report.roots_lost += 1;
+                info!(
+                    file = %f.entry.name,
+                    "root silent and no data for {:.1} s: re-electing",
+                    silent as f64 / 1e6
                 );
             }
             Action::ConfirmedRoot { h } => {
@@ -1387,6 +1408,12 @@ impl Peer {
                     self.origin_close(i as u32);
                 }
                 ClientAction::Done(Err(e)) => {
+                    let r = &mut self.files[i].report;
+                    match e {
+                        ClientError::Server { .. } => r.origin_refused += 1,
+                        ClientError::Timeout(_) => r.origin_timeouts += 1,
+                        ClientError::Protocol(_) => r.origin_errors += 1,
+                    }
                     warn!(file = %self.files[i].entry.name, "origin transfer failed: {e}");
                     self.origin_close(i as u32);
                     self.feed(now, Event::OriginBusy { h: i as u32 })?;
@@ -1545,6 +1572,9 @@ impl Peer {
 pub struct Host {
     reactor: SharedReactor,
     pub peers: Vec<Peer>,
+    /// The longest turn (timers, completions, processing) so far: how late a phone on this
+    /// host can hear its network.
+    pub max_turn: Duration,
 }
 
 impl Host {
@@ -1557,6 +1587,7 @@ impl Host {
         Host {
             reactor,
             peers: Vec::new(),
+            max_turn: Duration::ZERO,
         }
     }
 
@@ -1575,16 +1606,20 @@ impl Host {
 
     /// Drives every phone until `done` says so (checked every turn) or a signal.
     pub fn run(&mut self, mut done: impl FnMut(&[Peer]) -> bool) -> Result<(), PeerError> {
+        let mut turn_start = Instant::now();
         loop {
             let mut next = Instant::now() + Duration::from_millis(200);
             for p in &mut self.peers {
+                let _in = p.span.clone().entered();
                 next = next.min(p.tick()?);
             }
             if done(&self.peers) || stop_requested() {
                 return Ok(());
             }
+            let now = Instant::now();
+            self.max_turn = self.max_turn.max(now - turn_start);
             let wait = next
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(now)
                 .clamp(Duration::from_micros(500), Duration::from_millis(200));
             let peers = &mut self.peers;
             self.reactor
@@ -1600,11 +1635,14 @@ impl Host {
                     };
                     let slot = (token >> PHONE_SHIFT) as usize;
                     if let Some(p) = slot.checked_sub(1).and_then(|i| peers.get_mut(i)) {
+                        let _in = p.span.clone().entered();
                         p.route(c);
                     }
                 })
                 .map_err(io_err("engine poll"))?;
+            turn_start = Instant::now();
             for p in &mut self.peers {
+                let _in = p.span.clone().entered();
                 p.process()?;
             }
         }

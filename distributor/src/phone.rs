@@ -289,6 +289,11 @@ pub enum Action {
     ConfirmedRoot {
         h: u32,
     },
+    /// A member heard neither its root nor any data for `silent` µs: re-electing.
+    RootLost {
+        h: u32,
+        silent: Time,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1104,6 +1109,10 @@ impl Phone {
                         && now.saturating_sub(x.last_progress) > cfg.root_timeout =>
                 {
                     // Root presumed dead: re-elect. Phones holding more data claim stronger.
+                    out.push(Action::RootLost {
+                        h: x.id,
+                        silent: now.saturating_sub(x.root_seen_at.max(x.last_progress)),
+                    });
                     if let Some(dead) = x.best.take() {
                         Self::exclude(x, dead.peer, Exclusion::Dead);
                     }

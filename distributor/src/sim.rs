@@ -392,7 +392,7 @@ impl Sim {
                 }
             }
             Action::BecameRoot { .. } => self.last_claim = self.last_claim.max(now),
-            Action::ConfirmedRoot { .. } => {}
+            Action::ConfirmedRoot { .. } | Action::RootLost { .. } => {}
         }
     }
 

@@ -175,6 +175,8 @@ pub struct EngineStats {
     /// 1 once the ring switched from zero-copy to plain sends because the kernel copied.
     pub zc_fallbacks: u64,
     pub max_inflight: u64,
+    /// Receives that found the provided-buffer ring empty (re-armed).
+    pub recv_no_buffers: u64,
 }
 
 /// The operations a driver needs; both backends implement it.

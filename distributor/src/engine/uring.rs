@@ -496,6 +496,7 @@ impl UringReactor {
                         self.arm_recv(token);
                     }
                 } else if res == -libc::ENOBUFS {
+                    self.stats.recv_no_buffers += 1;
                     if !more && alive {
                         self.arm_recv(token);
                     }
