@@ -240,9 +240,133 @@ impl VethPair {
     }
 }
 
-/// Deletes namespaces named `pfs<pid>-...` whose creating process no longer runs.
-/// Returns the names removed.
+/// Where a run records the host settings it raised, so a later run can restore them if this
+/// one is killed before it could.
+const TUNING_DIR: &str = "/run/pfs";
+
+/// Host-wide kernel settings that every namespace shares. The IPv4 neighbour table
+/// (`gc_thresh3`, 1024 entries by default) and the per-CPU receive backlog
+/// (`netdev_max_backlog`, 1000 packets) are sized for one host, not for hundreds of phones on
+/// one bridge: past them the kernel drops datagrams (`neighbor table overflow`, ENOBUFS on
+/// send) and elections stall. A site raises them for its lifetime; `Drop` puts back every
+/// value it changed, unless someone else changed it since.
+#[derive(Debug)]
+pub struct HostTuning {
+    /// (key, value before, value set)
+    changed: Vec<(String, u64, u64)>,
+    record: PathBuf,
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+fn read_sysctl(key: &str) -> Option<u64> {
+    std::fs::read_to_string(sysctl_path(key))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_sysctl(key: &str, value: u64) -> Result<(), NetnsError> {
+    std::fs::write(sysctl_path(key), value.to_string()).map_err(|source| NetnsError::Open {
+        name: format!("sysctl {key}"),
+        source,
+    })
+}
+
+impl HostTuning {
+    /// Raises each `(key, at_least)` that is below it (never lowers anything).
+    pub fn raise(wants: &[(&str, u64)]) -> Result<HostTuning, NetnsError> {
+        let record = Path::new(TUNING_DIR).join(format!("sysctl-{}", std::process::id()));
+        let mut tuning = HostTuning {
+            changed: Vec::new(),
+            record,
+        };
+        for &(key, want) in wants {
+            let Some(before) = read_sysctl(key) else {
+                continue; // not on this kernel
+            };
+            if before >= want {
+                continue;
+            }
+            write_sysctl(key, want)?;
+            tracing::info!("host setting {key}: {before} -> {want} for this run");
+            tuning.changed.push((key.to_owned(), before, want));
+            tuning.save();
+        }
+        Ok(tuning)
+    }
+
+    /// What this run changed: (key, before, set).
+    pub fn changed(&self) -> &[(String, u64, u64)] {
+        &self.changed
+    }
+
+    fn save(&self) {
+        let text: String = self
+            .changed
+            .iter()
+            .map(|(k, before, set)| format!("{k} {before} {set}\n"))
+            .collect();
+        let _ = std::fs::create_dir_all(TUNING_DIR);
+        let _ = std::fs::write(&self.record, text);
+    }
+}
+
+impl Drop for HostTuning {
+    fn drop(&mut self) {
+        restore(&self.changed);
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
+
+fn restore(changed: &[(String, u64, u64)]) {
+    for (key, before, set) in changed.iter().rev() {
+        if read_sysctl(key) == Some(*set) {
+            let _ = write_sysctl(key, *before);
+        }
+    }
+}
+
+/// Restores host settings recorded by runs that are no longer alive.
+fn restore_stale_tuning() {
+    let Ok(entries) = std::fs::read_dir(TUNING_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("sysctl-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let changed: Vec<(String, u64, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((
+                    w.next()?.to_owned(),
+                    w.next()?.parse().ok()?,
+                    w.next()?.parse().ok()?,
+                ))
+            })
+            .collect();
+        restore(&changed);
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// Deletes namespaces named `pfs<pid>-...` whose creating process no longer runs, and puts
+/// back host settings such a run raised. Returns the names removed.
 pub fn sweep_stale() -> Vec<String> {
+    restore_stale_tuning();
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) else {
         return removed;

@@ -123,10 +123,12 @@ fn listen(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
-                continue;
+                continue; // a signal (Ctrl-C) lands here too: the stop flag decides
             }
             Err(e) => {
                 tracing::warn!(%e, "origin socket error");

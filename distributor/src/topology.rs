@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::netns::{Netns, NetnsError, check_lab_addr};
+use crate::netns::{HostTuning, Netns, NetnsError, check_lab_addr};
 
 /// hq's end of the WAN link (the origin's address).
 pub const ORIGIN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -33,6 +33,8 @@ pub struct Site {
     pub router: Netns,
     pub hq: Netns,
     pub phone_addrs: Vec<Ipv4Addr>,
+    /// Restored after the namespaces are gone.
+    pub tuning: HostTuning,
 }
 
 /// The `i`th phone's address: 198.19.x.y from 198.19.1.2 on, never .0/.255/the router.
@@ -95,6 +97,14 @@ impl Site {
                 stderr: "too many phones for 198.19.0.0/16".into(),
             });
         }
+        // Each phone holds ARP entries for its router, roots, parents and children, all in the
+        // one host-wide table; one broadcast becomes a packet per phone in the backlog.
+        let n = spec.phones as u64;
+        let tuning = HostTuning::raise(&[
+            ("net.ipv4.neigh.default.gc_thresh2", 32 * n + 512),
+            ("net.ipv4.neigh.default.gc_thresh3", 32 * n + 1024),
+            ("net.core.netdev_max_backlog", (32 * n).max(1000)),
+        ])?;
         let hq = Netns::create("hq")?;
         let router = Netns::create("site")?;
         for ns in [&hq, &router] {
@@ -143,6 +153,7 @@ impl Site {
             router,
             hq,
             phone_addrs: Vec::with_capacity(spec.phones),
+            tuning,
         };
         for i in 0..spec.phones {
             let addr = check_lab_addr(phone_addr(i))?;
