@@ -412,6 +412,93 @@ fn peer_cpu_under_flood(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `lab`: the issue-7 targets on real namespaces. 200 phones, 1 model, 10 Mbit/s WAN,
+/// pipelined; 40 phones traditional on the same WAN; the README default (60 phones, 2 models,
+/// 50 Mbit/s, compare). `--quick`: 50 and 10 phones, and the default without traditional.
+fn lab(quick: bool) {
+    use pfs::lab::{Lab, LabConfig};
+    assert!(pfs::netns::can_create(), "the lab benchmark needs root");
+    let line = |case: &str, r: &pfs::lab::LabReport, wall: f64| {
+        let mut v = serde_json::to_value(r).expect("report");
+        let o = v.as_object_mut().expect("object");
+        o.remove("trees");
+        o.insert("case".into(), case.into());
+        o.insert("wall_s".into(), wall.into());
+        o.insert("makespan_ratio".into(), (r.makespan_s / r.limit_s).into());
+        o.insert(
+            "wan_ratio".into(),
+            (r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64)).into(),
+        );
+        println!("{v}");
+    };
+    // Runs each mode on one topology; a repeated mode is reported per run and as a median.
+    let one = |phones: usize, models: Vec<String>, wan: f64, modes: &[Mode], case: &str| {
+        let t0 = std::time::Instant::now();
+        let lab = Lab::build(LabConfig {
+            phones,
+            models,
+            wan_mbit: wan,
+            progress: false,
+            ..LabConfig::default()
+        })
+        .expect("lab");
+        let mut ratios: Vec<(Mode, f64)> = Vec::new();
+        for &m in modes {
+            let t = std::time::Instant::now();
+            let r = lab.run(m, None).expect("run");
+            line(&format!("{case}-{m:?}"), &r, t.elapsed().as_secs_f64());
+            ratios.push((m, r.makespan_s / r.limit_s));
+        }
+        for &m in modes
+            .iter()
+            .filter(|&&m| modes.iter().filter(|&&x| x == m).count() > 1)
+        {
+            let mut v: Vec<f64> = ratios.iter().filter(|r| r.0 == m).map(|r| r.1).collect();
+            if v.is_empty() {
+                continue; // reported already
+            }
+            v.sort_by(f64::total_cmp);
+            eprintln!(
+                "{case}-{m:?}: median makespan {:.3} x limit over {} runs {v:.3?}",
+                v[v.len() / 2],
+                v.len()
+            );
+            ratios.retain(|r| r.0 != m);
+        }
+        drop(lab);
+        eprintln!(
+            "{case}: {:.1} s including setup and teardown",
+            t0.elapsed().as_secs_f64()
+        );
+    };
+    let m1 = vec!["CP-7961G".to_string()];
+    let m2 = vec!["CP-7961G".to_string(), "CP-7941G".to_string()];
+    one(
+        if quick { 50 } else { 200 },
+        m1.clone(),
+        10.0,
+        if quick {
+            &[Mode::Pipelined]
+        } else {
+            &[Mode::Pipelined; 3]
+        },
+        "wan10",
+    );
+    one(
+        if quick { 10 } else { 40 },
+        m1,
+        10.0,
+        &[Mode::Traditional],
+        "wan10",
+    );
+    let modes: &[Mode] = if quick {
+        &[Mode::StoreAndForward, Mode::Pipelined]
+    } else {
+        &[Mode::Traditional, Mode::StoreAndForward, Mode::Pipelined]
+    };
+    one(60, m2, 50.0, modes, "default");
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -428,13 +515,17 @@ fn main() -> ExitCode {
             xdp(quick);
             ExitCode::SUCCESS
         }
+        Some("lab") => {
+            lab(quick);
+            ExitCode::SUCCESS
+        }
         Some("fanout") => {
             fanout::fanout(quick);
             ExitCode::SUCCESS
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate|origin|xdp|fanout [--quick] [--json]\n\
+                "usage: cargo xtask bench simulate|origin|xdp|fanout|lab [--quick] [--json]\n\
                  (every benchmark prints one JSON object per line)"
             );
             ExitCode::from(2)

@@ -11,20 +11,18 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use hdrhistogram::Histogram;
 
 use crate::{
-    engine::{self, Backend, Limits},
+    engine::Backend,
+    fleet::{self, FleetError},
     manifest::Manifest,
     netns::NetnsError,
-    peer::{Host, PeerError, PeerOptions, PeerReport, Place, Prepared, Source},
+    peer::{PeerError, PeerOptions, PeerReport, Place, Source},
     phone::Mode,
     phoneconfig::{Device, Level, SiteConfig},
     topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec, phone_mac},
@@ -36,6 +34,8 @@ pub enum LabError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Peer(#[from] PeerError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     #[error("{0}")]
     Setup(String),
 }
@@ -126,6 +126,13 @@ pub struct LabReport {
     pub completion_max_s: f64,
     /// Setup (namespaces, shaping) time, not part of the makespan.
     pub setup_s: f64,
+    /// Power-on: every phone reading its config and fetching its manifest, concurrently,
+    /// before the common boot instant the makespan counts from.
+    pub prepare_s: f64,
+    /// The longest event-loop turn on any core: how late a phone could hear its network.
+    pub max_turn_ms: f64,
+    /// Host-wide kernel settings raised for the run (and restored after): key, before, set.
+    pub host_tuning: Vec<(String, u64, u64)>,
     pub wan_mbit: f64,
     pub lan_mbit: Option<f64>,
     pub backend: String,
@@ -138,16 +145,7 @@ pub struct LabReport {
     pub completions: Vec<f64>,
 }
 
-/// Live counters the phones' cores update and the progress display reads.
-pub struct Progress {
-    /// (model, file) -> verified bytes summed over phones.
-    pub files: Vec<(String, String, u64, AtomicU64)>,
-    pub installed: AtomicU64,
-    pub roots: AtomicU64,
-    pub parents: AtomicU64,
-    pub children: AtomicU64,
-    pub fallbacks: AtomicU64,
-}
+pub use crate::fleet::Progress;
 
 /// A built lab: topology, loads, origin. Runs any mode on it, one after another.
 pub struct Lab {
@@ -312,49 +310,62 @@ impl Lab {
         Ok(())
     }
 
+    /// A phone's options, from the cnf.xml the resolver wrote into its store.
+    fn phone_opts(&self, i: usize, mode: Mode, stores: &Path) -> Result<PeerOptions, LabError> {
+        let store = stores.join(format!("phone{i}"));
+        let cnf = crate::phoneconfig::parse_cnf_xml(
+            &std::fs::read(store.join(format!("SEP{}.cnf.xml", mac_hex(i))))
+                .map_err(setup("cnf.xml"))?,
+        )
+        .map_err(|e| LabError::Setup(format!("cnf.xml: {e}")))?;
+        let load = cnf
+            .load_information
+            .ok_or_else(|| LabError::Setup(format!("phone {i}: no load in its cnf.xml")))?;
+        let server = cnf.load_server.unwrap_or_else(|| ORIGIN_ADDR.to_string());
+        Ok(PeerOptions {
+            iface: PHONE_IFACE.into(),
+            model: self.manifests[self.model_of(i)].0.clone(),
+            source: Source::Origin(format!("tftp://{server}/{load}")),
+            store,
+            mode: if cnf.peer_firmware_sharing {
+                mode
+            } else {
+                Mode::Traditional
+            },
+            fanout: self.cfg.fanout,
+            backend: self.cfg.backend,
+            public_key: None,
+            tftp: Default::default(),
+            linger: None,
+            deadline: None,
+            seed: self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            port: pfs_common::PFS_PORT,
+        })
+    }
+
     /// Upgrades every phone in `mode` from empty stores; returns the report.
     pub fn run(&self, mode: Mode, progress: Option<Arc<Progress>>) -> Result<LabReport, LabError> {
         let stores = self.root.join(format!("stores-{mode:?}"));
         let _ = std::fs::remove_dir_all(&stores);
         self.configs(mode, &stores)?;
         let wan0 = self.site.wan_tx_bytes()?;
-        let cores = engine::cores().min(self.cfg.phones).max(1);
-        let start = Instant::now();
-        let deadline = start + self.cfg.deadline;
-        let mut threads = Vec::new();
-        for core in 0..cores {
-            let phones: Vec<(usize, String, Ipv4Addr)> = (core..self.cfg.phones)
-                .step_by(cores)
-                .map(|i| {
-                    (
-                        i,
-                        self.site.phones[i].name().to_owned(),
-                        self.site.phone_addrs[i],
-                    )
-                })
-                .collect();
-            let stores = stores.clone();
-            let cfg = self.cfg.clone();
-            let progress = progress.clone();
-            let models: Vec<(String, Manifest)> = self
-                .manifests
-                .iter()
-                .map(|(m, _, man)| (m.clone(), man.clone()))
-                .collect();
-            threads.push(std::thread::spawn(move || {
-                engine::pin_to_core(core);
-                run_core(&cfg, mode, &phones, &stores, deadline, &models, progress)
-            }));
-        }
-        let mut results = Vec::new();
-        for t in threads {
-            results.extend(
-                t.join()
-                    .map_err(|_| LabError::Setup("a core thread panicked".into()))??,
-            );
-        }
+        let t0 = Instant::now();
+        let phones = (0..self.cfg.phones)
+            .map(|i| {
+                let place = Place::Netns(self.site.phones[i].name().to_owned());
+                Ok((self.phone_opts(i, mode, &stores)?, place))
+            })
+            .collect::<Result<Vec<_>, LabError>>()?;
+        let ready = fleet::prepare_all(phones)?;
+        let prepare_s = t0.elapsed().as_secs_f64();
+        let run = fleet::run(ready, self.cfg.backend, self.cfg.deadline, progress)?;
+        let (start, max_turn, results) = (run.start, run.max_turn, run.phones);
         let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
-        Ok(self.summarise(mode, start, results, wan_link_bytes, &stores))
+        let mut r = self.summarise(mode, start, results, wan_link_bytes, &stores);
+        r.prepare_s = prepare_s;
+        r.max_turn_ms = max_turn.as_secs_f64() * 1e3;
+        r.host_tuning = self.site.tuning.changed().to_vec();
+        Ok(r)
     }
 
     fn summarise(
@@ -436,6 +447,9 @@ impl Lab {
             completion_p99_s: q(0.99),
             completion_max_s: q(1.0),
             setup_s: self.setup_s,
+            prepare_s: 0.0,
+            max_turn_ms: 0.0,
+            host_tuning: Vec::new(),
             wan_mbit: self.cfg.wan_mbit,
             lan_mbit: self.cfg.lan_mbit,
             backend,
@@ -448,149 +462,19 @@ impl Lab {
 
     /// Live counters for `run`, one bar per (model, file).
     pub fn progress(&self) -> Arc<Progress> {
-        Arc::new(Progress {
-            files: self
-                .manifests
+        Progress::new(
+            self.manifests
                 .iter()
                 .enumerate()
                 .flat_map(|(m, (model, _, man))| {
                     let phones = (m..self.cfg.phones).step_by(self.manifests.len()).count() as u64;
-                    man.files.iter().map(move |f| {
-                        (
-                            model.clone(),
-                            f.name.clone(),
-                            f.size * phones,
-                            AtomicU64::new(0),
-                        )
-                    })
+                    man.files
+                        .iter()
+                        .map(move |f| (model.clone(), f.name.clone(), f.size * phones))
                 })
                 .collect(),
-            installed: AtomicU64::new(0),
-            roots: AtomicU64::new(0),
-            parents: AtomicU64::new(0),
-            children: AtomicU64::new(0),
-            fallbacks: AtomicU64::new(0),
-        })
-    }
-}
-
-/// One core: its share of the phones on one reactor, until all are installed or the deadline.
-fn run_core(
-    cfg: &LabConfig,
-    mode: Mode,
-    phones: &[(usize, String, Ipv4Addr)],
-    stores: &Path,
-    deadline: Instant,
-    models: &[(String, Manifest)],
-    progress: Option<Arc<Progress>>,
-) -> Result<Vec<(usize, PeerReport, Option<Instant>)>, LabError> {
-    let mut host = Host::new(cfg.backend, Limits::default())?;
-    let mut index = Vec::new();
-    for (i, ns, _) in phones {
-        let store = stores.join(format!("phone{i}"));
-        let cnf = crate::phoneconfig::parse_cnf_xml(
-            &std::fs::read(store.join(format!("SEP{}.cnf.xml", mac_hex(*i))))
-                .map_err(setup("cnf.xml"))?,
         )
-        .map_err(|e| LabError::Setup(format!("cnf.xml: {e}")))?;
-        let (model, _) = &models[i % models.len()];
-        let load = cnf
-            .load_information
-            .ok_or_else(|| LabError::Setup(format!("phone {i}: no load in its cnf.xml")))?;
-        let server = cnf.load_server.unwrap_or_else(|| ORIGIN_ADDR.to_string());
-        let opts = PeerOptions {
-            iface: PHONE_IFACE.into(),
-            model: model.clone(),
-            source: Source::Origin(format!("tftp://{server}/{load}")),
-            store,
-            mode: if cnf.peer_firmware_sharing {
-                mode
-            } else {
-                Mode::Traditional
-            },
-            fanout: cfg.fanout,
-            backend: cfg.backend,
-            public_key: None,
-            tftp: Default::default(),
-            linger: None,
-            deadline: None,
-            seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add(*i as u64),
-            port: pfs_common::PFS_PORT,
-        };
-        let place = Place::Netns(ns.clone());
-        let prepared = Prepared::new(&opts, &place)?;
-        host.add(opts, prepared, place)?;
-        index.push(*i);
     }
-    let mut done_at: Vec<Option<Instant>> = vec![None; phones.len()];
-    let mut last_progress = Instant::now();
-    let mut published = Vec::new();
-    host.run(|peers| {
-        let now = Instant::now();
-        for (k, p) in peers.iter().enumerate() {
-            if done_at[k].is_none() && p.is_installed() {
-                done_at[k] = Some(now);
-                if let Some(pr) = &progress {
-                    pr.installed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        if let Some(pr) = &progress
-            && now.duration_since(last_progress) >= Duration::from_millis(100)
-        {
-            last_progress = now;
-            publish(pr, peers, &mut published);
-        }
-        done_at.iter().all(Option::is_some) || now >= deadline
-    })?;
-    if let Some(pr) = &progress {
-        publish(pr, &host.peers, &mut published);
-    }
-    let reports = host.reports();
-    host.close();
-    Ok(index
-        .into_iter()
-        .zip(reports)
-        .zip(done_at)
-        .map(|((i, r), d)| (i, r, d))
-        .collect())
-}
-
-/// Adds this core's share to the shared counters (each core owns disjoint phones, so it
-/// publishes the change since what it published last).
-fn publish(pr: &Progress, peers: &[crate::peer::Peer], last: &mut Vec<u64>) {
-    let n = pr.files.len();
-    let mut now = vec![0u64; n + 4];
-    for p in peers {
-        let s = p.progress();
-        for (file, bytes) in &s.files {
-            if let Some(k) = pr
-                .files
-                .iter()
-                .position(|(m, f, _, _)| m == s.model && f == file)
-            {
-                now[k] += bytes;
-            }
-        }
-        now[n] += s.roots;
-        now[n + 1] += s.parents;
-        now[n + 2] += s.children;
-        now[n + 3] += s.fallbacks;
-    }
-    last.resize(n + 4, 0);
-    let slots =
-        pr.files
-            .iter()
-            .map(|f| &f.3)
-            .chain([&pr.roots, &pr.parents, &pr.children, &pr.fallbacks]);
-    for ((slot, v), prev) in slots.zip(&now).zip(last.iter()) {
-        if *v >= *prev {
-            slot.fetch_add(v - prev, Ordering::Relaxed);
-        } else {
-            slot.fetch_sub(prev - v, Ordering::Relaxed);
-        }
-    }
-    *last = now;
 }
 
 /// `report.md` for one or more runs on the same topology.
@@ -607,6 +491,16 @@ pub fn render_markdown(runs: &[LabReport]) -> String {
                 .map_or("unshaped".into(), |m| format!("{m} Mbit/s")),
             r.backend
         ));
+        if !r.host_tuning.is_empty() {
+            s.push_str("Host settings raised for the run and restored after: ");
+            let list: Vec<String> = r
+                .host_tuning
+                .iter()
+                .map(|(k, before, set)| format!("`{k}` {before} -> {set}"))
+                .collect();
+            s.push_str(&list.join(", "));
+            s.push_str(".\n\n");
+        }
     }
     s.push_str("| mode | completed | makespan s | x limit | p50 s | p90 s | p99 s | WAN firmware MB | x models x load | WAN link MB | roots/hierarchy | max children | max depth | fallbacks | corrupt |\n");
     s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod election;
 pub mod engine;
 pub mod fetch;
+pub mod fleet;
 pub mod lab;
 pub mod manifest;
 pub mod netns;

@@ -66,6 +66,48 @@ enum Command {
     Serve(ServeArgs),
     /// Build a site of network namespaces and upgrade a fleet of virtual phones over a shaped WAN.
     Lab(LabArgs),
+    /// Load-test a TFTP server: N virtual phones on an existing interface pull a load
+    /// traditionally; reports goodput, completion times and failures.
+    Fleet(FleetArgs),
+}
+
+#[derive(Args, Debug)]
+struct FleetArgs {
+    /// The load: tftp://HOST[:PORT]/DIR, a directory holding the load and its manifest.
+    #[arg(long)]
+    origin: String,
+    #[arg(long, default_value_t = 50)]
+    phones: usize,
+    /// Interface whose address the phones share.
+    #[arg(long)]
+    iface: String,
+    /// Run inside this existing network namespace (an `ip netns` name).
+    #[arg(long)]
+    netns: Option<String>,
+    #[arg(long, default_value = "CP-7961G")]
+    model: String,
+    /// Stores go here, one per phone (default: a fresh directory under /dev/shm, removed
+    /// after the run).
+    #[arg(long)]
+    store: Option<std::path::PathBuf>,
+    /// Phone i binds its peer ports at PORT_BASE + i.
+    #[arg(long, default_value_t = 40510)]
+    port_base: u16,
+    #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
+    backend: pfs::engine::Backend,
+    /// TFTP block size to ask for.
+    #[arg(long, default_value_t = 1468, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    blksize: u16,
+    /// TFTP window size to ask for (RFC 7440).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    windowsize: u16,
+    /// Stop after this many seconds, counting phones not done as failed.
+    #[arg(long, default_value_t = 600.0)]
+    deadline_s: f64,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -394,7 +436,7 @@ enum XdpCommand {
 }
 
 fn init_tracing(cli: &Cli) {
-    let lab = matches!(cli.command, Command::Lab(_));
+    let lab = matches!(cli.command, Command::Lab(_) | Command::Fleet(_));
     let default = if cli.quiet {
         "error"
     } else {
@@ -453,6 +495,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Lab(a) => run_lab(a),
+        Command::Fleet(a) => run_fleet(a),
         Command::Serve(a) => run_peer(
             a.run,
             pfs::peer::Source::Serve(a.load.clone()),
@@ -543,9 +586,167 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Live bars, one per (model, file), and the installed count with roles; drawn by a thread.
+struct ProgressBars {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    drawer: std::thread::JoinHandle<()>,
+}
+
+impl ProgressBars {
+    fn start(p: std::sync::Arc<pfs::fleet::Progress>, phones: u64, label: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>40} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+        )
+        .expect("template")
+        .progress_chars("=> ");
+        let files: Vec<indicatif::ProgressBar> = p
+            .files
+            .iter()
+            .map(|(m, f, total, _)| {
+                let b = multi.add(indicatif::ProgressBar::new(*total));
+                b.set_style(style.clone());
+                b.set_prefix(format!("{m} {f}"));
+                b
+            })
+            .collect();
+        let all = multi.add(indicatif::ProgressBar::new(phones));
+        all.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>40} [{bar:30}] {pos}/{len} phones  {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        all.set_prefix(label);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let drawer = std::thread::spawn(move || {
+            loop {
+                for (b, f) in files.iter().zip(&p.files) {
+                    b.set_position(f.3.load(Ordering::Relaxed));
+                }
+                all.set_position(p.installed.load(Ordering::Relaxed));
+                all.set_message(format!(
+                    "roots {} parents {} children {} fallbacks {}",
+                    p.roots.load(Ordering::Relaxed),
+                    p.parents.load(Ordering::Relaxed),
+                    p.children.load(Ordering::Relaxed),
+                    p.fallbacks.load(Ordering::Relaxed)
+                ));
+                if halt.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            for b in &files {
+                b.finish();
+            }
+            all.finish();
+            drop(multi);
+        });
+        ProgressBars { stop, drawer }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.drawer.join();
+    }
+}
+
+fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
+    use pfs::fleet::{FleetConfig, fleet_progress, prepare_fleet, run_fleet};
+    pfs::peer::install_signal_handlers();
+    let (store, scratch) = match &a.store {
+        Some(s) => (s.clone(), false),
+        None => {
+            let base = if std::path::Path::new("/dev/shm").is_dir() {
+                std::path::PathBuf::from("/dev/shm")
+            } else {
+                std::env::temp_dir()
+            };
+            (base.join(format!("pfs-fleet-{}", std::process::id())), true)
+        }
+    };
+    let cfg = FleetConfig {
+        phones: a.phones,
+        origin: a.origin.clone(),
+        iface: a.iface.clone(),
+        netns: a.netns.clone(),
+        model: a.model.clone(),
+        store: store.clone(),
+        port_base: a.port_base,
+        backend: a.backend,
+        deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
+        tftp: pfs::tftp::client::ClientConfig {
+            blksize: a.blksize,
+            windowsize: a.windowsize,
+            ..Default::default()
+        },
+        seed: a.seed,
+    };
+    let show = !a.json;
+    let result = (|| {
+        if show {
+            eprintln!(
+                "powering on {} phones on {}{} (manifests from {}) ...",
+                a.phones,
+                a.iface,
+                a.netns
+                    .as_deref()
+                    .map_or(String::new(), |n| format!(" in namespace {n}")),
+                a.origin
+            );
+        }
+        let (ready, prepare_s) = prepare_fleet(&cfg)?;
+        let progress = fleet_progress(&ready);
+        let bars = show.then(|| {
+            ProgressBars::start(
+                progress.clone(),
+                a.phones as u64,
+                "traditional: installed".into(),
+            )
+        });
+        let r = run_fleet(&cfg, ready, prepare_s, Some(progress));
+        if let Some(b) = bars {
+            b.finish();
+        }
+        r
+    })();
+    if scratch {
+        let _ = std::fs::remove_dir_all(&store);
+    }
+    let r = result?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{}/{} phones installed {:.1} MB each in {:.2} s: goodput {:.1} Mbit/s from the server",
+            r.completed,
+            r.phones,
+            r.load_bytes as f64 / 1e6,
+            r.elapsed_s,
+            r.goodput_mbit
+        );
+        println!(
+            "completion p50 {:.2} s  p90 {:.2} s  p99 {:.2} s  max {:.2} s",
+            r.completion.p50_s, r.completion.p90_s, r.completion.p99_s, r.completion.max_s
+        );
+        println!(
+            "server refused {} transfers, {} timed out, {} protocol errors; {} corrupt installs",
+            r.origin_refused, r.origin_timeouts, r.origin_errors, r.corrupt_installs
+        );
+    }
+    Ok(if r.completed == r.phones && r.corrupt_installs == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     use pfs::lab::{Lab, LabConfig};
-    use std::sync::atomic::Ordering;
     pfs::peer::install_signal_handlers();
     let cfg = LabConfig {
         phones: a.phones,
@@ -589,65 +790,15 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         let progress = lab.progress();
         let bars = show.then(|| {
-            let multi = indicatif::MultiProgress::new();
-            let style = indicatif::ProgressStyle::with_template(
-                "{prefix:>40} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+            ProgressBars::start(
+                progress.clone(),
+                lab.config().phones as u64,
+                format!("{mode:?}: installed"),
             )
-            .expect("template")
-            .progress_chars("=> ");
-            let files: Vec<indicatif::ProgressBar> = progress
-                .files
-                .iter()
-                .map(|(m, f, total, _)| {
-                    let b = multi.add(indicatif::ProgressBar::new(*total));
-                    b.set_style(style.clone());
-                    b.set_prefix(format!("{m} {f}"));
-                    b
-                })
-                .collect();
-            let all = multi.add(indicatif::ProgressBar::new(lab.config().phones as u64));
-            all.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix:>40} [{bar:30}] {pos}/{len} phones  {msg}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            all.set_prefix(format!("{mode:?}: installed"));
-            (multi, files, all)
-        });
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let drawer = bars.map(|(multi, files, all)| {
-            let (p, stop) = (progress.clone(), stop.clone());
-            std::thread::spawn(move || {
-                loop {
-                    for (b, f) in files.iter().zip(&p.files) {
-                        b.set_position(f.3.load(Ordering::Relaxed));
-                    }
-                    all.set_position(p.installed.load(Ordering::Relaxed));
-                    all.set_message(format!(
-                        "roots {} parents {} children {} fallbacks {}",
-                        p.roots.load(Ordering::Relaxed),
-                        p.parents.load(Ordering::Relaxed),
-                        p.children.load(Ordering::Relaxed),
-                        p.fallbacks.load(Ordering::Relaxed)
-                    ));
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                for b in &files {
-                    b.finish();
-                }
-                all.finish();
-                drop(multi);
-            })
         });
         let result = lab.run(mode, Some(progress));
-        stop.store(true, Ordering::Relaxed);
-        if let Some(d) = drawer {
-            let _ = d.join();
+        if let Some(b) = bars {
+            b.finish();
         }
         let r = result?;
         if a.json {

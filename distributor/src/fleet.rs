@@ -1,0 +1,476 @@
+//! A fleet of virtual phones in one process: powered on together, spread over the cores (one
+//! engine reactor per core, pinned), run until every phone installed or a deadline.
+//!
+//! `pfs lab` runs a fleet on the site it builds; `pfs fleet` runs one on an interface or
+//! namespace that already exists, as a load generator: N phones pulling a load from a real
+//! TFTP server, to measure its throughput and its failures.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Barrier,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    engine::{self, Backend, Limits},
+    peer::{Host, Peer, PeerError, PeerOptions, PeerReport, Place, Prepared, Source},
+    phone::Mode,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How many phones fetch their manifests and open their sockets at once at power-on.
+const PREPARE_WORKERS: usize = 64;
+
+/// Live counters the phones' cores update and a progress display reads.
+pub struct Progress {
+    /// (model, file, bytes over all phones, verified bytes so far summed over phones).
+    pub files: Vec<(String, String, u64, AtomicU64)>,
+    pub installed: AtomicU64,
+    pub roots: AtomicU64,
+    pub parents: AtomicU64,
+    pub children: AtomicU64,
+    pub fallbacks: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(files: Vec<(String, String, u64)>) -> Arc<Progress> {
+        Arc::new(Progress {
+            files: files
+                .into_iter()
+                .map(|(m, f, total)| (m, f, total, AtomicU64::new(0)))
+                .collect(),
+            installed: AtomicU64::new(0),
+            roots: AtomicU64::new(0),
+            parents: AtomicU64::new(0),
+            children: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A phone ready to boot: options, sockets opened in its place, manifest fetched.
+pub struct Ready {
+    pub index: usize,
+    pub opts: PeerOptions,
+    pub prepared: Prepared,
+    pub place: Place,
+}
+
+/// Powers every phone on at once, as a bulk reset does: each fetches its manifest and opens
+/// its sockets in its place, `PREPARE_WORKERS` at a time. Fails on the first phone that
+/// cannot start (an unreachable origin, a missing load, a busy port).
+pub fn prepare_all(phones: Vec<(PeerOptions, Place)>) -> Result<Vec<Ready>, FleetError> {
+    let n = phones.len();
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, PeerOptions, Place)>(PREPARE_WORKERS);
+    let (done_tx, done_rx) = crossbeam_channel::bounded(n.max(1));
+    let workers: Vec<_> = (0..PREPARE_WORKERS.min(n))
+        .map(|_| {
+            let (rx, done_tx) = (rx.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                for (index, opts, place) in rx {
+                    let p = Prepared::new(&opts, &place);
+                    let _ = done_tx.send((index, opts, p, place));
+                }
+            })
+        })
+        .collect();
+    drop((rx, done_tx));
+    for (i, (opts, place)) in phones.into_iter().enumerate() {
+        tx.send((i, opts, place))
+            .map_err(|_| FleetError::Setup("preparing phones: workers gone".into()))?;
+    }
+    drop(tx);
+    let mut out = Vec::with_capacity(n);
+    let mut first_err = None;
+    for (index, opts, p, place) in done_rx {
+        match p {
+            Ok(prepared) => out.push(Ready {
+                index,
+                opts,
+                prepared,
+                place,
+            }),
+            Err(e) => {
+                first_err.get_or_insert((index, e));
+            }
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    if let Some((i, e)) = first_err {
+        return Err(FleetError::Setup(format!("phone {i}: {e}")));
+    }
+    out.sort_by_key(|r| r.index);
+    Ok(out)
+}
+
+/// What one phone did: its index, its report, when it installed.
+pub type PhoneResult = (usize, PeerReport, Option<Instant>);
+
+/// A finished fleet run.
+pub struct FleetRun {
+    pub phones: Vec<PhoneResult>,
+    /// The common boot instant (completion times count from here).
+    pub start: Instant,
+    /// The longest event-loop turn on any core: how late a phone could hear its network.
+    pub max_turn: Duration,
+}
+
+/// Boots every prepared phone at one instant across the cores and runs until all installed,
+/// the deadline, or a signal.
+pub fn run(
+    ready: Vec<Ready>,
+    backend: Backend,
+    deadline: Duration,
+    progress: Option<Arc<Progress>>,
+) -> Result<FleetRun, FleetError> {
+    let cores = engine::cores().min(ready.len()).max(1);
+    let mut shares: Vec<Vec<Ready>> = (0..cores).map(|_| Vec::new()).collect();
+    for (k, r) in ready.into_iter().enumerate() {
+        shares[k % cores].push(r);
+    }
+    // Every core boots its phones at the same instant (a barrier), the makespan's zero.
+    let barrier = Arc::new(Barrier::new(cores + 1));
+    let threads: Vec<_> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(core, share)| {
+            let (progress, barrier) = (progress.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                engine::pin_to_core(core);
+                run_core(backend, deadline, share, barrier, progress)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut phones = Vec::new();
+    let mut max_turn = Duration::ZERO;
+    for t in threads {
+        let (mine, turn) = t
+            .join()
+            .map_err(|_| FleetError::Setup("a core thread panicked".into()))??;
+        phones.extend(mine);
+        max_turn = max_turn.max(turn);
+    }
+    phones.sort_by_key(|p| p.0);
+    Ok(FleetRun {
+        phones,
+        start,
+        max_turn,
+    })
+}
+
+/// One core: its share of the phones on one reactor, until all are installed or the deadline.
+fn run_core(
+    backend: Backend,
+    deadline: Duration,
+    share: Vec<Ready>,
+    barrier: Arc<Barrier>,
+    progress: Option<Arc<Progress>>,
+) -> Result<(Vec<PhoneResult>, Duration), FleetError> {
+    let mut host = Host::new(backend, Limits::default());
+    let mut index = Vec::new();
+    let mut added = Ok(());
+    if let Ok(h) = &mut host {
+        for r in share {
+            if let Err(e) = h.add(r.opts, r.prepared, r.place) {
+                added = Err(e);
+                break;
+            }
+            index.push(r.index);
+        }
+    }
+    // Never leave the other cores waiting at the barrier, whatever failed here.
+    barrier.wait();
+    let mut host = host?;
+    added?;
+    let deadline = Instant::now() + deadline;
+    let mut done_at: Vec<Option<Instant>> = vec![None; index.len()];
+    let mut last_publish = Instant::now();
+    let mut published = Vec::new();
+    host.run(|peers| {
+        let now = Instant::now();
+        for (k, p) in peers.iter().enumerate() {
+            if done_at[k].is_none() && p.is_installed() {
+                done_at[k] = Some(now);
+                if let Some(pr) = &progress {
+                    pr.installed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(pr) = &progress
+            && now.duration_since(last_publish) >= Duration::from_millis(100)
+        {
+            last_publish = now;
+            publish(pr, peers, &mut published);
+        }
+        done_at.iter().all(Option::is_some) || now >= deadline
+    })?;
+    if let Some(pr) = &progress {
+        publish(pr, &host.peers, &mut published);
+    }
+    let reports = host.reports();
+    host.close();
+    let phones = index
+        .into_iter()
+        .zip(reports)
+        .zip(done_at)
+        .map(|((i, r), d)| (i, r, d))
+        .collect();
+    Ok((phones, host.max_turn))
+}
+
+/// Adds this core's share to the shared counters (each core owns disjoint phones, so it
+/// publishes the change since what it published last).
+fn publish(pr: &Progress, peers: &[Peer], last: &mut Vec<u64>) {
+    let n = pr.files.len();
+    let mut now = vec![0u64; n + 4];
+    for p in peers {
+        let s = p.progress();
+        for (file, bytes) in &s.files {
+            if let Some(k) = pr
+                .files
+                .iter()
+                .position(|(m, f, _, _)| m == s.model && f == file)
+            {
+                now[k] += bytes;
+            }
+        }
+        now[n] += s.roots;
+        now[n + 1] += s.parents;
+        now[n + 2] += s.children;
+        now[n + 3] += s.fallbacks;
+    }
+    last.resize(n + 4, 0);
+    let slots =
+        pr.files
+            .iter()
+            .map(|f| &f.3)
+            .chain([&pr.roots, &pr.parents, &pr.children, &pr.fallbacks]);
+    for ((slot, v), prev) in slots.zip(&now).zip(last.iter()) {
+        if *v >= *prev {
+            slot.fetch_add(v - prev, Ordering::Relaxed);
+        } else {
+            slot.fetch_sub(prev - v, Ordering::Relaxed);
+        }
+    }
+    *last = now;
+}
+
+/// Completion-time percentiles (seconds) from per-phone install instants.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Completions {
+    pub p50_s: f64,
+    pub p90_s: f64,
+    pub p99_s: f64,
+    pub max_s: f64,
+}
+
+impl Completions {
+    pub fn of(times_s: &[f64]) -> Completions {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        for &s in times_s {
+            let _ = hist.record(((s * 1e6) as u64).max(1));
+        }
+        let q = |p: f64| {
+            if hist.is_empty() {
+                0.0
+            } else {
+                hist.value_at_quantile(p) as f64 / 1e6
+            }
+        };
+        Completions {
+            p50_s: q(0.5),
+            p90_s: q(0.9),
+            p99_s: q(0.99),
+            max_s: q(1.0),
+        }
+    }
+}
+
+/// `pfs fleet`: N traditional pullers on an existing interface (in this namespace or a named
+/// one), against any TFTP server.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub phones: usize,
+    /// `tftp://HOST[:PORT]/DIR`: a load directory with its manifest.
+    pub origin: String,
+    pub iface: String,
+    /// Run inside this existing namespace (`ip netns` name) instead of this one.
+    pub netns: Option<String>,
+    pub model: String,
+    /// Each phone's store is `store/phone<i>`.
+    pub store: PathBuf,
+    /// Phone `i` binds its (unused) peer ports at `port_base + i`, so phones sharing one
+    /// address never collide.
+    pub port_base: u16,
+    pub backend: Backend,
+    pub deadline: Duration,
+    pub tftp: crate::tftp::client::ClientConfig,
+    pub seed: u64,
+}
+
+/// What `pfs fleet` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetReport {
+    pub phones: u32,
+    pub completed: u32,
+    /// Phones that installed a load failing verification (never expected: counted to prove it).
+    pub corrupt_installs: u32,
+    pub load_bytes: u64,
+    /// Firmware bytes all phones received from the server.
+    pub origin_bytes: u64,
+    /// From the common boot instant to the last install (or the deadline).
+    pub elapsed_s: f64,
+    /// Aggregate goodput: firmware bytes over elapsed time.
+    pub goodput_mbit: f64,
+    #[serde(flatten)]
+    pub completion: Completions,
+    /// Transfers the server refused (TFTP error, e.g. busy) and that timed out.
+    pub origin_refused: u64,
+    pub origin_timeouts: u64,
+    pub origin_errors: u64,
+    pub prepare_s: f64,
+    pub max_turn_ms: f64,
+    pub backend: String,
+}
+
+impl FleetConfig {
+    fn phone(&self, i: usize) -> PeerOptions {
+        PeerOptions {
+            iface: self.iface.clone(),
+            model: self.model.clone(),
+            source: Source::Origin(self.origin.clone()),
+            store: self.store.join(format!("phone{i}")),
+            mode: Mode::Traditional,
+            fanout: 1,
+            backend: self.backend,
+            public_key: None,
+            tftp: self.tftp.clone(),
+            linger: None,
+            deadline: None,
+            seed: self.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            port: self.port_base.wrapping_add(i as u16),
+        }
+    }
+
+    /// Ports `port_base .. port_base + phones` must fit.
+    fn check(&self) -> Result<(), FleetError> {
+        if self.phones == 0 {
+            return Err(FleetError::Setup("need at least one phone".into()));
+        }
+        if usize::from(self.port_base) + self.phones > usize::from(u16::MAX) {
+            return Err(FleetError::Setup(format!(
+                "{} phones from port {} run past port 65535: lower --port-base",
+                self.phones, self.port_base
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Powers the fleet on (manifests fetched from the server), for [`run_fleet`].
+pub fn prepare_fleet(cfg: &FleetConfig) -> Result<(Vec<Ready>, f64), FleetError> {
+    cfg.check()?;
+    let t0 = Instant::now();
+    let place = match &cfg.netns {
+        Some(ns) => Place::Netns(ns.clone()),
+        None => Place::Here,
+    };
+    let phones = (0..cfg.phones)
+        .map(|i| (cfg.phone(i), place.clone()))
+        .collect();
+    let ready = prepare_all(phones)?;
+    Ok((ready, t0.elapsed().as_secs_f64()))
+}
+
+/// One bar per file of the load the fleet pulls.
+pub fn fleet_progress(ready: &[Ready]) -> Arc<Progress> {
+    let n = ready.len() as u64;
+    let files = ready
+        .first()
+        .map(|r| {
+            r.prepared
+                .manifest()
+                .files
+                .iter()
+                .map(|f| (r.opts.model.clone(), f.name.clone(), f.size * n))
+                .collect()
+        })
+        .unwrap_or_default();
+    Progress::new(files)
+}
+
+/// Runs the prepared fleet and measures the server: goodput, completion times, failures.
+pub fn run_fleet(
+    cfg: &FleetConfig,
+    ready: Vec<Ready>,
+    prepare_s: f64,
+    progress: Option<Arc<Progress>>,
+) -> Result<FleetReport, FleetError> {
+    let manifest = ready
+        .first()
+        .map(|r| r.prepared.manifest().clone())
+        .ok_or_else(|| FleetError::Setup("no phone started".into()))?;
+    let run = run(ready, cfg.backend, cfg.deadline, progress)?;
+    let mut times = Vec::new();
+    let mut corrupt = 0;
+    let (mut origin_bytes, mut refused, mut timeouts, mut errors) = (0, 0, 0, 0);
+    let mut backend = String::new();
+    let mut last = run.start;
+    for (i, r, done) in &run.phones {
+        if let Some(at) = done {
+            times.push(at.duration_since(run.start).as_secs_f64());
+            last = last.max(*at);
+            let dir = crate::store::Store::new(&cfg.store.join(format!("phone{i}")))
+                .load_dir(&manifest.load);
+            if manifest.verify_dir(&dir).is_err() {
+                corrupt += 1;
+            }
+        }
+        backend = r.engine.backend.to_owned();
+        for f in &r.files {
+            origin_bytes += f.origin_bytes;
+            refused += u64::from(f.origin_refused);
+            timeouts += u64::from(f.origin_timeouts);
+            errors += u64::from(f.origin_errors);
+        }
+    }
+    let completed = times.len();
+    let elapsed = if completed == run.phones.len() {
+        last.duration_since(run.start)
+    } else {
+        run.start.elapsed()
+    }
+    .as_secs_f64();
+    Ok(FleetReport {
+        phones: run.phones.len() as u32,
+        completed: completed as u32,
+        corrupt_installs: corrupt,
+        load_bytes: manifest.load_bytes(),
+        origin_bytes,
+        elapsed_s: elapsed,
+        goodput_mbit: origin_bytes as f64 * 8.0 / elapsed.max(1e-9) / 1e6,
+        completion: Completions::of(&times),
+        origin_refused: refused,
+        origin_timeouts: timeouts,
+        origin_errors: errors,
+        prepare_s,
+        max_turn_ms: run.max_turn.as_secs_f64() * 1e3,
+        backend,
+    })
+}
