@@ -60,6 +60,8 @@ pub struct LabConfig {
     pub phones: usize,
     pub models: Vec<String>,
     pub wan_mbit: f64,
+    /// WAN tbf bucket in KiB (`None`: 10 ms at the rate, at least 32 KiB).
+    pub wan_burst_kib: Option<u32>,
     pub lan_mbit: Option<f64>,
     pub fanout: u8,
     pub origin: OriginKind,
@@ -78,6 +80,7 @@ impl Default for LabConfig {
             phones: 60,
             models: vec!["CP-7961G".into(), "CP-7941G".into()],
             wan_mbit: 50.0,
+            wan_burst_kib: None,
             lan_mbit: Some(100.0),
             fanout: 2,
             origin: OriginKind::Pfs,
@@ -201,6 +204,7 @@ impl Lab {
         let site = Site::build(&SiteSpec {
             phones: cfg.phones,
             wan_kbit: Some((cfg.wan_mbit * 1000.0) as u32),
+            wan_burst: cfg.wan_burst_kib.map(|k| k.saturating_mul(1024)),
             lan_kbit: cfg.lan_mbit.map(|m| (m * 1000.0) as u32),
         })?;
         // tmpfs when there is one: stores and the origin root stay in memory.

@@ -119,6 +119,10 @@ struct LabArgs {
     models: Vec<String>,
     #[arg(long, default_value_t = 50.0)]
     wan_mbit: f64,
+    /// WAN token-bucket size in KiB: how much may leave back to back at line rate (default:
+    /// 10 ms at the rate, at least 32).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1_048_576))]
+    wan_burst_kib: Option<u32>,
     /// Each phone's port (0: unshaped).
     #[arg(long, default_value_t = 100.0)]
     lan_mbit: f64,
@@ -752,6 +756,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         phones: a.phones,
         models: a.models,
         wan_mbit: a.wan_mbit,
+        wan_burst_kib: a.wan_burst_kib,
         lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
         fanout: a.fanout,
         origin: a.origin,
@@ -801,6 +806,9 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             b.finish();
         }
         let r = result?;
+        if show && pfs::peer::stop_requested() {
+            eprintln!("interrupted: partial results of the {mode:?} run");
+        }
         if a.json {
             let mut brief = r.clone();
             if !a.tree {

@@ -22,6 +22,9 @@ pub struct SiteSpec {
     pub phones: usize,
     /// WAN rate hq -> site (tbf); `None` leaves it unshaped.
     pub wan_kbit: Option<u32>,
+    /// The WAN bucket in bytes (how much may leave back to back at line rate); `None`: one
+    /// 10 ms timer tick at the rate, at least 32 KiB.
+    pub wan_burst: Option<u32>,
     /// Each phone port's rate (tbf on both ends of its veth); `None` leaves it unshaped.
     pub lan_kbit: Option<u32>,
 }
@@ -49,8 +52,10 @@ pub fn phone_mac(i: usize) -> [u8; 6] {
 }
 
 /// tbf needs a bucket of at least one MTU and enough for the timer tick at the rate.
-fn tbf_args(kbit: u32) -> Vec<String> {
-    let burst = (u64::from(kbit) * 1000 / 8 / 100).max(32 * 1024);
+fn tbf_args(kbit: u32, burst: Option<u32>) -> Vec<String> {
+    let burst = burst
+        .map(|b| u64::from(b).max(2048))
+        .unwrap_or((u64::from(kbit) * 1000 / 8 / 100).max(32 * 1024));
     vec![
         "root".into(),
         "tbf".into(),
@@ -63,7 +68,7 @@ fn tbf_args(kbit: u32) -> Vec<String> {
     ]
 }
 
-fn tc(ns: &Netns, dev: &str, kbit: u32) -> Result<(), NetnsError> {
+fn tc(ns: &Netns, dev: &str, kbit: u32, burst: Option<u32>) -> Result<(), NetnsError> {
     let mut args: Vec<String> = vec![
         "-n".into(),
         ns.name().into(),
@@ -72,7 +77,7 @@ fn tc(ns: &Netns, dev: &str, kbit: u32) -> Result<(), NetnsError> {
         "dev".into(),
         dev.into(),
     ];
-    args.extend(tbf_args(kbit));
+    args.extend(tbf_args(kbit, burst));
     let out = std::process::Command::new("tc")
         .args(&args)
         .output()
@@ -142,8 +147,8 @@ impl Site {
             &ROUTER_WAN.to_string(),
         ])?;
         if let Some(kbit) = spec.wan_kbit {
-            tc(&hq, HQ_WAN_IFACE, kbit)?;
-            tc(&router, "wan1", kbit)?;
+            tc(&hq, HQ_WAN_IFACE, kbit, spec.wan_burst)?;
+            tc(&router, "wan1", kbit, spec.wan_burst)?;
         }
         router.ip(&["link", "add", "br0", "type", "bridge"])?;
         router.ip(&["addr", "add", &format!("{ROUTER_LAN}/16"), "dev", "br0"])?;
@@ -186,8 +191,8 @@ impl Site {
             site.router
                 .ip(&["link", "set", &port, "master", "br0", "up"])?;
             if let Some(kbit) = spec.lan_kbit {
-                tc(&ns, PHONE_IFACE, kbit)?;
-                tc(&site.router, &port, kbit)?;
+                tc(&ns, PHONE_IFACE, kbit, None)?;
+                tc(&site.router, &port, kbit, None)?;
             }
             site.phones.push(ns);
             site.phone_addrs.push(addr);

@@ -88,6 +88,7 @@ fn twenty_pullers_measure_a_real_tftp_server_and_count_its_refusals() {
     let site = Site::build(&SiteSpec {
         phones: 1,
         wan_kbit: Some(WAN_KBIT),
+        wan_burst: None,
         lan_kbit: None,
     })
     .expect("build the site");

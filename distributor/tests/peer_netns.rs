@@ -134,6 +134,7 @@ fn seven_peers(backend: &str) {
     let site = Site::build(&SiteSpec {
         phones: PHONES,
         wan_kbit: Some(40_000),
+        wan_burst: None,
         lan_kbit: None,
     })
     .expect("build the site");
@@ -236,6 +237,7 @@ fn an_election_converges_under_a_million_junk_datagrams_with_xdp() {
     let site = Site::build(&SiteSpec {
         phones: PEERS + 1,
         wan_kbit: Some(40_000),
+        wan_burst: None,
         lan_kbit: None,
     })
     .expect("build the site");
