@@ -25,6 +25,7 @@ use crate::{
     peer::{PeerError, PeerOptions, PeerReport, Place, Source},
     phone::Mode,
     phoneconfig::{Device, Level, SiteConfig},
+    tftp::client::ClientConfig,
     topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec, phone_mac},
 };
 
@@ -326,20 +327,32 @@ impl Lab {
             .load_information
             .ok_or_else(|| LabError::Setup(format!("phone {i}: no load in its cnf.xml")))?;
         let server = cnf.load_server.unwrap_or_else(|| ORIGIN_ADDR.to_string());
+        let mode = if cnf.peer_firmware_sharing {
+            mode
+        } else {
+            Mode::Traditional
+        };
+        // A phone's own TFTP client is lock-step. Windowed TFTP from every phone at once
+        // overruns the shaped WAN's queue: 40 phones at 10 Mbit/s took twice N x the limit,
+        // most of it retransmissions. The baseline is what phones really do.
+        let tftp = if mode == Mode::Traditional {
+            ClientConfig {
+                windowsize: 1,
+                ..ClientConfig::default()
+            }
+        } else {
+            ClientConfig::default()
+        };
         Ok(PeerOptions {
             iface: PHONE_IFACE.into(),
             model: self.manifests[self.model_of(i)].0.clone(),
             source: Source::Origin(format!("tftp://{server}/{load}")),
             store,
-            mode: if cnf.peer_firmware_sharing {
-                mode
-            } else {
-                Mode::Traditional
-            },
+            mode,
             fanout: self.cfg.fanout,
             backend: self.cfg.backend,
             public_key: None,
-            tftp: Default::default(),
+            tftp,
             linger: None,
             deadline: None,
             seed: self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
