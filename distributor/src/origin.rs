@@ -1,17 +1,20 @@
 //! `pfs origin`: a read-only TFTP server on real UDP sockets, driving [`ServerSession`]s.
 //!
 //! One thread per transfer, each with its own socket (the TFTP transfer id), bounded in
-//! number; the io_uring engine will drive the same sessions without threads. Requests are
+//! number. A repeated RRQ from a client endpoint that already has a transfer is dropped: the
+//! client retransmitted it because our first answer is still queued on a slow link, and a
+//! second transfer would send every block twice to a client that ignores one of them; the io_uring engine will drive the same sessions without threads. Requests are
 //! confined to the root directory: no absolute paths, no `..`, no symlinks leading out.
 
 use std::{
+    collections::HashSet,
     fs::File,
     io,
     net::{SocketAddr, UdpSocket},
     os::unix::fs::FileExt,
     path::{Component, Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
@@ -45,6 +48,8 @@ pub struct OriginStats {
     pub transfers_ok: AtomicUsize,
     pub transfers_failed: AtomicUsize,
     pub refused: AtomicUsize,
+    /// RRQs repeated by a client whose transfer is running, dropped.
+    pub duplicate_requests: AtomicUsize,
     pub bytes: AtomicUsize,
 }
 
@@ -115,7 +120,8 @@ fn listen(
     stop: Arc<AtomicBool>,
     stats: Arc<OriginStats>,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
+    // Client endpoints with a running transfer; at most `max_sessions`.
+    let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
     let mut buf = vec![0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         let (n, peer) = match socket.recv_from(&mut buf) {
@@ -151,13 +157,20 @@ fn listen(
                         continue;
                     }
                 };
-                if active.load(Ordering::Relaxed) >= cfg.max_sessions {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
-                    reply(ErrorCode::NotDefined, "server busy, retry later");
-                    continue;
+                {
+                    let mut running = active.lock().unwrap_or_else(|e| e.into_inner());
+                    if running.contains(&peer) {
+                        stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if running.len() >= cfg.max_sessions {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        reply(ErrorCode::NotDefined, "server busy, retry later");
+                        continue;
+                    }
+                    running.insert(peer);
                 }
-                active.fetch_add(1, Ordering::Relaxed);
-                let (active, stats, session_cfg) =
+                let (running, stats, session_cfg) =
                     (active.clone(), stats.clone(), cfg.session.clone());
                 let local_ip = cfg.listen.ip();
                 let name = filename.to_owned();
@@ -172,9 +185,16 @@ fn listen(
                         if let Err(e) = result {
                             tracing::info!(%peer, file = %name, error = %e, "transfer failed");
                         }
-                        active.fetch_sub(1, Ordering::Relaxed);
+                        running
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&peer);
                     });
                 if spawned.is_err() {
+                    active
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&peer);
                     reply(ErrorCode::NotDefined, "server busy, retry later");
                 }
             }

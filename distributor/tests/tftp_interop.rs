@@ -247,6 +247,57 @@ fn error_code(reply: &[u8]) -> Option<u16> {
     (reply.len() >= 4 && reply[..2] == [0, 5]).then(|| u16::from_be_bytes([reply[2], reply[3]]))
 }
 
+/// A client whose first answer is slow retransmits its RRQ: the origin must not start a second
+/// transfer to the same endpoint (it would send the whole file twice over a slow WAN).
+#[test]
+fn a_repeated_request_does_not_start_a_second_transfer() {
+    use pfs::tftp::packet::{Options, ack, request};
+    use std::sync::atomic::Ordering;
+    let root = tempdir("dup");
+    let files = fixture(&root);
+    let origin = start_origin(&root);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rrq = request(true, "exact.bin", &Options::default());
+    s.send_to(&rrq, origin.addr).unwrap();
+    s.send_to(&rrq, origin.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut senders = Vec::new();
+    let mut got = Vec::new();
+    let mut block = 1u16;
+    // Lock-step: ACK each block from the one transfer; note every sender that talks to us.
+    while let Ok((n, from)) = s.recv_from(&mut buf) {
+        if !senders.contains(&from) {
+            senders.push(from);
+        }
+        if n < 4 || buf[..2] != [0, 3] || u16::from_be_bytes([buf[2], buf[3]]) != block {
+            continue;
+        }
+        got.extend_from_slice(&buf[4..n]);
+        s.send_to(&ack(block), from).unwrap();
+        if n - 4 < 512 {
+            break;
+        }
+        block += 1;
+    }
+    let want = &files.iter().find(|(n, _)| n == "exact.bin").unwrap().1;
+    assert_eq!(&got, want);
+    assert_eq!(senders.len(), 1, "one transfer id: {senders:?}");
+    assert_eq!(origin.stats.duplicate_requests.load(Ordering::Relaxed), 1);
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while origin.stats.transfers_ok.load(Ordering::Relaxed) < 1 && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(origin.stats.transfers_ok.load(Ordering::Relaxed), 1);
+    // The transfer is over: the same endpoint may ask again and is served.
+    s.send_to(&rrq, origin.addr).unwrap();
+    let (n, _) = s.recv_from(&mut buf).expect("served again");
+    assert_eq!(buf[..4], [0, 3, 0, 1], "{:?}", &buf[..n.min(8)]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn origin_refuses_escapes_and_writes_and_survives_garbage() {
     let root = tempdir("hostile");

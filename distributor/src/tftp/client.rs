@@ -1,9 +1,9 @@
 //! Sans-IO read transfer (the root's origin fetch, `pfs fetch`): requests options, accepts a
 //! server that ignores them, acknowledges per window, resynchronises after a gap, retries a
-//! bounded number of times.
+//! bounded number of times with exponential backoff.
 
 use super::{
-    DEFAULT_BLKSIZE, Options, Packet, absolute_block,
+    DEFAULT_BLKSIZE, Options, Packet, absolute_block, backoff,
     packet::{ack, request},
     wire_block,
 };
@@ -106,7 +106,7 @@ impl ClientSession {
     fn send(&mut self, now: Time, bytes: Vec<u8>, out: &mut Vec<ClientAction>) {
         self.last_sent = bytes.clone();
         out.push(ClientAction::Send(bytes));
-        self.deadline = now + self.cfg.timeout;
+        self.deadline = now + backoff(self.cfg.timeout, self.retries);
         out.push(ClientAction::Timer(self.deadline));
     }
 
@@ -325,5 +325,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_unanswered_request_backs_off_then_gives_up() {
+        let cfg = ClientConfig {
+            max_retries: 4,
+            ..ClientConfig::default()
+        };
+        let mut c = ClientSession::new(cfg.clone(), "f");
+        let mut out = Vec::new();
+        c.start(0, &mut out);
+        let timer = |out: &[ClientAction]| {
+            out.iter().rev().find_map(|a| match a {
+                ClientAction::Timer(t) => Some(*t),
+                _ => None,
+            })
+        };
+        let mut at = timer(&out).expect("armed");
+        let mut waits = vec![at];
+        for _ in 0..4 {
+            out.clear();
+            c.on_timer(at, &mut out);
+            assert!(matches!(out[0], ClientAction::Send(_)), "{out:?}");
+            let next = timer(&out).expect("re-armed");
+            waits.push(next - at);
+            at = next;
+        }
+        let t = cfg.timeout;
+        assert_eq!(waits, vec![t, 2 * t, 4 * t, 8 * t, 8 * t]);
+        out.clear();
+        c.on_timer(at, &mut out);
+        assert_eq!(out, vec![ClientAction::Done(Err(ClientError::Timeout(4)))]);
     }
 }

@@ -31,9 +31,29 @@ pub fn absolute_block(wire: u16, base: u64) -> u64 {
     (base as i64 + diff).max(0) as u64
 }
 
+/// Retransmission backoff cap: the wait doubles per unanswered retransmission up to this
+/// multiple of the base timeout.
+pub const MAX_BACKOFF: u32 = 8;
+
+/// How long to wait after the `retries`-th retransmission (0: the first send). RFC 1123
+/// 4.2.3.2 asks TFTP for exponential backoff: at a fixed timeout, hundreds of lock-step
+/// transfers into one congested WAN queue time out together, retransmit together and give up
+/// together (`pfs lab`, 40 traditional phones at 10 Mbit/s: no phone finished in 10 minutes).
+pub fn backoff(base: crate::phone::Time, retries: u32) -> crate::phone::Time {
+    let factor = 1u64 << retries.min(MAX_BACKOFF.trailing_zeros());
+    base.saturating_mul(factor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let waits: Vec<_> = (0..6).map(|r| backoff(1_000, r)).collect();
+        assert_eq!(waits, vec![1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
+        assert_eq!(backoff(u64::MAX, 3), u64::MAX);
+    }
 
     #[test]
     fn block_numbers_roll_over() {

@@ -1,11 +1,11 @@
 //! Sans-IO read-only transfer session (one RRQ): option negotiation, windowed sending,
-//! bounded retransmission. In lock-step (window 1) duplicate ACKs never cause sends, so a
+//! bounded retransmission with exponential backoff. In lock-step (window 1) duplicate ACKs never cause sends, so a
 //! delayed ACK cannot start the Sorcerer's Apprentice duplication of RFC 1350. With a window,
 //! a duplicate ACK of the last acknowledged block is the receiver asking for a rewind after a
 //! loss (RFC 7440 section 4); it is honoured at most once per transmitted window, so duplicates
 //! can never multiply.
 
-use super::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Options, absolute_block, wire_block};
+use super::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Options, absolute_block, backoff, wire_block};
 use crate::phone::Time;
 
 #[derive(Debug, Clone)]
@@ -193,7 +193,7 @@ impl ServerSession {
                 });
             }
         }
-        self.deadline = now + self.timeout;
+        self.deadline = now + backoff(self.timeout, self.retries);
         out.push(ServerAction::Timer(self.deadline));
     }
 }
@@ -261,13 +261,19 @@ mod tests {
         let mut s = ServerSession::new(&cfg, 100, Options::default());
         let mut out = Vec::new();
         s.start(0, &mut out);
-        for i in 1..=3u64 {
+        let mut now = 0;
+        for wait in [1, 2, 4] {
+            // Not yet: the wait has doubled since the last retransmission.
+            now += wait * cfg.timeout;
             out.clear();
-            s.on_timer(i * cfg.timeout, &mut out);
+            s.on_timer(now - 1, &mut out);
+            assert!(sends(&out).is_empty(), "early at {now}");
+            out.clear();
+            s.on_timer(now, &mut out);
             assert_eq!(sends(&out), vec![1]);
         }
         out.clear();
-        s.on_timer(4 * cfg.timeout, &mut out);
+        s.on_timer(now + 8 * cfg.timeout, &mut out);
         assert!(matches!(out.last(), Some(ServerAction::Done(Err(_)))));
     }
 
