@@ -414,19 +414,29 @@ impl UringReactor {
 
     /// Takes a socket out of service: the driver never hears of it again.
     fn retire(&mut self, token: Token) {
-        if let Some(s) = self.socks.remove(&token) {
+        let Some(s) = self.socks.remove(&token) else {
+            return;
+        };
+        if s.ops == 0 {
+            return; // dropping it closes it
+        }
+        let cancel = if let Kind::Udp(_) = s.kind {
+            // Datagrams already handed over must still leave (a TFTP client's last ACK):
+            // stop only the receive; sends on a datagram socket never wait on a peer.
+            self.ops
+                .iter()
+                .position(|o| matches!(o, Some(Op::RecvMsg(t)) if *t == token))
+                .map(|ud| types::CancelBuilder::user_data(ud as u64))
+        } else {
             // SAFETY: shutting down a socket we own; ends its multishot receive.
             unsafe { libc::shutdown(s.fd(), libc::SHUT_RDWR) };
-            if s.ops > 0 {
-                let ud = self.slot(Op::Cancel);
-                self.push(
-                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(s.fd())).all())
-                        .build()
-                        .user_data(ud),
-                );
-                self.closing.insert(token, s);
-            }
+            Some(types::CancelBuilder::fd(types::Fd(s.fd())).all())
+        };
+        if let Some(c) = cancel {
+            let ud = self.slot(Op::Cancel);
+            self.push(opcode::AsyncCancel2::new(c).build().user_data(ud));
         }
+        self.closing.insert(token, s);
     }
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32, on: &mut dyn FnMut(Completion<'_>)) {
