@@ -1363,8 +1363,17 @@ impl Peer {
         };
         let o = self.files[i].origin.as_mut().expect("found");
         // The server answers from a new port (its transfer id); lock onto it.
+        if from.ip() != o.server.ip() {
+            return Ok(());
+        }
         let tid = *o.tid.get_or_insert(from);
-        if from != tid || from.ip() != o.server.ip() {
+        if from != tid {
+            // A second transfer the server started for a retransmitted RRQ: stop it (RFC
+            // 1350), or it sends the whole file again over the WAN.
+            let token = o.token;
+            let stop =
+                tftp::packet::error(tftp::ErrorCode::UnknownTransferId, "unknown transfer id");
+            let _ = self.reactor.borrow_mut().send_to(token, from, &stop);
             return Ok(());
         }
         let mut out = Vec::new();
@@ -1380,8 +1389,12 @@ impl Peer {
         &mut self,
         now: Time,
         i: usize,
-        out: Vec<ClientAction>,
+        mut out: Vec<ClientAction>,
     ) -> Result<(), PeerError> {
+        // Datagrams first: the bytes of the last block complete the file, and the core then
+        // closes the transfer, which would swallow the final ACK queued behind them and leave
+        // the server retransmitting into a closed port.
+        out.sort_by_key(|a| !matches!(a, ClientAction::Send(_)));
         for a in out {
             let Some(o) = self.files[i].origin.as_mut() else {
                 return Ok(());
