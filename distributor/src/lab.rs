@@ -332,9 +332,8 @@ impl Lab {
         } else {
             Mode::Traditional
         };
-        // A phone's own TFTP client is lock-step. Windowed TFTP from every phone at once
-        // overruns the shaped WAN's queue: 40 phones at 10 Mbit/s took twice N x the limit,
-        // most of it retransmissions. The baseline is what phones really do.
+        // A phone's own TFTP client is lock-step (RFC 1350), one file after another: the
+        // baseline is what phones really do, not a windowed client they do not have.
         let tftp = if mode == Mode::Traditional {
             ClientConfig {
                 windowsize: 1,

@@ -530,16 +530,16 @@ impl Phone {
 
     fn boot(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
         for i in 0..self.hierarchies.len() {
-            let h = self.hierarchies[i].id;
             if cfg.mode == Mode::Traditional {
                 self.hierarchies[i].role = Role::Traditional;
-                out.push(Action::OriginOpen { h, fallback: false });
             } else {
                 self.hierarchies[i].orphan_since = Some(now);
                 self.arm_claim(cfg, now, i, out);
             }
         }
-        if cfg.mode != Mode::Traditional {
+        if cfg.mode == Mode::Traditional {
+            self.open_next_traditional(out);
+        } else {
             out.push(Action::Timer {
                 h: 0,
                 kind: TimerKind::Watchdog,
@@ -1028,8 +1028,27 @@ impl Phone {
         if x.done() {
             x.origin_open = false;
             out.push(Action::OriginClose { h: x.id });
+            if x.role == Role::Traditional {
+                self.open_next_traditional(out);
+            }
         } else {
             self.fill_origin_window(cfg, i, out);
+        }
+    }
+
+    /// A phone on its own pulls its files one after another, as the Cisco technote describes
+    /// ("one by one"): every file of every phone at once would put phones x files lock-step
+    /// transfers into the WAN queue, which overflows it and turns losses into timeouts.
+    fn open_next_traditional(&mut self, out: &mut Vec<Action>) {
+        if let Some(x) = self
+            .hierarchies
+            .iter()
+            .find(|x| x.role == Role::Traditional && !x.done())
+        {
+            out.push(Action::OriginOpen {
+                h: x.id,
+                fallback: false,
+            });
         }
     }
 
