@@ -7,41 +7,13 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use pfs::topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec};
 
-/// Kills the process when the test ends however it ends.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pfs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn start_tftpd(site: &Site, root: &Path) -> Guard {
-    let child = Command::new("ip")
-        .args(["netns", "exec", site.hq.name(), "in.tftpd", "--foreground"])
-        .args(["--listen", "--address", &format!("{ORIGIN_ADDR}:69")])
-        .args(["--secure"])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start in.tftpd");
-    Guard(child)
-}
+use common::{scratch, start_tftpd};
 
 /// Runs `pfs fleet` (bounded) and returns its exit success and its JSON report.
 fn fleet(site: &Site, load: &str, phones: usize, deadline_s: u32) -> (bool, serde_json::Value) {

@@ -7,8 +7,7 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,40 +17,7 @@ use pfs::{
     topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec},
 };
 
-/// Kills the process when the test ends however it ends.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pfs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn start_tftpd(site: &Site, root: &Path) -> Guard {
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            site.hq.name(),
-            "in.tftpd",
-            "--foreground",
-            "--listen",
-        ])
-        .args(["--address", &format!("{ORIGIN_ADDR}:69"), "--secure"])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start in.tftpd");
-    Guard(child)
-}
+use common::{Guard, scratch, start_tftpd};
 
 fn peer(site: &Site, i: usize, args: &[String]) -> Guard {
     let child = Command::new("ip")

@@ -32,3 +32,36 @@ pub fn privileged(test: &str) -> bool {
     eprintln!("SKIPPED {test}: {why}");
     false
 }
+
+/// Kills the process when the test ends however it ends.
+pub struct Guard(pub std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An empty scratch directory for this test process.
+pub fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pfs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The real tftpd-hpa serving `root` in the site's `hq` namespace.
+pub fn start_tftpd(site: &pfs::topology::Site, root: &std::path::Path) -> Guard {
+    use std::process::{Command, Stdio};
+    let child = Command::new("ip")
+        .args(["netns", "exec", site.hq.name(), "in.tftpd", "--foreground"])
+        .args(["--listen", "--address"])
+        .arg(format!("{}:69", pfs::topology::ORIGIN_ADDR))
+        .arg("--secure")
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start in.tftpd");
+    Guard(child)
+}
