@@ -65,6 +65,8 @@ pub struct ClientSession {
     since_ack: u64,
     last_sent: Vec<u8>,
     retries: u32,
+    /// The block we last asked a rewind to (a gap is reported once).
+    gap_acked: Option<u64>,
     deadline: Time,
     bytes: u64,
     finished: bool,
@@ -82,6 +84,7 @@ impl ClientSession {
             since_ack: 0,
             last_sent: Vec::new(),
             retries: 0,
+            gap_acked: None,
             deadline: 0,
             bytes: 0,
             finished: false,
@@ -149,11 +152,25 @@ impl ClientSession {
                 }
                 let abs = absolute_block(block, self.expected);
                 if abs != self.expected {
-                    // Duplicate or gap: acknowledge what we hold, so the server resends from
-                    // there (RFC 7440 section 4).
-                    self.since_ack = 0;
-                    let resync = ack(wire_block(self.expected - 1)).to_vec();
-                    self.send(now, resync, out);
+                    // A gap (a block lost) asks once for a rewind: acknowledge what we hold
+                    // (RFC 7440 section 4). A copy of the last block we hold means the server
+                    // missed our ACK: say it again. Any other copy is the rest of a resent
+                    // window and says nothing; answering each would read as a fresh rewind
+                    // request and duplicate every window after it.
+                    let gap = abs > self.expected;
+                    let answer = if gap {
+                        self.gap_acked != Some(self.expected)
+                    } else {
+                        abs + 1 == self.expected
+                    };
+                    if answer {
+                        if gap {
+                            self.gap_acked = Some(self.expected);
+                        }
+                        self.since_ack = 0;
+                        let resync = ack(wire_block(self.expected - 1)).to_vec();
+                        self.send(now, resync, out);
+                    }
                     return;
                 }
                 if data.len() as u64 > self.blksize {
@@ -211,9 +228,15 @@ mod tests {
     use super::super::server::{ServerAction, ServerConfig, ServerSession};
     use super::*;
 
-    /// Runs a client and a server against each other in memory, dropping every `drop_every`-th
-    /// datagram in each direction; returns the bytes the client wrote.
-    fn transfer(file: &[u8], cfg: ClientConfig, drop_every: usize) -> Result<Vec<u8>, ClientError> {
+    /// Runs a client and a server against each other in memory, dropping the `n`-th datagram
+    /// (counted over both directions) when `drop(n)`; returns the bytes the client wrote and
+    /// how many DATA packets the server sent.
+    fn transfer(
+        file: &[u8],
+        cfg: ClientConfig,
+        drop: impl Fn(usize) -> bool,
+    ) -> Result<(Vec<u8>, usize), ClientError> {
+        let mut data_sent = 0usize;
         let mut client = ClientSession::new(cfg, "f");
         let mut c_out = Vec::new();
         client.start(0, &mut c_out);
@@ -234,13 +257,13 @@ mod tests {
                     }
                     ClientAction::Timer(t) => c_timer = t,
                     ClientAction::Size(s) => assert_eq!(s as usize, file.len()),
-                    ClientAction::Done(r) => return r.map(|_| got),
+                    ClientAction::Done(r) => return r.map(|_| (got, data_sent)),
                 }
             }
             let mut s_out = Vec::new();
             for b in to_server {
                 sent += 1;
-                if drop_every > 0 && sent.is_multiple_of(drop_every) {
+                if drop(sent) {
                     continue;
                 }
                 match decode(&b).unwrap() {
@@ -266,6 +289,7 @@ mod tests {
                     ServerAction::SendData {
                         wire, offset, len, ..
                     } => {
+                        data_sent += 1;
                         let mut d = data_header(wire).to_vec();
                         d.extend_from_slice(&file[offset as usize..offset as usize + len]);
                         to_client.push(d);
@@ -277,7 +301,7 @@ mod tests {
             let quiet = to_client.is_empty() && c_out.is_empty();
             for b in to_client {
                 sent += 1;
-                if drop_every > 0 && sent.is_multiple_of(drop_every) {
+                if drop(sent) {
                     continue;
                 }
                 client.on_packet(now, decode(&b).unwrap(), &mut c_out);
@@ -295,6 +319,7 @@ mod tests {
                         wire, offset, len, ..
                     } = a
                     {
+                        data_sent += 1;
                         let mut d = data_header(wire).to_vec();
                         d.extend_from_slice(&file[offset as usize..offset as usize + len]);
                         client.on_packet(now, decode(&d).unwrap(), &mut c_out);
@@ -318,10 +343,34 @@ mod tests {
                     max_retries: 50,
                     ..ClientConfig::default()
                 };
-                let got = transfer(&file, cfg, drop_every).expect("transfer");
+                let lossy = |n: usize| drop_every > 0 && n.is_multiple_of(drop_every);
+                let (got, _) = transfer(&file, cfg, lossy).expect("transfer");
                 assert!(
                     got == file,
                     "blksize {blksize} window {windowsize} drop {drop_every}"
+                );
+            }
+        }
+    }
+
+    /// One lost block costs a resend of about one window, not a duplicate of every window
+    /// after it: the rest of a resent window must not read as fresh rewind requests (this
+    /// doubled a root's WAN traffic for the rest of its transfer after a single loss).
+    #[test]
+    fn one_lost_block_costs_about_one_window() {
+        let file: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let blocks = file.len() / 1428 + 1;
+        for window in [4u16, 16, 64] {
+            let cfg = ClientConfig {
+                windowsize: window,
+                ..ClientConfig::default()
+            };
+            for lost in [5, 40, 301] {
+                let (got, sent) = transfer(&file, cfg.clone(), |n| n == lost).expect("transfer");
+                assert!(got == file);
+                assert!(
+                    sent <= blocks + 2 * usize::from(window),
+                    "window {window}, datagram {lost} lost: {sent} DATA for {blocks} blocks"
                 );
             }
         }

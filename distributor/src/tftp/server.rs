@@ -62,6 +62,14 @@ pub struct ServerSession {
     finished: bool,
     /// A duplicate ACK may trigger one rewind per transmitted window.
     rewind_allowed: bool,
+    /// The ACK the receiver will repeat for a window we sent twice; ignored once.
+    stale_ack: Option<u64>,
+    /// Windows resent because the receiver reported a loss, and because it went silent.
+    pub rewinds: u32,
+    pub timeouts: u32,
+    /// DATA blocks sent that had been sent before (every resend, whatever caused it).
+    pub resent_blocks: u64,
+    highest_sent: u64,
 }
 
 impl ServerSession {
@@ -96,6 +104,11 @@ impl ServerSession {
             deadline: 0,
             finished: false,
             rewind_allowed: false,
+            stale_ack: None,
+            rewinds: 0,
+            timeouts: 0,
+            resent_blocks: 0,
+            highest_sent: 0,
         }
     }
 
@@ -121,9 +134,16 @@ impl ServerSession {
         }
         let abs = absolute_block(wire, self.acked);
         let sent_up_to = (self.acked + self.window).min(self.total_blocks);
+        if abs == self.acked && self.stale_ack == Some(abs) {
+            // The receiver's answer to the second copy of a window we sent twice, not a loss.
+            self.stale_ack = None;
+            return;
+        }
         if abs == self.acked && self.window > 1 && self.rewind_allowed {
             // The receiver lost a block of the window we just sent: resend from there, once.
             self.rewind_allowed = false;
+            self.rewinds += 1;
+            self.resent_window();
             self.transmit_window(now, out);
             return;
         }
@@ -168,7 +188,17 @@ impl ServerSession {
             ))));
             return;
         }
+        self.timeouts += 1;
+        self.resent_window();
         self.transmit(now, out);
+    }
+
+    /// A window goes out a second time: its last block reaches the receiver twice, and the
+    /// receiver acknowledges each copy (it cannot tell a rewind from a lost ACK).
+    fn resent_window(&mut self) {
+        if self.oack.is_none() && self.window > 1 {
+            self.stale_ack = Some((self.acked + self.window).min(self.total_blocks));
+        }
     }
 
     /// Sends the OACK, or the window after the last acknowledged block.
@@ -182,6 +212,8 @@ impl ServerSession {
             out.push(ServerAction::SendOack(o));
         } else {
             let last = (self.acked + self.window).min(self.total_blocks);
+            self.resent_blocks += self.highest_sent.min(last).saturating_sub(self.acked);
+            self.highest_sent = self.highest_sent.max(last);
             for block in self.acked + 1..=last {
                 let offset = (block - 1) * self.blksize;
                 let len = self.blksize.min(self.file_len - offset) as usize;
@@ -230,9 +262,18 @@ mod tests {
         s.on_ack(1, 0, &mut out);
         assert_eq!(sends(&out), vec![1, 2, 3, 4]);
         let mut acked = 4u64;
+        let mut rewound = false;
         loop {
             out.clear();
             s.on_ack(2, wire_block(acked), &mut out);
+            if rewound && !out.contains(&ServerAction::Done(Ok(()))) {
+                // The window before went out twice: the receiver's answer to its second copy
+                // is absorbed, not taken as a loss.
+                let mut stale = Vec::new();
+                s.on_ack(2, wire_block(acked), &mut stale);
+                assert!(sends(&stale).is_empty(), "stale ACK rewound");
+            }
+            rewound = true;
             // A duplicate rewinds at most once per transmitted window; a third copy sends nothing.
             let mut dup = Vec::new();
             s.on_ack(2, wire_block(acked), &mut dup);
