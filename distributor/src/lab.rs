@@ -118,6 +118,11 @@ pub struct LabReport {
     pub wan_bytes: u64,
     /// Everything hq sent over the WAN link (`ip -s link`): firmware, manifests, headers.
     pub wan_link_bytes: u64,
+    /// DATA blocks the embedded origin sent more than once (after a loss, a reordering or a
+    /// silence): most of what `wan_link_bytes` carries beyond the firmware and the manifests.
+    /// Absent with tftpd-hpa.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_resent_blocks: Option<u64>,
     /// One load's bytes (every model's load has the same size).
     pub load_bytes: u64,
     pub models: u32,
@@ -157,12 +162,12 @@ pub struct Lab {
     pub site: Site,
     root: PathBuf,
     manifests: Vec<(String, String, Manifest)>,
-    _origin: OriginGuard,
+    origin: OriginGuard,
     setup_s: f64,
 }
 
 enum OriginGuard {
-    Pfs(#[allow(dead_code)] crate::origin::OriginHandle),
+    Pfs(crate::origin::OriginHandle),
     Hpa(std::process::Child),
 }
 
@@ -270,7 +275,7 @@ impl Lab {
             site,
             root,
             manifests,
-            _origin: origin,
+            origin,
             setup_s: t0.elapsed().as_secs_f64(),
         })
     }
@@ -365,6 +370,7 @@ impl Lab {
         let _ = std::fs::remove_dir_all(&stores);
         self.configs(mode, &stores)?;
         let wan0 = self.site.wan_tx_bytes()?;
+        let resends0 = self.origin_resends();
         let t0 = Instant::now();
         let phones = (0..self.cfg.phones)
             .map(|i| {
@@ -381,7 +387,22 @@ impl Lab {
         r.prepare_s = prepare_s;
         r.max_turn_ms = max_turn.as_secs_f64() * 1e3;
         r.host_tuning = self.site.tuning.changed().to_vec();
+        if let (Some(before), Some(after)) = (resends0, self.origin_resends()) {
+            r.origin_resent_blocks = Some(after - before);
+        }
         Ok(r)
+    }
+
+    /// DATA blocks the embedded origin has resent so far (counted as each transfer ends).
+    fn origin_resends(&self) -> Option<u64> {
+        match &self.origin {
+            OriginGuard::Pfs(h) => Some(
+                h.stats
+                    .resent_blocks
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            ),
+            OriginGuard::Hpa(_) => None,
+        }
     }
 
     fn summarise(
@@ -454,6 +475,7 @@ impl Lab {
             max_depth,
             wan_bytes: wan,
             wan_link_bytes,
+            origin_resent_blocks: None,
             load_bytes,
             models,
             makespan_s: completions.iter().copied().fold(0.0, f64::max),

@@ -50,6 +50,11 @@ pub struct OriginStats {
     pub refused: AtomicUsize,
     /// RRQs repeated by a client whose transfer is running, dropped.
     pub duplicate_requests: AtomicUsize,
+    /// Windows resent after the client reported a loss, and after it went silent.
+    pub rewinds: AtomicUsize,
+    pub timeouts: AtomicUsize,
+    /// DATA blocks sent more than once, whatever the cause.
+    pub resent_blocks: AtomicUsize,
     pub bytes: AtomicUsize,
 }
 
@@ -229,6 +234,27 @@ fn transfer(
     })?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut session = ServerSession::new(cfg, len, options);
+    let result = serve(&socket, &file, &mut session, stats, send_err);
+    stats
+        .rewinds
+        .fetch_add(session.rewinds as usize, Ordering::Relaxed);
+    stats
+        .timeouts
+        .fetch_add(session.timeouts as usize, Ordering::Relaxed);
+    stats
+        .resent_blocks
+        .fetch_add(session.resent_blocks as usize, Ordering::Relaxed);
+    result
+}
+
+/// Drives one session on its socket until it ends.
+fn serve(
+    socket: &UdpSocket,
+    file: &File,
+    session: &mut ServerSession,
+    stats: &OriginStats,
+    send_err: impl Fn(ErrorCode, &str),
+) -> Result<(), String> {
     let start = Instant::now();
     let now = || start.elapsed().as_micros() as u64;
     let mut out = Vec::new();
