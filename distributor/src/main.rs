@@ -90,8 +90,9 @@ struct FleetArgs {
     /// after the run).
     #[arg(long)]
     store: Option<std::path::PathBuf>,
-    /// Phone i binds its peer ports at PORT_BASE + i.
-    #[arg(long, default_value_t = 40510)]
+    /// Phone i binds its peer ports at PORT_BASE + i (the default sits above Linux's
+    /// ephemeral range, 32768-60999, so no other socket holds them by chance).
+    #[arg(long, default_value_t = 61000)]
     port_base: u16,
     #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
     backend: pfs::engine::Backend,

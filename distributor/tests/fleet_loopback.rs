@@ -40,7 +40,8 @@ fn every_origin_transfer_ends_with_the_clients_final_ack() {
             netns: None,
             model: "CP-7961G".into(),
             store: base.join(format!("stores-{round}")),
-            port_base: 45_100 + 100 * round as u16,
+            // Above the ephemeral range: the origin's transfer sockets take ephemeral ports.
+            port_base: 61_100 + 100 * round as u16,
             backend,
             deadline: Duration::from_secs(60),
             tftp: ClientConfig::default(),
