@@ -71,11 +71,13 @@ pub enum Counter {
     DropDuplicate = 9,
     /// Dropped: an advert for a model this host does not run.
     DropOtherModel = 10,
+    /// Valid fallback-lease messages passed (appended: slots keep their indexes).
+    Lease = 11,
 }
 
 impl Counter {
     /// Every slot, in index order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::Udp4051,
         Counter::Other,
         Counter::Advert,
@@ -87,6 +89,7 @@ impl Counter {
         Counter::DropMalformed,
         Counter::DropDuplicate,
         Counter::DropOtherModel,
+        Counter::Lease,
     ];
 
     /// Stable name used in `pfs xdp stats` output.
@@ -103,6 +106,7 @@ impl Counter {
             Counter::DropMalformed => "drop_malformed",
             Counter::DropDuplicate => "drop_duplicate",
             Counter::DropOtherModel => "drop_other_model",
+            Counter::Lease => "lease",
         }
     }
 }

@@ -127,6 +127,16 @@ pub struct FleetRun {
     pub start: Instant,
     /// The longest event-loop turn on any core: how late a phone could hear its network.
     pub max_turn: Duration,
+    /// Turns run on all cores, and those longer than 10 ms.
+    pub turns: u64,
+    pub long_turns: u64,
+    /// Descriptors the process held when the run ended, before the phones closed theirs.
+    pub fds_at_end: usize,
+}
+
+/// Open descriptors of this process (entries of /proc/self/fd).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// Boots every prepared phone at one instant across the cores and runs until all installed,
@@ -158,19 +168,25 @@ pub fn run(
     barrier.wait();
     let start = Instant::now();
     let mut phones = Vec::new();
-    let mut max_turn = Duration::ZERO;
+    let (mut max_turn, mut turns, mut long_turns, mut fds_at_end) = (Duration::ZERO, 0, 0, 0);
     for t in threads {
-        let (mine, turn) = t
+        let core = t
             .join()
             .map_err(|_| FleetError::Setup("a core thread panicked".into()))??;
-        phones.extend(mine);
-        max_turn = max_turn.max(turn);
+        phones.extend(core.phones);
+        max_turn = max_turn.max(core.max_turn);
+        turns += core.turns;
+        long_turns += core.long_turns;
+        fds_at_end = fds_at_end.max(core.fds_at_end);
     }
     phones.sort_by_key(|p| p.0);
     Ok(FleetRun {
         phones,
         start,
         max_turn,
+        turns,
+        long_turns,
+        fds_at_end,
     })
 }
 
@@ -181,7 +197,7 @@ fn run_core(
     share: Vec<Ready>,
     barrier: Arc<Barrier>,
     progress: Option<Arc<Progress>>,
-) -> Result<(Vec<PhoneResult>, Duration), FleetError> {
+) -> Result<CoreRun, FleetError> {
     let mut host = Host::new(backend, Limits::default());
     let mut index = Vec::new();
     let mut added = Ok(());
@@ -224,6 +240,7 @@ fn run_core(
         publish(pr, &host.peers, &mut published);
     }
     let reports = host.reports();
+    let fds_at_end = open_fds();
     host.close();
     let phones = index
         .into_iter()
@@ -231,7 +248,22 @@ fn run_core(
         .zip(done_at)
         .map(|((i, r), d)| (i, r, d))
         .collect();
-    Ok((phones, host.max_turn))
+    Ok(CoreRun {
+        phones,
+        max_turn: host.max_turn,
+        turns: host.turns,
+        long_turns: host.long_turns,
+        fds_at_end,
+    })
+}
+
+/// What one core ran.
+struct CoreRun {
+    phones: Vec<PhoneResult>,
+    max_turn: Duration,
+    turns: u64,
+    long_turns: u64,
+    fds_at_end: usize,
 }
 
 /// Adds this core's share to the shared counters (each core owns disjoint phones, so it
@@ -388,7 +420,7 @@ pub fn prepare_fleet(cfg: &FleetConfig) -> Result<(Vec<Ready>, f64), FleetError>
     cfg.check()?;
     let t0 = Instant::now();
     let place = match &cfg.netns {
-        Some(ns) => Place::Netns(ns.clone()),
+        Some(ns) => Place::netns(ns)?,
         None => Place::Here,
     };
     let phones = (0..cfg.phones)

@@ -111,13 +111,32 @@ pub struct LabReport {
     pub completed: u32,
     pub corrupt_installs: u32,
     pub origin_fallbacks: u32,
+    /// Fallbacks by reason (every one was leased by a live root), from the phones' events.
+    pub fallbacks_by_reason: BTreeMap<String, u32>,
+    /// Members that caught their root sending corrupt chunks and re-elected without it.
+    pub roots_rejected_corrupt: u32,
+    /// Roots of one hierarchy at the end of the run (a snapshot; see `roots_elected_max`).
     pub roots_max: u32,
+    /// The most distinct phones that confirmed themselves root (`@@@HROOT`) of one hierarchy
+    /// at any time in the run, counted from every phone's events.
+    pub roots_elected_max: u32,
+    /// The most concurrent transfers the origin served during the run, counted by the
+    /// embedded origin itself (absent with tftpd-hpa, which does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_peak_sessions: Option<u64>,
+    /// What the protocol promises the origin: one transfer per hierarchy's root plus the
+    /// K fallback leases each root may grant.
+    pub origin_session_bound: u64,
     pub max_children: u32,
     pub max_depth: u32,
     /// Firmware bytes fetched from the origin (over the WAN), by all phones.
     pub wan_bytes: u64,
     /// Everything hq sent over the WAN link (`ip -s link`): firmware, manifests, headers.
     pub wan_link_bytes: u64,
+    /// Of that, what crossed while phones fetched their manifests before power-on.
+    pub wan_manifest_bytes: u64,
+    /// The rest beyond the firmware: TFTP and IP headers, resent blocks, ARP.
+    pub wan_overhead_bytes: u64,
     /// DATA blocks the embedded origin sent more than once (after a loss, a reordering or a
     /// silence): most of what `wan_link_bytes` carries beyond the firmware and the manifests.
     /// Absent with tftpd-hpa.
@@ -140,6 +159,23 @@ pub struct LabReport {
     pub prepare_s: f64,
     /// The longest event-loop turn on any core: how late a phone could hear its network.
     pub max_turn_ms: f64,
+    /// Event-loop turns on all cores, and how many took longer than 10 ms.
+    pub turns: u64,
+    pub long_turns: u64,
+    /// The process's descriptors when the run ended (before phones closed theirs), and the
+    /// per-phone average; the descriptor limit the lab set.
+    pub fds_at_end: u64,
+    pub fds_per_phone: f64,
+    pub nofile_limit: u64,
+    /// Peak resident memory of the process so far (MiB) and per phone (KiB).
+    pub peak_rss_mib: f64,
+    pub rss_per_phone_kib: f64,
+    /// CPU the process used during the run (user + system, s), and per GB delivered to
+    /// phones (the kernel's softirq work for the site's links is partly elsewhere).
+    pub cpu_s: f64,
+    pub cpu_s_per_gb: f64,
+    /// Threads of the process at the end of the run (one per core plus helpers).
+    pub threads: u64,
     /// Host-wide kernel settings raised for the run (and restored after): key, before, set.
     pub host_tuning: Vec<(String, u64, u64)>,
     pub wan_mbit: f64,
@@ -147,11 +183,55 @@ pub struct LabReport {
     pub backend: String,
     pub zc_sends: u64,
     pub zc_copied: u64,
+    /// Where the run's own counts disagree with each other or with a promise (empty when
+    /// they agree); a run with any fails.
+    pub violations: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub trees: BTreeMap<String, Vec<TreeNode>>,
     /// Per-phone completion times (s), for the report's CDF.
     #[serde(skip)]
     pub completions: Vec<f64>,
+}
+
+impl LabReport {
+    /// Cross-checks figures that come from independent sources: the kernel's WAN counter
+    /// against the phones' own byte counts, the origin's session count against the bound the
+    /// protocol promises, and per-reason counts against their totals.
+    pub fn cross_check(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(peak) = self.origin_peak_sessions
+            && peak > self.origin_session_bound
+            && self.mode != Mode::Traditional
+        {
+            v.push(format!(
+                "the origin served {peak} transfers at once, above the bound of {} (roots + K)",
+                self.origin_session_bound
+            ));
+        }
+        let by_reason: u32 = self.fallbacks_by_reason.values().sum();
+        if by_reason != self.origin_fallbacks {
+            v.push(format!(
+                "{} fallbacks counted, {by_reason} with a reason",
+                self.origin_fallbacks
+            ));
+        }
+        if self.wan_bytes > self.wan_link_bytes {
+            v.push(format!(
+                "phones fetched {} firmware bytes from the origin, but the WAN link carried only {}",
+                self.wan_bytes, self.wan_link_bytes
+            ));
+        }
+        if self.corrupt_installs > self.completed || self.completed > self.phones {
+            v.push(format!(
+                "{} installed of {} phones with {} corrupt",
+                self.completed, self.phones, self.corrupt_installs
+            ));
+        }
+        if self.mode != Mode::Traditional && self.completed > 0 && self.roots_elected_max == 0 {
+            v.push("phones installed but no phone ever confirmed itself root".into());
+        }
+        v
+    }
 }
 
 pub use crate::fleet::Progress;
@@ -203,6 +283,9 @@ impl Lab {
                 "need at least one phone and one model".into(),
             ));
         }
+        // Descriptors first: at 1000 phones the default limit ran out halfway through setup.
+        let files = crate::sim::LOAD_7961.len();
+        ensure_nofile(cfg.phones, files, cfg.fanout)?;
         let t0 = Instant::now();
         for stale in crate::netns::sweep_stale() {
             tracing::info!("removed stale namespace {stale} from an earlier run");
@@ -374,18 +457,55 @@ impl Lab {
         let t0 = Instant::now();
         let phones = (0..self.cfg.phones)
             .map(|i| {
-                let place = Place::Netns(self.site.phones[i].name().to_owned());
+                let place = Place::netns(self.site.phones[i].name())?;
                 Ok((self.phone_opts(i, mode, &stores)?, place))
             })
             .collect::<Result<Vec<_>, LabError>>()?;
         let ready = fleet::prepare_all(phones)?;
         let prepare_s = t0.elapsed().as_secs_f64();
+        let wan_manifest_bytes = self.site.wan_tx_bytes()? - wan0;
+        // The origin's peak counts from power-on: manifest fetches while preparing are over.
+        if let OriginGuard::Pfs(h) = &self.origin {
+            use std::sync::atomic::Ordering::Relaxed;
+            h.stats
+                .peak_sessions
+                .store(h.stats.active_sessions.load(Relaxed), Relaxed);
+        }
+        let cpu0 = cpu_seconds();
         let run = fleet::run(ready, self.cfg.backend, self.cfg.deadline, progress)?;
+        let cpu_s = cpu_seconds() - cpu0;
         let (start, max_turn, results) = (run.start, run.max_turn, run.phones);
         let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
         let mut r = self.summarise(mode, start, results, wan_link_bytes, &stores);
         r.prepare_s = prepare_s;
         r.max_turn_ms = max_turn.as_secs_f64() * 1e3;
+        r.turns = run.turns;
+        r.long_turns = run.long_turns;
+        r.wan_manifest_bytes = wan_manifest_bytes;
+        r.wan_overhead_bytes = wan_link_bytes.saturating_sub(wan_manifest_bytes + r.wan_bytes);
+        let n = self.cfg.phones as f64;
+        r.fds_at_end = run.fds_at_end as u64;
+        r.fds_per_phone = run.fds_at_end as f64 / n;
+        r.nofile_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |l| l.0);
+        r.peak_rss_mib = status_kib("VmHWM:") as f64 / 1024.0;
+        r.rss_per_phone_kib = status_kib("VmHWM:") as f64 / n;
+        r.threads = status_kib("Threads:");
+        r.cpu_s = cpu_s;
+        let delivered_gb = f64::from(r.completed) * r.load_bytes as f64 / 1e9;
+        r.cpu_s_per_gb = if delivered_gb > 0.0 {
+            cpu_s / delivered_gb
+        } else {
+            0.0
+        };
+        if let OriginGuard::Pfs(h) = &self.origin {
+            r.origin_peak_sessions = Some(
+                h.stats
+                    .peak_sessions
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            );
+        }
+        r.violations = r.cross_check();
         r.host_tuning = self.site.tuning.changed().to_vec();
         if let (Some(before), Some(after)) = (resends0, self.origin_resends()) {
             r.origin_resent_blocks = Some(after - before);
@@ -422,6 +542,9 @@ impl Lab {
         let mut trees: BTreeMap<String, Vec<TreeNode>> = BTreeMap::new();
         let (mut max_children, mut max_depth, mut fallbacks, mut wan) = (0, 0, 0, 0);
         let (mut zc_sends, mut zc_copied) = (0, 0);
+        let mut confirmed: BTreeMap<String, u32> = BTreeMap::new();
+        let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
+        let mut roots_rejected_corrupt = 0;
         let mut backend = String::new();
         for (i, r, done) in &results {
             if let Some(at) = done {
@@ -447,6 +570,17 @@ impl Lab {
                 max_children = max_children.max(f.max_children as u32);
                 max_depth = max_depth.max(u32::from(f.depth));
                 fallbacks += f.fallbacks;
+                for reason in &f.fallback_reasons {
+                    let name = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    *fallbacks_by_reason.entry(name).or_default() += 1;
+                }
+                roots_rejected_corrupt += f.roots_rejected_corrupt;
+                if f.confirmed_root {
+                    *confirmed.entry(h.clone()).or_default() += 1;
+                }
                 wan += f.origin_bytes;
                 trees.entry(h).or_default().push(TreeNode {
                     phone: r.peer,
@@ -470,11 +604,20 @@ impl Lab {
             completed: completions.len() as u32,
             corrupt_installs: corrupt,
             origin_fallbacks: fallbacks,
+            fallbacks_by_reason,
+            roots_rejected_corrupt,
             roots_max: roots.values().copied().max().unwrap_or(0),
+            roots_elected_max: confirmed.values().copied().max().unwrap_or(0),
+            origin_peak_sessions: None,
+            origin_session_bound: u64::from(models)
+                * self.manifests[0].2.files.len() as u64
+                * (1 + u64::from(crate::phone::Config::default().fallback_slots)),
             max_children,
             max_depth,
             wan_bytes: wan,
             wan_link_bytes,
+            wan_manifest_bytes: 0,
+            wan_overhead_bytes: 0,
             origin_resent_blocks: None,
             load_bytes,
             models,
@@ -487,12 +630,23 @@ impl Lab {
             setup_s: self.setup_s,
             prepare_s: 0.0,
             max_turn_ms: 0.0,
+            turns: 0,
+            long_turns: 0,
+            fds_at_end: 0,
+            fds_per_phone: 0.0,
+            nofile_limit: 0,
+            peak_rss_mib: 0.0,
+            rss_per_phone_kib: 0.0,
+            cpu_s: 0.0,
+            cpu_s_per_gb: 0.0,
+            threads: 0,
             host_tuning: Vec::new(),
             wan_mbit: self.cfg.wan_mbit,
             lan_mbit: self.cfg.lan_mbit,
             backend,
             zc_sends,
             zc_copied,
+            violations: Vec::new(),
             trees,
             completions,
         }
@@ -750,4 +904,64 @@ pub fn text_trees(r: &LabReport) -> String {
         }
     }
     out
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage(2) fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// A numeric field of /proc/self/status (kB for memory fields).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Descriptors one virtual phone may hold at once with `files` files and `fanout`: its
+/// election socket and chunk listener, a namespace handle, and per file a partial file, an
+/// origin transfer socket, a stream to its parent and one from each child.
+pub fn fds_per_phone(files: usize, fanout: u8) -> u64 {
+    3 + files as u64 * (3 + u64::from(fanout))
+}
+
+/// Raises RLIMIT_NOFILE to what `phones` need (and the hard limit with it when allowed, as
+/// root), before anything is built. Errors, naming the number, when it cannot.
+pub fn ensure_nofile(phones: usize, files: usize, fanout: u8) -> Result<u64, LabError> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let need = phones as u64 * fds_per_phone(files, fanout) + 1024;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| LabError::Setup(format!("getrlimit(RLIMIT_NOFILE): {e}")))?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    if need <= hard {
+        setrlimit(Resource::RLIMIT_NOFILE, need, hard)
+            .map_err(|e| LabError::Setup(format!("setrlimit(RLIMIT_NOFILE, {need}): {e}")))?;
+        return Ok(need);
+    }
+    // Above the hard limit: root may raise it (up to fs.nr_open).
+    match setrlimit(Resource::RLIMIT_NOFILE, need, need) {
+        Ok(()) => {
+            tracing::info!("raised the descriptor limit from {soft}/{hard} to {need}");
+            Ok(need)
+        }
+        Err(e) => Err(LabError::Setup(format!(
+            "{phones} phones need {need} open files ({} per phone + 1024), but the hard limit \
+             is {hard} and raising it failed ({e}); raise it (ulimit -Hn {need} as root, or \
+             LimitNOFILE=) or run fewer phones",
+            fds_per_phone(files, fanout)
+        ))),
+    }
 }

@@ -846,7 +846,12 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     let ok = !runs.is_empty()
         && runs
             .iter()
-            .all(|r| r.completed == r.phones && r.corrupt_installs == 0);
+            .all(|r| r.completed == r.phones && r.corrupt_installs == 0 && r.violations.is_empty());
+    for r in &runs {
+        for v in &r.violations {
+            eprintln!("pfs: {} run: {v}", mode_name(r.mode));
+        }
+    }
     if show {
         eprintln!("tearing down the site ...");
     }
@@ -1308,4 +1313,13 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A mode as the command line spells it.
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Pipelined => "pipelined",
+        Mode::StoreAndForward => "store-and-forward",
+        Mode::Traditional => "traditional",
+    }
 }

@@ -158,6 +158,70 @@ pub fn enter(name: &str) -> Result<(), NetnsError> {
     })
 }
 
+/// An open handle on a named namespace. Sockets are made in it on the calling thread (setns
+/// there and back), so a thread per phone and per socket is never needed: `pfs lab` at 1000
+/// phones makes thousands of sockets at power-on, and a thread each cost a turn of hundreds of
+/// milliseconds. Holds one descriptor.
+#[derive(Debug)]
+pub struct NsHandle {
+    name: String,
+    file: File,
+}
+
+thread_local! {
+    /// The namespace this thread started in, to return to after [`NsHandle::run_here`].
+    static HOME: std::cell::OnceCell<Option<File>> = const { std::cell::OnceCell::new() };
+}
+
+impl NsHandle {
+    /// Opens `/var/run/netns/NAME`.
+    pub fn open(name: &str) -> Result<NsHandle, NetnsError> {
+        let file = File::open(netns_path(name)).map_err(|source| NetnsError::Open {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(NsHandle {
+            name: name.to_owned(),
+            file,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `f` on this thread inside the namespace and returns to the thread's own namespace
+    /// before returning. Sockets made by `f` stay in the namespace.
+    ///
+    /// Errors: the thread's own namespace cannot be opened, or `setns(2)` fails. If returning
+    /// fails the thread would be left in the wrong namespace; that aborts the process (a
+    /// thread silently sending from another namespace would break the network rules).
+    pub fn run_here<T>(&self, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
+        HOME.with(|home| {
+            let home = home
+                .get_or_init(|| File::open("/proc/thread-self/ns/net").ok())
+                .as_ref()
+                .ok_or_else(|| NetnsError::Open {
+                    name: "/proc/thread-self/ns/net".into(),
+                    source: std::io::Error::last_os_error(),
+                })?;
+            setns(&self.file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+                name: self.name.clone(),
+                source,
+            })?;
+            let out = f();
+            if let Err(e) = setns(home, CloneFlags::CLONE_NEWNET) {
+                eprintln!(
+                    "pfs: cannot return from network namespace {}: {e}",
+                    self.name
+                );
+                std::process::abort();
+            }
+            Ok(out)
+        })
+    }
+}
+
 /// Runs `f` on a new thread inside namespace `name` and returns its result.
 pub fn run_in<T: Send + 'static>(
     name: &str,

@@ -56,6 +56,10 @@ pub struct OriginStats {
     /// DATA blocks sent more than once, whatever the cause.
     pub resent_blocks: AtomicUsize,
     pub bytes: AtomicUsize,
+    /// Transfers running now, and the most that ever ran at once (counted here, at the
+    /// origin: what a site's protocol must keep bounded).
+    pub active_sessions: AtomicUsize,
+    pub peak_sessions: AtomicUsize,
 }
 
 impl Drop for OriginHandle {
@@ -174,14 +178,17 @@ fn listen(
                         continue;
                     }
                     running.insert(peer);
+                    let now = stats.active_sessions.fetch_add(1, Ordering::Relaxed) + 1;
+                    stats.peak_sessions.fetch_max(now, Ordering::Relaxed);
                 }
-                let (running, stats, session_cfg) =
+                let (running, xfer_stats, session_cfg) =
                     (active.clone(), stats.clone(), cfg.session.clone());
                 let local_ip = cfg.listen.ip();
                 let name = filename.to_owned();
                 let spawned = std::thread::Builder::new()
                     .name("pfs-origin-xfer".into())
                     .spawn(move || {
+                        let stats = xfer_stats;
                         let result = transfer(local_ip, peer, &path, options, &session_cfg, &stats);
                         match &result {
                             Ok(()) => stats.transfers_ok.fetch_add(1, Ordering::Relaxed),
@@ -194,8 +201,10 @@ fn listen(
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .remove(&peer);
+                        stats.active_sessions.fetch_sub(1, Ordering::Relaxed);
                     });
                 if spawned.is_err() {
+                    stats.active_sessions.fetch_sub(1, Ordering::Relaxed);
                     active
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

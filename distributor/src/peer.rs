@@ -28,8 +28,8 @@ use crate::{
     fetch::{self, FetchError},
     manifest::{FileEntry, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest},
     phone::{
-        Action, Config, Event, Excludes, FallbackReason, HierarchySpec, Mode, Msg, Phone, Role,
-        Time, TimerKind,
+        Action, Config, Event, Excludes, FallbackReason, HierarchySpec, LeaseOp, Mode, Msg, Phone,
+        Role, Time, TimerKind,
     },
     store::{Partial, Store},
     tftp::{
@@ -112,8 +112,14 @@ pub struct FileReport {
     pub peer_bytes: u64,
     pub corrupt_chunks: u64,
     pub fallbacks: u32,
-    /// Times this phone, as a member, presumed its root dead and re-elected.
+    /// Why, one entry per fallback.
+    pub fallback_reasons: Vec<FallbackReason>,
+    /// Times this phone, as a member, presumed its root dead (or corrupt) and re-elected.
     pub roots_lost: u32,
+    /// Of those, roots that sent a chunk failing verification.
+    pub roots_rejected_corrupt: u32,
+    /// When this phone confirmed itself root (`@@@HROOT`), in seconds from its boot.
+    pub confirmed_root_s: Option<f64>,
     /// Origin transfers the server refused with a TFTP error (busy, not found, ...).
     pub origin_refused: u32,
     /// Origin transfers abandoned after the retransmissions ran out.
@@ -261,7 +267,14 @@ pub struct Peer {
     to_parent: HashMap<u32, Token>,
     /// Each child's stream to us (where its Request came from).
     from_child: HashMap<u32, Token>,
+    /// Armed timers by deadline; at most one per (hierarchy, kind): arming again replaces
+    /// (the driving contract, docs/ARCHITECTURE.md).
     timers: BTreeMap<(Time, u32, u8), TimerKind>,
+    armed: HashMap<(u32, u8), Time>,
+    /// Events the driver generated while applying actions, fed after them (never
+    /// re-entrantly into the core).
+    pending: std::collections::VecDeque<Event>,
+    feeding: bool,
     next_token: Token,
     start: Instant,
     actions: Vec<Action>,
@@ -301,6 +314,7 @@ fn kind_code(k: TimerKind) -> u8 {
         TimerKind::Join => 3,
         TimerKind::OriginRetry => 4,
         TimerKind::Watchdog => 5,
+        TimerKind::Lease => 6,
     }
 }
 
@@ -380,22 +394,28 @@ fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
 }
 
 /// Where a phone's sockets are made: this thread's network namespace, or a named one (a
-/// virtual phone of `pfs lab`). Sockets keep working from any thread once made.
+/// virtual phone of `pfs lab`), entered on the calling thread for the moment a socket is made
+/// (no thread per socket). Sockets keep working from any thread once made.
 #[derive(Debug, Clone)]
 pub enum Place {
     Here,
-    Netns(String),
+    Netns(Arc<crate::netns::NsHandle>),
 }
 
 impl Place {
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PeerError> {
+    /// Opens a handle on namespace `name` (one descriptor, held while the place lives).
+    pub fn netns(name: &str) -> Result<Place, PeerError> {
+        crate::netns::NsHandle::open(name)
+            .map(|h| Place::Netns(Arc::new(h)))
+            .map_err(|e| PeerError::Usage(format!("network namespace {name}: {e}")))
+    }
+
+    fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, PeerError> {
         match self {
             Place::Here => Ok(f()),
-            Place::Netns(ns) => crate::netns::run_in(ns, f)
-                .map_err(|e| PeerError::Usage(format!("network namespace {ns}: {e}"))),
+            Place::Netns(ns) => ns
+                .run_here(f)
+                .map_err(|e| PeerError::Usage(format!("network namespace {}: {e}", ns.name()))),
         }
     }
 }
@@ -584,6 +604,9 @@ impl Peer {
             to_parent: HashMap::new(),
             from_child: HashMap::new(),
             timers: BTreeMap::new(),
+            armed: HashMap::new(),
+            pending: std::collections::VecDeque::new(),
+            feeding: false,
             next_token: 16,
             start: Instant::now(),
             actions: Vec::new(),
@@ -654,6 +677,7 @@ impl Peer {
                 break;
             }
             self.timers.remove(&(at, h, code));
+            self.armed.remove(&(h, code));
             self.feed(now, Event::Timer { h, kind })?;
         }
         self.origin_timers(now)?;
@@ -989,24 +1013,37 @@ impl Peer {
             },
             Message::Reject { xid, .. } => Msg::Reject { h, xid },
             Message::Leave { .. } => Msg::Leave { h },
+            Message::Lease { xid, op, .. } => {
+                let op = match op {
+                    wire::LEASE_REQUEST => LeaseOp::Request,
+                    wire::LEASE_GRANT => LeaseOp::Grant,
+                    wire::LEASE_REFUSE => LeaseOp::Refuse,
+                    wire::LEASE_RELEASE => LeaseOp::Release,
+                    _ => {
+                        self.udp[1] += 1;
+                        return Ok(());
+                    }
+                };
+                Msg::Lease { h, xid, op }
+            }
             _ => return Ok(()),
         };
         trace!(from = %from.ip(), file = %self.files[h as usize].entry.name, "rx {msg:?}");
         self.feed(now, Event::Recv { from: peer, msg })
     }
 
-    /// Feeds one event to the core and carries out what it asks for.
+    /// Feeds one event to the core and carries out what it asks for. Events that carrying
+    /// out an action produces (an origin that is ready or busy, a connect that failed) are
+    /// queued and fed after the current actions, in order: the core is never re-entered.
     fn feed(&mut self, now: Time, ev: Event) -> Result<(), PeerError> {
-        let mut actions = std::mem::take(&mut self.actions);
-        self.phone.handle(&self.cfg, now, ev, &mut actions);
-        let mut i = 0;
-        while i < actions.len() {
-            let a = actions[i];
-            i += 1;
-            self.apply(now, a, &mut actions)?;
+        self.pending.push_back(ev);
+        if self.feeding {
+            return Ok(());
         }
-        actions.clear();
-        self.actions = actions;
+        self.feeding = true;
+        let result = self.drain_pending(now);
+        self.feeding = false;
+        result?;
         for (i, x) in self.phone.hierarchies.iter().enumerate() {
             let r = &mut self.files[i].report;
             r.max_children = r.max_children.max(x.children().count());
@@ -1014,6 +1051,24 @@ impl Peer {
         }
         self.drop_idle_parents();
         Ok(())
+    }
+
+    fn drain_pending(&mut self, now: Time) -> Result<(), PeerError> {
+        // Bounded: every event is a reaction to an action, and the core answers each with
+        // finitely many actions; a runaway loop is a bug, so it is asserted.
+        for _ in 0..100_000 {
+            let Some(ev) = self.pending.pop_front() else {
+                return Ok(());
+            };
+            let mut actions = std::mem::take(&mut self.actions);
+            actions.clear();
+            self.phone.handle(&self.cfg, now, ev, &mut actions);
+            for a in actions.drain(..) {
+                self.apply(now, a)?;
+            }
+            self.actions = actions;
+        }
+        panic!("the core and the driver kept generating events for one another");
     }
 
     /// Closes streams to peers that are no longer our parent in any hierarchy.
@@ -1037,7 +1092,7 @@ impl Peer {
         }
     }
 
-    fn apply(&mut self, now: Time, a: Action, more: &mut Vec<Action>) -> Result<(), PeerError> {
+    fn apply(&mut self, now: Time, a: Action) -> Result<(), PeerError> {
         match a {
             Action::Broadcast(msg) => {
                 if let Msg::Advert { h, claim, .. } = msg {
@@ -1053,19 +1108,22 @@ impl Peer {
                 self.send_udp(SocketAddrV4::new(self.bcast, self.opts.port), msg);
             }
             Action::Send { to, msg } => self.send(now, to, msg)?,
-            Action::OriginOpen { h, fallback } => self.origin_open(now, h, fallback, more)?,
-            Action::Fetch { .. } => {} // TFTP streams; the core's window is credit only
+            Action::OriginOpen { h, fallback } => self.origin_open(now, h, fallback)?,
             Action::OriginClose { h } => self.origin_close(h),
             Action::Timer { h, kind, at } => {
-                self.timers.insert((at, h, kind_code(kind)), kind);
+                let code = kind_code(kind);
+                if let Some(old) = self.armed.insert((h, code), at) {
+                    self.timers.remove(&(old, h, code));
+                }
+                self.timers.insert((at, h, code), kind);
             }
             Action::Install { h } => self.install(h)?,
             Action::Fallback { h, reason } => {
                 let f = &mut self.files[h as usize];
                 f.report.fallbacks += 1;
+                f.report.fallback_reasons.push(reason);
                 warn!(file = %f.entry.name, "falling back to the origin: {}", match reason {
-                    FallbackReason::NoPeer => "no usable parent",
-                    FallbackReason::CorruptRoot => "the root sent a corrupt chunk",
+                    FallbackReason::NoPeer => "no usable parent; the root granted a lease",
                 });
             }
             Action::BecameRoot { h } => {
@@ -1083,19 +1141,25 @@ impl Peer {
                     }
                 );
             }
-            Action::RootLost { h, silent } => {
+            Action::RootLost { h, silent, corrupt } => {
                 let f = &mut self.files[h as usize];
                 f.report.roots_lost += 1;
-                info!(
-                    file = %f.entry.name,
-                    "root silent and no data for {:.1} s: re-electing",
-                    silent as f64 / 1e6
-                );
+                if corrupt {
+                    f.report.roots_rejected_corrupt += 1;
+                    warn!(file = %f.entry.name, "the root sent a corrupt chunk: re-electing without it");
+                } else {
+                    info!(
+                        file = %f.entry.name,
+                        "root silent and no data for {:.1} s: re-electing",
+                        silent as f64 / 1e6
+                    );
+                }
             }
             Action::ConfirmedRoot { h } => {
                 let x = &self.phone.hierarchies[h as usize];
                 let f = &mut self.files[h as usize];
                 f.report.confirmed_root = true;
+                f.report.confirmed_root_s = Some(self.start.elapsed().as_secs_f64());
                 info!(
                     "@@@HROOT: {} XID{:08X} model {} confirmed root",
                     f.entry.name,
@@ -1159,6 +1223,16 @@ impl Peer {
                 key,
                 xid: x.joined_xid().unwrap_or(0),
                 reason: 0,
+            },
+            Msg::Lease { xid, op, .. } => Message::Lease {
+                key,
+                xid,
+                op: match op {
+                    LeaseOp::Request => wire::LEASE_REQUEST,
+                    LeaseOp::Grant => wire::LEASE_GRANT,
+                    LeaseOp::Refuse => wire::LEASE_REFUSE,
+                    LeaseOp::Release => wire::LEASE_RELEASE,
+                },
             },
             Msg::Request { .. } | Msg::Chunk { .. } => unreachable!("stream messages"),
         };
@@ -1265,17 +1339,10 @@ impl Peer {
         Ok(())
     }
 
-    fn origin_open(
-        &mut self,
-        now: Time,
-        h: u32,
-        fallback: bool,
-        more: &mut Vec<Action>,
-    ) -> Result<(), PeerError> {
+    fn origin_open(&mut self, now: Time, h: u32, fallback: bool) -> Result<(), PeerError> {
         let Source::Origin(url) = &self.opts.source else {
             // A served load is complete; the core never asks, but answer sanely.
-            self.phone
-                .handle(&self.cfg, now, Event::OriginBusy { h }, more);
+            self.pending.push_back(Event::OriginBusy { h });
             return Ok(());
         };
         let (server, dir) = fetch::parse_base_url(url)?;
@@ -1319,8 +1386,7 @@ impl Peer {
         });
         self.origin_actions(now, h as usize, out)?;
         // The core streams once the transfer is open.
-        self.phone
-            .handle(&self.cfg, now, Event::OriginReady { h }, more);
+        self.pending.push_back(Event::OriginReady { h });
         Ok(())
     }
 
@@ -1588,6 +1654,10 @@ pub struct Host {
     /// The longest turn (timers, completions, processing) so far: how late a phone on this
     /// host can hear its network.
     pub max_turn: Duration,
+    /// Turns run, and how many took longer than 10 ms (a phone on this host heard its
+    /// network that late).
+    pub turns: u64,
+    pub long_turns: u64,
 }
 
 impl Host {
@@ -1601,6 +1671,8 @@ impl Host {
             reactor,
             peers: Vec::new(),
             max_turn: Duration::ZERO,
+            turns: 0,
+            long_turns: 0,
         }
     }
 
@@ -1618,47 +1690,97 @@ impl Host {
     }
 
     /// Drives every phone until `done` says so (checked every turn) or a signal.
+    ///
+    /// A turn: completions first (polled without waiting, again while more keep arriving, up
+    /// to a bound), then due timers, then a wait for the next completion or deadline. A timer
+    /// due at `t` thus never fires before a datagram that arrived before `t` and is already
+    /// queued: firing claim guards ahead of the adverts that would suppress them made hundreds
+    /// of roots at 400 phones.
     pub fn run(&mut self, mut done: impl FnMut(&[Peer]) -> bool) -> Result<(), PeerError> {
-        let mut turn_start = Instant::now();
+        let mut waited = true;
         loop {
+            let turn_start = Instant::now();
+            // Completions already queued (after a wait, the wait's own batch is in the
+            // inboxes): handle them before any timer.
+            for _ in 0..8 {
+                let got = self.poll_once(Duration::ZERO)?;
+                self.process_all()?;
+                if got == 0 && !waited {
+                    break;
+                }
+                waited = false;
+            }
             let mut next = Instant::now() + Duration::from_millis(200);
-            for p in &mut self.peers {
+            let t_tick = Instant::now();
+            let mut slowest = (Duration::ZERO, 0usize);
+            for (k, p) in self.peers.iter_mut().enumerate() {
                 let _in = p.span.clone().entered();
+                let t = Instant::now();
                 next = next.min(p.tick()?);
+                if t.elapsed() > slowest.0 {
+                    slowest = (t.elapsed(), k);
+                }
+            }
+            let now = Instant::now();
+            if now - turn_start > Duration::from_millis(100) {
+                tracing::debug!(
+                    "slow turn: {:?} (completions {:?}, timers {:?}, slowest phone {} {:?})",
+                    now - turn_start,
+                    t_tick - turn_start,
+                    now - t_tick,
+                    slowest.1,
+                    slowest.0
+                );
+            }
+            let turn = now - turn_start;
+            self.max_turn = self.max_turn.max(turn);
+            self.turns += 1;
+            if turn > Duration::from_millis(10) {
+                self.long_turns += 1;
             }
             if done(&self.peers) || stop_requested() {
                 return Ok(());
             }
-            let now = Instant::now();
-            self.max_turn = self.max_turn.max(now - turn_start);
             let wait = next
                 .saturating_duration_since(now)
                 .clamp(Duration::from_micros(500), Duration::from_millis(200));
-            let peers = &mut self.peers;
-            self.reactor
-                .borrow_mut()
-                .poll(Some(wait), &mut |c| {
-                    let token = match &c {
-                        Completion::Accepted { listener, .. } => *listener,
-                        Completion::Connected { conn, .. }
-                        | Completion::Data { conn, .. }
-                        | Completion::Closed { conn, .. }
-                        | Completion::Sent { conn, .. } => *conn,
-                        Completion::Datagram { sock, .. } => *sock,
-                    };
-                    let slot = (token >> PHONE_SHIFT) as usize;
-                    if let Some(p) = slot.checked_sub(1).and_then(|i| peers.get_mut(i)) {
-                        let _in = p.span.clone().entered();
-                        p.route(c);
-                    }
-                })
-                .map_err(io_err("engine poll"))?;
-            turn_start = Instant::now();
-            for p in &mut self.peers {
-                let _in = p.span.clone().entered();
-                p.process()?;
-            }
+            self.poll_once(wait)?;
+            waited = true;
         }
+    }
+
+    /// One poll of the reactor, routing completions into the phones' inboxes; how many.
+    fn poll_once(&mut self, wait: Duration) -> Result<usize, PeerError> {
+        let peers = &mut self.peers;
+        let mut got = 0;
+        self.reactor
+            .borrow_mut()
+            .poll(Some(wait), &mut |c| {
+                got += 1;
+                let token = match &c {
+                    Completion::Accepted { listener, .. } => *listener,
+                    Completion::Connected { conn, .. }
+                    | Completion::Data { conn, .. }
+                    | Completion::Closed { conn, .. }
+                    | Completion::Sent { conn, .. } => *conn,
+                    Completion::Datagram { sock, .. } => *sock,
+                };
+                let slot = (token >> PHONE_SHIFT) as usize;
+                if let Some(p) = slot.checked_sub(1).and_then(|i| peers.get_mut(i)) {
+                    let _in = p.span.clone().entered();
+                    p.route(c);
+                }
+            })
+            .map_err(io_err("engine poll"))?;
+        Ok(got)
+    }
+
+    fn process_all(&mut self) -> Result<(), PeerError> {
+        for p in &mut self.peers {
+            let _in = p.span.clone().entered();
+            p.process()?;
+        }
+        Ok(())
     }
 
     pub fn reports(&self) -> Vec<PeerReport> {

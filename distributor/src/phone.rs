@@ -51,7 +51,14 @@ pub struct Config {
     pub join_timeout: Time,
     pub root_timeout: Time,
     pub fallback_after: Time,
-    pub origin_window: u32,
+    /// K: fallback leases a root grants at once. With one root per hierarchy the origin serves
+    /// at most roots + K transfers, whatever the origin is (tftpd-hpa has no admission).
+    pub fallback_slots: u32,
+    /// How long a granted lease lasts without renewal; shorter than `root_timeout`, so the
+    /// leases of a dead root have lapsed before a successor can grant new ones.
+    pub lease_time: Time,
+    /// A lease holder renews (and a requester retries) this often.
+    pub lease_renew: Time,
     pub origin_retry: Time,
     pub slow_lag_chunks: u32,
     pub slow_window: Time,
@@ -84,7 +91,9 @@ impl Default for Config {
             join_timeout: 500_000,
             root_timeout: 3_000_000,
             fallback_after: 10_000_000,
-            origin_window: 4,
+            fallback_slots: 4,
+            lease_time: 2_000_000,
+            lease_renew: 500_000,
             origin_retry: 1_000_000,
             slow_lag_chunks: 16,
             slow_window: 2_000_000,
@@ -180,6 +189,25 @@ pub enum Msg {
     Leave {
         h: u32,
     },
+    /// A fallback lease between a member and the root of tree `xid` (UDP unicast).
+    Lease {
+        h: u32,
+        xid: u32,
+        op: LeaseOp,
+    },
+}
+
+/// What a [`Msg::Lease`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// Member to root: may I fetch from the origin (or keep fetching)?
+    Request,
+    /// Root to member: yes, for `lease_time` from your request.
+    Grant,
+    /// Root to member: K leases are out; ask again later.
+    Refuse,
+    /// Member to root: done with the origin.
+    Release,
 }
 
 impl Msg {
@@ -191,7 +219,8 @@ impl Msg {
             | Msg::Reject { h, .. }
             | Msg::Request { h, .. }
             | Msg::Chunk { h, .. }
-            | Msg::Leave { h } => h,
+            | Msg::Leave { h }
+            | Msg::Lease { h, .. } => h,
         }
     }
 }
@@ -203,6 +232,8 @@ pub enum TimerKind {
     Advert,
     Join,
     OriginRetry,
+    /// A member's lease request retry, or a lease holder's renewal.
+    Lease,
     /// Phone-wide; `h` is ignored.
     Watchdog,
 }
@@ -223,7 +254,7 @@ pub enum Event {
     OriginReady {
         h: u32,
     },
-    /// The origin refused (fallback slots full); try later.
+    /// The origin refused (it answered busy, or the transfer failed); try later.
     OriginBusy {
         h: u32,
     },
@@ -243,10 +274,8 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackReason {
-    /// No usable parent within `fallback_after`.
+    /// No usable parent within `fallback_after`; the root granted a lease.
     NoPeer,
-    /// The root itself sent data that failed verification.
-    CorruptRoot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,14 +285,12 @@ pub enum Action {
         to: PeerId,
         msg: Msg,
     },
-    /// Open an origin transfer for `h` (the driver answers OriginReady or OriginBusy).
+    /// Open an origin transfer for `h` (the driver answers OriginReady or OriginBusy). The
+    /// transfer streams the file in order from its start (TFTP cannot seek; chunks below the
+    /// verified prefix are skipped) as fast as the path allows, until `OriginClose`.
     OriginOpen {
         h: u32,
         fallback: bool,
-    },
-    Fetch {
-        h: u32,
-        index: u32,
     },
     OriginClose {
         h: u32,
@@ -289,10 +316,12 @@ pub enum Action {
     ConfirmedRoot {
         h: u32,
     },
-    /// A member heard neither its root nor any data for `silent` µs: re-electing.
+    /// A member heard neither its root nor any data for `silent` µs, or (`corrupt`) its
+    /// root sent a chunk that failed verification: re-electing without it.
     RootLost {
         h: u32,
         silent: Time,
+        corrupt: bool,
     },
 }
 
@@ -347,10 +376,16 @@ pub struct Hierarchy {
     excludes: Excludes,
     blacklist: Vec<PeerId>,
     coordinator: Option<Box<Coordinator>>,
-    fetch_next: u32,
     origin_open: bool,
-    origin_inflight: u32,
     last_origin_rx: Time,
+    /// Root: fallback leases out, (holder, expiry); at most `fallback_slots`.
+    leases: Vec<(PeerId, Time)>,
+    /// Member: wants a lease (orphaned too long); holder: the lease lasts until then.
+    wants_lease: bool,
+    lease_until: Time,
+    /// The first request not yet answered by a grant: a grant lasts from here, which is no
+    /// later than when the root received any request it answers.
+    lease_asked_at: Option<Time>,
 }
 
 impl Hierarchy {
@@ -434,10 +469,12 @@ impl Phone {
                 excludes: Excludes::default(),
                 blacklist: Vec::new(),
                 coordinator: None,
-                fetch_next: 0,
                 origin_open: false,
-                origin_inflight: 0,
                 last_origin_rx: 0,
+                leases: Vec::new(),
+                wants_lease: false,
+                lease_until: 0,
+                lease_asked_at: None,
             })
             .collect();
         Phone {
@@ -489,10 +526,7 @@ impl Phone {
                     let x = &mut self.hierarchies[i];
                     if x.fetching() && !x.done() {
                         x.origin_open = true;
-                        x.fetch_next = x.verified;
-                        x.origin_inflight = 0;
                         x.last_origin_rx = now;
-                        self.fill_origin_window(cfg, i, out);
                     } else {
                         out.push(Action::OriginClose { h });
                     }
@@ -647,6 +681,7 @@ impl Phone {
                     });
                 }
             }
+            TimerKind::Lease => self.lease_timer(cfg, now, i, out),
             TimerKind::Watchdog => unreachable!("handled phone-wide"),
         }
     }
@@ -819,6 +854,7 @@ impl Phone {
             Msg::Chunk {
                 index, have, ok, ..
             } => self.chunk(cfg, now, i, from, index, have, ok, out),
+            Msg::Lease { xid, op, .. } => self.lease(cfg, now, i, from, xid, op, out),
             Msg::Leave { .. } => {
                 self.hierarchies[i].children.retain(|c| c.peer != from);
             }
@@ -967,7 +1003,19 @@ impl Phone {
             x.parent = None;
             Self::exclude(x, from, Exclusion::Corrupt);
             if x.best.is_some_and(|b| b.peer == from) {
-                self.fallback(i, FallbackReason::CorruptRoot, out);
+                // The root itself is corrupt: it is blacklisted (its adverts are ignored from
+                // now on) and the phones that caught it elect a new root among themselves. No
+                // fallback: that would bypass the bound on origin transfers.
+                x.best = None;
+                x.joined_xid = None;
+                x.join_pending = false;
+                x.orphan_since.get_or_insert(now);
+                out.push(Action::RootLost {
+                    h,
+                    silent: 0,
+                    corrupt: true,
+                });
+                self.arm_claim(cfg, now, i, out);
             } else {
                 self.rejoin(now, i, out);
             }
@@ -1014,25 +1062,44 @@ impl Phone {
         if !x.fetching() || !x.origin_open {
             return; // a deposed root's last in-flight chunks
         }
-        x.origin_inflight = x.origin_inflight.saturating_sub(1);
         x.last_origin_rx = now;
-        if !ok || index != x.verified {
-            // Refetch from the verified offset (bounded: one window at a time).
-            if !ok {
-                x.fetch_next = x.verified;
-            }
-        } else {
+        if !ok {
+            // The transfer delivered bytes that fail verification: reopen it (it restarts
+            // from the file's start; the verified prefix is skipped).
+            x.origin_open = false;
+            let h = x.id;
+            out.push(Action::OriginClose { h });
+            out.push(Action::OriginOpen {
+                h,
+                fallback: x.role == Role::Fallback,
+            });
+            return;
+        }
+        if index == x.verified {
             self.verified_one(cfg, i, out);
         }
         let x = &mut self.hierarchies[i];
         if x.done() {
             x.origin_open = false;
-            out.push(Action::OriginClose { h: x.id });
+            let h = x.id;
+            out.push(Action::OriginClose { h });
             if x.role == Role::Traditional {
                 self.open_next_traditional(out);
+                return;
             }
-        } else {
-            self.fill_origin_window(cfg, i, out);
+            if x.role == Role::Fallback {
+                x.lease_until = 0;
+                if let Some(root) = x.best {
+                    out.push(Action::Send {
+                        to: root.peer,
+                        msg: Msg::Lease {
+                            h,
+                            xid: root.xid,
+                            op: LeaseOp::Release,
+                        },
+                    });
+                }
+            }
         }
     }
 
@@ -1049,18 +1116,6 @@ impl Phone {
                 h: x.id,
                 fallback: false,
             });
-        }
-    }
-
-    fn fill_origin_window(&mut self, cfg: &Config, i: usize, out: &mut Vec<Action>) {
-        let x = &mut self.hierarchies[i];
-        while x.origin_inflight < cfg.origin_window && x.fetch_next < x.chunks {
-            out.push(Action::Fetch {
-                h: x.id,
-                index: x.fetch_next,
-            });
-            x.fetch_next += 1;
-            x.origin_inflight += 1;
         }
     }
 
@@ -1102,6 +1157,152 @@ impl Phone {
         }
     }
 
+    /// Asks the live root for a fallback lease (retried by the lease timer). Without a live
+    /// root nothing is sent: a dead root grants nothing, and the member re-elects instead.
+    fn request_lease(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let me = self.id;
+        let x = &mut self.hierarchies[i];
+        let live = x.best.filter(|b| {
+            b.tier >= Tier::Fetching
+                && b.peer != me
+                && now.saturating_sub(x.root_seen_at) <= cfg.root_timeout
+        });
+        let Some(root) = live else {
+            x.wants_lease = false;
+            return;
+        };
+        x.wants_lease = x.role != Role::Fallback;
+        x.lease_asked_at.get_or_insert(now);
+        let h = x.id;
+        out.push(Action::Send {
+            to: root.peer,
+            msg: Msg::Lease {
+                h,
+                xid: root.xid,
+                op: LeaseOp::Request,
+            },
+        });
+        out.push(Action::Timer {
+            h,
+            kind: TimerKind::Lease,
+            at: now + cfg.lease_renew,
+        });
+    }
+
+    /// The lease timer: a requester asks again, a holder renews, an expired holder stops.
+    fn lease_timer(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let x = &mut self.hierarchies[i];
+        match x.role {
+            Role::Fallback if !x.done() => {
+                if now >= x.lease_until {
+                    // Not renewed in time (the root died or moved on): stop fetching, so a
+                    // successor root's leases never add to ours at the origin.
+                    let h = x.id;
+                    x.lease_until = 0;
+                    x.lease_asked_at = None;
+                    if x.origin_open {
+                        x.origin_open = false;
+                        out.push(Action::OriginClose { h });
+                    }
+                    x.role = Role::Member;
+                    x.orphan_since = Some(now);
+                    self.rejoin(now, i, out);
+                } else {
+                    let (h, until) = (x.id, x.lease_until);
+                    self.request_lease(cfg, now, i, out);
+                    out.push(Action::Timer {
+                        h,
+                        kind: TimerKind::Lease,
+                        at: (now + cfg.lease_renew).min(until),
+                    });
+                }
+            }
+            Role::Member if x.wants_lease && x.parent.is_none() && !x.done() => {
+                self.request_lease(cfg, now, i, out);
+            }
+            _ => {
+                x.wants_lease = false;
+                x.lease_asked_at = None;
+            }
+        }
+    }
+
+    /// A lease message: the root grants, refuses or takes back; a member starts or renews.
+    #[allow(clippy::too_many_arguments)]
+    fn lease(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        xid: u32,
+        op: LeaseOp,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        let h = x.id;
+        match op {
+            LeaseOp::Request if x.role == Role::Root && xid == x.me.xid => {
+                x.leases.retain(|&(_, until)| until > now);
+                // The root's record outlasts the holder's own view by one renewal interval.
+                let until = now + cfg.lease_time + cfg.lease_renew;
+                let granted = if let Some(l) = x.leases.iter_mut().find(|l| l.0 == from) {
+                    l.1 = until;
+                    true
+                } else if x.leases.len() < cfg.fallback_slots as usize {
+                    x.leases.push((from, until));
+                    true
+                } else {
+                    false
+                };
+                assert!(x.leases.len() <= cfg.fallback_slots as usize);
+                let op = if granted {
+                    LeaseOp::Grant
+                } else {
+                    LeaseOp::Refuse
+                };
+                out.push(Action::Send {
+                    to: from,
+                    msg: Msg::Lease { h, xid, op },
+                });
+            }
+            LeaseOp::Release if x.role == Role::Root && xid == x.me.xid => {
+                x.leases.retain(|l| l.0 != from);
+            }
+            LeaseOp::Grant if x.best.is_some_and(|b| b.peer == from && b.xid == xid) => {
+                let Some(asked) = x.lease_asked_at.take() else {
+                    return; // a duplicate grant: the first one counted
+                };
+                match x.role {
+                    Role::Member if x.wants_lease && x.parent.is_none() && !x.done() => {
+                        x.wants_lease = false;
+                        x.lease_until = asked + cfg.lease_time;
+                        self.fallback(i, FallbackReason::NoPeer, out);
+                        out.push(Action::Timer {
+                            h,
+                            kind: TimerKind::Lease,
+                            at: (now + cfg.lease_renew).min(asked + cfg.lease_time),
+                        });
+                    }
+                    Role::Fallback => x.lease_until = x.lease_until.max(asked + cfg.lease_time),
+                    _ => {
+                        // Granted but no longer needed (a parent turned up): give it back.
+                        x.wants_lease = false;
+                        out.push(Action::Send {
+                            to: from,
+                            msg: Msg::Lease {
+                                h,
+                                xid,
+                                op: LeaseOp::Release,
+                            },
+                        });
+                    }
+                }
+            }
+            _ => {} // a refusal (the timer asks again), or not for us
+        }
+    }
+
     fn fallback(&mut self, i: usize, reason: FallbackReason, out: &mut Vec<Action>) {
         let x = &mut self.hierarchies[i];
         x.role = Role::Fallback;
@@ -1131,7 +1332,10 @@ impl Phone {
                     out.push(Action::RootLost {
                         h: x.id,
                         silent: now.saturating_sub(x.root_seen_at.max(x.last_progress)),
+                        corrupt: false,
                     });
+                    x.wants_lease = false;
+                    x.lease_asked_at = None;
                     if let Some(dead) = x.best.take() {
                         Self::exclude(x, dead.peer, Exclusion::Dead);
                     }
@@ -1196,10 +1400,13 @@ impl Phone {
                 && x.parent.is_none()
                 && !x.done();
             if orphaned
+                && !x.wants_lease
                 && x.orphan_since
                     .is_some_and(|t| now.saturating_sub(t) > cfg.fallback_after)
             {
-                self.fallback(i, FallbackReason::NoPeer, out);
+                // Only the root may let a member fetch from the origin (a lease); without a
+                // live root the member re-elects instead (the root-silence rule above).
+                self.request_lease(cfg, now, i, out);
             }
         }
         out.push(Action::Timer {

@@ -3,8 +3,17 @@
 //!
 //! Network model (stated, so the numbers can be judged):
 //! - WAN: one FIFO link of `wan_mbit` from the origin to the site, `wan_rtt_ms` round trip.
-//!   Opening an origin transfer costs one RTT (RRQ/OACK); each chunk request reaches the origin
-//!   after RTT/2 and its bytes queue on the WAN link (windowed TFTP, RFC 7440).
+//!   Opening an origin transfer costs one RTT (RRQ/OACK); then the origin streams the file from
+//!   its first chunk (TFTP cannot seek, so a reopened transfer re-sends the verified prefix,
+//!   as on real sockets) until the phone closes it. A transfer sends at most one TFTP window
+//!   (`tftp_window_bytes`) per RTT (RFC 7440), and transfers take turns on the link chunk by
+//!   chunk.
+//! - Origin admission: `origin_max_sessions` concurrent transfers, as `pfs origin
+//!   --max-sessions` enforces (it answers "server busy"); 0 for a server without a limit
+//!   (tftpd-hpa). The origin protects itself no further: the bound on fallbacks is the core's
+//!   lease rule (a root grants at most `fallback_slots`), the same on real sockets.
+//! - Manifests: every phone fetches its manifest from the origin before power-on, as `pfs lab`
+//!   does while preparing phones; counted in `manifest_wan_bytes`, outside the makespan.
 //! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
 //!   ingress serializer plus `lan_latency_us`. A chunk occupies the sender's egress, then the
 //!   receiver's ingress; per receiver, deliveries stay in order (TCP).
@@ -27,8 +36,23 @@ use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 use crate::phone::{
-    Action, Config, Event, FallbackReason, HierarchySpec, Mode, Msg, Phone, Role, Time,
+    Action, Config, Event, FallbackReason, HierarchySpec, Mode, Msg, Phone, Role, Time, TimerKind,
 };
+
+/// Timer kinds, for the replace-semantics table.
+const TIMER_KINDS: usize = 7;
+
+fn kind_index(k: TimerKind) -> usize {
+    match k {
+        TimerKind::Claim => 0,
+        TimerKind::Guard => 1,
+        TimerKind::Advert => 2,
+        TimerKind::Join => 3,
+        TimerKind::OriginRetry => 4,
+        TimerKind::Watchdog => 5,
+        TimerKind::Lease => 6,
+    }
+}
 
 /// Sizes of the five files of a real CP-7961G load (SCCP41.9-4-2SR3-1S).
 pub const LOAD_7961: [u64; 5] = [1_630_052, 556_833, 3_157_527, 562_693, 2_219_477];
@@ -51,8 +75,14 @@ pub struct SimConfig {
     pub chunk_size: u32,
     pub file_sizes: Vec<u64>,
     pub fanout: u8,
-    /// Concurrent origin transfers the origin grants to phones that fell back.
+    /// K: fallback leases a root grants at once (the core's rule, `Config::fallback_slots`).
     pub fallback_slots: u32,
+    /// The origin's own admission: concurrent transfers before it answers busy (0: none).
+    pub origin_max_sessions: u32,
+    /// TFTP bytes in flight per transfer (windowsize x blksize of the phones' client).
+    pub tftp_window_bytes: u64,
+    /// Bytes of one manifest fetch (pfs-manifest.json plus TFTP overhead).
+    pub manifest_bytes: u64,
     pub peer_timeout_ms: u64,
     pub partition_fraction: f64,
     pub partition_at_s: f64,
@@ -81,6 +111,9 @@ impl Default for SimConfig {
             file_sizes: LOAD_7961.to_vec(),
             fanout: 2,
             fallback_slots: 4,
+            origin_max_sessions: 1024,
+            tftp_window_bytes: 16 * 1428,
+            manifest_bytes: 10_592,
             peer_timeout_ms: 1000,
             partition_fraction: 0.0,
             partition_at_s: 0.0,
@@ -98,7 +131,16 @@ pub struct Report {
     pub corrupt_installs: u32,
     pub origin_fallbacks: u32,
     pub fallbacks_no_peer: u32,
-    pub fallbacks_corrupt_root: u32,
+    /// Members that caught their root sending corrupt chunks and re-elected without it.
+    pub roots_rejected_corrupt: u32,
+    /// The most distinct phones that confirmed themselves root (`ConfirmedRoot`) of one
+    /// hierarchy over the whole run, counted from the events.
+    pub roots_elected_max: u32,
+    /// The most concurrent transfers the origin served at any moment.
+    pub origin_peak_sessions: u32,
+    /// Origin transfers refused with "busy" by the origin's admission.
+    pub origin_busy: u32,
+    pub manifest_wan_bytes: u64,
     pub roots_max: u32,
     pub roots_max_partitioned: u32,
     pub max_children: u32,
@@ -123,9 +165,38 @@ pub struct Report {
 
 #[derive(Debug, Clone, Copy)]
 enum SimEvent {
-    Phone { to: u32, ev: Event },
-    Broadcast { from: u32, msg: Msg },
-    Crash { phone: u32 },
+    Phone {
+        to: u32,
+        ev: Event,
+    },
+    /// A core timer; stale unless `generation` is the latest arming of (phone, h, kind).
+    Timer {
+        to: u32,
+        h: u32,
+        kind: TimerKind,
+        generation: u32,
+    },
+    /// The origin puts chunk `index` of an open transfer on the WAN (stale unless `generation`).
+    OriginSend {
+        to: u32,
+        h: u32,
+        index: u32,
+        generation: u32,
+    },
+    /// Chunk `index` of a transfer reaches the phone.
+    OriginArrive {
+        to: u32,
+        h: u32,
+        index: u32,
+        generation: u32,
+    },
+    Broadcast {
+        from: u32,
+        msg: Msg,
+    },
+    Crash {
+        phone: u32,
+    },
     PartitionStart,
     Sample,
 }
@@ -183,8 +254,15 @@ struct Sim {
     completion: Vec<Option<Time>>,
     /// TCP peers of each phone, to tell them when it crashes.
     tcp_peers: Vec<Vec<u32>>,
-    fallback_sessions: Vec<bool>,
-    open_fallbacks: u32,
+    /// Per (phone, file): the transfer's generation (bumped on open and close) and whether
+    /// one is open.
+    origin_gen: Vec<u32>,
+    origin_open: Vec<bool>,
+    origin_sessions: u32,
+    /// Per (phone, file, timer kind): the latest arming (replace semantics).
+    timer_gen: Vec<u32>,
+    /// Distinct phones that confirmed root, per hierarchy.
+    confirmed: Vec<Vec<u32>>,
     report: Report,
     /// Phones on the cut side of the partition.
     cut: Vec<bool>,
@@ -236,6 +314,64 @@ impl Sim {
 
     fn truth_index(&self, phone: u32, h: u32) -> usize {
         phone as usize * self.files + h as usize % self.files
+    }
+
+    fn timer_slot(&self, p: u32, h: u32, kind: TimerKind) -> usize {
+        self.truth_index(p, h) * TIMER_KINDS + kind_index(kind)
+    }
+
+    /// Ends the transfer of (phone, file) `t`, if one is open.
+    fn close_origin(&mut self, t: usize) {
+        if std::mem::take(&mut self.origin_open[t]) {
+            self.origin_gen[t] += 1;
+            assert!(self.origin_sessions > 0, "origin session count underflow");
+            self.origin_sessions -= 1;
+        }
+    }
+
+    /// The origin sends chunk `index` of an open transfer: it queues on the WAN behind what
+    /// is there, paced to one TFTP window per RTT; the next chunk follows when this one has
+    /// left (transfers interleave chunk by chunk).
+    fn origin_send(&mut self, now: Time, p: u32, h: u32, index: u32, generation: u32) {
+        let t = self.truth_index(p, h);
+        if !self.origin_open[t] || self.origin_gen[t] != generation {
+            return;
+        }
+        let bytes = self.chunk_bytes(h, index);
+        self.report.wan_bytes += bytes;
+        let start = now.max(self.wan_free);
+        self.wan_free = start + (bytes as f64 / self.wan_rate).ceil() as Time;
+        let mut arrive = self.wan_free + self.rtt / 2;
+        let pi = p as usize;
+        arrive = arrive.max(self.ingress_free[pi] + (bytes as f64 / self.rate[pi]) as Time);
+        if self.lossy(bytes.div_ceil(PACKET)) {
+            arrive += self.rtt.max(1000);
+        }
+        self.ingress_free[pi] = arrive;
+        self.push(
+            arrive,
+            SimEvent::OriginArrive {
+                to: p,
+                h,
+                index,
+                generation,
+            },
+        );
+        if index + 1 < self.chunks_of(h as usize % self.files) {
+            // Window-limited: at most `tftp_window_bytes` per RTT for one transfer.
+            let paced = if self.rtt > 0 {
+                start + (bytes as f64 * self.rtt as f64 / self.cfg.tftp_window_bytes as f64) as Time
+            } else {
+                start
+            };
+            let next = SimEvent::OriginSend {
+                to: p,
+                h,
+                index: index + 1,
+                generation,
+            };
+            self.push(paced.max(self.wan_free), next);
+        }
     }
 
     fn deliver(&mut self, now: Time, to: u32, ev: Event) {
@@ -315,8 +451,12 @@ impl Sim {
                         }
                         self.push(now + lat, SimEvent::Phone { to, ev });
                     }
-                    Msg::Leave { .. } => self.push(now + lat, SimEvent::Phone { to, ev }),
-                    Msg::Join { .. } | Msg::Accept { .. } | Msg::Reject { .. } => {
+                    // Leave and Lease are UDP datagrams on real sockets too: lossy.
+                    Msg::Join { .. }
+                    | Msg::Accept { .. }
+                    | Msg::Reject { .. }
+                    | Msg::Leave { .. }
+                    | Msg::Lease { .. } => {
                         self.report.unicast_control += 1;
                         if !self.lossy(1) {
                             self.push(now + lat, SimEvent::Phone { to, ev });
@@ -330,47 +470,49 @@ impl Sim {
                 let ev = Event::OriginBusy { h };
                 self.push(now + 1_000_000, SimEvent::Phone { to: p, ev });
             }
-            Action::Fetch { .. } if self.origin_blocked(now, p) => {}
-            Action::OriginOpen { h, fallback } => {
+            Action::OriginOpen { h, .. } => {
                 let t = self.truth_index(p, h);
-                let ev = if fallback && !self.fallback_sessions[t] {
-                    if self.open_fallbacks >= self.cfg.fallback_slots {
-                        Event::OriginBusy { h }
-                    } else {
-                        self.open_fallbacks += 1;
-                        self.fallback_sessions[t] = true;
-                        Event::OriginReady { h }
-                    }
+                self.close_origin(t);
+                let max = self.cfg.origin_max_sessions;
+                if max > 0 && self.origin_sessions >= max {
+                    self.report.origin_busy += 1;
+                    let ev = Event::OriginBusy { h };
+                    self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
                 } else {
-                    Event::OriginReady { h }
-                };
-                self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
-            }
-            Action::Fetch { h, index } => {
-                let bytes = self.chunk_bytes(h, index);
-                self.report.wan_bytes += bytes;
-                let at_origin = now + self.rtt / 2;
-                let start = at_origin.max(self.wan_free);
-                self.wan_free = start + (bytes as f64 / self.wan_rate).ceil() as Time;
-                let mut arrive = self.wan_free + self.rtt / 2;
-                let pi = p as usize;
-                arrive = arrive.max(self.ingress_free[pi] + (bytes as f64 / self.rate[pi]) as Time);
-                if self.lossy(bytes.div_ceil(PACKET)) {
-                    arrive += self.rtt;
+                    self.origin_sessions += 1;
+                    self.report.origin_peak_sessions =
+                        self.report.origin_peak_sessions.max(self.origin_sessions);
+                    self.origin_open[t] = true;
+                    self.origin_gen[t] += 1;
+                    let generation = self.origin_gen[t];
+                    let ev = Event::OriginReady { h };
+                    self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
+                    let first = SimEvent::OriginSend {
+                        to: p,
+                        h,
+                        index: 0,
+                        generation,
+                    };
+                    self.push(now + self.rtt, first);
                 }
-                self.ingress_free[pi] = arrive;
-                let ev = Event::OriginChunk { h, index, ok: true };
-                self.push(arrive, SimEvent::Phone { to: p, ev });
             }
             Action::OriginClose { h } => {
                 let t = self.truth_index(p, h);
-                if std::mem::take(&mut self.fallback_sessions[t]) {
-                    self.open_fallbacks -= 1;
-                }
+                self.close_origin(t);
             }
             Action::Timer { h, kind, at } => {
-                let ev = Event::Timer { h, kind };
-                self.push(at.max(now), SimEvent::Phone { to: p, ev });
+                let g = self.timer_slot(p, h, kind);
+                self.timer_gen[g] += 1;
+                let generation = self.timer_gen[g];
+                self.push(
+                    at.max(now),
+                    SimEvent::Timer {
+                        to: p,
+                        h,
+                        kind,
+                        generation,
+                    },
+                );
             }
             Action::Install { h } => {
                 let t = self.truth_index(p, h);
@@ -388,11 +530,20 @@ impl Sim {
                 self.report.origin_fallbacks += 1;
                 match reason {
                     FallbackReason::NoPeer => self.report.fallbacks_no_peer += 1,
-                    FallbackReason::CorruptRoot => self.report.fallbacks_corrupt_root += 1,
                 }
             }
             Action::BecameRoot { .. } => self.last_claim = self.last_claim.max(now),
-            Action::ConfirmedRoot { .. } | Action::RootLost { .. } => {}
+            Action::ConfirmedRoot { h } => {
+                let seen = &mut self.confirmed[h as usize];
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+            Action::RootLost { corrupt, .. } => {
+                if corrupt {
+                    self.report.roots_rejected_corrupt += 1;
+                }
+            }
         }
     }
 
@@ -551,8 +702,11 @@ pub fn run(cfg: &SimConfig) -> Report {
         installed: vec![0; n],
         completion: vec![None; n],
         tcp_peers: vec![Vec::new(); n],
-        fallback_sessions: vec![false; n * files],
-        open_fallbacks: 0,
+        origin_gen: vec![0; n * files],
+        origin_open: vec![false; n * files],
+        origin_sessions: 0,
+        timer_gen: vec![0; n * files * TIMER_KINDS],
+        confirmed: vec![Vec::new(); cfg.models as usize * files],
         report: Report {
             phones: cfg.phones,
             completed: 0,
@@ -560,7 +714,11 @@ pub fn run(cfg: &SimConfig) -> Report {
             corrupt_installs: 0,
             origin_fallbacks: 0,
             fallbacks_no_peer: 0,
-            fallbacks_corrupt_root: 0,
+            roots_rejected_corrupt: 0,
+            roots_elected_max: 0,
+            origin_peak_sessions: 0,
+            origin_busy: 0,
+            manifest_wan_bytes: u64::from(cfg.phones) * cfg.manifest_bytes,
             roots_max: 0,
             roots_max_partitioned: 0,
             max_children: 0,
@@ -614,6 +772,42 @@ pub fn run(cfg: &SimConfig) -> Report {
         sim.report.events += 1;
         match ev {
             SimEvent::Phone { to, ev } => sim.deliver(now, to, ev),
+            SimEvent::Timer {
+                to,
+                h,
+                kind,
+                generation,
+            } => {
+                let slot = if kind == TimerKind::Watchdog {
+                    sim.timer_slot(to, 0, kind)
+                } else {
+                    sim.timer_slot(to, h, kind)
+                };
+                if sim.timer_gen[slot] == generation {
+                    sim.deliver(now, to, Event::Timer { h, kind });
+                }
+            }
+            SimEvent::OriginSend {
+                to,
+                h,
+                index,
+                generation,
+            } => {
+                if sim.alive[to as usize] && !sim.origin_blocked(now, to) {
+                    sim.origin_send(now, to, h, index, generation);
+                }
+            }
+            SimEvent::OriginArrive {
+                to,
+                h,
+                index,
+                generation,
+            } => {
+                let t = sim.truth_index(to, h);
+                if sim.origin_open[t] && sim.origin_gen[t] == generation {
+                    sim.deliver(now, to, Event::OriginChunk { h, index, ok: true });
+                }
+            }
             SimEvent::Broadcast { from, msg } => {
                 let model = (from % cfg.models) as usize;
                 let members = std::mem::take(&mut sim.by_model[model]);
@@ -632,10 +826,9 @@ pub fn run(cfg: &SimConfig) -> Report {
                 sim.alive[i] = false;
                 sim.report.crashed += 1;
                 for h in 0..files {
-                    let t = i * files + h;
-                    if std::mem::take(&mut sim.fallback_sessions[t]) {
-                        sim.open_fallbacks -= 1;
-                    }
+                    // Its transfers end when the origin's retransmissions run out; at once
+                    // here (the origin's session count is what is bounded).
+                    sim.close_origin(i * files + h);
                 }
                 let peers = std::mem::take(&mut sim.tcp_peers[i]);
                 for q in peers {
@@ -712,6 +905,12 @@ pub fn run(cfg: &SimConfig) -> Report {
         .filter_map(|(t, _)| done(t))
         .fold(0.0, f64::max);
     r.election_converged_s = sim.last_claim as f64 / 1e6;
+    r.roots_elected_max = sim
+        .confirmed
+        .iter()
+        .map(|c| c.len() as u32)
+        .max()
+        .unwrap_or(0);
     r.wall_s = wall.elapsed().as_secs_f64();
     sim.report
 }

@@ -132,6 +132,14 @@ pub enum Message {
         xid: u32,
         verified: u32,
     },
+    /// A fallback lease (unicast, member <-> root of tree `xid`): `op` is [`LEASE_REQUEST`],
+    /// [`LEASE_GRANT`], [`LEASE_REFUSE`] or [`LEASE_RELEASE`]. The root grants at most K at a
+    /// time, so the origin never serves more than roots + K transfers (docs/protocol.md).
+    Lease {
+        key: HierarchyKey,
+        xid: u32,
+        op: u8,
+    },
     /// `xid` names the tree the child joined, so a full parent can evict stale-tree children.
     Request {
         hierarchy: u64,
@@ -154,6 +162,12 @@ pub enum Message {
     },
 }
 
+/// [`Message::Lease`] operations.
+pub const LEASE_REQUEST: u8 = 0;
+pub const LEASE_GRANT: u8 = 1;
+pub const LEASE_REFUSE: u8 = 2;
+pub const LEASE_RELEASE: u8 = 3;
+
 impl Message {
     /// The hierarchy key of the UDP messages.
     pub fn key(&self) -> Option<&HierarchyKey> {
@@ -163,7 +177,8 @@ impl Message {
             | Message::Accept { key, .. }
             | Message::Reject { key, .. }
             | Message::Leave { key, .. }
-            | Message::Heartbeat { key, .. } => Some(key),
+            | Message::Heartbeat { key, .. }
+            | Message::Lease { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -176,6 +191,7 @@ impl Message {
             Message::Reject { .. } => 0x04,
             Message::Leave { .. } => 0x05,
             Message::Heartbeat { .. } => 0x06,
+            Message::Lease { .. } => 0x07,
             Message::Request { .. } => 0x10,
             Message::Chunk { .. } => 0x11,
             Message::Have { .. } => 0x12,
@@ -247,7 +263,13 @@ impl Message {
                 w.u16(*port);
                 w.u8(*depth);
             }
-            Message::Reject { key, xid, reason } | Message::Leave { key, xid, reason } => {
+            Message::Reject { key, xid, reason }
+            | Message::Leave { key, xid, reason }
+            | Message::Lease {
+                key,
+                xid,
+                op: reason,
+            } => {
                 w.key(key);
                 w.u32(*xid);
                 w.u8(*reason);
@@ -334,7 +356,7 @@ pub fn chunk_head(
 
 fn body_cap(type_code: u8) -> Option<usize> {
     match type_code {
-        0x01..=0x06 => Some(MAX_UDP_BODY),
+        0x01..=0x07 => Some(MAX_UDP_BODY),
         0x11 => Some(MAX_CHUNK_DATA + 24),
         0x10 | 0x12 | 0x13 => Some(MAX_CONTROL_BODY),
         _ => None,
@@ -451,6 +473,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             key: r.key()?,
             xid: r.u32()?,
             verified: r.u32()?,
+        },
+        0x07 => Message::Lease {
+            key: r.key()?,
+            xid: r.u32()?,
+            op: r.u8()?,
         },
         0x10 => Message::Request {
             hierarchy: r.u64()?,
@@ -694,6 +721,11 @@ mod tests {
             }),
             (key(), any::<u32>(), any::<u32>())
                 .prop_map(|(key, xid, verified)| Message::Heartbeat { key, xid, verified }),
+            (key(), any::<u32>(), any::<u8>()).prop_map(|(key, xid, op)| Message::Lease {
+                key,
+                xid,
+                op
+            }),
             (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(hierarchy, offset, xid)| {
                 Message::Request {
                     hierarchy,

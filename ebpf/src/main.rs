@@ -177,6 +177,7 @@ fn election(ctx: &XdpContext, udp: &Udp) -> Result<Counter, Counter> {
         4 => Counter::Reject,
         5 => Counter::Leave,
         6 => Counter::Heartbeat,
+        7 => Counter::Lease,
         _ => return Err(BAD), // TCP types or unknown
     };
     // Every UDP message starts with the hierarchy key: check its lengths fit.
