@@ -284,7 +284,8 @@ impl Lab {
             ));
         }
         // Descriptors first: at 1000 phones the default limit ran out halfway through setup.
-        let files = crate::sim::LOAD_7961.len();
+        // The synthetic load's components plus its .loads file.
+        let files = crate::sim::LOAD_7961.len() + 1;
         ensure_nofile(cfg.phones, files, cfg.fanout)?;
         let t0 = Instant::now();
         for stale in crate::netns::sweep_stale() {

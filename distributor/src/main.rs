@@ -372,6 +372,16 @@ struct SimulateArgs {
     /// Stop the virtual clock here even if phones are unfinished.
     #[arg(long, default_value_t = 36_000.0)]
     max_sim_s: f64,
+    /// The root of every hierarchy crashes when it holds this fraction of its file (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    kill_root_at: f64,
+    /// K: fallback leases each root grants at once.
+    #[arg(long, default_value_t = pfs::phone::Config::default().fallback_slots)]
+    fallback_slots: u32,
+    /// The origin's own limit on concurrent transfers, answered with "busy" (0: none, as
+    /// tftpd-hpa).
+    #[arg(long, default_value_t = pfs::sim::SimConfig::default().origin_max_sessions)]
+    origin_max_sessions: u32,
     #[arg(long)]
     json: bool,
 }
@@ -1207,6 +1217,9 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         partition_fraction: a.partition_fraction,
         partition_at_s: a.partition_at_s,
         partition_for_s: a.partition_for_s,
+        kill_root_at: a.kill_root_at,
+        fallback_slots: a.fallback_slots,
+        origin_max_sessions: a.origin_max_sessions,
         ..SimConfig::default()
     };
     let r = sim::run(&cfg);

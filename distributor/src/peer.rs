@@ -841,29 +841,48 @@ impl Peer {
         self.feed(now, Event::PeerLost { peer: c.peer })
     }
 
-    /// Cuts complete frames off a stream and handles them.
+    /// Cuts complete frames off a stream and handles them. Chunk data is verified and written
+    /// straight from the stream buffer (no copy per frame), and the buffer is compacted once.
     fn frames(&mut self, now: Time, t: Token) -> Result<(), PeerError> {
-        loop {
-            let Some(c) = self.conns.get_mut(&t) else {
-                return Ok(());
-            };
-            if c.buf.len() < wire::HEADER_LEN {
-                return Ok(());
+        let Some(c) = self.conns.get_mut(&t) else {
+            return Ok(());
+        };
+        let (peer, outgoing) = (c.peer, c.outgoing);
+        let buf = std::mem::take(&mut c.buf);
+        let mut pos = 0;
+        let result = loop {
+            let rest = &buf[pos..];
+            if rest.len() < wire::HEADER_LEN {
+                break Ok(true);
             }
-            let len = match wire::decode_header(&c.buf) {
-                Ok((_, len)) => wire::HEADER_LEN + len,
+            let (kind, len) = match wire::decode_header(rest) {
+                Ok((kind, len)) => (kind, wire::HEADER_LEN + len),
                 Err(e) => {
-                    warn!(peer = %Ipv4Addr::from(c.peer), "bad frame: {e}; closing");
-                    return self.lost(now, t);
+                    warn!(peer = %Ipv4Addr::from(peer), "bad frame: {e}; closing");
+                    break Ok(false);
                 }
             };
             debug_assert!(len <= MAX_FRAME);
-            if c.buf.len() < len {
-                return Ok(());
+            if rest.len() < len {
+                break Ok(true);
             }
-            let frame: Vec<u8> = c.buf.drain(..len).collect();
-            let (peer, outgoing) = (c.peer, c.outgoing);
-            match wire::decode(&frame) {
+            let frame = &rest[..len];
+            pos += len;
+            if kind == 0x11 && outgoing {
+                match wire::chunk_view(frame) {
+                    Ok((hierarchy, offset, have, data)) => {
+                        if let Err(e) = self.chunk_in(now, peer, hierarchy, offset, have, data) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(peer = %Ipv4Addr::from(peer), "bad frame: {e}; closing");
+                        break Ok(false);
+                    }
+                }
+                continue;
+            }
+            match wire::decode(frame) {
                 Ok(Message::Request {
                     hierarchy,
                     offset,
@@ -875,7 +894,7 @@ impl Peer {
                     let cs = u64::from(self.manifest.chunk_size);
                     if !offset.is_multiple_of(cs) {
                         warn!(peer = %Ipv4Addr::from(peer), "unaligned request; closing");
-                        return self.lost(now, t);
+                        break Ok(false);
                     }
                     self.from_child.insert(peer, t);
                     self.last_child_activity = Instant::now();
@@ -884,22 +903,29 @@ impl Peer {
                         from: (offset / cs).min(u64::from(u32::MAX)) as u32,
                         xid,
                     };
-                    self.feed(now, Event::Recv { from: peer, msg })?;
-                }
-                Ok(Message::Chunk {
-                    hierarchy,
-                    offset,
-                    have,
-                    data,
-                }) if outgoing => {
-                    self.chunk_in(now, peer, hierarchy, offset, have, &data)?;
+                    if let Err(e) = self.feed(now, Event::Recv { from: peer, msg }) {
+                        break Err(e);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     warn!(peer = %Ipv4Addr::from(peer), "bad frame: {e}; closing");
-                    return self.lost(now, t);
+                    break Ok(false);
                 }
             }
+        };
+        // Put the unparsed tail back, unless the connection went away meanwhile.
+        let keep = matches!(result, Ok(true));
+        if let Some(c) = self.conns.get_mut(&t) {
+            let mut buf = buf;
+            buf.drain(..pos);
+            buf.extend_from_slice(&c.buf); // bytes routed while we parsed (none today)
+            c.buf = buf;
+        }
+        match result {
+            Ok(_) if keep => Ok(()),
+            Ok(_) => self.lost(now, t),
+            Err(e) => Err(e),
         }
     }
 

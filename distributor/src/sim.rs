@@ -89,6 +89,9 @@ pub struct SimConfig {
     pub partition_for_s: f64,
     /// Hard stop for the virtual clock.
     pub max_sim_s: f64,
+    /// The root of every hierarchy crashes when it holds this fraction of its file (0: off);
+    /// each hierarchy loses its first root only.
+    pub kill_root_at: f64,
 }
 
 impl Default for SimConfig {
@@ -112,13 +115,17 @@ impl Default for SimConfig {
             fanout: 2,
             fallback_slots: 4,
             origin_max_sessions: 1024,
-            tftp_window_bytes: 16 * 1428,
+            tftp_window_bytes: {
+                let c = crate::tftp::client::ClientConfig::default();
+                u64::from(c.windowsize) * u64::from(c.blksize)
+            },
             manifest_bytes: 10_592,
             peer_timeout_ms: 1000,
             partition_fraction: 0.0,
             partition_at_s: 0.0,
             partition_for_s: 0.0,
             max_sim_s: 36_000.0,
+            kill_root_at: 0.0,
         }
     }
 }
@@ -263,6 +270,7 @@ struct Sim {
     timer_gen: Vec<u32>,
     /// Distinct phones that confirmed root, per hierarchy.
     confirmed: Vec<Vec<u32>>,
+    roots_killed: Vec<bool>,
     report: Report,
     /// Phones on the cut side of the partition.
     cut: Vec<bool>,
@@ -314,6 +322,25 @@ impl Sim {
 
     fn truth_index(&self, phone: u32, h: u32) -> usize {
         phone as usize * self.files + h as usize % self.files
+    }
+
+    /// `kill_root_at`: the first root of `h` crashes once it holds that fraction of the file.
+    fn maybe_kill_root(&mut self, now: Time, p: u32, h: u32) {
+        if self.cfg.kill_root_at <= 0.0 || self.roots_killed[h as usize] {
+            return;
+        }
+        let Some(x) = self.phones[p as usize]
+            .hierarchies
+            .iter()
+            .find(|x| x.id == h)
+        else {
+            return;
+        };
+        let held = f64::from(x.verified) >= self.cfg.kill_root_at * f64::from(x.chunks);
+        if x.role == Role::Root && held {
+            self.roots_killed[h as usize] = true;
+            self.push(now, SimEvent::Crash { phone: p });
+        }
     }
 
     fn timer_slot(&self, p: u32, h: u32, kind: TimerKind) -> usize {
@@ -627,6 +654,7 @@ pub fn run(cfg: &SimConfig) -> Report {
     let core = Config {
         mode: cfg.mode,
         fanout: cfg.fanout,
+        fallback_slots: cfg.fallback_slots,
         ..Config::default()
     };
     let specs: Vec<Vec<HierarchySpec>> = (0..cfg.models)
@@ -707,6 +735,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         origin_sessions: 0,
         timer_gen: vec![0; n * files * TIMER_KINDS],
         confirmed: vec![Vec::new(); cfg.models as usize * files],
+        roots_killed: vec![false; cfg.models as usize * files],
         report: Report {
             phones: cfg.phones,
             completed: 0,
@@ -806,6 +835,7 @@ pub fn run(cfg: &SimConfig) -> Report {
                 let t = sim.truth_index(to, h);
                 if sim.origin_open[t] && sim.origin_gen[t] == generation {
                     sim.deliver(now, to, Event::OriginChunk { h, index, ok: true });
+                    sim.maybe_kill_root(now, to, h);
                 }
             }
             SimEvent::Broadcast { from, msg } => {

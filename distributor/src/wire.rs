@@ -354,6 +354,30 @@ pub fn chunk_head(
     out
 }
 
+/// A `Chunk` frame read in place: (hierarchy, offset, have, data), the data borrowed from
+/// `frame` (the receive path verifies and writes it without copying it first).
+///
+/// Errors: as [`decode`] for a frame that is not exactly one well-formed `Chunk`.
+pub fn chunk_view(frame: &[u8]) -> Result<(u64, u64, u64, &[u8]), DecodeError> {
+    let (kind, len) = decode_header(frame)?;
+    if kind != 0x11 || len < 24 || frame.len() != HEADER_LEN + len {
+        // Not a chunk, or not exactly one frame: the general decoder says what is wrong.
+        return match decode(frame) {
+            Ok(_) => Err(DecodeError::BadField {
+                field: "type",
+                why: "not a chunk frame",
+            }),
+            Err(e) => Err(e),
+        };
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&frame[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    Ok((word(8), word(16), word(24), &frame[HEADER_LEN + 24..]))
+}
+
 fn body_cap(type_code: u8) -> Option<usize> {
     match type_code {
         0x01..=0x07 => Some(MAX_UDP_BODY),
@@ -634,6 +658,21 @@ mod tests {
 
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn chunk_view_agrees_with_decode(h: u64, off: u64, have: u64, data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let m = Message::Chunk { hierarchy: h, offset: off, have, data: data.clone() };
+            let bytes = m.encode().unwrap();
+            let (a, b, c, d) = chunk_view(&bytes).unwrap();
+            prop_assert_eq!((a, b, c, d), (h, off, have, &data[..]));
+        }
+
+        #[test]
+        fn chunk_view_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = chunk_view(&bytes);
+        }
+    }
 
     fn key() -> impl Strategy<Value = HierarchyKey> {
         (

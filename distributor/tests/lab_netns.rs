@@ -6,6 +6,59 @@ mod common;
 
 use std::process::Command;
 
+/// The most distinct phones that logged `@@@HROOT` for one file of one model.
+fn roots_in_log(log: &str) -> u64 {
+    let mut roots: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in log.lines() {
+        // Strip colour codes: `phone{ip=A}: pfs::peer: @@@HROOT: FILE XID.. model M confirmed root`.
+        let plain: String = strip_ansi(line);
+        let Some(at) = plain.find("@@@HROOT: ") else {
+            continue;
+        };
+        let ip = plain
+            .split("ip=")
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .unwrap_or("")
+            .to_owned();
+        let words: Vec<&str> = plain[at + 10..].split_whitespace().collect();
+        let (file, model) = (words[0], words.get(3).copied().unwrap_or(""));
+        roots
+            .entry(format!("{model}/{file}"))
+            .or_default()
+            .insert(ip);
+    }
+    roots.values().map(|s| s.len() as u64).max().unwrap_or(0)
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn roots_are_counted_from_log_lines() {
+    let log = "\u{1b}[1mphone\u{1b}[0m{ip=198.19.1.2}: pfs::peer: @@@HROOT: a.sbn XID1 model M confirmed root\n\
+               phone{ip=198.19.1.3}: pfs::peer: @@@HROOT: a.sbn XID2 model M confirmed root\n\
+               phone{ip=198.19.1.3}: pfs::peer: @@@HROOT: a.sbn XID3 model M confirmed root\n\
+               phone{ip=198.19.1.4}: pfs::peer: @@@HROOT: b.sbn XID4 model M confirmed root\n";
+    assert_eq!(roots_in_log(log), 2);
+    assert_eq!(roots_in_log("nothing here"), 0);
+}
+
 #[test]
 fn fifty_phones_two_models_pipelined() {
     if !common::privileged("pfs lab") || !common::tool("tc") {
@@ -21,7 +74,7 @@ fn fifty_phones_two_models_pipelined() {
             "--mode",
             "pipelined",
         ])
-        .args(["--json", "--deadline-s", "120"])
+        .args(["--json", "--deadline-s", "120", "-v"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -37,6 +90,21 @@ fn fifty_phones_two_models_pipelined() {
     assert_eq!(r["completed"], 50, "{r}");
     assert_eq!(r["corrupt_installs"], 0, "{r}");
     assert_eq!(r["roots_max"], 1, "one root per hierarchy: {r}");
+    // Counted from events, and the same as the `@@@HROOT` lines the phones logged.
+    assert_eq!(r["roots_elected_max"], 1, "one root per hierarchy: {r}");
+    assert_eq!(
+        r["roots_elected_max"].as_u64().unwrap(),
+        roots_in_log(&stderr),
+        "the JSON and the @@@HROOT lines disagree: {r}"
+    );
+    assert_eq!(r["violations"], serde_json::json!([]), "{r}");
+    let peak = r["origin_peak_sessions"]
+        .as_u64()
+        .expect("the embedded origin counts");
+    assert!(
+        peak >= 2 && peak <= r["origin_session_bound"].as_u64().unwrap(),
+        "{r}"
+    );
     assert!(r["max_children"].as_u64().unwrap() <= 2, "{r}");
     let (wan, load, models) = (
         r["wan_bytes"].as_f64().unwrap(),

@@ -66,7 +66,12 @@ fn invariants_hold_over_hundreds_of_seeds() {
         assert_eq!(r.completed + r.crashed, r.phones, "{ctx}");
         assert_eq!(r.corrupt_installs, 0, "{ctx}");
         assert!(r.max_children <= u32::from(c.fanout), "{ctx}");
+        // The origin counts its own sessions: one per root and K leases per root.
+        let hierarchies = c.models * sim::LOAD_7961.len() as u32;
+        let bound = hierarchies * (1 + c.fallback_slots) * r.roots_elected_max.max(1);
+        assert!(r.origin_peak_sessions <= bound, "{ctx}");
         if !faulty {
+            assert_eq!(r.roots_elected_max, 1, "{ctx}");
             assert_eq!(r.roots_max, 1, "{ctx}");
             assert_eq!(r.origin_fallbacks, 0, "{ctx}");
             assert_eq!(r.wan_bytes, u64::from(c.models) * r.load_bytes, "{ctx}");
@@ -226,4 +231,43 @@ fn regression_seed_63_merge_under_loss_terminates() {
     assert!(!r.timed_out, "{ctx}");
     assert_eq!(r.completed + r.crashed, 141, "{ctx}");
     assert_eq!(r.roots_max, 1, "{ctx}");
+}
+
+/// Every hierarchy's root crashes halfway through its file. The survivors re-elect and finish,
+/// and the origin, counting its own sessions, never serves more than the roots and their K
+/// leases at once (a dead root's leases lapse before a successor can grant new ones).
+#[test]
+fn killing_every_root_keeps_the_origin_within_roots_plus_k() {
+    for seed in [3, 4, 5] {
+        let c = SimConfig {
+            kill_root_at: 0.5,
+            ..cfg(1000, seed)
+        };
+        let r = sim::run(&c);
+        let ctx = without_wall(&r);
+        let hierarchies = sim::LOAD_7961.len() as u32;
+        assert!(r.crashed >= 1, "{ctx}");
+        assert_eq!(r.completed + r.crashed, 1000, "{ctx}");
+        assert_eq!(r.corrupt_installs, 0, "{ctx}");
+        assert!(r.roots_elected_max >= 2, "a successor was elected: {ctx}");
+        assert!(
+            r.origin_peak_sessions <= hierarchies * (1 + c.fallback_slots),
+            "{ctx}"
+        );
+    }
+}
+
+/// The origin's own admission (busy answers) is honoured: with room for only two transfers
+/// the five roots take turns and everyone still finishes.
+#[test]
+fn a_busy_origin_is_honoured() {
+    let c = SimConfig {
+        origin_max_sessions: 2,
+        ..cfg(200, 9)
+    };
+    let r = sim::run(&c);
+    let ctx = without_wall(&r);
+    assert_eq!(r.completed, 200, "{ctx}");
+    assert!(r.origin_busy > 0, "{ctx}");
+    assert!(r.origin_peak_sessions <= 2, "{ctx}");
 }
