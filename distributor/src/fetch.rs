@@ -30,6 +30,12 @@ pub enum FetchError {
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("tftp://{server}/{file}: {why}")]
+    Loads {
+        server: SocketAddr,
+        file: String,
+        why: String,
+    },
     #[error("bad URL {0:?}: expected tftp://HOST[:PORT]/PATH")]
     Url(String),
     #[error("cannot resolve {0}")]
@@ -245,7 +251,9 @@ pub struct LoadReport {
 
 /// The root's origin fetch: the manifest from `dir/pfs-manifest.json` (signature checked when
 /// `key` is set), then every file, each chunk verified before it is written; files are
-/// installed atomically and the load activated only when all of it verified. Chunks a previous
+/// installed atomically and the load activated only when all of it verified. As a real phone
+/// does, it fetches `<load>.loads` first (the manifest lists it first) and reads it: every
+/// other file the manifest names must be a component the `.loads` lists. Chunks a previous
 /// attempt already verified are not written again (TFTP has no offset, so they are re-read).
 pub fn fetch_load(
     server: SocketAddr,
@@ -313,7 +321,14 @@ pub fn fetch_load(
                 partial.write_chunk(index, &buf).map_err(store_err)?;
             }
         }
-        partial.install().map_err(store_err)?;
+        let installed = partial.install().map_err(store_err)?;
+        if is_loads_of(&entry.name, &manifest.load) {
+            check_loads(&installed, &manifest).map_err(|why| FetchError::Loads {
+                server,
+                file: fpath.clone(),
+                why,
+            })?;
+        }
     }
     store
         .activate(&manifest)
@@ -328,6 +343,35 @@ pub fn fetch_load(
         bytes: manifest.load_bytes(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// `name` is `<load>.loads` (compared case-insensitively, as phones do).
+fn is_loads_of(name: &str, load: &str) -> bool {
+    name.len() == load.len() + 6
+        && name.is_char_boundary(load.len())
+        && name[..load.len()].eq_ignore_ascii_case(load)
+        && name[load.len()..].eq_ignore_ascii_case(".loads")
+}
+
+/// Reads an installed (already verified) `.loads` and checks that the manifest names only
+/// its components (and itself).
+fn check_loads(path: &Path, manifest: &crate::manifest::Manifest) -> Result<(), String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let parsed = crate::loads::parse_loads_file(&bytes).map_err(|e| e.to_string())?;
+    for f in &manifest.files {
+        let listed = is_loads_of(&f.name, &manifest.load)
+            || parsed
+                .components
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&f.name));
+        if !listed {
+            return Err(format!(
+                "the manifest names {}, which this .loads does not list",
+                f.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A window arrives as one burst: make room for it. As root the kernel's rmem_max does not

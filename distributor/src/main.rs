@@ -255,8 +255,12 @@ struct FetchLoadArgs {
 
 #[derive(Args, Debug)]
 struct ManifestArgs {
-    /// Load directory (its .loads file names the components).
+    /// Load directory, or a TFTP folder holding many loads (then name one with --load).
     dir: std::path::PathBuf,
+    /// The load to cover: its .loads name without the suffix, as a configuration's
+    /// loadInformation gives it (e.g. SCCP41.9-4-2SR3-1S).
+    #[arg(long)]
+    load: Option<String>,
     #[arg(long, default_value_t = pfs::manifest::DEFAULT_CHUNK, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
     chunk_size: u32,
     /// Sign with this secret key (hex seed, from `pfs key generate`).
@@ -280,6 +284,13 @@ enum LoadCommand {
         seed: u64,
         #[arg(long)]
         sign_key: Option<std::path::PathBuf>,
+    },
+    /// Show a .loads file's signed header and components, or a .sbn/.sgn/.sebn's header.
+    Inspect {
+        file: std::path::PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -549,6 +560,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Load(LoadCommand::Inspect { file, json }) => run_load_inspect(&file, json),
         Command::Config(ConfigCommand::Render { config, out }) => {
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
@@ -1295,7 +1307,7 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut m = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size)?;
+    let mut m = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, a.load.as_deref())?;
     if let Some(k) = a.sign_key.as_deref() {
         m.sign(&pfs::manifest::read_signing_key(k)?);
     }
@@ -1307,5 +1319,121 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         m.load_bytes(),
         path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pfs load inspect`: header kind and fields, digest check, components.
+fn run_load_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    use pfs::loads::{SignedHeader, parse_body, parse_signed_header};
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let is_loads = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("loads"));
+    if is_loads && bytes.len() > pfs::loads::MAX_LOADS_BYTES {
+        anyhow::bail!("{}: {}", file.display(), pfs::loads::LoadsError::TooLarge);
+    }
+    let header =
+        parse_signed_header(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let digest_ok = match &header {
+        Some(SignedHeader::Gen5(g)) => Some(g.sha256_ok),
+        _ => None,
+    };
+    let start = header.as_ref().map_or(0, SignedHeader::header_len);
+    let body = if is_loads {
+        Some(parse_body(&bytes[start..]).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?)
+    } else {
+        None
+    };
+    if json {
+        let mut v = serde_json::json!({
+            "file": file.display().to_string(),
+            "size": bytes.len(),
+            "header": header,
+        });
+        if let Some((layout, version, components)) = &body {
+            v["layout"] = serde_json::json!(layout);
+            v["version"] = serde_json::json!(version);
+            v["components"] = serde_json::json!(components);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}: {} bytes", file.display(), bytes.len());
+        match &header {
+            None => println!("header: none (no signed header)"),
+            Some(SignedHeader::Tlv(h)) => {
+                println!(
+                    "header: TLV signed header, version {}.{}, header length {} bytes",
+                    h.version[0], h.version[1], h.header_len
+                );
+                let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                println!("  name:      {}", opt(&h.file_name));
+                println!("  signer:    {}", opt(&h.signer));
+                println!("  serial:    {}", opt(&h.serial));
+                println!("  CA:        {}", opt(&h.ca));
+                let digest = match h.digest_algorithm {
+                    Some(1) => "SHA-1".to_string(),
+                    Some(n) => format!("algorithm {n}"),
+                    None => "-".into(),
+                };
+                let sig = if h.test_placeholder {
+                    "TEST PLACEHOLDER (synthetic file, not a signature)".to_string()
+                } else {
+                    format!(
+                        "{} bytes, RSA with Cisco's key (not checked by pfs)",
+                        h.signature_len
+                    )
+                };
+                println!("  digest:    {digest}");
+                println!("  signature: {sig}");
+            }
+            Some(SignedHeader::Gen5(g)) => {
+                println!(
+                    "header: 5th-generation signed header (CD 34 12 AB), header length {} bytes, payload {} bytes",
+                    g.header_len, g.payload_len
+                );
+                println!("  name:      {}", g.file_name);
+                println!("  flags:     {}", g.flags);
+                println!(
+                    "  digest:    SHA-256 {} ({})",
+                    g.sha256,
+                    if g.sha256_ok {
+                        "matches the payload"
+                    } else {
+                        "DOES NOT MATCH the payload"
+                    }
+                );
+            }
+        }
+        if let Some((layout, version, components)) = &body {
+            println!(
+                "body: {layout}{}",
+                version
+                    .as_ref()
+                    .map(|v| format!(", version {v}"))
+                    .unwrap_or_default()
+            );
+            println!("components: {}", components.len());
+            for c in components {
+                let mut line = format!("  {}", c.name);
+                if let Some(n) = c.size {
+                    line.push_str(&format!("  size {n}"));
+                }
+                if let Some(m) = &c.md5 {
+                    line.push_str(&format!("  md5 {m}"));
+                }
+                if let Some(p) = c.platform {
+                    line.push_str(&format!("  platform {p}"));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    if digest_ok == Some(false) {
+        eprintln!(
+            "{}: the payload's SHA-256 does not match its header",
+            file.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

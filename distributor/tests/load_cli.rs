@@ -34,7 +34,7 @@ fn signed_synthetic_load_verifies_and_corruption_is_named() {
     let sizes: Vec<u64> = ["apps41", "cnu41", "cvm41sccp", "dsp41", "jar41sccp"]
         .iter()
         .map(|p| {
-            std::fs::metadata(dir.join(format!("{p}.9-4-2SR3-1S.sbn")))
+            std::fs::metadata(dir.join(format!("{p}.9-4-2ES26.sbn")))
                 .unwrap()
                 .len()
         })
@@ -61,7 +61,7 @@ fn signed_synthetic_load_verifies_and_corruption_is_named() {
             .success()
     );
 
-    let victim = dir.join("jar41sccp.9-4-2SR3-1S.sbn");
+    let victim = dir.join("jar41sccp.9-4-2ES26.sbn");
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[5 * 65536 + 1] ^= 0x40;
     std::fs::write(&victim, bytes).unwrap();
@@ -69,7 +69,7 @@ fn signed_synthetic_load_verifies_and_corruption_is_named() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("jar41sccp.9-4-2SR3-1S.sbn") && err.contains("chunk 5"),
+        err.contains("jar41sccp.9-4-2ES26.sbn") && err.contains("chunk 5"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&base);

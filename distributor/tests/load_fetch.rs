@@ -28,7 +28,9 @@ fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
     // A good fetch installs and activates.
     let phone = Store::new(&base.join("phone1"));
     let r = fetch_load(origin.addr, "load", &phone, Some(&vk), cfg()).unwrap();
-    assert_eq!(r.bytes, 8_126_582);
+    // The five components and the .loads the phone fetched first.
+    assert_eq!(r.bytes, 8_126_582 + manifest.files[0].size);
+    assert_eq!(r.files, 6);
     assert_eq!(phone.current().as_deref(), Some(manifest.load.as_str()));
     manifest
         .verify_dir(&phone.load_dir(&manifest.load))
@@ -42,7 +44,12 @@ fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
     assert!(!phone2.load_dir(&manifest.load).exists());
 
     // A corrupted file at the origin: the bad chunk is refused, nothing installed or active.
-    let victim = srv.join("load").join(&manifest.files[2].name);
+    let v = manifest
+        .files
+        .iter()
+        .position(|f| f.size > 21 * 65536)
+        .unwrap();
+    let victim = srv.join("load").join(&manifest.files[v].name);
     let good = std::fs::read(&victim).unwrap();
     let mut bad = good.clone();
     bad[20 * 65536 + 7] ^= 1;
@@ -54,7 +61,7 @@ fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
             source: StoreError::Rejected { file, chunk },
             ..
         } => {
-            assert_eq!(file, &manifest.files[2].name);
+            assert_eq!(file, &manifest.files[v].name);
             assert_eq!(*chunk, 20);
         }
         other => panic!("{other:#}"),
@@ -63,14 +70,14 @@ fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
     assert!(
         !phone3
             .load_dir(&manifest.load)
-            .join(&manifest.files[2].name)
+            .join(&manifest.files[v].name)
             .exists()
     );
 
     // Repaired origin: the retry completes, keeping the chunks verified before.
     std::fs::write(&victim, &good).unwrap();
     let kept = phone3
-        .partial(&manifest, &manifest.files[2])
+        .partial(&manifest, &manifest.files[v])
         .unwrap()
         .verified_prefix();
     assert_eq!(kept, 20, "chunks before the bad one stay verified");
