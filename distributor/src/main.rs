@@ -233,8 +233,16 @@ enum ConfigCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Print what a phone reads from a cnf.xml.
-    Show { file: std::path::PathBuf },
+    /// Print what a phone reads from a cnf.xml (SEP<MAC>.cnf.xml or XMLDefault.cnf.xml).
+    Show {
+        file: std::path::PathBuf,
+        /// The phone's model: CP-7942G, Cisco 7942, or Cisco's device type number (434).
+        #[arg(long)]
+        model: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -572,15 +580,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config(ConfigCommand::Show { file }) => {
-            let bytes =
-                std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let c = pfs::phoneconfig::parse_cnf_xml(&bytes)?;
-            println!(
-                "load {:?} peer_firmware_sharing {} load_server {:?} log_server {:?}",
-                c.load_information, c.peer_firmware_sharing, c.load_server, c.log_server
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Config(ConfigCommand::Show { file, model, json }) => {
+            run_config_show(&file, model.as_deref(), json)
         }
         Command::Key(KeyCommand::Generate { out }) => {
             use std::os::unix::fs::OpenOptionsExt;
@@ -1434,6 +1435,80 @@ fn run_load_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
             file.display()
         );
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pfs config show`: what a phone (of `model`, if given) reads from a cnf.xml.
+fn run_config_show(
+    file: &std::path::Path,
+    model: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use pfs::phoneconfig::{ConfigError, Root, device_type, model_name, read_cnf_xml};
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let dt = model
+        .map(|m| device_type(m).ok_or_else(|| ConfigError::UnknownModel(m.to_owned())))
+        .transpose()?;
+    let cnf = read_cnf_xml(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let c = cnf.for_device(dt);
+    if json {
+        let mut v = serde_json::to_value(&c)?;
+        v["root"] = serde_json::to_value(cnf.root)?;
+        v["loads"] = serde_json::to_value(&cnf.loads)?;
+        v["addon_loads"] = serde_json::to_value(&cnf.addon_loads)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let root = match cnf.root {
+        Root::Device => "<device> (one phone)",
+        Root::Default => "<Default> (XMLDefault: per device type)",
+    };
+    println!("root: {root}");
+    match &c.load_information {
+        Some(l) => println!("load: {l}"),
+        None if cnf.root == Root::Default && dt.is_none() && !cnf.loads.is_empty() => {
+            println!("load: - (loads are listed per device type: choose one with --model)")
+        }
+        None => println!("load: -"),
+    }
+    println!(
+        "peer_firmware_sharing: {}",
+        if c.peer_firmware_sharing { "on" } else { "off" }
+    );
+    println!("load_server: {}", opt(&c.load_server));
+    println!("log_server: {}", opt(&c.log_server));
+    println!("ipv6_load_server: {}", opt(&c.ipv6_load_server));
+    println!("ipv6_log_server: {}", opt(&c.ipv6_log_server));
+    match c.device_type {
+        Some(n) => println!(
+            "device_type: {n} ({})",
+            model_name(n).unwrap_or("model not in pfs's table")
+        ),
+        None => println!("device_type: -"),
+    }
+    if !cnf.addon_loads.is_empty() {
+        println!(
+            "add-on module loads (not the phone's): {}",
+            cnf.addon_loads.join(", ")
+        );
+    }
+    if cnf.root == Root::Default && dt.is_none() && !cnf.loads.is_empty() {
+        println!("loads by device type:");
+        for e in &cnf.loads {
+            let n = e
+                .device_type
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "any".into());
+            let model = e
+                .device_type
+                .and_then(model_name)
+                .or(e.model.as_deref())
+                .unwrap_or("-");
+            let load = if e.load.is_empty() { "-" } else { &e.load };
+            println!("  {n:>6}  {model}: {load}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
