@@ -1451,7 +1451,9 @@ fn run_config_show(
         .map(|m| device_type(m).ok_or_else(|| ConfigError::UnknownModel(m.to_owned())))
         .transpose()?;
     let cnf = read_cnf_xml(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let c = cnf.for_device(dt);
+    let c = cnf
+        .for_device(dt)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if json {
         let mut v = serde_json::to_value(&c)?;
         v["root"] = serde_json::to_value(cnf.root)?;

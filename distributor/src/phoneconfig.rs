@@ -48,6 +48,11 @@ pub enum ConfigError {
         "unknown model {0:?}: give a model such as CP-7942G or Cisco 7942, or the device type number"
     )]
     UnknownModel(String),
+    #[error("cnf.xml: loadInformation{device_type} is given {} times with different loads: {}", loads.len(), loads.join(", "))]
+    ConflictingLoads {
+        device_type: u32,
+        loads: Vec<String>,
+    },
 }
 
 /// Cisco device type numbers (the NNN of `loadInformationNNN`) and models, built from the
@@ -137,9 +142,14 @@ fn model_key(model: &str) -> String {
     k
 }
 
-/// The device type number of a model (`CP-7942G`, `Cisco 7942`) or of a number (`434`).
+/// The device type number of a model (`CP-7942G`, `Cisco 7942`) or of a number (`434`). A
+/// bare number is a device type when [`DEVICE_TYPES`] has it, else a model when one is called
+/// that (`7940` is the 7940, type 8), else a device type pfs does not know.
 pub fn device_type(model: &str) -> Option<u32> {
-    if let Ok(n) = model.trim().parse::<u32>() {
+    let number = model.trim().parse::<u32>().ok();
+    if let Some(n) = number
+        && model_name(n).is_some()
+    {
         return Some(n);
     }
     let key = model_key(model);
@@ -150,6 +160,7 @@ pub fn device_type(model: &str) -> Option<u32> {
         .iter()
         .find(|(_, m)| model_key(m) == key)
         .map(|(n, _)| *n)
+        .or(number)
 }
 
 /// The model [`DEVICE_TYPES`] gives for a number.
@@ -214,24 +225,40 @@ impl CnfXml {
     /// The configuration a phone of `device_type` reads from this file. With a number, the
     /// `loadInformationNNN` of that number, else a plain `loadInformation` whose `model` (if
     /// any) is that type. Without one, a plain `loadInformation` (a `<device>` file's load).
-    pub fn for_device(&self, device_type: Option<u32>) -> PhoneConfig {
+    /// Several `loadInformationNNN` of one number with different loads are refused.
+    pub fn for_device(&self, device_type: Option<u32>) -> Result<PhoneConfig, ConfigError> {
         let plain = |e: &&LoadEntry| e.device_type.is_none();
         let entry = match device_type {
-            Some(n) => self
-                .loads
-                .iter()
-                .find(|e| e.device_type == Some(n))
-                .or_else(|| {
+            Some(n) => {
+                let mut numbered = self
+                    .loads
+                    .iter()
+                    .filter(|e| e.device_type == Some(n) && !e.load.is_empty());
+                let first = numbered.next();
+                let mut distinct: Vec<String> = first.iter().map(|e| e.load.clone()).collect();
+                for e in numbered {
+                    if !distinct.contains(&e.load) {
+                        distinct.push(e.load.clone());
+                    }
+                }
+                if distinct.len() > 1 {
+                    return Err(ConfigError::ConflictingLoads {
+                        device_type: n,
+                        loads: distinct,
+                    });
+                }
+                first.or_else(|| {
                     self.loads.iter().filter(plain).find(|e| {
                         e.model
                             .as_deref()
                             .and_then(device_type_of_text)
                             .is_none_or(|m| m == n)
                     })
-                }),
+                })
+            }
             None => self.loads.iter().find(plain),
         };
-        PhoneConfig {
+        Ok(PhoneConfig {
             load_information: entry.map(|e| e.load.clone()).filter(|l| !l.is_empty()),
             peer_firmware_sharing: self.peer_firmware_sharing,
             load_server: self.load_server.clone(),
@@ -240,7 +267,7 @@ impl CnfXml {
             ipv6_log_server: self.ipv6_log_server.clone(),
             device_type: device_type
                 .or_else(|| entry.and_then(|e| e.model.as_deref().and_then(device_type_of_text))),
-        }
+        })
     }
 }
 
@@ -276,7 +303,7 @@ struct Frame {
 /// Parses a cnf.xml as the phone would (no device type: a `<Default>` file then yields no load
 /// unless it has a plain `loadInformation`); total over arbitrary bytes.
 pub fn parse_cnf_xml(bytes: &[u8]) -> Result<PhoneConfig, ConfigError> {
-    Ok(read_cnf_xml(bytes)?.for_device(None))
+    read_cnf_xml(bytes)?.for_device(None)
 }
 
 /// Reads everything a cnf.xml says; total over arbitrary bytes.
@@ -678,6 +705,75 @@ load = "SCCP41.8-5-4S"
             .is_err()
         );
         assert!(SiteConfig::parse("[enterprise]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn text_is_read_whole_and_add_ons_never_replace_the_phones_load() {
+        let xml = br#"<device>
+  <addOnModules><addOnModule idx="1"><loadInformation>S00105000400</loadInformation></addOnModule></addOnModules>
+  <loadInformation>SCCP<!-- c -->70.8-5-4S</loadInformation>
+  <addOnModules><addOnModule idx="2"><loadInformation>S2</loadInformation></addOnModule></addOnModules>
+  <vendorConfig>
+    <loadServer>a&amp;b</loadServer>
+    <logServer>x&#46;y</logServer>
+    <ipv6LoadServer><![CDATA[2001:db8::1]]></ipv6LoadServer>
+    <ipv6LogServer>2001:db8::2</ipv6LogServer>
+  </vendorConfig>
+</device>"#;
+        let cnf = read_cnf_xml(xml).unwrap();
+        assert_eq!(cnf.addon_loads, ["S00105000400", "S2"]);
+        let c = cnf.for_device(None).unwrap();
+        assert_eq!(c.load_information.as_deref(), Some("SCCP70.8-5-4S"));
+        assert_eq!(c.load_server.as_deref(), Some("a&b"));
+        assert_eq!(c.log_server.as_deref(), Some("x.y"));
+        assert_eq!(c.ipv6_load_server.as_deref(), Some("2001:db8::1"));
+        assert_eq!(c.ipv6_log_server.as_deref(), Some("2001:db8::2"));
+        assert!(matches!(
+            read_cnf_xml(b"<device><loadServer>&bogus;</loadServer></device>"),
+            Err(ConfigError::Xml(_))
+        ));
+    }
+
+    #[test]
+    fn default_roots_are_read_per_device_type_and_other_roots_refused() {
+        for root in ["Default", "default"] {
+            let xml = format!(
+                "<{root}><loadInformation434 model=\"Cisco 7961\">SIP42.9-4-2SR3-1S</loadInformation434>\
+                 <loadInformation30018 model=\"Cisco 7961\">SIP41.9-4-2SR3-1S</loadInformation30018></{root}>"
+            );
+            let cnf = read_cnf_xml(xml.as_bytes()).unwrap();
+            assert_eq!(cnf.root, Root::Default);
+            assert_eq!(cnf.for_device(None).unwrap().load_information, None);
+            // The number decides, not the model text.
+            let c = cnf.for_device(device_type("CP-7942G")).unwrap();
+            assert_eq!(c.load_information.as_deref(), Some("SIP42.9-4-2SR3-1S"));
+            assert_eq!(c.device_type, Some(434));
+            let c = cnf.for_device(device_type("Cisco 7961")).unwrap();
+            assert_eq!(c.load_information.as_deref(), Some("SIP41.9-4-2SR3-1S"));
+        }
+        for bad in [
+            &b"<displayInstance/>"[..],
+            b"<html><body/></html>",
+            b"<Device><loadInformation>x</loadInformation></Device>",
+        ] {
+            assert!(matches!(
+                read_cnf_xml(bad),
+                Err(ConfigError::NotPhoneConfig(_))
+            ));
+        }
+        assert!(read_cnf_xml(b"").is_err());
+        assert!(read_cnf_xml(b"<device/><device/>").is_err());
+    }
+
+    #[test]
+    fn pfs_flag_prefers_vendor_config_over_common_profile_over_enterprise() {
+        let xml = b"<device><enterpriseConfig><peerFirmwareSharing>0</peerFirmwareSharing></enterpriseConfig>\
+            <commonProfile><peerFirmwareSharing>1</peerFirmwareSharing></commonProfile></device>";
+        assert!(parse_cnf_xml(xml).unwrap().peer_firmware_sharing);
+        let xml =
+            b"<device><commonProfile><peerFirmwareSharing>1</peerFirmwareSharing></commonProfile>\
+            <vendorConfig><peerFirmwareSharing>0</peerFirmwareSharing></vendorConfig></device>";
+        assert!(!parse_cnf_xml(xml).unwrap().peer_firmware_sharing);
     }
 
     proptest! {
