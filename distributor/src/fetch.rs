@@ -359,15 +359,25 @@ fn check_loads(path: &Path, manifest: &crate::manifest::Manifest) -> Result<(), 
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     let parsed = crate::loads::parse_loads_file(&bytes).map_err(|e| e.to_string())?;
     for f in &manifest.files {
-        let listed = is_loads_of(&f.name, &manifest.load)
-            || parsed
-                .components
-                .iter()
-                .any(|c| c.name.eq_ignore_ascii_case(&f.name));
-        if !listed {
+        if is_loads_of(&f.name, &manifest.load) {
+            continue;
+        }
+        let Some(c) = parsed
+            .components
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&f.name))
+        else {
             return Err(format!(
                 "the manifest names {}, which this .loads does not list",
                 f.name
+            ));
+        };
+        if let Some(size) = c.size
+            && size != f.size
+        {
+            return Err(format!(
+                "{}: the .loads lists {size} bytes, the manifest {}",
+                f.name, f.size
             ));
         }
     }

@@ -732,6 +732,36 @@ mod tests {
 
     proptest! {
         #[test]
+        fn written_bodies_read_back(
+            files in proptest::collection::vec(("[A-Za-z0-9][A-Za-z0-9.-]{0,30}", any::<u64>(), "[0-9a-f]{32}", 1u32..4), 1..20),
+            crlf in any::<bool>(),
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut columns = String::from("#? HW_REV 0-4.*\n");
+            let mut ini = String::from("[CISCO-ID]\nversion = 1\n");
+            for (i, (name, size, md5, platform)) in files.iter().enumerate() {
+                let hidden = if i % 3 == 2 { "#+ " } else { "" };
+                columns.push_str(&format!("{hidden}{name} {size} {}{nl}", md5.to_uppercase()));
+                ini.push_str(&format!("[PLATFORM_{platform}]{nl}k{i}={name} size={size}{nl}ebr_k{i} = (1,2){nl}"));
+            }
+            let (layout, _, got) = parse_body(columns.as_bytes()).unwrap();
+            prop_assert_eq!(layout, Layout::Columns);
+            prop_assert_eq!(got.len(), files.len());
+            for (c, (name, size, md5, _)) in got.iter().zip(&files) {
+                prop_assert_eq!(&c.name, name);
+                prop_assert_eq!(c.size, Some(*size));
+                prop_assert_eq!(c.md5.as_deref(), Some(md5.as_str()));
+            }
+            let (layout, _, got) = parse_body(ini.as_bytes()).unwrap();
+            prop_assert_eq!(layout, Layout::Ini);
+            for (c, (name, size, _, platform)) in got.iter().zip(&files) {
+                prop_assert_eq!(&c.name, name);
+                prop_assert_eq!(c.size, Some(*size));
+                prop_assert_eq!(c.platform, Some(*platform));
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = parse_signed_header(&bytes);
             let _ = parse_loads_file(&bytes);

@@ -778,6 +778,22 @@ load = "SCCP41.8-5-4S"
 
     proptest! {
         #[test]
+        fn arbitrary_text_in_a_real_shape_never_panics(
+            a in ".{0,40}", b in ".{0,40}", n in any::<u32>(), m in ".{0,20}"
+        ) {
+            let xml = format!(
+                "<Default><loadInformation{n} model=\"{m}\">{a}</loadInformation{n}>\
+                 <addOnModules><addOnModule>{b}</addOnModule></addOnModules>\
+                 <vendorConfig><loadServer>{b}</loadServer></vendorConfig></Default>"
+            );
+            if let Ok(c) = read_cnf_xml(xml.as_bytes()) {
+                let _ = c.for_device(Some(n));
+                let _ = c.for_device(device_type(&m));
+            }
+            let _ = device_type(&a);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let _ = parse_cnf_xml(&bytes);
             if let Ok(s) = std::str::from_utf8(&bytes) {
