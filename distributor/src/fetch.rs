@@ -262,6 +262,20 @@ pub fn fetch_load(
     key: Option<&ed25519_dalek::VerifyingKey>,
     cfg: ClientConfig,
 ) -> Result<LoadReport, FetchError> {
+    fetch_named_load(server, dir, None, store, key, cfg)
+}
+
+/// [`fetch_load`] of the load a phone's configuration names (`loadInformation`), from a folder
+/// that may hold many: its manifest is `pfs-manifest.<LOAD>.json`
+/// ([`crate::manifest::manifest_file_for`]), and a manifest for another load is refused.
+pub fn fetch_named_load(
+    server: SocketAddr,
+    dir: &str,
+    load: Option<&str>,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    cfg: ClientConfig,
+) -> Result<LoadReport, FetchError> {
     let start = Instant::now();
     let dir = dir.trim_end_matches('/');
     let join = |name: &str| {
@@ -271,7 +285,10 @@ pub fn fetch_load(
             format!("{dir}/{name}")
         }
     };
-    let mpath = join(crate::manifest::MANIFEST_FILE);
+    let mpath = join(&load.map_or_else(
+        || crate::manifest::MANIFEST_FILE.to_owned(),
+        crate::manifest::manifest_file_for,
+    ));
     let mut bytes = Vec::new();
     transfer(server, &mpath, cfg.clone(), &mut |d| {
         if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
@@ -290,6 +307,15 @@ pub fn fetch_load(
             file: mpath.clone(),
             source,
         })?;
+    if let Some(want) = load
+        && !manifest.load.eq_ignore_ascii_case(want)
+    {
+        return Err(FetchError::Loads {
+            server,
+            file: mpath,
+            why: format!("manifest is for load {}, not {want}", manifest.load),
+        });
+    }
     let chunk = manifest.chunk_size as usize;
     for entry in &manifest.files {
         let fpath = join(&entry.name);

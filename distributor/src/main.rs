@@ -259,6 +259,10 @@ struct FetchLoadArgs {
     blksize: u16,
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     windowsize: u16,
+    /// The load the phone's configuration names: fetch pfs-manifest.<LOAD>.json (written by
+    /// `pfs manifest DIR --all`) instead of pfs-manifest.json.
+    #[arg(long)]
+    load: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -267,8 +271,11 @@ struct ManifestArgs {
     dir: std::path::PathBuf,
     /// The load to cover: its .loads name without the suffix, as a configuration's
     /// loadInformation gives it (e.g. SCCP41.9-4-2SR3-1S).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     load: Option<String>,
+    /// One manifest per .loads in DIR, each as pfs-manifest.<LOAD>.json.
+    #[arg(long)]
+    all: bool,
     #[arg(long, default_value_t = pfs::manifest::DEFAULT_CHUNK, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
     chunk_size: u32,
     /// Sign with this secret key (hex seed, from `pfs key generate`).
@@ -542,7 +549,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let store = pfs::store::Store::new(&a.store);
-            let r = pfs::fetch::fetch_load(server, &dir, &store, key.as_ref(), cfg)?;
+            let r = pfs::fetch::fetch_named_load(
+                server,
+                &dir,
+                a.load.as_deref(),
+                &store,
+                key.as_ref(),
+                cfg,
+            )?;
             println!(
                 "{}: {} files, {} bytes verified and active in {:.2} s",
                 r.load, r.files, r.bytes, r.seconds
@@ -1289,17 +1303,78 @@ fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
-    use pfs::manifest::{MANIFEST_FILE, Manifest};
+    use pfs::manifest::{MANIFEST_FILE, Manifest, manifest_file_for};
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(pfs::manifest::read_signing_key)
+        .transpose()?;
+    if a.all {
+        let loads = pfs::manifest::loads_in_dir(&a.dir)?;
+        if loads.is_empty() {
+            anyhow::bail!("{}: no .loads file", a.dir.display());
+        }
+        let mut failed = 0;
+        for lp in loads {
+            let name = lp
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = a.dir.join(manifest_file_for(&name));
+            if a.verify {
+                match verify_manifest(&path, &a.dir, a.public_key.as_deref()) {
+                    Ok(m) => println!("{}: {} files verified", m.load, m.files.len()),
+                    Err(e) => {
+                        eprintln!("{name}: {e}");
+                        failed += 1;
+                    }
+                }
+                continue;
+            }
+            match pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, Some(&name)) {
+                Ok(mut m) => {
+                    if let Some(k) = &sign_key {
+                        m.sign(k);
+                    }
+                    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
+                    println!(
+                        "{}: {} files, {} bytes -> {}",
+                        m.load,
+                        m.files.len(),
+                        m.load_bytes(),
+                        path.display()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let path = a.dir.join(MANIFEST_FILE);
     if a.verify {
-        let key = a
-            .public_key
-            .as_deref()
-            .map(pfs::manifest::read_verifying_key)
-            .transpose()?;
-        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let m = Manifest::parse(&bytes, key.as_ref())?;
-        m.verify_dir(&a.dir)?;
+        let path = match a.load.as_deref() {
+            Some(l) if a.dir.join(manifest_file_for(l)).exists() => {
+                a.dir.join(manifest_file_for(l))
+            }
+            _ => path,
+        };
+        let m = verify_manifest(&path, &a.dir, a.public_key.as_deref())?;
+        if let Some(l) = a.load.as_deref()
+            && !m.load.eq_ignore_ascii_case(l)
+        {
+            anyhow::bail!(
+                "{}: manifest is for load {}, not {l}",
+                path.display(),
+                m.load
+            );
+        }
         println!(
             "{}: {} files verified ({} bytes)",
             m.load,
@@ -1308,9 +1383,9 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut m = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, a.load.as_deref())?;
-    if let Some(k) = a.sign_key.as_deref() {
-        m.sign(&pfs::manifest::read_signing_key(k)?);
+    let mut m: Manifest = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, a.load.as_deref())?;
+    if let Some(k) = &sign_key {
+        m.sign(k);
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
     println!(
@@ -1321,6 +1396,21 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the manifest at `path` (signature checked with `public_key`) and verifies `dir`.
+fn verify_manifest(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+) -> anyhow::Result<pfs::manifest::Manifest> {
+    let key = public_key
+        .map(pfs::manifest::read_verifying_key)
+        .transpose()?;
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let m = pfs::manifest::Manifest::parse(&bytes, key.as_ref())?;
+    m.verify_dir(dir)?;
+    Ok(m)
 }
 
 /// `pfs load inspect`: header kind and fields, digest check, components.

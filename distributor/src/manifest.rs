@@ -15,6 +15,16 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_FILE: &str = "pfs-manifest.json";
+
+/// The manifest of one load in a folder that holds many: `pfs-manifest.<LOAD>.json`.
+pub fn manifest_file_for(load: &str) -> String {
+    format!("pfs-manifest.{load}.json")
+}
+
+/// A manifest file name (`pfs-manifest.json` or `pfs-manifest.<LOAD>.json`).
+pub fn is_manifest_file(name: &str) -> bool {
+    name == MANIFEST_FILE || (name.starts_with("pfs-manifest.") && name.ends_with(".json"))
+}
 pub const FORMAT: u32 = 1;
 pub const MAX_FILES: usize = 256;
 pub const MAX_MANIFEST_BYTES: usize = 64 << 20;
@@ -538,7 +548,10 @@ pub fn manifest_for_dir(
         None => {
             let files: Vec<PathBuf> = entries
                 .into_iter()
-                .filter(|p| p.file_name().is_some_and(|n| n != MANIFEST_FILE))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| !is_manifest_file(&n.to_string_lossy()))
+                })
                 .collect();
             let name = dir
                 .file_name()

@@ -112,6 +112,17 @@ fn inspect_and_config_show_print_plain_text_and_json() {
             .success()
     );
     assert!(pfs(&["manifest", "--verify", d]).status.success());
+    // Or one manifest per load.
+    let all = pfs(&["manifest", d, "--all"]);
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    for l in ["SCCP41.9-4-2SR3-1S", "SCCP42.9-4-2SR3-1S"] {
+        assert!(dir.join(format!("pfs-manifest.{l}.json")).is_file());
+    }
+    assert!(pfs(&["manifest", d, "--all", "--verify"]).status.success());
 
     let cnf = base.join("XMLDefault.cnf.xml");
     std::fs::write(
