@@ -759,3 +759,67 @@ fn models_are_read_the_ways_people_write_them() {
     assert_eq!(device_type("CP-9999"), None);
     assert_eq!(device_type(""), None);
 }
+
+/// A TFTP folder as people publish them: several real `.loads` side by side. The manifest is
+/// built for the load a configuration names, never a guessed one; sizes and MD5s the `.loads`
+/// lists are checked against the components.
+#[test]
+fn a_real_tftp_folder_with_many_loads() {
+    use pfs::manifest::{ManifestError, manifest_for_dir};
+    let Some(dir) = real_dir() else { return };
+    let tftp = std::env::temp_dir().join(format!("pfs-real-tftp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tftp);
+    std::fs::create_dir_all(&tftp).unwrap();
+    for (src, name) in [
+        (
+            "staskobzar__cisco_prov__sccp_P0030801SR02.loads",
+            "P0030801SR02.loads",
+        ),
+        (
+            "staskobzar__cisco_prov__sccp_CP7921G-1.4.6.3.LOADS",
+            "CP7921G-1.4.6.3.LOADS",
+        ),
+        (
+            "staskobzar__cisco_prov__sccp_SCCP69xx.9-4-1-3SR2.loads",
+            "SCCP69xx.9-4-1-3SR2.loads",
+        ),
+    ] {
+        std::fs::copy(dir.join(src), tftp.join(name)).unwrap();
+    }
+    // The 7940 load's two components (stand-ins), and the 7921's first one at its listed
+    // size but not its content.
+    std::fs::write(tftp.join("P0030801SR02.sbn"), b"stand-in sbn").unwrap();
+    std::fs::write(tftp.join("P0030801SR02.sb2"), b"stand-in sb2").unwrap();
+    std::fs::File::create(tftp.join("TNUX-1.4.6.3.SBN"))
+        .unwrap()
+        .set_len(897_037)
+        .unwrap();
+    let err = manifest_for_dir(&tftp, pfs::manifest::DEFAULT_CHUNK, None).unwrap_err();
+    assert!(err.to_string().contains("--load"), "{err}");
+    // The configuration says <loadInformation8 ...>P0030801SR02</loadInformation8>.
+    let m = manifest_for_dir(&tftp, pfs::manifest::DEFAULT_CHUNK, Some("P0030801SR02")).unwrap();
+    let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["P0030801SR02.loads", "P0030801SR02.sbn", "P0030801SR02.sb2"],
+        "LA_VERSION is not a file"
+    );
+    let err =
+        manifest_for_dir(&tftp, pfs::manifest::DEFAULT_CHUNK, Some("CP7921G-1.4.6.3")).unwrap_err();
+    assert!(
+        matches!(&err, ManifestError::Loads(why) if why.contains("TNUX-1.4.6.3.SBN: MD5")),
+        "{err}"
+    );
+    let err = manifest_for_dir(
+        &tftp,
+        pfs::manifest::DEFAULT_CHUNK,
+        Some("SCCP69xx.9-4-1-3SR2"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("BOOT69xx.0-0-0-14.zz.sgn is listed"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&tftp);
+}
