@@ -49,7 +49,7 @@ pub enum LoadsError {
     TooLarge,
 }
 
-/// One field of a TLV header, as read (containers flattened).
+/// The fields of a TLV signed header (FORMATS.md 1), containers flattened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlvHeader {
     /// Tag 1: major, minor (firmware writes 1.1).

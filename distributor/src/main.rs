@@ -1440,6 +1440,9 @@ fn run_load_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
             "file": file.display().to_string(),
             "size": bytes.len(),
             "header": header,
+            // SHA-256 of the payload (5th-generation header); null when the header has no
+            // digest pfs can check (TLV: RSA over SHA-1 with Cisco's key).
+            "digest_ok": digest_ok,
         });
         if let Some((layout, version, components)) = &body {
             v["layout"] = serde_json::json!(layout);

@@ -94,6 +94,11 @@ fn inspect_and_config_show_print_plain_text_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["header"]["kind"], "tlv");
     assert_eq!(v["header"]["header_len"], 412);
+    assert_eq!(v["header"]["test_placeholder"], true);
+    assert!(
+        v["digest_ok"].is_null(),
+        "RSA with Cisco's key: not checkable"
+    );
     assert_eq!(v["components"].as_array().unwrap().len(), 5);
     // A component's own header, through the same parser.
     let sbn = dir.join("cnu41.9-4-2ES26.sbn");

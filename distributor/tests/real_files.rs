@@ -823,3 +823,24 @@ fn a_real_tftp_folder_with_many_loads() {
     );
     let _ = std::fs::remove_dir_all(&tftp);
 }
+
+/// One changed byte in a 78xx/88xx `.loads` body breaks its SHA-256: refused.
+#[test]
+fn a_changed_5th_generation_load_is_refused() {
+    let Some(dir) = real_dir() else { return };
+    for name in [
+        "staskobzar__cisco_prov__sip_sip78xx.11-0-1-11.loads",
+        "GarnetAlliance__Cisco-8861-mpp__sip88xx.12-0-7MPP0201-66.loads",
+    ] {
+        let mut bytes = std::fs::read(dir.join(name)).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 0x01;
+        assert!(
+            matches!(
+                parse_loads_file(&bytes),
+                Err(pfs::loads::LoadsError::DigestMismatch { .. })
+            ),
+            "{name}"
+        );
+    }
+}
