@@ -1302,102 +1302,6 @@ fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
-    use pfs::manifest::{MANIFEST_FILE, Manifest, manifest_file_for};
-    let sign_key = a
-        .sign_key
-        .as_deref()
-        .map(pfs::manifest::read_signing_key)
-        .transpose()?;
-    if a.all {
-        let loads = pfs::manifest::loads_in_dir(&a.dir)?;
-        if loads.is_empty() {
-            anyhow::bail!("{}: no .loads file", a.dir.display());
-        }
-        let mut failed = 0;
-        for lp in loads {
-            let name = lp
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let path = a.dir.join(manifest_file_for(&name));
-            if a.verify {
-                match verify_manifest(&path, &a.dir, a.public_key.as_deref()) {
-                    Ok(m) => println!("{}: {} files verified", m.load, m.files.len()),
-                    Err(e) => {
-                        eprintln!("{name}: {e}");
-                        failed += 1;
-                    }
-                }
-                continue;
-            }
-            match pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, Some(&name)) {
-                Ok(mut m) => {
-                    if let Some(k) = &sign_key {
-                        m.sign(k);
-                    }
-                    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
-                    println!(
-                        "{}: {} files, {} bytes -> {}",
-                        m.load,
-                        m.files.len(),
-                        m.load_bytes(),
-                        path.display()
-                    );
-                }
-                Err(e) => {
-                    eprintln!("{name}: {e}");
-                    failed += 1;
-                }
-            }
-        }
-        return Ok(if failed == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
-    let path = a.dir.join(MANIFEST_FILE);
-    if a.verify {
-        let path = match a.load.as_deref() {
-            Some(l) if a.dir.join(manifest_file_for(l)).exists() => {
-                a.dir.join(manifest_file_for(l))
-            }
-            _ => path,
-        };
-        let m = verify_manifest(&path, &a.dir, a.public_key.as_deref())?;
-        if let Some(l) = a.load.as_deref()
-            && !m.load.eq_ignore_ascii_case(l)
-        {
-            anyhow::bail!(
-                "{}: manifest is for load {}, not {l}",
-                path.display(),
-                m.load
-            );
-        }
-        println!(
-            "{}: {} files verified ({} bytes)",
-            m.load,
-            m.files.len(),
-            m.load_bytes()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut m: Manifest = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, a.load.as_deref())?;
-    if let Some(k) = &sign_key {
-        m.sign(k);
-    }
-    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
-    println!(
-        "{}: {} files, {} bytes -> {}",
-        m.load,
-        m.files.len(),
-        m.load_bytes(),
-        path.display()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Reads the manifest at `path` (signature checked with `public_key`) and verifies `dir`.
 fn verify_manifest(
     path: &std::path::Path,
@@ -1605,5 +1509,101 @@ fn run_config_show(
             println!("  {n:>6}  {model}: {load}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
+    use pfs::manifest::{MANIFEST_FILE, Manifest, manifest_file_for};
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(pfs::manifest::read_signing_key)
+        .transpose()?;
+    if a.all {
+        let loads = pfs::manifest::loads_in_dir(&a.dir)?;
+        if loads.is_empty() {
+            anyhow::bail!("{}: no .loads file", a.dir.display());
+        }
+        let mut failed = 0;
+        for lp in loads {
+            let name = lp
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = a.dir.join(manifest_file_for(&name));
+            if a.verify {
+                match verify_manifest(&path, &a.dir, a.public_key.as_deref()) {
+                    Ok(m) => println!("{}: {} files verified", m.load, m.files.len()),
+                    Err(e) => {
+                        eprintln!("{name}: {e}");
+                        failed += 1;
+                    }
+                }
+                continue;
+            }
+            match pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, Some(&name)) {
+                Ok(mut m) => {
+                    if let Some(k) = &sign_key {
+                        m.sign(k);
+                    }
+                    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
+                    println!(
+                        "{}: {} files, {} bytes -> {}",
+                        m.load,
+                        m.files.len(),
+                        m.load_bytes(),
+                        path.display()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let path = a.dir.join(MANIFEST_FILE);
+    if a.verify {
+        let path = match a.load.as_deref() {
+            Some(l) if a.dir.join(manifest_file_for(l)).exists() => {
+                a.dir.join(manifest_file_for(l))
+            }
+            _ => path,
+        };
+        let m = verify_manifest(&path, &a.dir, a.public_key.as_deref())?;
+        if let Some(l) = a.load.as_deref()
+            && !m.load.eq_ignore_ascii_case(l)
+        {
+            anyhow::bail!(
+                "{}: manifest is for load {}, not {l}",
+                path.display(),
+                m.load
+            );
+        }
+        println!(
+            "{}: {} files verified ({} bytes)",
+            m.load,
+            m.files.len(),
+            m.load_bytes()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut m: Manifest = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, a.load.as_deref())?;
+    if let Some(k) = &sign_key {
+        m.sign(k);
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
+    println!(
+        "{}: {} files, {} bytes -> {}",
+        m.load,
+        m.files.len(),
+        m.load_bytes(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
