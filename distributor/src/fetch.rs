@@ -30,6 +30,12 @@ pub enum FetchError {
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("tftp://{server}/{file}: {why}")]
+    Loads {
+        server: SocketAddr,
+        file: String,
+        why: String,
+    },
     #[error("bad URL {0:?}: expected tftp://HOST[:PORT]/PATH")]
     Url(String),
     #[error("cannot resolve {0}")]
@@ -245,11 +251,27 @@ pub struct LoadReport {
 
 /// The root's origin fetch: the manifest from `dir/pfs-manifest.json` (signature checked when
 /// `key` is set), then every file, each chunk verified before it is written; files are
-/// installed atomically and the load activated only when all of it verified. Chunks a previous
+/// installed atomically and the load activated only when all of it verified. As a real phone
+/// does, it fetches `<load>.loads` first (the manifest lists it first) and reads it: every
+/// other file the manifest names must be a component the `.loads` lists. Chunks a previous
 /// attempt already verified are not written again (TFTP has no offset, so they are re-read).
 pub fn fetch_load(
     server: SocketAddr,
     dir: &str,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    cfg: ClientConfig,
+) -> Result<LoadReport, FetchError> {
+    fetch_named_load(server, dir, None, store, key, cfg)
+}
+
+/// [`fetch_load`] of the load a phone's configuration names (`loadInformation`), from a folder
+/// that may hold many: its manifest is `pfs-manifest.<LOAD>.json`
+/// ([`crate::manifest::manifest_file_for`]), and a manifest for another load is refused.
+pub fn fetch_named_load(
+    server: SocketAddr,
+    dir: &str,
+    load: Option<&str>,
     store: &crate::store::Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     cfg: ClientConfig,
@@ -263,7 +285,10 @@ pub fn fetch_load(
             format!("{dir}/{name}")
         }
     };
-    let mpath = join(crate::manifest::MANIFEST_FILE);
+    let mpath = join(&load.map_or_else(
+        || crate::manifest::MANIFEST_FILE.to_owned(),
+        crate::manifest::manifest_file_for,
+    ));
     let mut bytes = Vec::new();
     transfer(server, &mpath, cfg.clone(), &mut |d| {
         if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
@@ -282,6 +307,15 @@ pub fn fetch_load(
             file: mpath.clone(),
             source,
         })?;
+    if let Some(want) = load
+        && !manifest.load.eq_ignore_ascii_case(want)
+    {
+        return Err(FetchError::Loads {
+            server,
+            file: mpath,
+            why: format!("manifest is for load {}, not {want}", manifest.load),
+        });
+    }
     let chunk = manifest.chunk_size as usize;
     for entry in &manifest.files {
         let fpath = join(&entry.name);
@@ -313,7 +347,14 @@ pub fn fetch_load(
                 partial.write_chunk(index, &buf).map_err(store_err)?;
             }
         }
-        partial.install().map_err(store_err)?;
+        let installed = partial.install().map_err(store_err)?;
+        if is_loads_of(&entry.name, &manifest.load) {
+            check_loads(&installed, &manifest).map_err(|why| FetchError::Loads {
+                server,
+                file: fpath.clone(),
+                why,
+            })?;
+        }
     }
     store
         .activate(&manifest)
@@ -328,6 +369,45 @@ pub fn fetch_load(
         bytes: manifest.load_bytes(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// `name` is `<load>.loads` (compared case-insensitively, as phones do).
+fn is_loads_of(name: &str, load: &str) -> bool {
+    name.len() == load.len() + 6
+        && name.is_char_boundary(load.len())
+        && name[..load.len()].eq_ignore_ascii_case(load)
+        && name[load.len()..].eq_ignore_ascii_case(".loads")
+}
+
+/// Reads an installed (already verified) `.loads` and checks that the manifest names only
+/// its components (and itself).
+fn check_loads(path: &Path, manifest: &crate::manifest::Manifest) -> Result<(), String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let parsed = crate::loads::parse_loads_file(&bytes).map_err(|e| e.to_string())?;
+    for f in &manifest.files {
+        if is_loads_of(&f.name, &manifest.load) {
+            continue;
+        }
+        let Some(c) = parsed
+            .components
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&f.name))
+        else {
+            return Err(format!(
+                "the manifest names {}, which this .loads does not list",
+                f.name
+            ));
+        };
+        if let Some(size) = c.size
+            && size != f.size
+        {
+            return Err(format!(
+                "{}: the .loads lists {size} bytes, the manifest {}",
+                f.name, f.size
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A window arrives as one burst: make room for it. As root the kernel's rmem_max does not

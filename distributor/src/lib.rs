@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fetch;
 pub mod fleet;
 pub mod lab;
+pub mod loads;
 pub mod manifest;
 pub mod netns;
 pub mod origin;

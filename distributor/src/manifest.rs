@@ -15,23 +15,38 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_FILE: &str = "pfs-manifest.json";
+
+/// The manifest of one load in a folder that holds many: `pfs-manifest.<LOAD>.json`.
+pub fn manifest_file_for(load: &str) -> String {
+    format!("pfs-manifest.{load}.json")
+}
+
+/// A manifest file name (`pfs-manifest.json` or `pfs-manifest.<LOAD>.json`).
+pub fn is_manifest_file(name: &str) -> bool {
+    name == MANIFEST_FILE || (name.starts_with("pfs-manifest.") && name.ends_with(".json"))
+}
 pub const FORMAT: u32 = 1;
 pub const MAX_FILES: usize = 256;
 pub const MAX_MANIFEST_BYTES: usize = 64 << 20;
 pub const MIN_CHUNK: u32 = 1024;
 pub const MAX_CHUNK: u32 = 1 << 20;
 pub const DEFAULT_CHUNK: u32 = 64 * 1024;
-/// Files of the CP-7961G load SCCP41.9-4-2SR3-1S, with their real sizes.
+/// The CP-7961G load SCCP41.9-4-2SR3-1S: its components in the order its `.loads` lists them
+/// (jar, cnu, apps, dsp, cvm, as in every 79x1 `.loads` in `../shared/real/`), with the build
+/// id the components carry (9-4-2ES26, not the load id, as in `SIP42.9-4-2SR3-1S.loads`), and
+/// their real sizes in bytes.
 pub const LOAD_7961: (&str, [(&str, u64); 5]) = (
     "SCCP41.9-4-2SR3-1S",
     [
-        ("apps41.9-4-2SR3-1S.sbn", 1_630_052),
-        ("cnu41.9-4-2SR3-1S.sbn", 556_833),
-        ("cvm41sccp.9-4-2SR3-1S.sbn", 3_157_527),
-        ("dsp41.9-4-2SR3-1S.sbn", 562_693),
-        ("jar41sccp.9-4-2SR3-1S.sbn", 2_219_477),
+        ("jar41sccp.9-4-2ES26.sbn", 2_219_477),
+        ("cnu41.9-4-2ES26.sbn", 556_833),
+        ("apps41.9-4-2ES26.sbn", 1_630_052),
+        ("dsp41.9-4-2ES26.sbn", 562_693),
+        ("cvm41sccp.9-4-2ES26.sbn", 3_157_527),
     ],
 );
+/// Build id in the component names of [`LOAD_7961`].
+pub const LOAD_7961_BUILD: &str = "9-4-2ES26";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -92,16 +107,7 @@ fn hash_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// A file name that stays inside its directory and fits the wire's hierarchy key.
-fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= pfs_common::WIRE_MAX_FILE
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
-}
+use crate::loads::safe_name;
 
 impl FileEntry {
     /// Hashes `path` chunk by chunk.
@@ -312,50 +318,15 @@ pub fn verify_file(entry: &FileEntry, chunk_size: u32, path: &Path) -> Result<()
     Ok(())
 }
 
-/// Component names (and sizes where given) from a `.loads` file.
-///
-/// Layout we read: an optional binary header (its first 4 bytes are not all ASCII text), then a
-/// big-endian u32 length and that many header bytes (bounds-checked, capped at 1 MiB); then
-/// text lines `NAME [SIZE [DIGEST]]`, `#` comments and blank lines. Names are matched
-/// case-insensitively later, as phones do.
+/// Component names (and sizes where given) from a `.loads` file: every distinct component
+/// of every platform, in file order. See [`crate::loads`] for the formats.
 pub fn parse_loads(bytes: &[u8]) -> Result<Vec<(String, Option<u64>)>, ManifestError> {
-    let bad = |why: &str| ManifestError::Loads(why.to_owned());
-    let is_text = |b: &u8| b.is_ascii_graphic() || b.is_ascii_whitespace();
-    let text_start = if bytes.len() >= 8 && !bytes[..4].iter().all(is_text) {
-        let len = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-        if len > (1 << 20) || 8 + len > bytes.len() {
-            return Err(bad("binary header length runs past the end of the file"));
-        }
-        8 + len
-    } else {
-        0
-    };
-    let text =
-        std::str::from_utf8(&bytes[text_start..]).map_err(|_| bad("text part is not UTF-8"))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut words = line.split_whitespace();
-        let name = words.next().expect("non-empty line");
-        if !safe_name(name) {
-            return Err(bad("component name unsafe"));
-        }
-        let size = match words.next() {
-            Some(s) => Some(s.parse().map_err(|_| bad("component size not a number"))?),
-            None => None,
-        };
-        out.push((name.to_owned(), size));
-        if out.len() > MAX_FILES {
-            return Err(bad("too many components"));
-        }
-    }
-    if out.is_empty() {
-        return Err(bad("no components"));
-    }
-    Ok(out)
+    let l =
+        crate::loads::parse_loads_file(bytes).map_err(|e| ManifestError::Loads(e.to_string()))?;
+    Ok(l.distinct_components()
+        .into_iter()
+        .map(|c| (c.name.clone(), c.size))
+        .collect())
 }
 
 /// Deterministic pseudo-firmware bytes (xorshift64*), so every test run and every phone in a
@@ -377,8 +348,38 @@ pub fn synth_bytes(seed: u64, len: u64) -> Vec<u8> {
     out
 }
 
-/// Writes the synthetic 7961 load into `dir`: five files, `<load>.loads`, and the manifest
-/// (signed when `key` is given). Returns the manifest.
+/// The `.loads` file of the synthetic 7961 load, as a real one looks: a TLV signed header
+/// (signature field a plain test placeholder, see [`crate::loads::synth_tlv_header`]) and the
+/// CRLF name list of FORMATS.md layout (a).
+pub fn synth_loads_file() -> Vec<u8> {
+    let (load, files) = LOAD_7961;
+    let mut out = crate::loads::synth_tlv_header(&format!("{load}.loads"));
+    out.extend_from_slice(
+        format!(
+            "#\r\n# This file contains a list of archive image files that will be requested by the\r\n\
+             # RELEASE load version {LOAD_7961_BUILD}\r\n#\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    for (name, _) in files {
+        out.extend_from_slice(format!("{name}\r\n").as_bytes());
+    }
+    out
+}
+
+/// One synthetic component: a TLV signed header naming it, then pseudo-random bytes up to
+/// `size` (whole-file size, header included, as in real loads).
+pub fn synth_component(name: &str, seed: u64, size: u64) -> Vec<u8> {
+    let mut out = crate::loads::synth_tlv_header(name);
+    let rest = size.saturating_sub(out.len() as u64);
+    out.extend_from_slice(&synth_bytes(seed, rest));
+    out.truncate(size as usize);
+    out
+}
+
+/// Writes the synthetic 7961 load into `dir`: `<load>.loads`, its five components, and the
+/// manifest (signed when `key` is given), whose first file is the `.loads` (a phone fetches it
+/// first, as a real phone does). Returns the manifest.
 pub fn synth_load(
     dir: &Path,
     seed: u64,
@@ -390,26 +391,18 @@ pub fn synth_load(
     };
     fs::create_dir_all(dir).map_err(io(dir))?;
     let (load, files) = LOAD_7961;
-    let mut paths = Vec::new();
-    let mut loads = String::from("# pfs synthetic load (same sizes as the CP-7961G load)\n");
+    let loads_path = dir.join(format!("{load}.loads"));
+    fs::write(&loads_path, synth_loads_file()).map_err(io(&loads_path))?;
+    let mut paths = vec![loads_path];
     for (i, (name, size)) in files.iter().enumerate() {
         let path = dir.join(name);
         fs::write(
             &path,
-            synth_bytes(seed.wrapping_add(i as u64 * 0x9e37_79b9), *size),
+            synth_component(name, seed.wrapping_add(i as u64 * 0x9e37_79b9), *size),
         )
         .map_err(io(&path))?;
-        loads.push_str(&format!("{name} {size}\n"));
         paths.push(path);
     }
-    // A small binary header in front of the text, as signed .loads files have.
-    let mut loads_bytes = vec![0x00, b'P', b'F', b'H'];
-    let header = b"synthetic header";
-    loads_bytes.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    loads_bytes.extend_from_slice(header);
-    loads_bytes.extend_from_slice(loads.as_bytes());
-    let loads_path = dir.join(format!("{load}.loads"));
-    fs::write(&loads_path, loads_bytes).map_err(io(&loads_path))?;
     let mut m = Manifest::build(load, &paths, DEFAULT_CHUNK)?;
     if let Some(k) = key {
         m.sign(k);
@@ -419,9 +412,50 @@ pub fn synth_load(
     Ok(m)
 }
 
-/// Builds the manifest for a directory: the components its `.loads` file names (matched
-/// case-insensitively), or else every regular file except the manifest.
-pub fn manifest_for_dir(dir: &Path, chunk_size: u32) -> Result<Manifest, ManifestError> {
+/// The `.loads` files in `dir` (extension matched case-insensitively), sorted.
+pub fn loads_in_dir(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|source| ManifestError::Io {
+            path: dir.to_owned(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("loads"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn md5_file(path: &Path) -> Result<String, ManifestError> {
+    use md5::Digest;
+    let mut file = fs::File::open(path).map_err(|source| ManifestError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut h = md5::Md5::new();
+    std::io::copy(&mut file, &mut h).map_err(|source| ManifestError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Builds the manifest for a directory.
+///
+/// With `load` (the name a configuration's `loadInformation` gives, without `.loads`; matched
+/// case-insensitively) the manifest covers `<load>.loads` and every component it lists, for
+/// every hardware platform; sizes and MD5s the `.loads` lists are checked. Without `load`, a
+/// folder must hold exactly one `.loads` (a real TFTP folder holds many: then name one, pfs
+/// never guesses), or none, in which case every regular file except the manifest is taken.
+pub fn manifest_for_dir(
+    dir: &Path,
+    chunk_size: u32,
+    load: Option<&str>,
+) -> Result<Manifest, ManifestError> {
     let io = |source| ManifestError::Io {
         path: dir.to_owned(),
         source,
@@ -432,51 +466,92 @@ pub fn manifest_for_dir(dir: &Path, chunk_size: u32) -> Result<Manifest, Manifes
         .filter(|p| p.is_file())
         .collect();
     entries.sort();
-    let loads = entries
-        .iter()
-        .find(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("loads"))
-        })
-        .cloned();
-    let (load, files) = match loads {
+    let all_loads = loads_in_dir(dir)?;
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let chosen = match load {
+        Some(name) => {
+            let name = name.strip_suffix(".loads").unwrap_or(name);
+            Some(
+                all_loads
+                    .iter()
+                    .find(|p| stem(p).eq_ignore_ascii_case(name))
+                    .cloned()
+                    .ok_or_else(|| {
+                        ManifestError::Loads(format!(
+                            "{name}.loads is not in {} (it holds {})",
+                            dir.display(),
+                            names_of(&all_loads)
+                        ))
+                    })?,
+            )
+        }
+        None if all_loads.len() > 1 => {
+            return Err(ManifestError::Loads(format!(
+                "{} holds {} .loads files ({}): name one with --load NAME",
+                dir.display(),
+                all_loads.len(),
+                names_of(&all_loads)
+            )));
+        }
+        None => all_loads.first().cloned(),
+    };
+    let (load, files) = match chosen {
         Some(lp) => {
             let bytes = fs::read(&lp).map_err(|source| ManifestError::Io {
                 path: lp.clone(),
                 source,
             })?;
-            let names = parse_loads(&bytes)?;
-            let mut files = Vec::new();
-            for (name, size) in names {
+            let parsed = crate::loads::parse_loads_file(&bytes)
+                .map_err(|e| ManifestError::Loads(format!("{}: {e}", lp.display())))?;
+            let mut files = vec![lp.clone()];
+            for c in parsed.distinct_components() {
                 let found = entries
                     .iter()
                     .find(|p| {
                         p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case(&name))
+                            .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case(&c.name))
                     })
-                    .ok_or_else(|| ManifestError::Loads(format!("{name} is listed but missing")))?;
-                if let Some(size) = size {
+                    .ok_or_else(|| {
+                        ManifestError::Loads(format!(
+                            "{} is listed by {} but missing",
+                            c.name,
+                            lp.display()
+                        ))
+                    })?;
+                if let Some(size) = c.size {
                     let actual = found.metadata().map_err(io)?.len();
                     if actual != size {
                         return Err(ManifestError::WrongSize {
-                            file: name,
+                            file: c.name.clone(),
                             expected: size,
                             actual,
                         });
                     }
                 }
+                if let Some(want) = &c.md5 {
+                    let got = md5_file(found)?;
+                    if got != *want {
+                        return Err(ManifestError::Loads(format!(
+                            "{}: MD5 {got} differs from the {want} its .loads lists",
+                            c.name
+                        )));
+                    }
+                }
                 files.push(found.clone());
             }
-            let stem = lp
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (stem, files)
+            (stem(&lp), files)
         }
         None => {
             let files: Vec<PathBuf> = entries
                 .into_iter()
-                .filter(|p| p.file_name().is_some_and(|n| n != MANIFEST_FILE))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| !is_manifest_file(&n.to_string_lossy()))
+                })
                 .collect();
             let name = dir
                 .file_name()
@@ -486,6 +561,17 @@ pub fn manifest_for_dir(dir: &Path, chunk_size: u32) -> Result<Manifest, Manifes
         }
     };
     Manifest::build(&load, &files, chunk_size)
+}
+
+fn names_of(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "none".into();
+    }
+    paths
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads 32 bytes stored as hex (a key file from `pfs key generate`).
@@ -534,10 +620,31 @@ mod tests {
     fn synthetic_load_round_trips_and_verifies() {
         let dir = tmp("synth");
         let m = synth_load(&dir, 7, None).unwrap();
-        assert_eq!(m.files.len(), 5);
-        assert_eq!(m.load_bytes(), 8_126_582);
+        assert_eq!(m.files.len(), 6);
+        assert_eq!(m.files[0].name, "SCCP41.9-4-2SR3-1S.loads");
+        assert_eq!(m.load_bytes(), 8_126_582 + m.files[0].size);
         m.verify_dir(&dir).unwrap();
-        let again = manifest_for_dir(&dir, DEFAULT_CHUNK).unwrap();
+        // The .loads reads back as a real one: TLV header, placeholder signature, components
+        // whose build id differs from the load id, in the real order.
+        let l =
+            crate::loads::parse_loads_file(&fs::read(dir.join(&m.files[0].name)).unwrap()).unwrap();
+        let Some(crate::loads::SignedHeader::Tlv(h)) = &l.header else {
+            panic!("no TLV header")
+        };
+        assert!(h.test_placeholder);
+        assert_eq!(l.version.as_deref(), Some(LOAD_7961_BUILD));
+        let names: Vec<&str> = l.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, LOAD_7961.1.map(|f| f.0));
+        // Each component starts with its own signed header.
+        let c = fs::read(dir.join(names[0])).unwrap();
+        assert_eq!(
+            crate::loads::parse_signed_header(&c)
+                .unwrap()
+                .unwrap()
+                .file_name(),
+            Some(names[0])
+        );
+        let again = manifest_for_dir(&dir, DEFAULT_CHUNK, None).unwrap();
         assert_eq!(
             again.files, m.files,
             "the .loads file lists the same components"
@@ -552,16 +659,41 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_with_many_loads_needs_the_load_named() {
+        let dir = tmp("many");
+        let m = synth_load(&dir, 4, None).unwrap();
+        // A second load whose .loads lists files this folder lacks, and one that matches.
+        let mut other = crate::loads::synth_tlv_header("SIP41.9-4-2SR3-1S.loads");
+        other.extend_from_slice(b"jar41sip.9-4-2ES26.sbn\r\n");
+        fs::write(dir.join("SIP41.9-4-2SR3-1S.loads"), other).unwrap();
+        let err = manifest_for_dir(&dir, DEFAULT_CHUNK, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--load"), "{err}");
+        let again = manifest_for_dir(&dir, DEFAULT_CHUNK, Some("sccp41.9-4-2SR3-1S")).unwrap();
+        assert_eq!(again.files, m.files);
+        let err = manifest_for_dir(&dir, DEFAULT_CHUNK, Some("SIP41.9-4-2SR3-1S"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jar41sip.9-4-2ES26.sbn is listed"), "{err}");
+        let err = manifest_for_dir(&dir, DEFAULT_CHUNK, Some("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.loads is not in"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn corruption_names_file_and_chunk() {
         let dir = tmp("corrupt");
         let m = synth_load(&dir, 1, None).unwrap();
-        let victim = dir.join("cvm41sccp.9-4-2SR3-1S.sbn");
+        let victim = dir.join("cvm41sccp.9-4-2ES26.sbn");
         let mut bytes = fs::read(&victim).unwrap();
         bytes[3 * 65536 + 10] ^= 0xff;
         fs::write(&victim, bytes).unwrap();
         match m.verify_dir(&dir) {
             Err(ManifestError::CorruptChunk { file, chunk, .. }) => {
-                assert_eq!(file, "cvm41sccp.9-4-2SR3-1S.sbn");
+                assert_eq!(file, "cvm41sccp.9-4-2ES26.sbn");
                 assert_eq!(chunk, 3);
             }
             other => panic!("{other:?}"),
@@ -602,10 +734,10 @@ mod tests {
 
     #[test]
     fn loads_parsing_is_bounded() {
-        let ok = parse_loads(b"# c\nA.sbn 10\nb.SBN\n").unwrap();
-        assert_eq!(ok, vec![("A.sbn".into(), Some(10)), ("b.SBN".into(), None)]);
-        let mut hdr = vec![0, 1, 2, 3];
-        hdr.extend_from_slice(&u32::MAX.to_be_bytes());
+        let ok = parse_loads(b"# c\nA.sbn\nb.SBN\n").unwrap();
+        assert_eq!(ok, vec![("A.sbn".into(), None), ("b.SBN".into(), None)]);
+        let mut hdr = vec![1, 0, 2, 1, 1, 2, 0, 2, 0xff, 0xff];
+        hdr.extend_from_slice(b"a.sbn\n");
         assert!(parse_loads(&hdr).is_err());
         assert!(parse_loads(b"../etc/passwd\n").is_err());
         assert!(parse_loads(b"").is_err());

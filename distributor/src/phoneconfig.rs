@@ -1,15 +1,28 @@
-//! Phone configuration: `SEP<MAC>.cnf.xml` (what a phone downloads) and the TOML an operator
-//! writes, where the Peer Firmware Sharing flag resolves with Cisco's precedence:
-//! device > common phone profile > enterprise (default: off).
+//! Phone configuration: `SEP<MAC>.cnf.xml` and `XMLDefault.cnf.xml` (what a phone downloads)
+//! and the TOML an operator writes, where the Peer Firmware Sharing flag resolves with Cisco's
+//! precedence: device > common phone profile > enterprise (default: off).
 //!
-//! From a cnf.xml we read `device/loadInformation`, `device/vendorConfig/peerFirmwareSharing`
-//! (`1`/`0`, `true`/`false`), `loadServer` and `logServer` (the PFS log server), wherever they
-//! appear under `device` or `vendorConfig`. Unknown elements are ignored; input is capped.
+//! Sources: the 44 real configuration files in `../shared/real/` and the usecallmanager.nz notes
+//! that `../shared/real/FORMATS.md` cites. What we read from a cnf.xml:
+//!
+//! - The root is `<device>` (one phone) or `<Default>`/`<default>` (XMLDefault, for phones with
+//!   no file of their own). Any other root is refused: it is not a phone configuration.
+//! - `loadInformation` children of the root name the load (the `.loads` name without its
+//!   suffix). In XMLDefault they are `loadInformationNNN model="..."`, where NNN is Cisco's device
+//!   type number; the model text varies between files and is sometimes wrong, so the number
+//!   decides ([`DEVICE_TYPES`]). A `loadInformation` inside `addOnModules` is the add-on module's
+//!   load and never the phone's own.
+//! - `peerFirmwareSharing` (`1`/`0`, `true`/`false`; in `vendorConfig` over `commonProfile` over
+//!   `enterpriseConfig`), `loadServer`, `logServer`, `ipv6LoadServer`, `ipv6LogServer`,
+//!   wherever they appear outside add-on modules (first one wins).
+//! - Text is read whole: `a&amp;b` is `a&b`, and a comment inside text does not cut it.
+//!
+//! Unknown elements are ignored; input is capped at 1 MiB; the parser is total.
 
 use std::collections::BTreeMap;
 
 use quick_xml::{Reader, events::Event};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const MAX_XML_BYTES: usize = 1 << 20;
 
@@ -17,8 +30,12 @@ pub const MAX_XML_BYTES: usize = 1 << 20;
 pub enum ConfigError {
     #[error("cnf.xml larger than 1 MiB")]
     TooLarge,
-    #[error("cnf.xml: {0}")]
+    #[error("cnf.xml: not well-formed XML: {0}")]
     Xml(String),
+    #[error(
+        "cnf.xml: root element <{0}> is not a phone configuration (want <device> or <Default>)"
+    )]
+    NotPhoneConfig(String),
     #[error("cnf.xml: {field} has invalid value {value:?}")]
     BadValue { field: &'static str, value: String },
     #[error("config TOML: {0}")]
@@ -27,15 +44,239 @@ pub enum ConfigError {
     UnknownProfile { mac: String, profile: String },
     #[error("config: {0:?} is not a MAC address (12 hex digits)")]
     BadMac(String),
+    #[error(
+        "unknown model {0:?}: give a model such as CP-7942G or Cisco 7942, or the device type number"
+    )]
+    UnknownModel(String),
+    #[error("cnf.xml: loadInformation{device_type} is given {} times with different loads: {}", loads.len(), loads.join(", "))]
+    ConflictingLoads {
+        device_type: u32,
+        loads: Vec<String>,
+    },
+}
+
+/// Cisco device type numbers (the NNN of `loadInformationNNN`) and models, built from the
+/// `XMLDefault.cnf.xml` files in `../shared/real/`: for each number the model most files give
+/// (`8` is the 7940 in nine files, "7962" in one; `308` the 7961G-GE in six, "7962G-GE" in one;
+/// `30018` the 7961 in seven, "7962" in one). One file gives `5` for the 7961, which no other
+/// file confirms: it is left out.
+pub const DEVICE_TYPES: &[(u32, &str)] = &[
+    (6, "Cisco 7910"),
+    (7, "Cisco 7960"),
+    (8, "Cisco 7940"),
+    (9, "Cisco 7935"),
+    (12, "Cisco ATA 186"),
+    (115, "Cisco 7941"),
+    (119, "Cisco 7971"),
+    (124, "Cisco 7914"),
+    (227, "Cisco 7915 12-Button Line Expansion Module"),
+    (228, "Cisco 7915 24-Button Line Expansion Module"),
+    (229, "Cisco 7916 12-Button Line Expansion Module"),
+    (230, "Cisco 7916 24-Button Line Expansion Module"),
+    (302, "Cisco 7985"),
+    (307, "Cisco 7911"),
+    (308, "Cisco 7961G-GE"),
+    (309, "Cisco 7941G-GE"),
+    (348, "Cisco 7931"),
+    (365, "Cisco 7921"),
+    (369, "Cisco 7906"),
+    (404, "Cisco 7962"),
+    (412, "Cisco 3951"),
+    (431, "Cisco 7937"),
+    (434, "Cisco 7942"),
+    (435, "Cisco 7945"),
+    (436, "Cisco 7965"),
+    (437, "Cisco 7975"),
+    (446, "Cisco 3911"),
+    (484, "Cisco 7925"),
+    (493, "Cisco 9971"),
+    (495, "Cisco 6921"),
+    (496, "Cisco 6941"),
+    (497, "Cisco 6961"),
+    (537, "Cisco 9951"),
+    (540, "Cisco 8961"),
+    (547, "Cisco 6901"),
+    (548, "Cisco 6911"),
+    (550, "Cisco ATA 187"),
+    (564, "Cisco 6945"),
+    (577, "Cisco 7926"),
+    (585, "Cisco 8945"),
+    (586, "Cisco 8941"),
+    (592, "Cisco 3905"),
+    (621, "Cisco 7821"),
+    (622, "Cisco 7841"),
+    (623, "Cisco 7861"),
+    (659, "Cisco 8831"),
+    (680, "Cisco 8832"),
+    (683, "Cisco 8841"),
+    (684, "Cisco 8851"),
+    (685, "Cisco 8861"),
+    (20000, "Cisco 7905"),
+    (30002, "Cisco 7920"),
+    (30006, "Cisco 7970"),
+    (30007, "Cisco 7912"),
+    (30008, "Cisco 7902"),
+    (30018, "Cisco 7961"),
+    (30019, "Cisco 7936"),
+    (36216, "Cisco 8821"),
+    (36217, "Cisco 8811"),
+];
+
+/// `CP-7942G`, `Cisco 7942`, `SIP: Cisco IP Phone 7942` -> `7942`; `CP-7961G-GE` -> `7961G-GE`.
+fn model_key(model: &str) -> String {
+    let mut s = model.trim().to_ascii_uppercase();
+    for p in ["SCCP:", "SIP:"] {
+        if let Some(rest) = s.strip_prefix(p) {
+            s = rest.to_owned();
+        }
+    }
+    for w in ["CISCO", "UNIFIED", "IP PHONE", "PHONE"] {
+        s = s.replace(w, " ");
+    }
+    let s = s.trim();
+    let s = s.strip_prefix("CP-").unwrap_or(s);
+    let mut k: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if k.len() > 1 && k.ends_with('G') && k[..k.len() - 1].bytes().all(|b| b.is_ascii_digit()) {
+        k.pop();
+    }
+    k
+}
+
+/// The device type number of a model (`CP-7942G`, `Cisco 7942`) or of a number (`434`). A
+/// bare number is a device type when [`DEVICE_TYPES`] has it, else a model when one is called
+/// that (`7940` is the 7940, type 8), else a device type pfs does not know.
+pub fn device_type(model: &str) -> Option<u32> {
+    let number = model.trim().parse::<u32>().ok();
+    if let Some(n) = number
+        && model_name(n).is_some()
+    {
+        return Some(n);
+    }
+    let key = model_key(model);
+    if key.is_empty() {
+        return None;
+    }
+    DEVICE_TYPES
+        .iter()
+        .find(|(_, m)| model_key(m) == key)
+        .map(|(n, _)| *n)
+        .or(number)
+}
+
+/// The model [`DEVICE_TYPES`] gives for a number.
+pub fn model_name(device_type: u32) -> Option<&'static str> {
+    DEVICE_TYPES
+        .iter()
+        .find(|(n, _)| *n == device_type)
+        .map(|(_, m)| *m)
 }
 
 /// What a phone learns from its cnf.xml.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PhoneConfig {
+    #[serde(rename = "load")]
     pub load_information: Option<String>,
     pub peer_firmware_sharing: bool,
     pub load_server: Option<String>,
     pub log_server: Option<String>,
+    pub ipv6_load_server: Option<String>,
+    pub ipv6_log_server: Option<String>,
+    /// The device type the load was chosen for, where known.
+    pub device_type: Option<u32>,
+}
+
+/// Root element of a phone configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Root {
+    /// `<device>`: one phone's `SEP<MAC>.cnf.xml`.
+    Device,
+    /// `<Default>`/`<default>`: `XMLDefault.cnf.xml`.
+    Default,
+}
+
+/// One `loadInformation[NNN]` child of the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadEntry {
+    /// NNN of `loadInformationNNN`.
+    pub device_type: Option<u32>,
+    /// The `model` attribute, as written.
+    pub model: Option<String>,
+    /// The load name (may be empty in templates).
+    pub load: String,
+}
+
+/// Everything read from a cnf.xml, before choosing a device type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CnfXml {
+    pub root: Root,
+    /// The root's own `loadInformation[NNN]` children, in file order.
+    pub loads: Vec<LoadEntry>,
+    /// Loads of add-on modules (never the phone's).
+    pub addon_loads: Vec<String>,
+    pub peer_firmware_sharing: bool,
+    pub load_server: Option<String>,
+    pub log_server: Option<String>,
+    pub ipv6_load_server: Option<String>,
+    pub ipv6_log_server: Option<String>,
+}
+
+impl CnfXml {
+    /// The configuration a phone of `device_type` reads from this file. With a number, the
+    /// `loadInformationNNN` of that number, else a plain `loadInformation` whose `model` (if
+    /// any) is that type. Without one, a plain `loadInformation` (a `<device>` file's load).
+    /// Several `loadInformationNNN` of one number with different loads are refused.
+    pub fn for_device(&self, device_type: Option<u32>) -> Result<PhoneConfig, ConfigError> {
+        let plain = |e: &&LoadEntry| e.device_type.is_none();
+        let entry = match device_type {
+            Some(n) => {
+                let mut numbered = self
+                    .loads
+                    .iter()
+                    .filter(|e| e.device_type == Some(n) && !e.load.is_empty());
+                let first = numbered.next();
+                let mut distinct: Vec<String> = first.iter().map(|e| e.load.clone()).collect();
+                for e in numbered {
+                    if !distinct.contains(&e.load) {
+                        distinct.push(e.load.clone());
+                    }
+                }
+                if distinct.len() > 1 {
+                    return Err(ConfigError::ConflictingLoads {
+                        device_type: n,
+                        loads: distinct,
+                    });
+                }
+                first.or_else(|| {
+                    self.loads.iter().filter(plain).find(|e| {
+                        e.model
+                            .as_deref()
+                            .and_then(device_type_of_text)
+                            .is_none_or(|m| m == n)
+                    })
+                })
+            }
+            None => self.loads.iter().find(plain),
+        };
+        Ok(PhoneConfig {
+            load_information: entry.map(|e| e.load.clone()).filter(|l| !l.is_empty()),
+            peer_firmware_sharing: self.peer_firmware_sharing,
+            load_server: self.load_server.clone(),
+            log_server: self.log_server.clone(),
+            ipv6_load_server: self.ipv6_load_server.clone(),
+            ipv6_log_server: self.ipv6_log_server.clone(),
+            device_type: device_type
+                .or_else(|| entry.and_then(|e| e.model.as_deref().and_then(device_type_of_text))),
+        })
+    }
+}
+
+/// A `model` attribute's device type (text only: a bare number there is not a type).
+fn device_type_of_text(model: &str) -> Option<u32> {
+    if model.trim().parse::<u32>().is_ok() {
+        return None;
+    }
+    device_type(model)
 }
 
 fn parse_bool(field: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -49,50 +290,178 @@ fn parse_bool(field: &'static str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// Parses a cnf.xml; total over arbitrary bytes.
+/// An element being read: its name, its own text so far, and whether it is inside an add-on
+/// module.
+struct Frame {
+    name: String,
+    model: Option<String>,
+    text: String,
+    addon: bool,
+    level: u8,
+}
+
+/// Parses a cnf.xml as the phone would (no device type: a `<Default>` file then yields no load
+/// unless it has a plain `loadInformation`); total over arbitrary bytes.
 pub fn parse_cnf_xml(bytes: &[u8]) -> Result<PhoneConfig, ConfigError> {
+    read_cnf_xml(bytes)?.for_device(None)
+}
+
+/// Reads everything a cnf.xml says; total over arbitrary bytes.
+pub fn read_cnf_xml(bytes: &[u8]) -> Result<CnfXml, ConfigError> {
     if bytes.len() > MAX_XML_BYTES {
         return Err(ConfigError::TooLarge);
     }
     let mut reader = Reader::from_reader(bytes);
-    reader.config_mut().trim_text(true);
-    let mut path: Vec<String> = Vec::new();
-    let mut cfg = PhoneConfig::default();
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root: Option<Root> = None;
+    let mut closed = false;
+    let mut cfg = CnfXml {
+        root: Root::Device,
+        loads: Vec::new(),
+        addon_loads: Vec::new(),
+        peer_firmware_sharing: false,
+        load_server: None,
+        log_server: None,
+        ipv6_load_server: None,
+        ipv6_log_server: None,
+    };
+    let mut pfs: [Option<bool>; 3] = [None; 3];
     let mut buf = Vec::new();
+    let xml_err =
+        |e: &dyn std::fmt::Display, at: u64| ConfigError::Xml(format!("{e} (at byte {at})"));
     loop {
+        let at = reader.buffer_position();
         let event = reader
             .read_event_into(&mut buf)
-            .map_err(|e| ConfigError::Xml(e.to_string()))?;
-        match event {
-            Event::Start(e) => {
-                if path.len() >= 64 {
-                    return Err(ConfigError::Xml("nesting deeper than 64".into()));
+            .map_err(|e| xml_err(&e, at))?;
+        let (start, empty) = match &event {
+            Event::Start(e) => (Some(e), false),
+            Event::Empty(e) => (Some(e), true),
+            _ => (None, false),
+        };
+        if let Some(e) = start {
+            let name = AsRef::<str>::as_ref(&e.local_name()).to_owned();
+            if stack.is_empty() {
+                if closed {
+                    return Err(ConfigError::Xml(format!(
+                        "a second root element <{name}> (at byte {at})"
+                    )));
                 }
-                path.push(e.local_name().as_ref().to_owned());
+                root = Some(match name.as_str() {
+                    "device" => Root::Device,
+                    "Default" | "default" => Root::Default,
+                    _ => return Err(ConfigError::NotPhoneConfig(name)),
+                });
             }
-            Event::End(_) => {
-                path.pop();
+            if stack.len() >= 64 {
+                return Err(ConfigError::Xml("nesting deeper than 64".into()));
             }
+            let parent = stack.last();
+            let lower = name.to_ascii_lowercase();
+            let addon = parent.is_some_and(|p| p.addon) || lower.starts_with("addonmodule");
+            let level = match lower.as_str() {
+                "commonprofile" => 1,
+                "enterpriseconfig" => 2,
+                _ => parent.map_or(0, |p| p.level),
+            };
+            let model = e.try_get_attribute("model").ok().flatten().and_then(|a| {
+                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+            });
+            stack.push(Frame {
+                name,
+                model,
+                text: String::new(),
+                addon,
+                level,
+            });
+            if !empty {
+                buf.clear();
+                continue;
+            }
+        }
+        match event {
+            Event::Start(_) => {}
             Event::Text(t) => {
-                let raw: &str = t.as_ref();
-                let text = quick_xml::escape::unescape(raw)
-                    .map_err(|e| ConfigError::Xml(e.to_string()))?
-                    .into_owned();
-                let under_device = path.first().is_some_and(|p| p == "device");
-                match path.last().map(String::as_str) {
-                    Some("loadInformation") if under_device => {
-                        cfg.load_information = Some(text).filter(|s| !s.is_empty());
+                if let Some(f) = stack.last_mut() {
+                    let text = quick_xml::escape::unescape(&t).map_err(|e| xml_err(&e, at))?;
+                    f.text.push_str(&text);
+                }
+            }
+            Event::CData(t) => {
+                if let Some(f) = stack.last_mut() {
+                    f.text.push_str(&t);
+                }
+            }
+            Event::GeneralRef(r) => {
+                let resolved = if r.is_char_ref() {
+                    r.resolve_char_ref()
+                        .map_err(|e| xml_err(&e, at))?
+                        .map(String::from)
+                } else {
+                    quick_xml::escape::resolve_predefined_entity(&r).map(str::to_owned)
+                };
+                let Some(resolved) = resolved else {
+                    return Err(ConfigError::Xml(format!(
+                        "unknown entity &{}; (at byte {at})",
+                        &*r
+                    )));
+                };
+                if let Some(f) = stack.last_mut() {
+                    f.text.push_str(&resolved);
+                }
+            }
+            Event::End(_) | Event::Empty(_) => {
+                let Some(f) = stack.pop() else {
+                    return Err(ConfigError::Xml(format!(
+                        "unexpected end tag (at byte {at})"
+                    )));
+                };
+                let depth = stack.len();
+                if depth == 0 {
+                    closed = true;
+                }
+                let text = f.text.trim().to_owned();
+                let value = || Some(text.clone()).filter(|s| !s.is_empty());
+                if let Some(num) = f.name.strip_prefix("loadInformation") {
+                    let device_type = if num.is_empty() {
+                        None
+                    } else if let Ok(n) = num.parse::<u32>() {
+                        Some(n)
+                    } else {
+                        buf.clear();
+                        continue;
+                    };
+                    if f.addon {
+                        if !text.is_empty() {
+                            cfg.addon_loads.push(text.clone());
+                        }
+                    } else if depth == 1 {
+                        cfg.loads.push(LoadEntry {
+                            device_type,
+                            model: f.model.clone(),
+                            load: text.clone(),
+                        });
                     }
-                    Some("peerFirmwareSharing") if under_device => {
-                        cfg.peer_firmware_sharing = parse_bool("peerFirmwareSharing", &text)?;
+                } else if !f.addon {
+                    let slot = match f.name.as_str() {
+                        "loadServer" => Some(&mut cfg.load_server),
+                        "logServer" => Some(&mut cfg.log_server),
+                        "ipv6LoadServer" => Some(&mut cfg.ipv6_load_server),
+                        "ipv6LogServer" => Some(&mut cfg.ipv6_log_server),
+                        _ => None,
+                    };
+                    if let Some(slot) = slot {
+                        if slot.is_none() {
+                            *slot = value();
+                        }
+                    } else if f.name == "peerFirmwareSharing" {
+                        let v = parse_bool("peerFirmwareSharing", &text)?;
+                        let l = usize::from(f.level.min(2));
+                        pfs[l] = pfs[l].or(Some(v));
                     }
-                    Some("loadServer") if under_device => {
-                        cfg.load_server = Some(text).filter(|s| !s.is_empty());
-                    }
-                    Some("logServer") if under_device => {
-                        cfg.log_server = Some(text).filter(|s| !s.is_empty());
-                    }
-                    _ => {}
                 }
             }
             Event::Eof => break,
@@ -100,12 +469,14 @@ pub fn parse_cnf_xml(bytes: &[u8]) -> Result<PhoneConfig, ConfigError> {
         }
         buf.clear();
     }
-    if !path.is_empty() {
+    if let Some(f) = stack.last() {
         return Err(ConfigError::Xml(format!(
-            "unclosed element <{}>",
-            path.join("/")
+            "unclosed element <{}> at the end of the file",
+            f.name
         )));
     }
+    cfg.root = root.ok_or_else(|| ConfigError::Xml("no root element".into()))?;
+    cfg.peer_firmware_sharing = pfs.iter().flatten().next().copied().unwrap_or(false);
     Ok(cfg)
 }
 
@@ -120,11 +491,13 @@ pub fn render_cnf_xml(c: &PhoneConfig) -> String {
         None => String::new(),
     };
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<device>\n{}  <vendorConfig>\n    <peerFirmwareSharing>{}</peerFirmwareSharing>\n{}{}  </vendorConfig>\n</device>\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<device>\n{}  <vendorConfig>\n    <peerFirmwareSharing>{}</peerFirmwareSharing>\n{}{}{}{}  </vendorConfig>\n</device>\n",
         opt("loadInformation", &c.load_information).replacen("    ", "  ", 1),
         u8::from(c.peer_firmware_sharing),
         opt("loadServer", &c.load_server),
         opt("logServer", &c.log_server),
+        opt("ipv6LoadServer", &c.ipv6_load_server),
+        opt("ipv6LogServer", &c.ipv6_log_server),
     )
 }
 
@@ -199,6 +572,9 @@ impl SiteConfig {
                 .unwrap_or(false),
             load_server: pick(&|l| l.load_server.clone()),
             log_server: pick(&|l| l.log_server.clone()),
+            ipv6_load_server: None,
+            ipv6_log_server: None,
+            device_type: None,
         }
     }
 
@@ -331,7 +707,92 @@ load = "SCCP41.8-5-4S"
         assert!(SiteConfig::parse("[enterprise]\nbogus = 1\n").is_err());
     }
 
+    #[test]
+    fn text_is_read_whole_and_add_ons_never_replace_the_phones_load() {
+        let xml = br#"<device>
+  <addOnModules><addOnModule idx="1"><loadInformation>S00105000400</loadInformation></addOnModule></addOnModules>
+  <loadInformation>SCCP<!-- c -->70.8-5-4S</loadInformation>
+  <addOnModules><addOnModule idx="2"><loadInformation>S2</loadInformation></addOnModule></addOnModules>
+  <vendorConfig>
+    <loadServer>a&amp;b</loadServer>
+    <logServer>x&#46;y</logServer>
+    <ipv6LoadServer><![CDATA[2001:db8::1]]></ipv6LoadServer>
+    <ipv6LogServer>2001:db8::2</ipv6LogServer>
+  </vendorConfig>
+</device>"#;
+        let cnf = read_cnf_xml(xml).unwrap();
+        assert_eq!(cnf.addon_loads, ["S00105000400", "S2"]);
+        let c = cnf.for_device(None).unwrap();
+        assert_eq!(c.load_information.as_deref(), Some("SCCP70.8-5-4S"));
+        assert_eq!(c.load_server.as_deref(), Some("a&b"));
+        assert_eq!(c.log_server.as_deref(), Some("x.y"));
+        assert_eq!(c.ipv6_load_server.as_deref(), Some("2001:db8::1"));
+        assert_eq!(c.ipv6_log_server.as_deref(), Some("2001:db8::2"));
+        assert!(matches!(
+            read_cnf_xml(b"<device><loadServer>&bogus;</loadServer></device>"),
+            Err(ConfigError::Xml(_))
+        ));
+    }
+
+    #[test]
+    fn default_roots_are_read_per_device_type_and_other_roots_refused() {
+        for root in ["Default", "default"] {
+            let xml = format!(
+                "<{root}><loadInformation434 model=\"Cisco 7961\">SIP42.9-4-2SR3-1S</loadInformation434>\
+                 <loadInformation30018 model=\"Cisco 7961\">SIP41.9-4-2SR3-1S</loadInformation30018></{root}>"
+            );
+            let cnf = read_cnf_xml(xml.as_bytes()).unwrap();
+            assert_eq!(cnf.root, Root::Default);
+            assert_eq!(cnf.for_device(None).unwrap().load_information, None);
+            // The number decides, not the model text.
+            let c = cnf.for_device(device_type("CP-7942G")).unwrap();
+            assert_eq!(c.load_information.as_deref(), Some("SIP42.9-4-2SR3-1S"));
+            assert_eq!(c.device_type, Some(434));
+            let c = cnf.for_device(device_type("Cisco 7961")).unwrap();
+            assert_eq!(c.load_information.as_deref(), Some("SIP41.9-4-2SR3-1S"));
+        }
+        for bad in [
+            &b"<displayInstance/>"[..],
+            b"<html><body/></html>",
+            b"<Device><loadInformation>x</loadInformation></Device>",
+        ] {
+            assert!(matches!(
+                read_cnf_xml(bad),
+                Err(ConfigError::NotPhoneConfig(_))
+            ));
+        }
+        assert!(read_cnf_xml(b"").is_err());
+        assert!(read_cnf_xml(b"<device/><device/>").is_err());
+    }
+
+    #[test]
+    fn pfs_flag_prefers_vendor_config_over_common_profile_over_enterprise() {
+        let xml = b"<device><enterpriseConfig><peerFirmwareSharing>0</peerFirmwareSharing></enterpriseConfig>\
+            <commonProfile><peerFirmwareSharing>1</peerFirmwareSharing></commonProfile></device>";
+        assert!(parse_cnf_xml(xml).unwrap().peer_firmware_sharing);
+        let xml =
+            b"<device><commonProfile><peerFirmwareSharing>1</peerFirmwareSharing></commonProfile>\
+            <vendorConfig><peerFirmwareSharing>0</peerFirmwareSharing></vendorConfig></device>";
+        assert!(!parse_cnf_xml(xml).unwrap().peer_firmware_sharing);
+    }
+
     proptest! {
+        #[test]
+        fn arbitrary_text_in_a_real_shape_never_panics(
+            a in ".{0,40}", b in ".{0,40}", n in any::<u32>(), m in ".{0,20}"
+        ) {
+            let xml = format!(
+                "<Default><loadInformation{n} model=\"{m}\">{a}</loadInformation{n}>\
+                 <addOnModules><addOnModule>{b}</addOnModule></addOnModules>\
+                 <vendorConfig><loadServer>{b}</loadServer></vendorConfig></Default>"
+            );
+            if let Ok(c) = read_cnf_xml(xml.as_bytes()) {
+                let _ = c.for_device(Some(n));
+                let _ = c.for_device(device_type(&m));
+            }
+            let _ = device_type(&a);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let _ = parse_cnf_xml(&bytes);

@@ -285,7 +285,11 @@ mod tests {
         let src = tmp("src");
         let m = synth_load(&src, 3, None).unwrap();
         let store = Store::new(&tmp("phone"));
-        let e = &m.files[2];
+        let e = m
+            .files
+            .iter()
+            .find(|f| f.chunk_count(m.chunk_size) > 11)
+            .unwrap();
         let cs = m.chunk_size;
         {
             let mut p = store.partial(&m, e).unwrap();
