@@ -150,6 +150,9 @@ struct LabArgs {
     /// Write report.md and SVG plots here.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// Draw only this hierarchy in the report's tree.svg (default: every hierarchy).
+    #[arg(long, value_name = "MODEL/FILE", requires = "report")]
+    tree_of: Option<String>,
     /// Stop a run that has not finished after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     deadline_s: f64,
@@ -724,7 +727,7 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     }
     let r = result?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", pfs::report::schema::to_json_line("fleet", &r)?);
     } else {
         println!(
             "{}/{} phones installed {:.1} MB each in {:.2} s: goodput {:.1} Mbit/s from the server",
@@ -753,6 +756,26 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
 fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     use pfs::lab::{Lab, LabConfig};
     pfs::peer::install_signal_handlers();
+    let site = pfs::report::SiteInfo {
+        phones: a.phones,
+        models: a.models.clone(),
+        wan_mbit: a.wan_mbit,
+        wan_burst_kib: a.wan_burst_kib,
+        lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
+        wan_rtt_ms: None,
+        wan_loss: None,
+        fanout: a.fanout,
+        origin: a
+            .origin
+            .to_possible_value()
+            .map_or(String::new(), |v| v.get_name().into()),
+        backend: a
+            .backend
+            .to_possible_value()
+            .map_or(String::new(), |v| v.get_name().into()),
+        seed: a.seed,
+    };
+    let info = pfs::report::RunInfo::here(site);
     let cfg = LabConfig {
         phones: a.phones,
         models: a.models,
@@ -799,7 +822,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             ProgressBars::start(
                 progress.clone(),
                 lab.config().phones as u64,
-                format!("{mode:?}: installed"),
+                format!("{mode}: installed"),
             )
         });
         let result = lab.run(mode, Some(progress));
@@ -808,14 +831,14 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         let r = result?;
         if show && pfs::peer::stop_requested() {
-            eprintln!("interrupted: partial results of the {mode:?} run");
+            eprintln!("interrupted: partial results of the {mode} run");
         }
         if a.json {
             let mut brief = r.clone();
             if !a.tree {
                 brief.trees.clear();
             }
-            println!("{}", serde_json::to_string(&brief)?);
+            println!("{}", pfs::report::schema::to_json_line("lab", &brief)?);
         } else {
             print_lab_run(&r);
         }
@@ -828,17 +851,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         print_lab_compare(&runs);
     }
     if let Some(dir) = &a.report {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("report.md"), pfs::lab::render_markdown(&runs))?;
-        std::fs::write(dir.join("cdf.svg"), pfs::lab::svg_cdf(&runs))?;
-        std::fs::write(dir.join("wan.svg"), pfs::lab::svg_wan(&runs))?;
-        if let Some(r) = runs
-            .iter()
-            .rfind(|r| r.mode != Mode::Traditional)
-            .or(runs.last())
-        {
-            std::fs::write(dir.join("tree.svg"), pfs::lab::svg_tree(r))?;
-        }
+        pfs::report::write_lab_report(dir, &runs, &info, a.tree_of.as_deref())?;
         if show {
             eprintln!("report written to {}", dir.join("report.md").display());
         }
@@ -891,7 +904,7 @@ impl Drop for LabXdp {
 
 fn print_lab_run(r: &pfs::lab::LabReport) {
     println!(
-        "{:?}: {}/{} phones installed a verified load in {:.2} s ({:.2} x the WAN limit {:.2} s); completion p50 {:.2} s p90 {:.2} s p99 {:.2} s",
+        "{}: {}/{} phones installed a verified load in {:.2} s ({:.2} x the WAN limit {:.2} s); completion p50 {:.2} s p90 {:.2} s p99 {:.2} s",
         r.mode,
         r.completed,
         r.phones,
@@ -928,7 +941,7 @@ fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
     for r in runs {
         println!(
             "{:<18} {:>9.2}s {:>9.2} {:>7.2}s {:>7.2}s {:>12.3} {:>9}",
-            format!("{:?}", r.mode),
+            r.mode.to_string(),
             r.makespan_s,
             r.makespan_s / r.limit_s,
             r.completion_p50_s,
@@ -1009,7 +1022,7 @@ fn run_peer(
     let mut report = result?;
     report.xdp = xdp_stats.map(|s| serde_json::json!(s.counters));
     if run.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", pfs::report::schema::to_json_line("peer", &report)?);
     } else {
         println!(
             "{} {} load {}: {} in {:.2} s ({} backend, {} zero-copy sends, {} copied by the kernel)",
@@ -1206,10 +1219,10 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let r = sim::run(&cfg);
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", pfs::report::schema::to_json_line("simulate", &r)?);
     } else {
         println!(
-            "{} phones, {} model(s), mode {:?}, seed {}",
+            "{} phones, {} model(s), mode {}, seed {}",
             r.phones, r.models, r.mode, r.seed
         );
         println!(
