@@ -134,9 +134,7 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
                 pts.push((*x, y));
                 prev = y;
             }
-            if let Some(&last) = t.last() {
-                pts.push((tmax.max(last) * 1.02, prev));
-            }
+            // Each line ends at its last install: below 100 % when phones never finished.
             pts
         };
         macro_rules! draw {
@@ -145,9 +143,12 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
                 chart
                     .configure_mesh()
                     .x_desc($xdesc)
+                    .x_labels(20)
                     .y_desc("phones with a verified load (%)")
                     .x_label_formatter(&|v| tick(*v))
-                    .y_label_formatter(&|v| tick(*v))
+                    // Above 100 % is room for the legend, not data.
+                    .y_label_formatter(&|v| if *v <= 100.0 { tick(*v) } else { String::new() })
+                    .max_light_lines(1)
                     .label_style((FONT, 13))
                     .axis_desc_style((FONT, 14))
                     .draw()
@@ -165,7 +166,7 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
                 }
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::LowerRight)
+                    .position(SeriesLabelPosition::UpperMiddle)
                     .label_font((FONT, 13))
                     .background_style(WHITE.mix(0.9))
                     .border_style(BLACK)
@@ -185,12 +186,12 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
             let lo = 10f64.powf((tmin * 0.8).log10().floor());
             let hi = tmax * 1.3;
             let chart = builder(&root)
-                .build_cartesian_2d((lo..hi).log_scale(), 0f64..101.0)
+                .build_cartesian_2d((lo..hi).log_scale(), 0f64..128.0)
                 .map_err(err)?;
             draw!(chart, "completion time since boot (s, log scale)");
         } else {
             let chart = builder(&root)
-                .build_cartesian_2d(0f64..tmax * 1.05, 0f64..101.0)
+                .build_cartesian_2d(0f64..tmax * 1.05, 0f64..128.0)
                 .map_err(err)?;
             draw!(chart, "completion time since boot (s)");
         }
@@ -250,6 +251,7 @@ pub fn wan(runs: &[LabReport]) -> Result<String, PlotError> {
                 .configure_mesh()
                 .x_desc("time since boot (s)")
                 .y_desc("Mbit/s")
+                .max_light_lines(1)
                 .x_label_formatter(&|v| tick(*v))
                 .y_label_formatter(&|v| tick(*v))
                 .label_style((FONT, 12))
@@ -340,6 +342,7 @@ pub fn timeline(runs: &[LabReport]) -> Result<String, PlotError> {
                 .configure_mesh()
                 .x_desc("time since boot (s)")
                 .y_desc("phone")
+                .max_light_lines(1)
                 .x_label_formatter(&|v| tick(*v))
                 .y_labels(count.min(12))
                 .y_label_formatter(&|v| {
