@@ -459,7 +459,7 @@ fn init_tracing(cli: &Cli) {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt().with_env_filter(filter).with_writer(LogLine::default);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -594,6 +594,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The progress bars on screen, if any: log lines are written above them, each on its own line,
+/// instead of into the middle of a bar.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// One log event's text, written to stderr whole when the event is done.
+#[derive(Default)]
+struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let line = std::mem::take(&mut self.0);
+        let put = || {
+            let _ = std::io::stderr().lock().write_all(&line);
+        };
+        match BARS.lock().ok().as_deref().and_then(Option::as_ref) {
+            Some(bars) => bars.suspend(put),
+            None => put(),
+        }
+    }
+}
+
 /// Live bars, one per (model, file), and the installed count with roles; drawn by a thread.
 struct ProgressBars {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -628,6 +660,9 @@ impl ProgressBars {
             .progress_chars("=> "),
         );
         all.set_prefix(label);
+        if let Ok(mut b) = BARS.lock() {
+            *b = Some(multi.clone());
+        }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
         let drawer = std::thread::spawn(move || {
@@ -660,6 +695,9 @@ impl ProgressBars {
     fn finish(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.drawer.join();
+        if let Ok(mut b) = BARS.lock() {
+            *b = None;
+        }
     }
 }
 
@@ -1052,8 +1090,9 @@ fn run_peer(
                     .unwrap_or_default()
             );
         }
-        if let Some(x) = &report.xdp {
-            println!("  xdp {x}");
+        if let Some(serde_json::Value::Object(counters)) = &report.xdp {
+            let list: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  XDP counted: {}", list.join(", "));
         }
     }
     Ok(if report.installed {
