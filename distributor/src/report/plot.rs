@@ -381,11 +381,15 @@ pub fn timeline(runs: &[LabReport]) -> Result<String, PlotError> {
             }
             if failed > 0 {
                 chart
-                    .draw_series(phones.iter().enumerate().filter_map(|(i, p)| {
-                        p.installed_s
-                            .is_none()
-                            .then(|| Cross::new((tmax * 1.04, i as f64), 4, RED.stroke_width(2)))
-                    }))
+                    .draw_series(
+                        phones
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.installed_s.is_none())
+                            .map(|(i, _)| {
+                                Cross::new((tmax * 1.04, i as f64), 4, RED.stroke_width(2))
+                            }),
+                    )
                     .map_err(err)?
                     .label("never installed")
                     .legend(|(x, y)| Cross::new((x + 8, y), 4, RED.stroke_width(2)));
@@ -393,15 +397,19 @@ pub fn timeline(runs: &[LabReport]) -> Result<String, PlotError> {
             let with_fallback = phones.iter().filter(|p| p.fallbacks > 0).count();
             if with_fallback > 0 {
                 chart
-                    .draw_series(phones.iter().enumerate().filter_map(|(i, p)| {
-                        (p.fallbacks > 0).then(|| {
-                            TriangleMarker::new(
-                                (p.installed_s.unwrap_or(tmax), i as f64),
-                                4,
-                                BLACK.filled(),
-                            )
-                        })
-                    }))
+                    .draw_series(
+                        phones
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.fallbacks > 0)
+                            .map(|(i, p)| {
+                                TriangleMarker::new(
+                                    (p.installed_s.unwrap_or(tmax), i as f64),
+                                    4,
+                                    BLACK.filled(),
+                                )
+                            }),
+                    )
                     .map_err(err)?
                     .label("fell back to the origin")
                     .legend(|(x, y)| TriangleMarker::new((x + 8, y), 4, BLACK.filled()));
