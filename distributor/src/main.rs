@@ -890,6 +890,16 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = &a.report {
         pfs::report::write_lab_report(dir, &runs, &info, a.tree_of.as_deref())?;
+        if let (Some(want), Some(r)) = (&a.tree_of, pfs::report::plot::tree_run(&runs))
+            && !r.trees.contains_key(want)
+        {
+            let names: Vec<&str> = r.trees.keys().map(String::as_str).collect();
+            eprintln!(
+                "warning: no hierarchy {want} in the {} run; it has: {}",
+                r.mode,
+                names.join(", ")
+            );
+        }
         if show {
             eprintln!("report written to {}", dir.join("report.md").display());
         }

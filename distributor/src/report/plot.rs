@@ -499,7 +499,9 @@ pub fn layout(nodes: &[TreeNode]) -> Layout {
     out
 }
 
+/// Width per leaf: room for a full address; narrower (shorter labels) in huge hierarchies.
 const SLOT_W: f64 = 92.0;
+const MAX_W: f64 = 30_000.0;
 const ROW_H: i32 = 64;
 const TREE_HEAD: i32 = 58;
 
@@ -522,13 +524,21 @@ pub fn trees(run: Option<&LabReport>, only: Option<&str>) -> Result<String, Plot
                 .collect()
         })
         .unwrap_or_default();
-    let layouts: Vec<Layout> = chosen.iter().map(|(_, n)| layout(n)).collect();
-    let width = layouts
+    // A hierarchy whose phones all fetched from the origin has no tree: one line says so.
+    let no_tree = |nodes: &[TreeNode]| nodes.iter().all(|n| n.role == "traditional");
+    let layouts: Vec<Layout> = chosen
         .iter()
-        .map(|l| (l.slots as f64 * SLOT_W) as u32 + 40)
-        .max()
-        .unwrap_or(0)
-        .clamp(700, 30_000);
+        .map(|(_, n)| {
+            if no_tree(n) {
+                Layout::default()
+            } else {
+                layout(n)
+            }
+        })
+        .collect();
+    let most = layouts.iter().map(|l| l.slots).max().unwrap_or(0).max(1);
+    let slot_w = (MAX_W / most as f64).clamp(16.0, SLOT_W);
+    let width = ((most as f64 * slot_w) as u32 + 40).clamp(700, MAX_W as u32 + 40);
     let heights: Vec<i32> = layouts
         .iter()
         .map(|l| TREE_HEAD + ROW_H * l.rows as i32 + 10)
@@ -564,6 +574,16 @@ pub fn trees(run: Option<&LabReport>, only: Option<&str>) -> Result<String, Plot
                 text(15, HPos::Left),
             ))
             .map_err(err)?;
+            if no_tree(nodes) {
+                root.draw(&Text::new(
+                    "every phone fetched this file from the origin: no peer tree",
+                    (20, top + 26),
+                    text(12, HPos::Left),
+                ))
+                .map_err(err)?;
+                top += h;
+                continue;
+            }
             // Key.
             let key_y = top + 26;
             let mut kx = 20;
@@ -580,7 +600,7 @@ pub fn trees(run: Option<&LabReport>, only: Option<&str>) -> Result<String, Plot
             }
             let at = |(x, row): (f64, usize)| -> (i32, i32) {
                 (
-                    20 + (x * SLOT_W + SLOT_W / 2.0) as i32,
+                    20 + (x * slot_w + slot_w / 2.0) as i32,
                     top + TREE_HEAD + 8 + ROW_H * row as i32,
                 )
             };
@@ -612,18 +632,23 @@ pub fn trees(run: Option<&LabReport>, only: Option<&str>) -> Result<String, Plot
                 };
                 root.draw(&Circle::new((x, y), 7, c.filled()))
                     .map_err(err)?;
-                root.draw(&Text::new(
-                    n.phone.to_string(),
-                    (x, y + 9),
-                    text(11, HPos::Center),
-                ))
-                .map_err(err)?;
-                let note = match (n.role.as_str(), faulted) {
-                    ("root", _) => format!("root, depth {}", n.depth),
-                    (role, true) if role != "member" => role.to_owned(),
-                    (_, true) => format!("depth {}, failed", n.depth),
-                    _ => format!("depth {}", n.depth),
+                // Full labels where they fit; the last two octets and `dN` where they do not.
+                let [_, _, c3, c4] = n.phone.octets();
+                let (label, note) = if slot_w >= 80.0 {
+                    let note = match (n.role.as_str(), faulted) {
+                        ("root", _) => format!("root, depth {}", n.depth),
+                        (role, true) if role != "member" => role.to_owned(),
+                        (_, true) => format!("depth {}, failed", n.depth),
+                        _ => format!("depth {}", n.depth),
+                    };
+                    (n.phone.to_string(), note)
+                } else if slot_w >= 34.0 {
+                    (format!("{c3}.{c4}"), format!("d{}", n.depth))
+                } else {
+                    (String::new(), String::new())
                 };
+                root.draw(&Text::new(label, (x, y + 9), text(11, HPos::Center)))
+                    .map_err(err)?;
                 root.draw(&Text::new(note, (x, y + 21), text(10, HPos::Center)))
                     .map_err(err)?;
             }
@@ -673,6 +698,40 @@ mod tests {
         assert!(p(4).0.max(p(5).0) < p(6).0.min(p(7).0));
         // The fallback phone sits apart, right of the tree.
         assert!(p(9).0 > p(7).0 && p(9).1 == 0);
+    }
+
+    #[test]
+    fn huge_hierarchies_fit_and_traditional_runs_say_there_is_no_tree() {
+        // 1500 phones: 750 leaves, too many for full labels in 30,000 px.
+        let nodes: Vec<TreeNode> = (0..1500usize)
+            .map(|i| TreeNode {
+                phone: Ipv4Addr::from(0xC613_0002 + i as u32),
+                parent: (i > 0).then(|| Ipv4Addr::from(0xC613_0002 + (i as u32 - 1) / 2)),
+                depth: (usize::BITS - (i + 1).leading_zeros() - 1) as u8,
+                role: if i == 0 { "root" } else { "member" }.into(),
+            })
+            .collect();
+        let mut r = LabReport::default();
+        r.trees.insert("M/f".into(), nodes.clone());
+        let svg = trees(Some(&r), None).unwrap();
+        let width: u32 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|w| w.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
+        assert!(width <= MAX_W as u32 + 40, "{width}");
+        assert!(
+            svg.contains(">\n1.0\n<") || svg.contains("1.0\n"),
+            "short labels"
+        );
+        for n in r.trees.get_mut("M/f").unwrap() {
+            n.role = "traditional".into();
+            n.parent = None;
+        }
+        r.mode = Mode::Traditional;
+        let svg = trees(Some(&r), None).unwrap();
+        assert!(svg.contains("no peer tree"));
     }
 
     #[test]
