@@ -794,26 +794,6 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
 fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     use pfs::lab::{Lab, LabConfig};
     pfs::peer::install_signal_handlers();
-    let site = pfs::report::SiteInfo {
-        phones: a.phones,
-        models: a.models.clone(),
-        wan_mbit: a.wan_mbit,
-        wan_burst_kib: a.wan_burst_kib,
-        lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
-        wan_rtt_ms: None,
-        wan_loss: None,
-        fanout: a.fanout,
-        origin: a
-            .origin
-            .to_possible_value()
-            .map_or(String::new(), |v| v.get_name().into()),
-        backend: a
-            .backend
-            .to_possible_value()
-            .map_or(String::new(), |v| v.get_name().into()),
-        seed: a.seed,
-    };
-    let info = pfs::report::RunInfo::here(site);
     let cfg = LabConfig {
         phones: a.phones,
         models: a.models,
@@ -828,6 +808,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
         progress: !a.json,
     };
+    let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
     if show {
         eprintln!(

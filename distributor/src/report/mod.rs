@@ -94,6 +94,28 @@ pub struct SiteInfo {
     pub seed: u64,
 }
 
+impl SiteInfo {
+    /// The site a lab builds from `cfg`.
+    pub fn of_lab(cfg: &crate::lab::LabConfig) -> SiteInfo {
+        let name = |v: Option<clap::builder::PossibleValue>| {
+            v.map_or(String::new(), |v| v.get_name().to_owned())
+        };
+        SiteInfo {
+            phones: cfg.phones,
+            models: cfg.models.clone(),
+            wan_mbit: cfg.wan_mbit,
+            wan_burst_kib: cfg.wan_burst_kib,
+            lan_mbit: cfg.lan_mbit,
+            wan_rtt_ms: None,
+            wan_loss: None,
+            fanout: cfg.fanout,
+            origin: name(cfg.origin.to_possible_value()),
+            backend: name(cfg.backend.to_possible_value()),
+            seed: cfg.seed,
+        }
+    }
+}
+
 impl RunInfo {
     /// The command line, version, commit, host and date of this process; `site` from the caller.
     pub fn here(site: SiteInfo) -> RunInfo {
