@@ -41,7 +41,15 @@ fn run(mode: Mode, phones: usize, t: f64) -> LabReport {
             trees.insert(format!("CP-7961G/{file}"), nodes);
         }
     }
+    // The WAN at its rate, but for a stall from 40 % to 50 % of the run.
     let rate = 50e6 / 8.0;
+    let busy = |x: f64| x.min(0.4 * t) + (x - 0.5 * t).max(0.0);
+    let samples: Vec<WanSample> = (0..=(t * 10.0) as usize)
+        .map(|k| WanSample {
+            t_s: k as f64 / 10.0,
+            tx_bytes: (busy(k as f64 / 10.0) * rate) as u64,
+        })
+        .collect();
     LabReport {
         mode,
         phones: phones as u32,
@@ -64,12 +72,8 @@ fn run(mode: Mode, phones: usize, t: f64) -> LabReport {
                 fallbacks: u32::from(i == 7),
             })
             .collect(),
-        wan_samples: (0..=(t * 10.0) as usize)
-            .map(|k| WanSample {
-                t_s: k as f64 / 10.0,
-                tx_bytes: (k as f64 / 10.0 * rate * if k % 17 == 0 { 0.5 } else { 1.0 }) as u64,
-            })
-            .collect(),
+        wan_samples: samples.clone(),
+        wan_link_bytes: samples.last().map_or(0, |s| s.tx_bytes),
         wan_samples_source: "test".into(),
         trees,
         ..LabReport::default()

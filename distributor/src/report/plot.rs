@@ -232,7 +232,8 @@ pub fn wan(runs: &[LabReport]) -> Result<String, PlotError> {
                 .fold(r.makespan_s, f64::max)
                 .max(0.1);
             let tmin = pts.iter().map(|p| p.0).fold(0.0, f64::min);
-            let ymax = pts.iter().map(|p| p.1).fold(r.wan_mbit, f64::max) * 1.15;
+            // Headroom above the rate for the legend.
+            let ymax = pts.iter().map(|p| p.1).fold(r.wan_mbit, f64::max) * 1.5;
             let mb = r.wan_link_bytes as f64 / 1e6;
             let mut chart = ChartBuilder::on(area)
                 .caption(
@@ -289,7 +290,7 @@ pub fn wan(runs: &[LabReport]) -> Result<String, PlotError> {
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::LowerMiddle)
+                .position(SeriesLabelPosition::UpperRight)
                 .label_font((FONT, 12))
                 .background_style(WHITE.mix(0.9))
                 .border_style(BLACK)
