@@ -136,6 +136,11 @@ pub fn lab(
         (Some(r), Some(one)) => format!("hierarchy {one} of the {} run", r.mode),
         (Some(r), None) => format!("every hierarchy of the {} run", r.mode),
     };
+    let source = runs
+        .iter()
+        .map(|r| r.wan_samples_source.as_str())
+        .find(|s| !s.is_empty())
+        .map_or(String::new(), |s| format!(" Samples: {s}."));
     let sentences = [
         (
             "completion CDF",
@@ -146,8 +151,9 @@ pub fn lab(
         (
             "WAN throughput",
             "wan.svg",
-            "Bytes hq sent over the WAN link per 100 ms, as Mbit/s, against the link's rate (dashed), one panel per run; dips while phones still wait are where the root's fetch from the origin stalled."
-                .to_owned(),
+            format!(
+                "Bytes hq sent over the WAN link per 100 ms, as Mbit/s, against the link's rate (dashed), one panel per run; dips while phones still wait are where the root's fetch from the origin stalled.{source}"
+            ),
         ),
         (
             "completion timeline",
