@@ -25,8 +25,9 @@ fn err<E: std::fmt::Debug>(e: E) -> PlotError {
 
 const FONT: &str = "sans-serif";
 
-/// A stable colour per series: tab10, as matplotlib users know it.
-fn color(k: usize) -> RGBColor {
+/// A stable colour per series: tab10, as matplotlib users know it. The lab's modes take the
+/// first three ([`cdf_series`]); other systems on the same CDF take the next ones.
+pub fn color(k: usize) -> RGBColor {
     const TAB10: [(u8, u8, u8); 8] = [
         (31, 119, 180),
         (255, 127, 14),
@@ -72,7 +73,8 @@ pub fn tick(v: f64) -> String {
     }
 }
 
-/// One line of a completion CDF: a run of the lab, or (later) an external system.
+/// One line of a completion CDF: a run of the lab, or another system's run on the same site
+/// (label it as users name it, colour it with [`color`]`(3 + k)`).
 #[derive(Debug, Clone)]
 pub struct CdfSeries {
     pub label: String,
