@@ -45,5 +45,31 @@ fn main() -> anyhow::Result<()> {
         Err(err) => return Err(err.context("building the XDP program (PFS_REQUIRE_EBPF=1)")),
     }
     println!("cargo::rustc-check-cfg=cfg(pfs_ebpf_built)");
+    git_commit(&manifest_dir);
     Ok(())
+}
+
+/// `PFS_GIT_COMMIT`: the commit checked out when this was built, for the lab report's head.
+/// Unset outside a git checkout (the report then says `unknown`).
+fn git_commit(dir: &str) {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return;
+    };
+    println!("cargo:rustc-env=PFS_GIT_COMMIT={commit}");
+    // Rebuilt when HEAD moves: a checkout changes HEAD, a commit the branch's ref.
+    for path in ["HEAD", "logs/HEAD"] {
+        if let Some(p) = git(&["rev-parse", "--path-format=absolute", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
 }

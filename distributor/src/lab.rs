@@ -104,7 +104,8 @@ pub struct TreeNode {
 }
 
 /// The simulator's fields plus completion percentiles, for one mode on one topology.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Every field is documented in `docs/report.md`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LabReport {
     pub mode: Mode,
     pub phones: u32,
@@ -191,6 +192,12 @@ pub struct LabReport {
     /// Per-phone completion times (s), for the report's CDF.
     #[serde(skip)]
     pub completions: Vec<f64>,
+    /// The WAN link's byte counter during the run, for the throughput plot.
+    pub wan_samples: Vec<crate::report::WanSample>,
+    /// Where `wan_samples` come from.
+    pub wan_samples_source: String,
+    /// When each phone installed, for the timeline plot.
+    pub phone_times: Vec<crate::report::PhoneTime>,
 }
 
 impl LabReport {
@@ -455,6 +462,12 @@ impl Lab {
         self.configs(mode, &stores)?;
         let wan0 = self.site.wan_tx_bytes()?;
         let resends0 = self.origin_resends();
+        let sampler = crate::report::sample::Sampler::start(
+            self.site.hq.name(),
+            crate::topology::HQ_WAN_IFACE,
+            Duration::from_millis(100),
+            self.cfg.deadline * 2 + Duration::from_secs(600),
+        );
         let t0 = Instant::now();
         let phones = (0..self.cfg.phones)
             .map(|i| {
@@ -477,7 +490,11 @@ impl Lab {
         let cpu_s = cpu_seconds() - cpu0;
         let (start, max_turn, results) = (run.start, run.max_turn, run.phones);
         let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
+        let wan_samples_source = sampler.source.clone();
+        let wan_samples = sampler.stop(start);
         let mut r = self.summarise(mode, start, results, wan_link_bytes, &stores);
+        r.wan_samples = wan_samples;
+        r.wan_samples_source = wan_samples_source;
         r.prepare_s = prepare_s;
         r.max_turn_ms = max_turn.as_secs_f64() * 1e3;
         r.turns = run.turns;
@@ -538,6 +555,7 @@ impl Lab {
         let models = self.manifests.len() as u32;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
         let mut completions = Vec::new();
+        let mut phone_times = Vec::new();
         let mut corrupt = 0;
         let mut roots: BTreeMap<String, u32> = BTreeMap::new();
         let mut trees: BTreeMap<String, Vec<TreeNode>> = BTreeMap::new();
@@ -560,6 +578,12 @@ impl Lab {
                     corrupt += 1;
                 }
             }
+            phone_times.push(crate::report::PhoneTime {
+                phone: r.peer,
+                model: r.model.clone(),
+                installed_s: done.map(|at| at.duration_since(start).as_secs_f64()),
+                fallbacks: r.files.iter().map(|f| f.fallbacks).sum(),
+            });
             backend = r.engine.backend.to_owned();
             zc_sends += r.engine.zc_sends;
             zc_copied += r.engine.zc_copied;
@@ -650,6 +674,9 @@ impl Lab {
             violations: Vec::new(),
             trees,
             completions,
+            wan_samples: Vec::new(),
+            wan_samples_source: String::new(),
+            phone_times,
         }
     }
 
@@ -668,211 +695,6 @@ impl Lab {
                 .collect(),
         )
     }
-}
-
-/// `report.md` for one or more runs on the same topology.
-pub fn render_markdown(runs: &[LabReport]) -> String {
-    let mut s = String::from("# pfs lab report\n\n");
-    if let Some(r) = runs.first() {
-        s.push_str(&format!(
-            "{} phones, {} model(s), load {:.1} MB, WAN {} Mbit/s, phone links {}, backend {}.\n\n",
-            r.phones,
-            r.models,
-            r.load_bytes as f64 / 1e6,
-            r.wan_mbit,
-            r.lan_mbit
-                .map_or("unshaped".into(), |m| format!("{m} Mbit/s")),
-            r.backend
-        ));
-        if !r.host_tuning.is_empty() {
-            s.push_str("Host settings raised for the run and restored after: ");
-            let list: Vec<String> = r
-                .host_tuning
-                .iter()
-                .map(|(k, before, set)| format!("`{k}` {before} -> {set}"))
-                .collect();
-            s.push_str(&list.join(", "));
-            s.push_str(".\n\n");
-        }
-    }
-    s.push_str("| mode | completed | makespan s | x limit | p50 s | p90 s | p99 s | WAN firmware MB | x models x load | WAN link MB | roots/hierarchy | max children | max depth | fallbacks | corrupt |\n");
-    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    for r in runs {
-        s.push_str(&format!(
-            "| {:?} | {}/{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.3} | {:.1} | {} | {} | {} | {} | {} |\n",
-            r.mode,
-            r.completed,
-            r.phones,
-            r.makespan_s,
-            r.makespan_s / r.limit_s,
-            r.completion_p50_s,
-            r.completion_p90_s,
-            r.completion_p99_s,
-            r.wan_bytes as f64 / 1e6,
-            r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
-            r.wan_link_bytes as f64 / 1e6,
-            r.roots_max,
-            r.max_children,
-            r.max_depth,
-            r.origin_fallbacks,
-            r.corrupt_installs
-        ));
-    }
-    if let Some(base) = runs.iter().find(|r| r.mode == Mode::Traditional) {
-        s.push('\n');
-        for r in runs.iter().filter(|r| r.mode != Mode::Traditional) {
-            s.push_str(&format!(
-                "- {:?} finishes {:.1}x sooner than traditional and sends {:.1}x fewer firmware bytes over the WAN.\n",
-                r.mode,
-                base.makespan_s / r.makespan_s.max(1e-9),
-                base.wan_bytes as f64 / r.wan_bytes.max(1) as f64
-            ));
-        }
-    }
-    s.push_str("\n![completion CDF](cdf.svg)\n\n![WAN bytes](wan.svg)\n\n![tree](tree.svg)\n");
-    s
-}
-
-const COLORS: [&str; 3] = ["#1f77b4", "#ff7f0e", "#2ca02c"];
-
-/// Completion-time CDF per mode.
-pub fn svg_cdf(runs: &[LabReport]) -> String {
-    let (w, h, m) = (640.0, 360.0, 50.0);
-    let tmax = runs
-        .iter()
-        .flat_map(|r| r.completions.iter().copied())
-        .fold(1e-3, f64::max);
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{m}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{y0}" stroke="black"/>
-<text x="{cx}" y="{ty}" text-anchor="middle">completion time (s), max {tmax:.1}</text>
-<text x="12" y="{cy}" transform="rotate(-90 12 {cy})" text-anchor="middle">phones done (fraction)</text>
-"#,
-        y0 = h - m,
-        x1 = w - m,
-        cx = w / 2.0,
-        ty = h - 12.0,
-        cy = h / 2.0
-    );
-    for (k, r) in runs.iter().enumerate() {
-        let mut c = r.completions.clone();
-        c.sort_by(f64::total_cmp);
-        let n = r.phones.max(1) as f64;
-        let pts: Vec<String> = c
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let x = m + t / tmax * (w - 2.0 * m);
-                let y = h - m - (i + 1) as f64 / n * (h - 2.0 * m);
-                format!("{x:.1},{y:.1}")
-            })
-            .collect();
-        let color = COLORS[k % COLORS.len()];
-        s.push_str(&format!(
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>
-<text x="{}" y="{}" fill="{color}">{:?}</text>
-"#,
-            pts.join(" "),
-            w - m - 140.0,
-            m + 16.0 * k as f64,
-            r.mode
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-/// WAN bytes per mode, in units of one load per model.
-pub fn svg_wan(runs: &[LabReport]) -> String {
-    let (w, h, m) = (640.0, 300.0, 50.0);
-    let ratio = |r: &LabReport| r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64);
-    let max = runs.iter().map(ratio).fold(1.0, f64::max);
-    let bw = (w - 2.0 * m) / runs.len().max(1) as f64;
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{cx}" y="20" text-anchor="middle">firmware bytes over the WAN, in loads per model</text>
-"#,
-        cx = w / 2.0
-    );
-    for (k, r) in runs.iter().enumerate() {
-        let v = ratio(r);
-        let bh = v / max * (h - 2.0 * m);
-        let x = m + k as f64 * bw + 10.0;
-        s.push_str(&format!(
-            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">{v:.2}x</text>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">{:?}</text>
-"#,
-            h - m - bh,
-            bw - 20.0,
-            COLORS[k % COLORS.len()],
-            x + (bw - 20.0) / 2.0,
-            h - m - bh - 4.0,
-            x + (bw - 20.0) / 2.0,
-            h - m + 16.0,
-            r.mode
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-/// The first hierarchy's tree, one row per depth.
-pub fn svg_tree(r: &LabReport) -> String {
-    let Some((name, nodes)) = r.trees.iter().next() else {
-        return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>\n".into();
-    };
-    let mut rows: BTreeMap<u8, Vec<&TreeNode>> = BTreeMap::new();
-    for n in nodes {
-        rows.entry(if n.parent.is_some() { n.depth } else { 0 })
-            .or_default()
-            .push(n);
-    }
-    let widest = rows.values().map(Vec::len).max().unwrap_or(1).max(1);
-    let (w, dy) = ((widest as f64 * 28.0).max(400.0) + 40.0, 60.0);
-    let h = (rows.len() as f64 + 1.0) * dy;
-    let mut pos: BTreeMap<Ipv4Addr, (f64, f64)> = BTreeMap::new();
-    for (row, ns) in rows.values().enumerate() {
-        for (i, n) in ns.iter().enumerate() {
-            let x = 20.0 + (i as f64 + 0.5) * (w - 40.0) / ns.len() as f64;
-            pos.insert(n.phone, (x, 30.0 + row as f64 * dy));
-        }
-    }
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="9">
-<rect width="100%" height="100%" fill="white"/>
-<text x="10" y="14" font-size="12">{name} ({:?})</text>
-"#,
-        r.mode
-    );
-    for n in nodes {
-        if let (Some(p), Some(&(x, y))) = (n.parent, pos.get(&n.phone))
-            && let Some(&(px, py)) = pos.get(&p)
-        {
-            s.push_str(&format!(
-                r##"<line x1="{px:.1}" y1="{py:.1}" x2="{x:.1}" y2="{y:.1}" stroke="#999"/>
-"##
-            ));
-        }
-    }
-    for n in nodes {
-        if let Some(&(x, y)) = pos.get(&n.phone) {
-            let fill = if n.role == "root" {
-                "#d62728"
-            } else {
-                "#1f77b4"
-            };
-            s.push_str(&format!(
-                r#"<circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{fill}"><title>{} {}</title></circle>
-"#,
-                n.phone, n.role
-            ));
-        }
-    }
-    s.push_str("</svg>\n");
-    s
 }
 
 /// Text drawing of every hierarchy's tree (`--tree`).

@@ -16,6 +16,7 @@ pub mod origin;
 pub mod peer;
 pub mod phone;
 pub mod phoneconfig;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod tftp;

@@ -150,6 +150,9 @@ struct LabArgs {
     /// Write report.md and SVG plots here.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// Draw only this hierarchy in the report's tree.svg (default: every hierarchy).
+    #[arg(long, value_name = "MODEL/FILE", requires = "report")]
+    tree_of: Option<String>,
     /// Stop a run that has not finished after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     deadline_s: f64,
@@ -492,7 +495,12 @@ fn init_tracing(cli: &Cli) {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: logs redirected to a file or a pipe stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(LogLine::default);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -628,6 +636,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The progress bars on screen, if any: log lines are written above them, each on its own line,
+/// instead of into the middle of a bar.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// One log event's text, written to stderr whole when the event is done.
+#[derive(Default)]
+struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let line = std::mem::take(&mut self.0);
+        let put = || {
+            let _ = std::io::stderr().lock().write_all(&line);
+        };
+        match BARS.lock().ok().as_deref().and_then(Option::as_ref) {
+            Some(bars) => bars.suspend(put),
+            None => put(),
+        }
+    }
+}
+
 /// Live bars, one per (model, file), and the installed count with roles; drawn by a thread.
 struct ProgressBars {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -662,6 +702,9 @@ impl ProgressBars {
             .progress_chars("=> "),
         );
         all.set_prefix(label);
+        if let Ok(mut b) = BARS.lock() {
+            *b = Some(multi.clone());
+        }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
         let drawer = std::thread::spawn(move || {
@@ -694,6 +737,9 @@ impl ProgressBars {
     fn finish(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.drawer.join();
+        if let Ok(mut b) = BARS.lock() {
+            *b = None;
+        }
     }
 }
 
@@ -761,7 +807,7 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     }
     let r = result?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", pfs::report::schema::to_json_line("fleet", &r)?);
     } else {
         println!(
             "{}/{} phones installed {:.1} MB each in {:.2} s: goodput {:.1} Mbit/s from the server",
@@ -804,6 +850,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
         progress: !a.json,
     };
+    let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
     if show {
         eprintln!(
@@ -836,7 +883,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             ProgressBars::start(
                 progress.clone(),
                 lab.config().phones as u64,
-                format!("{mode:?}: installed"),
+                format!("{mode}: installed"),
             )
         });
         let result = lab.run(mode, Some(progress));
@@ -845,14 +892,14 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         let r = result?;
         if show && pfs::peer::stop_requested() {
-            eprintln!("interrupted: partial results of the {mode:?} run");
+            eprintln!("interrupted: partial results of the {mode} run");
         }
         if a.json {
             let mut brief = r.clone();
             if !a.tree {
                 brief.trees.clear();
             }
-            println!("{}", serde_json::to_string(&brief)?);
+            println!("{}", pfs::report::schema::to_json_line("lab", &brief)?);
         } else {
             print_lab_run(&r);
         }
@@ -865,16 +912,16 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         print_lab_compare(&runs);
     }
     if let Some(dir) = &a.report {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("report.md"), pfs::lab::render_markdown(&runs))?;
-        std::fs::write(dir.join("cdf.svg"), pfs::lab::svg_cdf(&runs))?;
-        std::fs::write(dir.join("wan.svg"), pfs::lab::svg_wan(&runs))?;
-        if let Some(r) = runs
-            .iter()
-            .rfind(|r| r.mode != Mode::Traditional)
-            .or(runs.last())
+        pfs::report::write_lab_report(dir, &runs, &info, a.tree_of.as_deref())?;
+        if let (Some(want), Some(r)) = (&a.tree_of, pfs::report::plot::tree_run(&runs))
+            && !r.trees.contains_key(want)
         {
-            std::fs::write(dir.join("tree.svg"), pfs::lab::svg_tree(r))?;
+            let names: Vec<&str> = r.trees.keys().map(String::as_str).collect();
+            eprintln!(
+                "warning: no hierarchy {want} in the {} run; it has: {}",
+                r.mode,
+                names.join(", ")
+            );
         }
         if show {
             eprintln!("report written to {}", dir.join("report.md").display());
@@ -933,7 +980,7 @@ impl Drop for LabXdp {
 
 fn print_lab_run(r: &pfs::lab::LabReport) {
     println!(
-        "{:?}: {}/{} phones installed a verified load in {:.2} s ({:.2} x the WAN limit {:.2} s); completion p50 {:.2} s p90 {:.2} s p99 {:.2} s",
+        "{}: {}/{} phones installed a verified load in {:.2} s ({:.2} x the WAN limit {:.2} s); completion p50 {:.2} s p90 {:.2} s p99 {:.2} s",
         r.mode,
         r.completed,
         r.phones,
@@ -970,7 +1017,7 @@ fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
     for r in runs {
         println!(
             "{:<18} {:>9.2}s {:>9.2} {:>7.2}s {:>7.2}s {:>12.3} {:>9}",
-            format!("{:?}", r.mode),
+            r.mode.to_string(),
             r.makespan_s,
             r.makespan_s / r.limit_s,
             r.completion_p50_s,
@@ -1051,7 +1098,7 @@ fn run_peer(
     let mut report = result?;
     report.xdp = xdp_stats.map(|s| serde_json::json!(s.counters));
     if run.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", pfs::report::schema::to_json_line("peer", &report)?);
     } else {
         println!(
             "{} {} load {}: {} in {:.2} s ({} backend, {} zero-copy sends, {} copied by the kernel)",
@@ -1081,8 +1128,9 @@ fn run_peer(
                     .unwrap_or_default()
             );
         }
-        if let Some(x) = &report.xdp {
-            println!("  xdp {x}");
+        if let Some(serde_json::Value::Object(counters)) = &report.xdp {
+            let list: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  XDP counted: {}", list.join(", "));
         }
     }
     Ok(if report.installed {
@@ -1251,10 +1299,10 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let r = sim::run(&cfg);
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", pfs::report::schema::to_json_line("simulate", &r)?);
     } else {
         println!(
-            "{} phones, {} model(s), mode {:?}, seed {}",
+            "{} phones, {} model(s), mode {}, seed {}",
             r.phones, r.models, r.mode, r.seed
         );
         println!(

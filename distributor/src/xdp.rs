@@ -37,9 +37,9 @@ pub enum XdpError {
     NotRoot,
     #[error("no interface named {0}")]
     NoInterface(String),
-    #[error("pfs XDP is already attached to {iface} (pins at {pins}); run `pfs xdp detach` first")]
+    #[error("XDP is already attached to {iface} (pins at {pins}); run `pfs xdp detach` first")]
     AlreadyAttached { iface: String, pins: String },
-    #[error("pfs XDP is not attached to {iface} (no pins at {pins})")]
+    #[error("XDP is not attached to {iface} (no pins at {pins})")]
     NotAttached { iface: String, pins: String },
     #[error("cannot mount bpffs at /sys/fs/bpf: {0}")]
     Bpffs(String),

@@ -46,7 +46,9 @@ fn fleet(site: &Site, load: &str, phones: usize, deadline_s: u32) -> (bool, serd
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (status.success(), serde_json::from_str(line).unwrap())
+    let report: serde_json::Value = serde_json::from_str(line).unwrap();
+    common::check_against_doc("fleet", &report);
+    (status.success(), report)
 }
 
 #[test]

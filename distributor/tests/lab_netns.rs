@@ -1,6 +1,7 @@
 //! `pfs lab` end to end: 50 virtual phones of 2 models in their own namespaces, pipelined, on
 //! a shaped WAN. Every phone must install a verified load, each hierarchy must have one root,
 //! no phone more than 2 children, and the WAN must carry the firmware about once per model.
+//! Its `--report` must render (see `report_svg.rs` for what is checked).
 
 mod common;
 
@@ -61,9 +62,10 @@ fn roots_are_counted_from_log_lines() {
 
 #[test]
 fn fifty_phones_two_models_pipelined() {
-    if !common::privileged("pfs lab") || !common::tool("tc") {
+    if !common::privileged("pfs lab") || !common::tool("tc") || !common::tool("rsvg-convert") {
         return;
     }
+    let report = common::scratch("lab-report");
     let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
         .args(["lab", "--phones", "50", "--models", "CP-7961G,CP-7941G"])
         .args([
@@ -74,7 +76,8 @@ fn fifty_phones_two_models_pipelined() {
             "--mode",
             "pipelined",
         ])
-        .args(["--json", "--deadline-s", "120", "-v"])
+        .args(["--json", "--deadline-s", "120", "-v", "--report"])
+        .arg(&report)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -86,6 +89,7 @@ fn fifty_phones_two_models_pipelined() {
     assert!(out.status.success(), "pfs lab failed:\n{stdout}\n{stderr}");
     let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    common::check_against_doc("lab", &r);
     assert_eq!(r["phones"], 50);
     assert_eq!(r["completed"], 50, "{r}");
     assert_eq!(r["corrupt_installs"], 0, "{r}");
@@ -135,4 +139,12 @@ fn fifty_phones_two_models_pipelined() {
         })
         .unwrap_or(0);
     assert_eq!(left, 0, "namespaces left behind");
+    // The report a reader opens: every plot renders, with tick labels on its axes; the WAN
+    // counter was sampled through the run.
+    common::check_lab_report(&report, 1);
+    let samples = r["wan_samples"].as_array().expect("wan_samples");
+    assert!(samples.len() >= 10, "{} WAN samples", samples.len());
+    let last = samples.last().unwrap()["tx_bytes"].as_f64().unwrap();
+    assert!(last >= 0.9 * models * load, "sampled {last} B over the WAN");
+    let _ = std::fs::remove_dir_all(&report);
 }

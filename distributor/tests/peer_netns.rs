@@ -143,6 +143,7 @@ fn seven_peers(backend: &str) {
             .unwrap_or_else(|| panic!("phone {i}: no report; stderr:\n{err}"));
         let r: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("phone {i}: {e}: {line}; stderr:\n{err}"));
+        common::check_against_doc("peer", &r);
         assert_eq!(r["installed"], true, "phone {i}: {line}\nstderr:\n{err}");
         reports.push(r);
     }

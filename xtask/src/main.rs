@@ -24,6 +24,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // atftpd's libraries: its package conflicts with tftpd-hpa, so it is unpacked, not installed.
     "libwrap0",
     "libpcre2-8-0",
+    // rsvg-convert: the report tests render every SVG the lab writes.
+    "librsvg2-bin",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
