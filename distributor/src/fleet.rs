@@ -132,6 +132,10 @@ pub struct FleetRun {
     pub long_turns: u64,
     /// Descriptors the process held when the run ended, before the phones closed theirs.
     pub fds_at_end: usize,
+    /// The latest any phone's timer fired after its deadline.
+    pub timer_late_max: Duration,
+    /// Each core's engine counters.
+    pub engines: Vec<crate::engine::EngineStats>,
 }
 
 /// Open descriptors of this process (entries of /proc/self/fd).
@@ -169,6 +173,7 @@ pub fn run(
     let start = Instant::now();
     let mut phones = Vec::new();
     let (mut max_turn, mut turns, mut long_turns, mut fds_at_end) = (Duration::ZERO, 0, 0, 0);
+    let (mut timer_late_max, mut engines) = (Duration::ZERO, Vec::new());
     for t in threads {
         let core = t
             .join()
@@ -178,6 +183,8 @@ pub fn run(
         turns += core.turns;
         long_turns += core.long_turns;
         fds_at_end = fds_at_end.max(core.fds_at_end);
+        timer_late_max = timer_late_max.max(core.timer_late_max);
+        engines.push(core.engine);
     }
     phones.sort_by_key(|p| p.0);
     Ok(FleetRun {
@@ -187,6 +194,8 @@ pub fn run(
         turns,
         long_turns,
         fds_at_end,
+        timer_late_max,
+        engines,
     })
 }
 
@@ -198,7 +207,8 @@ fn run_core(
     barrier: Arc<Barrier>,
     progress: Option<Arc<Progress>>,
 ) -> Result<CoreRun, FleetError> {
-    let mut host = Host::new(backend, Limits::default());
+    let blksize = share.iter().map(|r| r.opts.tftp.blksize).max().unwrap_or(1428);
+    let mut host = Host::new(backend, Limits::for_blksize(blksize));
     let mut index = Vec::new();
     let mut added = Ok(());
     if let Ok(h) = &mut host {
@@ -241,6 +251,7 @@ fn run_core(
     }
     let reports = host.reports();
     let fds_at_end = open_fds();
+    let (timer_late_max, engine) = (host.timer_late_max(), host.engine_stats());
     host.close();
     let phones = index
         .into_iter()
@@ -254,6 +265,8 @@ fn run_core(
         turns: host.turns,
         long_turns: host.long_turns,
         fds_at_end,
+        timer_late_max,
+        engine,
     })
 }
 
@@ -264,6 +277,8 @@ struct CoreRun {
     turns: u64,
     long_turns: u64,
     fds_at_end: usize,
+    timer_late_max: Duration,
+    engine: crate::engine::EngineStats,
 }
 
 /// Adds this core's share to the shared counters (each core owns disjoint phones, so it

@@ -275,6 +275,8 @@ pub struct Peer {
     /// re-entrantly into the core).
     pending: std::collections::VecDeque<Event>,
     feeding: bool,
+    /// The latest any timer fired after its deadline (µs): how late the phone acted.
+    timer_late_max: Time,
     next_token: Token,
     start: Instant,
     actions: Vec<Action>,
@@ -478,7 +480,7 @@ impl Peer {
     /// One phone on this machine's interface with a reactor of its own (`pfs peer`).
     pub fn new(opts: PeerOptions) -> Result<Peer, PeerError> {
         let prepared = Prepared::new(&opts, &Place::Here)?;
-        let reactor = engine::open(opts.backend, Limits::default())
+        let reactor = engine::open(opts.backend, Limits::for_blksize(opts.tftp.blksize))
             .map_err(io_err(format!("engine {:?}", opts.backend)))?;
         Peer::start(
             opts,
@@ -607,6 +609,7 @@ impl Peer {
             armed: HashMap::new(),
             pending: std::collections::VecDeque::new(),
             feeding: false,
+            timer_late_max: 0,
             next_token: 16,
             start: Instant::now(),
             actions: Vec::new(),
@@ -678,6 +681,7 @@ impl Peer {
             }
             self.timers.remove(&(at, h, code));
             self.armed.remove(&(h, code));
+            self.timer_late_max = self.timer_late_max.max(now - at);
             self.feed(now, Event::Timer { h, kind })?;
         }
         self.origin_timers(now)?;
@@ -1097,12 +1101,14 @@ impl Peer {
         panic!("the core and the driver kept generating events for one another");
     }
 
-    /// Closes streams to peers that are no longer our parent in any hierarchy.
+    /// Closes streams to peers that are no longer our parent in any hierarchy still
+    /// downloading (a finished file needs its parent no more: descriptors are bounded).
     fn drop_idle_parents(&mut self) {
         let parents: Vec<u32> = self
             .phone
             .hierarchies
             .iter()
+            .filter(|x| !x.done())
             .filter_map(|x| x.parent)
             .collect();
         let idle: Vec<(u32, Token)> = self
@@ -1286,7 +1292,9 @@ impl Peer {
                         let t = self.token();
                         let connected = self
                             .place
-                            .run(engine::tcp_socket)?
+                            .run(engine::tcp_socket)
+                            .map_err(|e| io::Error::other(e.to_string()))
+                            .and_then(|r| r)
                             .and_then(|fd| self.reactor.borrow_mut().connect(t, fd, peer));
                         if let Err(e) = connected {
                             warn!("connect {peer}: {e}");
@@ -1386,13 +1394,20 @@ impl Peer {
                 let s = UdpSocket::bind("0.0.0.0:0")?;
                 fetch::grow_receive_buffer(&s);
                 Ok::<_, io::Error>(s)
-            })?
-            .map_err(io_err("origin socket"))?;
+            })
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r);
         let token = self.token();
-        self.reactor
-            .borrow_mut()
-            .udp(token, sock)
-            .map_err(io_err("origin socket"))?;
+        let registered = sock.and_then(|s| self.reactor.borrow_mut().udp(token, s));
+        if let Err(e) = registered {
+            // Out of descriptors or buffers: a failed transfer, retried after the back-off
+            // like a busy origin, not the end of the run.
+            let f = &mut self.files[h as usize];
+            f.report.origin_errors += 1;
+            warn!(file = %f.entry.name, "cannot open an origin socket: {e}");
+            self.pending.push_back(Event::OriginBusy { h });
+            return Ok(());
+        }
         let mut session = ClientSession::new(self.opts.tftp.clone(), &path);
         let mut out = Vec::new();
         session.start(now, &mut out);
@@ -1749,7 +1764,8 @@ impl Host {
             }
             let now = Instant::now();
             if now - turn_start > Duration::from_millis(100) {
-                tracing::debug!(
+                tracing::info!(
+                    target: "pfs::turns",
                     "slow turn: {:?} (completions {:?}, timers {:?}, slowest phone {} {:?})",
                     now - turn_start,
                     t_tick - turn_start,
@@ -1807,6 +1823,16 @@ impl Host {
             p.process()?;
         }
         Ok(())
+    }
+
+    /// The latest any phone's timer fired after its deadline.
+    pub fn timer_late_max(&self) -> Duration {
+        Duration::from_micros(self.peers.iter().map(|p| p.timer_late_max).max().unwrap_or(0))
+    }
+
+    /// This core's engine counters.
+    pub fn engine_stats(&self) -> EngineStats {
+        self.reactor.borrow().stats()
     }
 
     pub fn reports(&self) -> Vec<PeerReport> {

@@ -84,9 +84,9 @@ impl Default for Config {
             advert_interval: 250_000,
             confirm_adverts: 4,
             root_advert_interval: 1_000_000,
-            claim_window: 200_000,
-            claim_guard: 10_000,
-            n_max: 1_000_000,
+            claim_window: 500_000,
+            claim_guard: 100_000,
+            n_max: 100_000,
             join_spread: 200_000,
             join_timeout: 500_000,
             root_timeout: 3_000_000,
@@ -568,7 +568,7 @@ impl Phone {
                 self.hierarchies[i].role = Role::Traditional;
             } else {
                 self.hierarchies[i].orphan_since = Some(now);
-                self.arm_claim(cfg, now, i, out);
+                self.arm_claim(cfg, now, i, 0, out);
             }
         }
         if cfg.mode == Mode::Traditional {
@@ -582,7 +582,17 @@ impl Phone {
         }
     }
 
-    fn arm_claim(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+    /// Arms the claim timer; `listen` µs are added before the back-off (a member that lost
+    /// its root first listens for one root advert interval, so a root that was only late, as
+    /// on an overloaded host, is heard before anyone claims its place).
+    fn arm_claim(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        listen: Time,
+        out: &mut Vec<Action>,
+    ) {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
         let xid: u32 = self.rng.random();
         let hier = &mut self.hierarchies[i];
@@ -597,7 +607,7 @@ impl Phone {
         out.push(Action::Timer {
             h: hier.id,
             kind: TimerKind::Claim,
-            at: now + delay,
+            at: now + listen + delay,
         });
     }
 
@@ -1015,7 +1025,7 @@ impl Phone {
                     silent: 0,
                     corrupt: true,
                 });
-                self.arm_claim(cfg, now, i, out);
+                self.arm_claim(cfg, now, i, 0, out);
             } else {
                 self.rejoin(now, i, out);
             }
@@ -1341,7 +1351,7 @@ impl Phone {
                     }
                     x.orphan_since.get_or_insert(now);
                     x.join_pending = false;
-                    self.arm_claim(cfg, now, i, out);
+                    self.arm_claim(cfg, now, i, cfg.root_advert_interval + cfg.advert_interval, out);
                 }
                 _ => {}
             }

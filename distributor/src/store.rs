@@ -58,7 +58,6 @@ pub struct Partial {
     entry: FileEntry,
     chunk_size: u32,
     dir: PathBuf,
-    file: File,
     bitmap: Vec<u8>,
 }
 
@@ -91,7 +90,6 @@ impl Partial {
             entry: entry.clone(),
             chunk_size,
             dir: dir.to_owned(),
-            file,
             bitmap,
         };
         let mut buf = vec![0u8; chunk_size as usize];
@@ -99,7 +97,7 @@ impl Partial {
             if p.has(i) {
                 let (start, end) = entry.chunk_range(chunk_size, i);
                 let b = &mut buf[..(end - start) as usize];
-                let ok = p.file.read_exact_at(b, start).is_ok() && entry.chunk_ok(i, b);
+                let ok = file.read_exact_at(b, start).is_ok() && entry.chunk_ok(i, b);
                 if !ok {
                     p.set(i, false);
                 }
@@ -114,11 +112,23 @@ impl Partial {
         if self.entry.size == 0 {
             return Ok(None);
         }
+        let file = self.open_part()?;
         let (_, part, _) = Self::paths(&self.dir, &self.entry.name);
         // SAFETY: the partial file is only written at chunks not yet verified, and only
-        // verified chunks are ever read through this mapping.
-        unsafe { memmap2::Mmap::map(&self.file) }
+        // verified chunks are ever read through this mapping (which outlives the descriptor).
+        unsafe { memmap2::Mmap::map(&file) }
             .map(Some)
+            .map_err(io_err(&part))
+    }
+
+    /// The partial file, opened for one write or mapping: no descriptor is held between
+    /// chunks (a lab of 1000 phones x 6 files would hold 6000 for nothing).
+    fn open_part(&self) -> Result<File, StoreError> {
+        let (_, part, _) = Self::paths(&self.dir, &self.entry.name);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&part)
             .map_err(io_err(&part))
     }
 
@@ -167,12 +177,11 @@ impl Partial {
             });
         }
         let (_, part, bits) = Self::paths(&self.dir, &self.entry.name);
-        self.file
-            .write_all_at(bytes, start)
-            .map_err(io_err(&part))?;
+        let file = self.open_part()?;
+        file.write_all_at(bytes, start).map_err(io_err(&part))?;
         self.set(i, true);
         // The data must be durable before the bitmap says so.
-        self.file.sync_data().map_err(io_err(&part))?;
+        file.sync_data().map_err(io_err(&part))?;
         let tmp = bits.with_extension("bitmap-new");
         fs::write(&tmp, &self.bitmap).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &bits).map_err(io_err(&bits))?;
@@ -189,7 +198,7 @@ impl Partial {
             });
         }
         let (fin, part, bits) = Self::paths(&self.dir, &self.entry.name);
-        self.file.sync_all().map_err(io_err(&part))?;
+        self.open_part()?.sync_all().map_err(io_err(&part))?;
         verify_file(&self.entry, self.chunk_size, &part)?;
         fs::rename(&part, &fin).map_err(io_err(&fin))?;
         let _ = fs::remove_file(&bits);

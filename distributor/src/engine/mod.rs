@@ -55,6 +55,20 @@ pub struct Limits {
     /// A ring whose zero-copy sends the kernel reports copied anyway (loopback, veth, a NIC
     /// without scatter-gather) switches to plain sends after `ZC_PROBE` notifications.
     pub zc_adaptive: bool,
+    /// The largest datagram a UDP socket on this reactor must receive whole (TFTP DATA of
+    /// the largest blksize in use plus its header); bigger ones are dropped and counted
+    /// (`recv_truncated`).
+    pub datagram_bytes: usize,
+}
+
+impl Limits {
+    /// The defaults, with room for TFTP DATA of `blksize`.
+    pub fn for_blksize(blksize: u16) -> Limits {
+        Limits {
+            datagram_bytes: usize::from(blksize).max(1500) + 64,
+            ..Limits::default()
+        }
+    }
 }
 
 /// Zero-copy notifications a ring collects before the adaptive check decides.
@@ -69,6 +83,7 @@ impl Default for Limits {
             stall: Duration::from_secs(10),
             zc_threshold: 16 * 1024,
             zc_adaptive: true,
+            datagram_bytes: 1500 + 64,
         }
     }
 }
@@ -177,6 +192,8 @@ pub struct EngineStats {
     pub max_inflight: u64,
     /// Receives that found the provided-buffer ring empty (re-armed).
     pub recv_no_buffers: u64,
+    /// Datagrams larger than `Limits::datagram_bytes`, dropped.
+    pub recv_truncated: u64,
 }
 
 /// The operations a driver needs; both backends implement it.

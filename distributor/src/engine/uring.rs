@@ -21,10 +21,20 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::{Completion, EngineError, EngineStats, Limits, Payload, Reactor, SendQueue, Token};
 
+/// Stream receives: few large buffers (a chunk frame is 64 KiB).
 const BUF_GROUP: u16 = 0;
 const BUF_COUNT: u16 = 256;
-/// Large enough for the biggest TFTP datagram plus the `recvmsg` header and address.
 const BUF_SIZE: usize = 64 * 1024 + 256;
+/// Datagram receives: many small buffers. One broadcast lands in every phone's socket on a
+/// core at once (500 at 1000 phones); from the 256 stream buffers that ran dry on every
+/// advert, and phones fired their claim timers before they could read the adverts that
+/// would have suppressed them. TFTP DATA of blksize up to 9 KiB fits.
+const DGRAM_GROUP: u16 = 1;
+/// Bytes of datagram buffers per core: 4096 of 1.8 KiB, fewer when a larger blksize needs
+/// larger buffers (at least 256).
+const DGRAM_POOL: usize = 8 << 20;
+/// The `recvmsg` header and source address around a datagram's payload.
+const RECVMSG_OVERHEAD: usize = 256;
 /// `IORING_NOTIF_USAGE_ZC_COPIED` (linux/io_uring.h): the kernel copied a zero-copy send.
 const COPIED: u32 = 1 << 31;
 /// `IORING_SEND_ZC_REPORT_USAGE` (linux/io_uring.h).
@@ -98,11 +108,15 @@ struct BufRing {
     ring_bytes: usize,
     data: Vec<u8>,
     tail: u16,
+    count: u16,
+    size: usize,
 }
 
 impl BufRing {
-    fn new(ring: &IoUring) -> io::Result<Self> {
-        let ring_bytes = usize::from(BUF_COUNT) * std::mem::size_of::<types::BufRingEntry>();
+    /// `count` buffers of `size` bytes as group `group` (`count` a power of two).
+    fn new(ring: &IoUring, group: u16, count: u16, size: usize) -> io::Result<Self> {
+        assert!(count.is_power_of_two());
+        let ring_bytes = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: an anonymous private mapping, page-aligned as the kernel requires.
         let ptr = unsafe {
             libc::mmap(
@@ -120,15 +134,17 @@ impl BufRing {
         let mut br = BufRing {
             entries: ptr.cast(),
             ring_bytes,
-            data: vec![0; usize::from(BUF_COUNT) * BUF_SIZE],
+            data: vec![0; usize::from(count) * size],
             tail: 0,
+            count,
+            size,
         };
         // SAFETY: the mapping lives as long as `br`, which the reactor drops after the ring.
         unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(ptr as u64, BUF_COUNT, BUF_GROUP, 0)?
+                .register_buf_ring_with_flags(ptr as u64, count, group, 0)?
         };
-        for bid in 0..BUF_COUNT {
+        for bid in 0..count {
             br.add(bid);
         }
         br.commit();
@@ -136,11 +152,11 @@ impl BufRing {
     }
 
     fn add(&mut self, bid: u16) {
-        let idx = usize::from(self.tail & (BUF_COUNT - 1));
-        // SAFETY: idx < BUF_COUNT entries of the mapping.
+        let idx = usize::from(self.tail & (self.count - 1));
+        // SAFETY: idx < count entries of the mapping.
         let e = unsafe { &mut *self.entries.add(idx) };
-        e.set_addr(self.data.as_ptr() as u64 + (usize::from(bid) * BUF_SIZE) as u64);
-        e.set_len(BUF_SIZE as u32);
+        e.set_addr(self.data.as_ptr() as u64 + (usize::from(bid) * self.size) as u64);
+        e.set_len(self.size as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -153,8 +169,8 @@ impl BufRing {
     }
 
     fn buf(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * BUF_SIZE;
-        &self.data[start..start + len.min(BUF_SIZE)]
+        let start = usize::from(bid) * self.size;
+        &self.data[start..start + len.min(self.size)]
     }
 }
 
@@ -168,6 +184,7 @@ impl Drop for BufRing {
 pub struct UringReactor {
     ring: IoUring,
     bufs: BufRing,
+    dgram_bufs: BufRing,
     zc: bool,
     limits: Limits,
     ops: Vec<Option<Op>>,
@@ -212,13 +229,19 @@ impl UringReactor {
             }
         }
         let zc = zero_copy && probe.is_supported(opcode::SendMsgZc::CODE);
-        let bufs = BufRing::new(&ring)?;
+        let bufs = BufRing::new(&ring, BUF_GROUP, BUF_COUNT, BUF_SIZE)?;
+        let dgram_size = limits.datagram_bytes + RECVMSG_OVERHEAD;
+        let dgram_count = (DGRAM_POOL / dgram_size).clamp(256, 4096);
+        // A power of two below the bound (the ring's index mask).
+        let dgram_count = 1u16 << (usize::BITS - 1 - dgram_count.leading_zeros());
+        let dgram_bufs = BufRing::new(&ring, DGRAM_GROUP, dgram_count, dgram_size)?;
         // SAFETY: an all-zero msghdr is valid; only the name length matters for the template.
         let mut tmpl: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         tmpl.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
         Ok(UringReactor {
             ring,
             bufs,
+            dgram_bufs,
             zc,
             limits,
             ops: Vec::new(),
@@ -319,7 +342,7 @@ impl UringReactor {
             }
             Kind::Udp(_) => {
                 let ud = self.slot(Op::RecvMsg(token));
-                opcode::RecvMsgMulti::new(fd, &*self.recvmsg_tmpl, BUF_GROUP)
+                opcode::RecvMsgMulti::new(fd, &*self.recvmsg_tmpl, DGRAM_GROUP)
                     .build()
                     .user_data(ud)
             }
@@ -479,19 +502,29 @@ impl UringReactor {
                 let alive = self.socks.contains_key(&token);
                 if res > 0 {
                     let bid = cqueue::buffer_select(flags).unwrap_or(0);
-                    let data = self.bufs.buf(bid, res as usize);
+                    let bufs = if is_msg {
+                        &self.dgram_bufs
+                    } else {
+                        &self.bufs
+                    };
+                    let data = bufs.buf(bid, res as usize);
                     self.stats.bytes_received += res as u64;
                     if alive {
                         if is_msg {
-                            if let Ok(msg) = types::RecvMsgOut::parse(data, &self.recvmsg_tmpl)
-                                && !msg.is_payload_truncated()
-                                && let Some(from) = sockaddr_in(msg.name_data())
-                            {
-                                on(Completion::Datagram {
-                                    sock: token,
-                                    from: SocketAddr::V4(from),
-                                    bytes: msg.payload_data(),
-                                });
+                            match types::RecvMsgOut::parse(data, &self.recvmsg_tmpl) {
+                                Ok(msg) if msg.is_payload_truncated() => {
+                                    self.stats.recv_truncated += 1;
+                                }
+                                Ok(msg) => {
+                                    if let Some(from) = sockaddr_in(msg.name_data()) {
+                                        on(Completion::Datagram {
+                                            sock: token,
+                                            from: SocketAddr::V4(from),
+                                            bytes: msg.payload_data(),
+                                        });
+                                    }
+                                }
+                                Err(()) => self.stats.recv_truncated += 1,
                             }
                         } else {
                             on(Completion::Data {
@@ -500,8 +533,13 @@ impl UringReactor {
                             });
                         }
                     }
-                    self.bufs.add(bid);
-                    self.bufs.commit();
+                    let bufs = if is_msg {
+                        &mut self.dgram_bufs
+                    } else {
+                        &mut self.bufs
+                    };
+                    bufs.add(bid);
+                    bufs.commit();
                     if !more && self.socks.contains_key(&token) {
                         self.arm_recv(token);
                     }
