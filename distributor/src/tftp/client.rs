@@ -3,8 +3,8 @@
 //! bounded number of times with exponential backoff.
 
 use super::{
-    DEFAULT_BLKSIZE, Options, Packet, absolute_block, backoff,
-    packet::{ack, request},
+    DEFAULT_BLKSIZE, ErrorCode, Options, Packet, absolute_block, backoff,
+    packet::{ack, error, request},
     wire_block,
 };
 use crate::phone::Time;
@@ -118,6 +118,14 @@ impl ClientSession {
         out.push(ClientAction::Done(Err(err)));
     }
 
+    /// Ends the transfer on the server's fault and tells the server why (RFC 1350: an error
+    /// that ends a transfer is signalled with an ERROR packet; RFC 2347: an OACK the client
+    /// cannot accept is answered with ERROR 8), so it stops retransmitting at once.
+    fn abort(&mut self, code: ErrorCode, why: &'static str, out: &mut Vec<ClientAction>) {
+        out.push(ClientAction::Send(error(code, why)));
+        self.fail(ClientError::Protocol(why), out);
+    }
+
     pub fn on_packet(&mut self, now: Time, packet: Packet<'_>, out: &mut Vec<ClientAction>) {
         if self.finished {
             return;
@@ -134,7 +142,7 @@ impl ClientSession {
                 if options.blksize.is_some_and(|b| b > self.cfg.blksize)
                     || options.windowsize.is_some_and(|w| w > self.cfg.windowsize)
                 {
-                    return self.fail(ClientError::Protocol("OACK exceeds request"), out);
+                    return self.abort(ErrorCode::OptionNegotiation, "OACK exceeds request", out);
                 }
                 self.negotiated = true;
                 self.blksize = u64::from(options.blksize.unwrap_or(DEFAULT_BLKSIZE));
@@ -174,7 +182,11 @@ impl ClientSession {
                     return;
                 }
                 if data.len() as u64 > self.blksize {
-                    return self.fail(ClientError::Protocol("DATA longer than blksize"), out);
+                    return self.abort(
+                        ErrorCode::IllegalOperation,
+                        "DATA longer than blksize",
+                        out,
+                    );
                 }
                 out.push(ClientAction::Write {
                     offset: self.bytes,
@@ -198,9 +210,11 @@ impl ClientSession {
                 }
             }
             Packet::Oack { .. } => {}
-            Packet::Rrq { .. } | Packet::Wrq { .. } | Packet::Ack { .. } => {
-                self.fail(ClientError::Protocol("unexpected packet from server"), out)
-            }
+            Packet::Rrq { .. } | Packet::Wrq { .. } | Packet::Ack { .. } => self.abort(
+                ErrorCode::IllegalOperation,
+                "unexpected packet from server",
+                out,
+            ),
         }
     }
 
@@ -373,6 +387,52 @@ mod tests {
                     "window {window}, datagram {lost} lost: {sent} DATA for {blocks} blocks"
                 );
             }
+        }
+    }
+
+    /// An OACK the client cannot accept is answered with ERROR 8 (RFC 2347), so the server
+    /// stops instead of retransmitting it until its retries run out.
+    #[test]
+    fn an_unacceptable_oack_is_answered_with_error_8() {
+        let cfg = ClientConfig {
+            blksize: 1428,
+            windowsize: 4,
+            ..ClientConfig::default()
+        };
+        for bad in [
+            Options {
+                blksize: Some(8192),
+                ..Options::default()
+            },
+            Options {
+                windowsize: Some(64),
+                ..Options::default()
+            },
+        ] {
+            let mut c = ClientSession::new(cfg.clone(), "f");
+            let mut out = Vec::new();
+            c.start(0, &mut out);
+            out.clear();
+            let bytes = oack(&bad);
+            c.on_packet(1, decode(&bytes).unwrap(), &mut out);
+            let sent: Vec<_> = out
+                .iter()
+                .filter_map(|a| match a {
+                    ClientAction::Send(b) => Some(b.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sent.len(), 1, "{out:?}");
+            assert!(
+                matches!(decode(&sent[0]), Ok(Packet::Error { code: 8, .. })),
+                "{:?}",
+                decode(&sent[0])
+            );
+            assert!(matches!(
+                out.last(),
+                Some(ClientAction::Done(Err(ClientError::Protocol(_))))
+            ));
+            assert!(c.is_finished());
         }
     }
 
