@@ -165,7 +165,7 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
         start: Instant::now(),
         stats: stats.clone(),
         actions: Vec::new(),
-        datagram: Vec::with_capacity(usize::from(crate::tftp::MAX_BLKSIZE) + 4),
+        datagram: vec![0; usize::from(crate::tftp::MAX_BLKSIZE) + 4],
     };
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
@@ -230,6 +230,8 @@ struct Transfer {
     session: ServerSession,
     source: Source,
     deadline: Time,
+    /// The earliest entry this transfer has in the timer heap.
+    armed: Option<Time>,
     generation: u64,
 }
 
@@ -264,6 +266,7 @@ impl Server {
         let mut events = vec![EpollEvent::empty(); 256];
         let mut buf = vec![0u8; 65_536];
         let mut generation = 0u64;
+        let mut ready: Vec<u64> = Vec::with_capacity(events.len());
         while !stop.load(Ordering::Relaxed) {
             let now = self.now();
             let wait_us = self
@@ -282,9 +285,10 @@ impl Server {
                 }
             };
             // Requests first: a retransmitted RRQ is judged before the ACKs that followed it.
-            let mut ready: Vec<u64> = events[..n].iter().map(EpollEvent::data).collect();
+            ready.clear();
+            ready.extend(events[..n].iter().map(EpollEvent::data));
             ready.sort_unstable_by_key(|&d| d != LISTENER);
-            for data in ready {
+            for &data in &ready {
                 if data == LISTENER {
                     for _ in 0..READ_BUDGET {
                         match self.recv_request(&mut buf) {
@@ -301,7 +305,10 @@ impl Server {
                         }
                     }
                 } else {
-                    self.drain(data as usize, &mut buf);
+                    // One datagram per ready transfer per round (a client sends one ACK
+                    // per window): no trailing EAGAIN read, and the epoll is level
+                    // triggered, so anything left is reported again at once.
+                    self.drain(data as usize, &mut buf, 1);
                 }
             }
             self.expire_timers();
@@ -445,7 +452,7 @@ impl Server {
         // ERROR ending it, or the final ACK), then decide.
         if let Some(&slot) = self.by_peer.get(&peer) {
             let mut scratch = vec![0u8; 65_536];
-            self.drain(slot, &mut scratch);
+            self.drain(slot, &mut scratch, READ_BUDGET);
         }
         if let Some(&slot) = self.by_peer.get(&peer) {
             let t = self.slots[slot].as_ref().expect("mapped slot");
@@ -520,6 +527,7 @@ impl Server {
             session,
             source,
             deadline: 0,
+            armed: None,
             generation,
         });
         self.by_peer.insert(peer, slot);
@@ -537,9 +545,9 @@ impl Server {
     }
 
     /// Reads what the client sent to a transfer's socket and runs the session on it.
-    fn drain(&mut self, slot: usize, buf: &mut [u8]) {
+    fn drain(&mut self, slot: usize, buf: &mut [u8], budget: usize) {
         let mut actions = std::mem::take(&mut self.actions);
-        for _ in 0..READ_BUDGET {
+        for _ in 0..budget {
             let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
                 break;
             };
@@ -583,8 +591,19 @@ impl Server {
             let Some(t) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if t.generation != generation || t.deadline != at {
-                continue; // superseded by a later timer, or another transfer's
+            if t.generation != generation {
+                continue; // another transfer's
+            }
+            if t.armed == Some(at) {
+                t.armed = None;
+            }
+            if t.deadline > now {
+                // Moved later since this entry was pushed.
+                if t.armed.is_none() {
+                    t.armed = Some(t.deadline);
+                    self.timers.push(Reverse((t.deadline, slot, generation)));
+                }
+                continue;
             }
             t.session.on_timer(now, &mut actions);
             self.apply(slot, &mut actions);
@@ -602,10 +621,8 @@ impl Server {
                     ServerAction::SendData {
                         wire, offset, len, ..
                     } => {
-                        let d = &mut self.datagram;
-                        d.clear();
-                        d.extend_from_slice(&data_header(wire));
-                        d.resize(4 + len, 0);
+                        let d = &mut self.datagram[..4 + len];
+                        d[..4].copy_from_slice(&data_header(wire));
                         if let Err(e) = t.source.read_at(&mut d[4..], offset) {
                             send(&t.socket, &error(ErrorCode::NotDefined, "read error"));
                             done = Some(Err(format!("read: {e}")));
@@ -615,8 +632,13 @@ impl Server {
                         self.stats.bytes.fetch_add(len, Ordering::Relaxed);
                     }
                     ServerAction::Timer(at) => {
+                        // Deadlines mostly move later (every ACK pushes one): the heap keeps
+                        // one entry per transfer, re-armed when it falls due early.
                         t.deadline = at;
-                        self.timers.push(Reverse((at, slot, t.generation)));
+                        if t.armed.is_none_or(|armed| armed > at) {
+                            t.armed = Some(at);
+                            self.timers.push(Reverse((at, slot, t.generation)));
+                        }
                     }
                     ServerAction::Done(result) => done = Some(result),
                 }

@@ -460,3 +460,32 @@ fn a_thousand_concurrent_transfers_all_complete() {
         origin.stats.duplicate_requests.load(Ordering::Relaxed)
     );
 }
+
+/// The one event loop keeps every transfer's timer: an unacknowledged block goes out again
+/// after the timeout, with its exponential backoff, and the transfer then completes.
+#[test]
+fn an_unacknowledged_block_is_resent_after_the_timeout() {
+    let root = common::scratch("resend");
+    let file: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(root.join("f.bin"), &file).unwrap();
+    let origin = start(&root, "127.0.0.1:0", 16);
+    let s = client();
+    s.set_read_timeout(Some(Duration::from_millis(3500)))
+        .unwrap();
+    s.send_to(&rrq("f.bin", "octet", &[]), origin.addr).unwrap();
+    let (first, tid) = recv(&s);
+    let sent = Instant::now();
+    let (again, from) = recv(&s);
+    let waited = sent.elapsed();
+    assert_eq!((from, &again), (tid, &first), "the same block again");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1600),
+        "resent after {waited:?}"
+    );
+    let (third, _) = recv(&s);
+    let waited = sent.elapsed();
+    assert_eq!(third, first);
+    assert!(waited >= Duration::from_millis(2800), "backoff: {waited:?}");
+    assert_eq!(read_to_end(&s, third, tid, 512), file);
+    assert!(origin.stats.timeouts.load(Ordering::Relaxed) <= 2);
+}
