@@ -489,3 +489,28 @@ fn an_unacknowledged_block_is_resent_after_the_timeout() {
     assert_eq!(read_to_end(&s, third, tid, 512), file);
     assert!(origin.stats.timeouts.load(Ordering::Relaxed) <= 2);
 }
+
+/// IPv6 too: requests on ::1 are served, replies from ::1.
+#[test]
+fn the_origin_serves_ipv6() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    }
+    let root = common::scratch("ipv6");
+    let file: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(root.join("f.bin"), &file).unwrap();
+    for listen in ["[::1]:0", "[::]:0"] {
+        let origin = start(&root, listen, 16);
+        let server: SocketAddr = format!("[::1]:{}", origin.addr.port()).parse().unwrap();
+        let out = root.join("got");
+        pfs::fetch::fetch(
+            server,
+            "/f.bin",
+            &out,
+            pfs::tftp::client::ClientConfig::default(),
+        )
+        .expect("fetch over ::1");
+        assert!(std::fs::read(&out).unwrap() == file, "{listen}");
+    }
+}
