@@ -284,7 +284,12 @@ fn a_repeated_request_does_not_start_a_second_transfer() {
     let want = &files.iter().find(|(n, _)| n == "exact.bin").unwrap().1;
     assert!(got == *want, "got {} want {}", got.len(), want.len());
     assert_eq!(senders.len(), 1, "one transfer id: {senders:?}");
-    assert_eq!(origin.stats.duplicate_requests.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        origin.stats.duplicate_requests.load(Ordering::Relaxed),
+        1,
+        "{:?}",
+        origin.stats
+    );
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while origin.stats.transfers_ok.load(Ordering::Relaxed) < 1 && std::time::Instant::now() < until
     {
