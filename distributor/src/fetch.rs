@@ -9,9 +9,8 @@ use std::{
 };
 
 use crate::tftp::{
-    Packet,
     client::{ClientAction, ClientConfig, ClientError, ClientSession},
-    packet::{ErrorCode, decode, error},
+    packet::{ErrorCode, error},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -213,11 +212,7 @@ pub fn transfer(
                     );
                     continue;
                 }
-                if let Ok(packet) = decode(&buf[..n])
-                    && (matches!(packet, Packet::Error { .. }) || !session.is_finished())
-                {
-                    session.on_packet(now(), packet, &mut out);
-                }
+                session.on_datagram(now(), &buf[..n], &mut out);
             }
             Err(e)
                 if matches!(

@@ -220,6 +220,25 @@ impl ClientSession {
         self.fail(ClientError::Protocol(why), out);
     }
 
+    /// A datagram from the server, decoded here: an OACK whose option values no client could
+    /// accept (blksize below 8, timeout 0) is answered with ERROR 8 like any OACK we refuse;
+    /// other undecodable datagrams are ignored.
+    pub fn on_datagram(&mut self, now: Time, bytes: &[u8], out: &mut Vec<ClientAction>) {
+        match super::packet::decode(bytes) {
+            Ok(packet) => self.on_packet(now, packet, out),
+            Err(super::TftpError::BadOption { .. })
+                if bytes.starts_with(&[0, 6]) && !self.finished && self.expected == 1 =>
+            {
+                self.abort(
+                    ErrorCode::OptionNegotiation,
+                    "OACK option out of range",
+                    out,
+                )
+            }
+            Err(_) => {}
+        }
+    }
+
     pub fn on_packet(&mut self, now: Time, packet: Packet<'_>, out: &mut Vec<ClientAction>) {
         if self.finished {
             return;
@@ -800,6 +819,26 @@ mod tests {
             ));
             assert!(c.is_finished());
         }
+    }
+
+    #[test]
+    fn an_oack_with_an_impossible_value_is_answered_with_error_8() {
+        let mut c = ClientSession::new(ClientConfig::default(), "f");
+        let mut out = Vec::new();
+        c.start(0, &mut out);
+        out.clear();
+        c.on_datagram(1, b"\x00\x06blksize\x003\x00", &mut out);
+        assert!(
+            matches!(&out[0], ClientAction::Send(b) if matches!(decode(b), Ok(Packet::Error { code: 8, .. }))),
+            "{out:?}"
+        );
+        assert!(c.is_finished());
+        // Garbage is ignored.
+        let mut c = ClientSession::new(ClientConfig::default(), "f");
+        c.start(0, &mut out);
+        out.clear();
+        c.on_datagram(1, &[0, 9, 9], &mut out);
+        assert!(out.is_empty() && !c.is_finished());
     }
 
     #[test]
