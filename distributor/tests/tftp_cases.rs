@@ -514,3 +514,37 @@ fn the_origin_serves_ipv6() {
         assert!(std::fs::read(&out).unwrap() == file, "{listen}");
     }
 }
+
+/// `pfs fetch` answers an OACK it cannot accept with ERROR 8 (RFC 2347) from its transfer
+/// port, so the server stops at once instead of retransmitting the OACK until it gives up.
+#[test]
+fn pfs_fetch_answers_an_unacceptable_oack_with_error_8() {
+    let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+    listen
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let server = listen.local_addr().unwrap();
+    let root = common::scratch("oack8");
+    let out = root.join("never");
+    let client = std::thread::spawn(move || {
+        pfs::fetch::fetch(
+            server,
+            "f.bin",
+            &out,
+            pfs::tftp::client::ClientConfig {
+                blksize: 1428,
+                ..Default::default()
+            },
+        )
+    });
+    let mut buf = [0u8; 2048];
+    let (_, from) = listen.recv_from(&mut buf).expect("the RRQ");
+    // A server that ignores the requested blksize and answers a larger one.
+    let tid = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tid.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    tid.send_to(b"\x00\x06blksize\x008192\x00", from).unwrap();
+    let (n, _) = tid.recv_from(&mut buf).expect("an answer to the OACK");
+    assert_eq!(error_code(&buf[..n]), Some(8), "{:?}", &buf[..n]);
+    let result = client.join().unwrap();
+    assert!(result.is_err());
+}
