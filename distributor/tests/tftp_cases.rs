@@ -548,3 +548,46 @@ fn pfs_fetch_answers_an_unacceptable_oack_with_error_8() {
     let result = client.join().unwrap();
     assert!(result.is_err());
 }
+
+/// The transfer id is checked against the server's address before it is pinned: a datagram
+/// from another host that races the server's first answer is told ERROR 5 and the transfer
+/// goes on with the real server.
+#[test]
+fn pfs_fetch_does_not_pin_a_stray_first_datagram() {
+    let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+    listen
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let server = listen.local_addr().unwrap();
+    let root = common::scratch("tid");
+    let out = root.join("got");
+    let out2 = out.clone();
+    let client = std::thread::spawn(move || {
+        pfs::fetch::fetch(
+            server,
+            "f.bin",
+            &out2,
+            pfs::tftp::client::ClientConfig {
+                blksize: 512,
+                windowsize: 1,
+                ..Default::default()
+            },
+        )
+    });
+    let mut buf = [0u8; 2048];
+    let (_, from) = listen.recv_from(&mut buf).expect("the RRQ");
+    let stray = UdpSocket::bind("127.0.0.9:0").unwrap();
+    stray
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stray.send_to(b"\x00\x03\x00\x01forged", from).unwrap();
+    let (n, _) = stray.recv_from(&mut buf).expect("ERROR 5 to the stray");
+    assert_eq!(error_code(&buf[..n]), Some(5));
+    let tid = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tid.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    tid.send_to(b"\x00\x03\x00\x01genuine", from).unwrap();
+    let (n, _) = tid.recv_from(&mut buf).expect("the final ACK");
+    assert_eq!(&buf[..n], &[0, 4, 0, 1]);
+    client.join().unwrap().expect("fetch");
+    assert_eq!(std::fs::read(&out).unwrap(), b"genuine");
+}
