@@ -86,8 +86,9 @@ pub struct OriginStats {
     /// DATA blocks sent more than once, whatever the cause.
     pub resent_blocks: AtomicUsize,
     pub bytes: AtomicUsize,
-    /// Transfers running now, and the most that ever ran at once.
-    pub sessions: AtomicUsize,
+    /// Transfers running now, and the most that ever ran at once (counted here, at the
+    /// origin: what a site's protocol must keep bounded).
+    pub active_sessions: AtomicUsize,
     pub peak_sessions: AtomicUsize,
 }
 
@@ -196,19 +197,63 @@ const LISTENER: u64 = u64::MAX;
 /// others.
 const READ_BUDGET: usize = 64;
 
-/// The file a transfer serves: read in place, or its netascii form in memory.
+/// The file a transfer serves: read in place through a small read-ahead (one `pread` per
+/// 64 KiB rather than per block: a lock-step transfer pays a system call per block for
+/// everything else already), or its netascii form in memory.
 enum Source {
-    File(File),
+    File {
+        file: File,
+        ahead: Vec<u8>,
+        ahead_at: u64,
+    },
     Text(Vec<u8>),
 }
 
 /// Largest file served in netascii (it is translated in memory).
 const MAX_NETASCII: u64 = 64 << 20;
+/// Bytes read ahead per transfer.
+const READ_AHEAD: usize = 64 << 10;
 
 impl Source {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn file(file: File) -> Source {
+        Source::File {
+            file,
+            ahead: Vec::new(),
+            ahead_at: 0,
+        }
+    }
+
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match self {
-            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::File {
+                file,
+                ahead,
+                ahead_at,
+            } => {
+                let end = offset + buf.len() as u64;
+                let cached = offset >= *ahead_at && end <= *ahead_at + ahead.len() as u64;
+                if !cached {
+                    // Refill from `offset` (a rewind reads again from where it goes back to).
+                    ahead.resize(READ_AHEAD.max(buf.len()), 0);
+                    let mut got = 0;
+                    while got < ahead.len() {
+                        match file.read_at(&mut ahead[got..], offset + got as u64) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    ahead.truncate(got);
+                    *ahead_at = offset;
+                    if got < buf.len() {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                let start = (offset - *ahead_at) as usize;
+                buf.copy_from_slice(&ahead[start..start + buf.len()]);
+                Ok(())
+            }
             Source::Text(t) => {
                 let start = offset as usize;
                 let src = t
@@ -494,7 +539,7 @@ impl Server {
             }
         };
         let len = match &source {
-            Source::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+            Source::File { file, .. } => file.metadata().map(|m| m.len()).unwrap_or(0),
             Source::Text(t) => t.len() as u64,
         };
         let local = req.local.unwrap_or(self.cfg.listen.ip());
@@ -532,7 +577,7 @@ impl Server {
             generation,
         });
         self.by_peer.insert(peer, slot);
-        let running = self.stats.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let running = self.stats.active_sessions.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats
             .peak_sessions
             .fetch_max(running, Ordering::Relaxed);
@@ -658,7 +703,7 @@ impl Server {
         let _ = self.epoll.delete(t.socket.as_fd());
         self.by_peer.remove(&t.peer);
         self.free.push(slot);
-        self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.stats.active_sessions.fetch_sub(1, Ordering::Relaxed);
         let s = &self.stats;
         s.rewinds
             .fetch_add(t.session.rewinds as usize, Ordering::Relaxed);
@@ -692,7 +737,7 @@ fn open_source(path: &Path, netascii_mode: bool) -> Result<Source, (ErrorCode, S
     let denied = |_| (ErrorCode::AccessViolation, "cannot open file".to_owned());
     let file = File::open(path).map_err(denied)?;
     if !netascii_mode {
-        return Ok(Source::File(file));
+        return Ok(Source::file(file));
     }
     let len = file.metadata().map_err(denied)?.len();
     if len > MAX_NETASCII {
@@ -740,6 +785,35 @@ fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_ahead_returns_the_files_bytes_through_rewinds_and_the_end() {
+        let path = std::env::temp_dir().join(format!("pfs-ahead-{}", std::process::id()));
+        let data: Vec<u8> = (0..200_003u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut src = Source::file(File::open(&path).unwrap());
+        let mut check = |offset: u64, len: usize| {
+            let mut buf = vec![0u8; len];
+            src.read_at(&mut buf, offset).unwrap();
+            assert_eq!(
+                buf,
+                data[offset as usize..offset as usize + len],
+                "{offset}+{len}"
+            );
+        };
+        let blk = 1428u64;
+        for b in 0..100 {
+            check(b * blk, blk as usize);
+        }
+        check(3 * blk, blk as usize); // a rewind
+        check(199_000, 1003); // the short last block
+        check(200_003, 0); // the empty block after an exact multiple
+        check(0, 65_464); // a block larger than the read-ahead's refill point
+        check(65_000, 65_464);
+        let mut past = vec![0u8; 10];
+        assert!(src.read_at(&mut past, 200_000).is_err(), "past the end");
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn leading_slashes_name_the_root_and_dotdot_stays_refused() {

@@ -362,7 +362,7 @@ fn at_capacity_requests_are_told_busy_and_the_peak_is_counted() {
     assert_eq!(error_code(&p), Some(0));
     assert!(String::from_utf8_lossy(&p[4..]).starts_with("server busy"));
     assert_eq!(origin.stats.peak_sessions.load(Ordering::Relaxed), 3);
-    assert_eq!(origin.stats.sessions.load(Ordering::Relaxed), 3);
+    assert_eq!(origin.stats.active_sessions.load(Ordering::Relaxed), 3);
     drop(held);
 }
 
