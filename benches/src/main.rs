@@ -251,7 +251,11 @@ fn origin_scale(
     for clients in [1usize, 32, 256, 1000] {
         for window in [1u16, 16] {
             for (server, addr) in [("pfs-origin", ours.addr), ("tftpd-hpa", hpa)] {
-                let peak0 = ours.stats.peak_sessions.load(Ordering::Relaxed);
+                // The peak of this run alone.
+                ours.stats.peak_sessions.store(
+                    ours.stats.active_sessions.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
                 let cfg = FleetConfig {
                     phones: clients,
                     origin: format!("tftp://{addr}/scale"),
@@ -301,7 +305,7 @@ fn origin_scale(
                             "p99_s": r.completion.p99_s, "refused": r.origin_refused,
                             "timeouts": r.origin_timeouts, "errors": r.origin_errors,
                             "pfs_origin_peak_sessions": (server == "pfs-origin")
-                                .then(|| ours.stats.peak_sessions.load(Ordering::Relaxed).max(peak0))})
+                                .then(|| ours.stats.peak_sessions.load(Ordering::Relaxed))})
                     ),
                     Err(e) => println!(
                         "{}",
