@@ -1,10 +1,10 @@
 //! `pfs origin`: a read-only TFTP server on real UDP sockets, driving [`ServerSession`]s.
 //!
-//! One thread runs every transfer: an epoll loop over the listening socket and one socket per
-//! transfer (the TFTP transfer id), with one timer heap. Sessions are sans-IO, so the loop only
-//! moves datagrams and file bytes; descriptors are bounded by `max_sessions` (plus the
-//! listener and the epoll instance), and a request beyond it gets ERROR 0 "server busy, retry
-//! later".
+//! No thread per transfer: one event loop per core (at most four), each an epoll loop over
+//! its listening socket (SO_REUSEPORT on the one address) and one socket per transfer (the TFTP
+//! transfer id), with one timer heap. Sessions are sans-IO, so a loop only moves datagrams and
+//! file bytes; descriptors are bounded by `max_sessions` (plus a listener and an epoll
+//! instance per loop), and a request beyond it gets ERROR 0 "server busy, retry later".
 //!
 //! Requests: a leading `/` names the served root (PXE ROMs, iPXE and `get tftp://host/file`
 //! send one; tftpd-hpa `-s` serves them the same way); `..`, symlinks leading out and writes
@@ -66,7 +66,7 @@ pub struct OriginConfig {
 pub struct OriginHandle {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     pub stats: Arc<OriginStats>,
 }
 
@@ -95,7 +95,7 @@ pub struct OriginStats {
 impl Drop for OriginHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -134,50 +134,100 @@ pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, (ErrorCode, Stri
     Ok(real)
 }
 
-/// Binds and starts serving in a background thread.
+/// Binds and starts serving: one event loop per core (at most [`MAX_LOOPS`]), each with its
+/// own listening socket on the same address (SO_REUSEPORT). The kernel hashes a client
+/// endpoint to one socket, so each endpoint's requests always reach the same loop, which
+/// keeps that endpoint's transfers; `max_sessions` is shared by all loops.
 pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
+    let loops = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_LOOPS);
+    spawn_loops(cfg, loops)
+}
+
+/// Most event loops an origin runs.
+pub const MAX_LOOPS: usize = 4;
+
+/// [`spawn`] with `loops` event loops.
+pub fn spawn_loops(cfg: OriginConfig, loops: usize) -> io::Result<OriginHandle> {
     let root = cfg.root.canonicalize()?;
-    let socket = UdpSocket::bind(cfg.listen)?;
-    socket.set_nonblocking(true)?;
-    match cfg.listen {
-        SocketAddr::V4(_) => setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?,
-        SocketAddr::V6(_) => setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)?,
+    raise_fd_limit(cfg.max_sessions + 64 * loops.max(1));
+    let first = listener(cfg.listen)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..loops.max(1) {
+        sockets.push(listener(addr)?);
     }
-    // A site powering on sends its requests at once: hold them rather than drop them.
-    const WANT_RCVBUF: usize = 4 << 20;
-    if setsockopt(&socket, sockopt::RcvBufForce, &WANT_RCVBUF).is_err() {
-        let _ = setsockopt(&socket, sockopt::RcvBuf, &WANT_RCVBUF);
-    }
-    raise_fd_limit(cfg.max_sessions + 64);
-    let addr = socket.local_addr()?;
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(OriginStats::default());
-    let mut server = Server {
-        root,
-        cfg,
-        listener: socket,
-        epoll,
-        slots: Vec::new(),
-        free: Vec::new(),
-        by_peer: HashMap::new(),
-        timers: BinaryHeap::new(),
-        start: Instant::now(),
-        stats: stats.clone(),
-        actions: Vec::new(),
-        datagram: vec![0; usize::from(crate::tftp::MAX_BLKSIZE) + 4],
-    };
-    let stop2 = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("pfs-origin".into())
-        .spawn(move || server.run(&stop2))?;
+    let mut threads = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        let mut server = Server {
+            root: root.clone(),
+            cfg: cfg.clone(),
+            listener: socket,
+            epoll,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_peer: HashMap::new(),
+            timers: BinaryHeap::new(),
+            start: Instant::now(),
+            stats: stats.clone(),
+            actions: Vec::new(),
+            datagram: vec![0; usize::from(crate::tftp::MAX_BLKSIZE) + 4],
+        };
+        let stop2 = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pfs-origin-{i}"))
+            .spawn(move || server.run(&stop2));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+    }
     Ok(OriginHandle {
         addr,
         stop,
-        thread: Some(thread),
+        threads,
         stats,
     })
+}
+
+/// A listening socket: nonblocking, SO_REUSEPORT (one per loop), the arrival address of
+/// every request reported (IP_PKTINFO), a receive buffer for a site powering on at once.
+fn listener(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, bind, socket};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    match addr {
+        SocketAddr::V4(_) => setsockopt(&fd, sockopt::Ipv4PacketInfo, &true)?,
+        SocketAddr::V6(_) => setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)?,
+    }
+    // A site powering on sends its requests at once: hold them rather than drop them.
+    const WANT_RCVBUF: usize = 4 << 20;
+    if setsockopt(&fd, sockopt::RcvBufForce, &WANT_RCVBUF).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &WANT_RCVBUF);
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(UdpSocket::from(fd))
 }
 
 /// One socket per transfer: lift the soft descriptor limit towards what `max_sessions` needs
@@ -526,15 +576,23 @@ impl Server {
                 return self.reply(&req, code, &msg);
             }
         };
-        if self.by_peer.len() >= self.cfg.max_sessions {
+        // Admission, shared by every loop: the running count is taken here and given back
+        // if the transfer cannot start.
+        let running = self.stats.active_sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        if running > self.cfg.max_sessions {
+            self.stats.active_sessions.fetch_sub(1, Ordering::Relaxed);
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return self.reply(&req, ErrorCode::NotDefined, "server busy, retry later");
         }
+        let release = |stats: &OriginStats| {
+            stats.active_sessions.fetch_sub(1, Ordering::Relaxed);
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+        };
         let text = mode.eq_ignore_ascii_case("netascii");
         let source = match open_source(&path, text) {
             Ok(s) => s,
             Err((code, msg)) => {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                release(&self.stats);
                 return self.reply(&req, code, &msg);
             }
         };
@@ -548,7 +606,7 @@ impl Server {
             Err(e) => {
                 // Out of descriptors or ports: the client may come back later.
                 tracing::warn!(%e, %peer, "no transfer socket");
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                release(&self.stats);
                 return self.reply(&req, ErrorCode::NotDefined, "server busy, retry later");
             }
         };
@@ -562,6 +620,7 @@ impl Server {
         ) {
             tracing::warn!(%e, %peer, "epoll add failed");
             self.free.push(slot);
+            release(&self.stats);
             return self.reply(&req, ErrorCode::NotDefined, "server busy, retry later");
         }
         let session = ServerSession::new(&self.cfg.session, len, options);
@@ -577,7 +636,6 @@ impl Server {
             generation,
         });
         self.by_peer.insert(peer, slot);
-        let running = self.stats.active_sessions.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats
             .peak_sessions
             .fetch_max(running, Ordering::Relaxed);

@@ -256,7 +256,23 @@ fn a_size_probe_then_the_real_request_from_the_same_port_is_served() {
     let root = common::scratch("probe");
     let file: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("boot.efi"), &file).unwrap();
-    let origin = start(&root, "127.0.0.1:0", 16);
+    // One event loop, and four (each client endpoint must stay with one loop).
+    for loops in [1, 4] {
+        probe_then_request(&root, &file, loops);
+    }
+}
+
+fn probe_then_request(root: &Path, file: &[u8], loops: usize) {
+    let origin = origin::spawn_loops(
+        OriginConfig {
+            root: root.to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_sessions: 16,
+            session: ServerConfig::default(),
+        },
+        loops,
+    )
+    .unwrap();
     let req = rrq("boot.efi", "octet", &[("tsize", "0"), ("blksize", "1468")]);
     for attempt in 0..50 {
         let s = client();
