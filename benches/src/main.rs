@@ -94,8 +94,8 @@ impl Drop for Hpa {
     }
 }
 
-/// Origin throughput, 1 and 32 concurrent clients, pfs origin vs tftpd-hpa; and client fetch
-/// time, pfs fetch vs curl, from the same server. Loopback only.
+/// Origin throughput, 1 and 32 concurrent clients, pfs origin vs tftpd-hpa; client fetch
+/// time, pfs fetch vs curl, from the same server; then [`origin_scale`]. Loopback only.
 fn origin(quick: bool) {
     use pfs::{fetch, origin, tftp::client::ClientConfig};
     use std::{net::SocketAddr, process::Command, time::Instant};
@@ -111,7 +111,7 @@ fn origin(quick: bool) {
     let ours = origin::spawn(origin::OriginConfig {
         root: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        max_sessions: 256,
+        max_sessions: 1100,
         session: Default::default(),
     })
     .expect("origin");
@@ -206,6 +206,151 @@ fn origin(quick: bool) {
                 "bytes": size, "pfs_fetch_s": ours_s, "curl_s": curl_s, "ratio": ours_s / curl_s})
         );
     }
+    origin_scale(quick, &dir, &ours, hpa_addr);
+    drop(ours);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The origin at scale: `pfs fleet` (virtual phones on the engine, each pulling the load over
+/// TFTP) against pfs origin and tftpd-hpa at 1, 32, 256 and 1000 concurrent clients,
+/// lock-step and windowed: goodput, p99 completion, failed transfers. Loopback only.
+fn origin_scale(
+    quick: bool,
+    dir: &std::path::Path,
+    ours: &pfs::origin::OriginHandle,
+    hpa: std::net::SocketAddr,
+) {
+    use pfs::{
+        engine::Backend,
+        fleet::{FleetConfig, prepare_fleet, run_fleet},
+        tftp::client::ClientConfig,
+    };
+    use std::sync::atomic::Ordering;
+    // A small load, so 1000 phones x 2 servers x 2 modes fit a shared machine.
+    let load = dir.join("scale");
+    std::fs::create_dir_all(&load).unwrap();
+    let size: u64 = if quick { 128 << 10 } else { 1 << 20 };
+    std::fs::write(load.join("scale.bin"), pfs::manifest::synth_bytes(11, size)).unwrap();
+    let manifest = pfs::manifest::manifest_for_dir(&load, 64 << 10, None).expect("manifest");
+    std::fs::write(
+        load.join(pfs::manifest::MANIFEST_FILE),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status();
+    let shm = std::path::Path::new("/dev/shm");
+    let store = if shm.exists() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+    .join(format!("pfs-bench-scale-{}", std::process::id()));
+    for clients in [1usize, 32, 256, 1000] {
+        for window in [1u16, 16] {
+            for (server, addr) in [("pfs-origin", ours.addr), ("tftpd-hpa", hpa)] {
+                // The peak of this run alone.
+                ours.stats.peak_sessions.store(
+                    ours.stats.active_sessions.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                let cfg = FleetConfig {
+                    phones: clients,
+                    origin: format!("tftp://{addr}/scale"),
+                    iface: "lo".into(),
+                    netns: None,
+                    model: "CP-7961G".into(),
+                    store: store.join(format!("{server}-{clients}-{window}")),
+                    port_base: 61_000,
+                    backend: Backend::Auto,
+                    deadline: std::time::Duration::from_secs(if quick { 120 } else { 600 }),
+                    tftp: ClientConfig {
+                        windowsize: window,
+                        ..ClientConfig::default()
+                    },
+                    seed: 1,
+                };
+                // Small fleets finish in milliseconds: the median of a few runs.
+                let runs = match (clients, quick) {
+                    (..=32, _) => 5,
+                    (_, true) => 1,
+                    (_, false) => 3,
+                };
+                let mut reports = Vec::new();
+                let mut report = Ok(());
+                for _ in 0..runs {
+                    let r = prepare_fleet(&cfg)
+                        .and_then(|(ready, prepare_s)| run_fleet(&cfg, ready, prepare_s, None));
+                    let _ = std::fs::remove_dir_all(&cfg.store);
+                    match r {
+                        Ok(r) => reports.push(r),
+                        Err(e) => {
+                            report = Err(e);
+                            break;
+                        }
+                    }
+                }
+                reports.sort_by(|a, b| a.goodput_mbit.total_cmp(&b.goodput_mbit));
+                let report = report.map(|()| reports.swap_remove(reports.len() / 2));
+                match report {
+                    Ok(r) => println!(
+                        "{}",
+                        serde_json::json!({"bench": "origin-scale", "server": server,
+                            "clients": clients, "windowsize": window, "bytes_per_client": size,
+                            "runs": runs,
+                            "completed": r.completed, "failed": r.phones - r.completed,
+                            "goodput_mbit": r.goodput_mbit, "p50_s": r.completion.p50_s,
+                            "p99_s": r.completion.p99_s, "refused": r.origin_refused,
+                            "timeouts": r.origin_timeouts, "errors": r.origin_errors,
+                            "pfs_origin_peak_sessions": (server == "pfs-origin")
+                                .then(|| ours.stats.peak_sessions.load(Ordering::Relaxed))})
+                    ),
+                    Err(e) => println!(
+                        "{}",
+                        serde_json::json!({"bench": "origin-scale", "server": server,
+                            "clients": clients, "windowsize": window, "error": e.to_string()})
+                    ),
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+/// Only [`origin_scale`], with its own pfs origin and tftpd-hpa.
+fn origin_scale_only(quick: bool) {
+    use std::{net::SocketAddr, process::Command};
+    let dir = std::env::temp_dir().join(format!("pfs-bench-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ours = pfs::origin::spawn(pfs::origin::OriginConfig {
+        root: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_sessions: 1100,
+        session: Default::default(),
+    })
+    .expect("origin");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hpa_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _hpa = Hpa(Command::new("in.tftpd")
+        .args([
+            "--foreground",
+            "--listen",
+            "--address",
+            &hpa_addr.to_string(),
+            "--secure",
+        ])
+        .arg(&dir)
+        .spawn()
+        .expect("in.tftpd (apt-get install tftpd-hpa)"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    origin_scale(quick, &dir, &ours, hpa_addr);
     drop(ours);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -616,6 +761,10 @@ fn main() -> ExitCode {
             origin(quick);
             ExitCode::SUCCESS
         }
+        Some("origin-scale") => {
+            origin_scale_only(quick);
+            ExitCode::SUCCESS
+        }
         Some("xdp") => {
             xdp(quick);
             ExitCode::SUCCESS
@@ -634,7 +783,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate|origin|xdp|fanout|lab|agree [--quick] [--json]\n\
+                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|agree [--quick] [--json]\n\
                  (every benchmark prints one JSON object per line)"
             );
             ExitCode::from(2)

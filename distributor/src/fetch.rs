@@ -9,9 +9,8 @@ use std::{
 };
 
 use crate::tftp::{
-    Packet,
     client::{ClientAction, ClientConfig, ClientError, ClientSession},
-    packet::{ErrorCode, decode, error},
+    packet::{ErrorCode, error},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -212,20 +211,14 @@ pub fn transfer(
             .map_err(io_err)?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
-                // The server answers from a new port (its transfer id); lock onto it.
-                let expected = *peer.get_or_insert(from);
-                if from != expected || from.ip() != server.ip() {
+                if !accept_tid(&mut peer, server, from) {
                     let _ = socket.send_to(
                         &error(ErrorCode::UnknownTransferId, "unknown transfer id"),
                         from,
                     );
                     continue;
                 }
-                if let Ok(packet) = decode(&buf[..n])
-                    && (matches!(packet, Packet::Error { .. }) || !session.is_finished())
-                {
-                    session.on_packet(now(), packet, &mut out);
-                }
+                session.on_datagram(now(), &buf[..n], &mut out);
             }
             Err(e)
                 if matches!(
@@ -238,6 +231,20 @@ pub fn transfer(
             Err(e) => return Err(io_err(e)),
         }
     }
+}
+
+/// Whether a datagram from `from` belongs to the transfer. The server answers from a new port
+/// (its transfer id) and the client locks onto it, but only once the answer is known to come
+/// from the server's address: a stray datagram from elsewhere must not become the peer.
+pub(crate) fn accept_tid(
+    peer: &mut Option<SocketAddr>,
+    server: SocketAddr,
+    from: SocketAddr,
+) -> bool {
+    if peer.is_none() && from.ip() == server.ip() {
+        *peer = Some(from);
+    }
+    *peer == Some(from)
 }
 
 /// What `fetch_load` did.
@@ -423,6 +430,24 @@ pub(crate) fn grow_receive_buffer(socket: &UdpSocket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_transfer_id_is_checked_before_it_is_pinned() {
+        let server: SocketAddr = "127.0.0.1:69".parse().unwrap();
+        let stray: SocketAddr = "127.0.0.9:40000".parse().unwrap();
+        let tid: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let mut peer = None;
+        assert!(!accept_tid(&mut peer, server, stray), "stray first packet");
+        assert_eq!(peer, None, "a stray packet must not be pinned");
+        assert!(accept_tid(&mut peer, server, tid));
+        assert!(accept_tid(&mut peer, server, tid));
+        assert!(!accept_tid(
+            &mut peer,
+            server,
+            "127.0.0.1:50001".parse().unwrap()
+        ));
+        assert_eq!(peer, Some(tid));
+    }
 
     #[test]
     fn base_urls_may_name_the_server_root() {

@@ -353,6 +353,10 @@ struct FetchArgs {
     timeout_ms: u64,
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
     retries: u32,
+    /// Ask for each window as soon as the last is in (plain RFC 7440), instead of pacing
+    /// window requests by a congestion window that halves on loss.
+    #[arg(long)]
+    fixed_window: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1357,6 +1361,7 @@ fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
         windowsize: a.windowsize,
         timeout: a.timeout_ms * 1000,
         max_retries: a.retries,
+        adaptive: !a.fixed_window,
     };
     let report = pfs::fetch::fetch(server, &path, &a.output, cfg)?;
     eprintln!(

@@ -1484,11 +1484,7 @@ impl Peer {
             return Ok(());
         }
         let mut out = Vec::new();
-        if let Ok(p) = tftp::packet::decode(bytes)
-            && (matches!(p, tftp::Packet::Error { .. }) || !o.session.is_finished())
-        {
-            o.session.on_packet(now, p, &mut out);
-        }
+        o.session.on_datagram(now, bytes, &mut out);
         self.origin_actions(now, i, out)
     }
 

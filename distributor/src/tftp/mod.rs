@@ -7,6 +7,7 @@
 //! arbitrary bytes.
 
 pub mod client;
+pub mod netascii;
 pub mod packet;
 pub mod server;
 

@@ -3,8 +3,8 @@
 use std::fmt;
 
 pub const MAX_FILENAME: usize = 512;
-pub const MAX_OPTIONS: usize = 16;
-pub const MAX_OPTION_TEXT: usize = 64;
+/// Longest transfer mode name read ("netascii" is 8).
+pub const MAX_MODE: usize = 64;
 pub const MAX_ERROR_TEXT: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,8 +17,6 @@ pub enum TftpError {
     Unterminated,
     #[error("{field} longer than {cap} bytes")]
     TooLong { field: &'static str, cap: usize },
-    #[error("more than {MAX_OPTIONS} options")]
-    TooManyOptions,
     #[error("transfer mode {0:?} is not octet or netascii")]
     BadMode(String),
     #[error("option {name}={value:?} out of range")]
@@ -102,7 +100,7 @@ pub fn decode(buf: &[u8]) -> Result<Packet<'_>, TftpError> {
         1 | 2 => {
             let mut fields = Fields(body);
             let filename = fields.text("filename", MAX_FILENAME)?;
-            let mode = fields.text("mode", MAX_OPTION_TEXT)?;
+            let mode = fields.text("mode", MAX_MODE)?;
             if !mode.eq_ignore_ascii_case("octet") && !mode.eq_ignore_ascii_case("netascii") {
                 return Err(TftpError::BadMode(mode.to_owned()));
             }
@@ -190,44 +188,64 @@ impl<'a> Fields<'a> {
         Ok(text)
     }
 
+    /// Bytes up to the next NUL (or the end), consumed.
+    fn raw(&mut self) -> &'a [u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        let field = &self.0[..end];
+        self.0 = &self.0[(end + 1).min(self.0.len())..];
+        field
+    }
+
+    /// Options as tftpd-hpa reads them: any number, any length (the datagram bounds them);
+    /// a value that is not a decimal number, or is empty, leaves its option ignored; unknown
+    /// names are ignored (RFC 2347). A known option with a value no server could accept is an
+    /// option error (ERROR 8). Values above what we or RFC 2348 / 7440 allow are lowered: the
+    /// server may answer a smaller value (a client that offers blksize 65536 gets 65464).
     fn options(&mut self) -> Result<Options, TftpError> {
         let mut options = Options::default();
-        let mut count = 0;
         while !self.0.is_empty() {
-            count += 1;
-            if count > MAX_OPTIONS {
-                return Err(TftpError::TooManyOptions);
-            }
-            let name = self.text("option name", MAX_OPTION_TEXT)?;
-            let value = self.text("option value", MAX_OPTION_TEXT)?;
+            // A final name or value without its NUL (some ROMs) is taken as it is.
+            let name = self.raw();
+            let value = self.raw();
+            let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value))
+            else {
+                continue; // not text: not an option we know
+            };
+            let Some(v) = number(value) else { continue };
             let bad = |name: &'static str| TftpError::BadOption {
                 name,
-                value: value.to_owned(),
+                value: value.chars().take(32).collect(),
             };
             if name.eq_ignore_ascii_case("blksize") {
-                let v: u16 = value.parse().map_err(|_| bad("blksize"))?;
-                if !(super::MIN_BLKSIZE..=super::MAX_BLKSIZE).contains(&v) {
+                if v < u64::from(super::MIN_BLKSIZE) {
                     return Err(bad("blksize"));
                 }
-                options.blksize = Some(v);
+                options.blksize = Some(v.min(u64::from(super::MAX_BLKSIZE)) as u16);
             } else if name.eq_ignore_ascii_case("tsize") {
-                options.tsize = Some(value.parse().map_err(|_| bad("tsize"))?);
+                options.tsize = Some(v);
             } else if name.eq_ignore_ascii_case("timeout") {
-                let v: u8 = value.parse().map_err(|_| bad("timeout"))?;
-                if v == 0 {
+                if !(1..=255).contains(&v) {
                     return Err(bad("timeout"));
                 }
-                options.timeout = Some(v);
+                options.timeout = Some(v as u8);
             } else if name.eq_ignore_ascii_case("windowsize") {
-                let v: u16 = value.parse().map_err(|_| bad("windowsize"))?;
                 if v == 0 {
                     return Err(bad("windowsize"));
                 }
-                options.windowsize = Some(v);
+                options.windowsize = Some(v.min(u64::from(u16::MAX)) as u16);
             }
         }
         Ok(options)
     }
+}
+
+/// A decimal option value; `None` when it is empty, not a number or too large for `u64`
+/// (tftpd-hpa ignores such an option).
+fn number(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 fn put_options(out: &mut Vec<u8>, o: &Options) {
@@ -253,10 +271,16 @@ fn put_options(out: &mut Vec<u8>, o: &Options) {
 
 /// Encodes a request (RRQ when `read`, else WRQ) in octet mode.
 pub fn request(read: bool, filename: &str, options: &Options) -> Vec<u8> {
+    request_in_mode(read, filename, "octet", options)
+}
+
+/// Encodes a request in `mode` ("octet" or "netascii").
+pub fn request_in_mode(read: bool, filename: &str, mode: &str, options: &Options) -> Vec<u8> {
     let mut out = vec![0, if read { 1 } else { 2 }];
     out.extend_from_slice(filename.as_bytes());
     out.push(0);
-    out.extend_from_slice(b"octet\0");
+    out.extend_from_slice(mode.as_bytes());
+    out.push(0);
     put_options(&mut out, options);
     out
 }
@@ -352,17 +376,12 @@ mod tests {
             decode(b"\x00\x01f\0mail\0"),
             Err(TftpError::BadMode(_))
         ));
-        let mut bomb = b"\x00\x01f\0octet\0".to_vec();
-        for i in 0..20 {
-            bomb.extend_from_slice(format!("x{i}\0y\0").as_bytes());
-        }
-        assert_eq!(decode(&bomb), Err(TftpError::TooManyOptions));
         let mut long = b"\x00\x01".to_vec();
         long.extend(std::iter::repeat_n(b'a', 600));
         long.extend_from_slice(b"\0octet\0");
         assert!(matches!(decode(&long), Err(TftpError::TooLong { .. })));
         assert!(matches!(
-            decode(b"\x00\x01f\0octet\0blksize\x0070000\0"),
+            decode(b"\x00\x01f\0octet\0blksize\x007\0"),
             Err(TftpError::BadOption {
                 name: "blksize",
                 ..
@@ -376,5 +395,67 @@ mod tests {
             decode(b"\x00\x01f\0octet\0multicast\0\0"),
             Ok(Packet::Rrq { .. })
         ));
+    }
+
+    fn rrq_options(opts: &[(&str, &str)]) -> Result<Options, TftpError> {
+        let mut bytes = b"\x00\x01f.bin\0octet\0".to_vec();
+        for (name, value) in opts {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.push(0);
+        }
+        match decode(&bytes)? {
+            Packet::Rrq { options, .. } => Ok(options),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Options as tftpd-hpa reads them: too-large values are lowered (RFC 2348 lets the
+    /// server answer less), unknown options ignored however many or long, unparsable values
+    /// ignored, impossible values an option error.
+    #[test]
+    fn options_are_read_the_way_tftpd_hpa_reads_them() {
+        for (offered, answered) in [("65535", 65464), ("65536", 65464), ("99999999999", 65464)] {
+            assert_eq!(
+                rrq_options(&[("blksize", offered)]).unwrap().blksize,
+                Some(answered),
+                "blksize {offered}"
+            );
+        }
+        assert_eq!(
+            rrq_options(&[("windowsize", "70000")]).unwrap().windowsize,
+            Some(65535)
+        );
+        let long = "v".repeat(1000);
+        let mut many: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("x-vendor-{i}"), long.clone()))
+            .collect();
+        many.push(("BLKSIZE".into(), "1428".into()));
+        many.push(("tsize".into(), "0".into()));
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let o = rrq_options(&many).unwrap();
+        assert_eq!((o.blksize, o.tsize), (Some(1428), Some(0)));
+        for ignored in ["", "abc", "12x", "-5", "99999999999999999999999"] {
+            assert_eq!(
+                rrq_options(&[("blksize", ignored)]).unwrap(),
+                Options::default(),
+                "{ignored:?}"
+            );
+        }
+        for (name, value) in [
+            ("blksize", "7"),
+            ("timeout", "0"),
+            ("timeout", "256"),
+            ("windowsize", "0"),
+        ] {
+            assert!(
+                matches!(
+                    rrq_options(&[(name, value)]),
+                    Err(TftpError::BadOption { .. })
+                ),
+                "{name}={value}"
+            );
+        }
     }
 }

@@ -116,6 +116,11 @@ impl ServerSession {
         self.total_blocks
     }
 
+    /// Every block has gone out at least once (what remains is the final ACK).
+    pub fn all_sent(&self) -> bool {
+        self.oack.is_none() && self.highest_sent >= self.total_blocks
+    }
+
     pub fn start(&mut self, now: Time, out: &mut Vec<ServerAction>) {
         self.transmit(now, out);
     }
