@@ -207,7 +207,11 @@ fn run_core(
     barrier: Arc<Barrier>,
     progress: Option<Arc<Progress>>,
 ) -> Result<CoreRun, FleetError> {
-    let blksize = share.iter().map(|r| r.opts.tftp.blksize).max().unwrap_or(1428);
+    let blksize = share
+        .iter()
+        .map(|r| r.opts.tftp.blksize)
+        .max()
+        .unwrap_or(1428);
     let mut host = Host::new(backend, Limits::for_blksize(blksize));
     let mut index = Vec::new();
     let mut added = Ok(());

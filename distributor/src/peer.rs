@@ -1823,7 +1823,13 @@ impl Host {
 
     /// The latest any phone's timer fired after its deadline.
     pub fn timer_late_max(&self) -> Duration {
-        Duration::from_micros(self.peers.iter().map(|p| p.timer_late_max).max().unwrap_or(0))
+        Duration::from_micros(
+            self.peers
+                .iter()
+                .map(|p| p.timer_late_max)
+                .max()
+                .unwrap_or(0),
+        )
     }
 
     /// This core's engine counters.

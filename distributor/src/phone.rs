@@ -85,7 +85,7 @@ impl Default for Config {
             confirm_adverts: 4,
             root_advert_interval: 1_000_000,
             claim_window: 500_000,
-            claim_guard: 100_000,
+            claim_guard: 30_000,
             n_max: 100_000,
             join_spread: 200_000,
             join_timeout: 500_000,
@@ -1351,7 +1351,22 @@ impl Phone {
                     }
                     x.orphan_since.get_or_insert(now);
                     x.join_pending = false;
-                    self.arm_claim(cfg, now, i, cfg.root_advert_interval + cfg.advert_interval, out);
+                    self.arm_claim(
+                        cfg,
+                        now,
+                        i,
+                        cfg.root_advert_interval + cfg.advert_interval,
+                        out,
+                    );
+                }
+                // A claim heard but never followed by a root (its claimant died or was cut off
+                // before passing its guard) suppresses nobody for ever: forget it and claim.
+                Role::Waiting
+                    if x.best.is_some_and(|b| b.tier == Tier::Tentative)
+                        && now.saturating_sub(x.root_seen_at) > cfg.root_timeout =>
+                {
+                    x.best = None;
+                    self.arm_claim(cfg, now, i, 0, out);
                 }
                 _ => {}
             }

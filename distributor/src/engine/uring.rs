@@ -502,11 +502,7 @@ impl UringReactor {
                 let alive = self.socks.contains_key(&token);
                 if res > 0 {
                     let bid = cqueue::buffer_select(flags).unwrap_or(0);
-                    let bufs = if is_msg {
-                        &self.dgram_bufs
-                    } else {
-                        &self.bufs
-                    };
+                    let bufs = if is_msg { &self.dgram_bufs } else { &self.bufs };
                     let data = bufs.buf(bid, res as usize);
                     self.stats.bytes_received += res as u64;
                     if alive {
