@@ -3,6 +3,7 @@
 //! Layering (imports point one way): protocol core <- engine / simulator <- CLI. This crate is
 //! the library behind the `pfs` binary; `src/main.rs` is only argument parsing and output.
 
+pub mod capture;
 pub mod demo;
 pub mod election;
 pub mod engine;

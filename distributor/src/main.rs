@@ -158,6 +158,14 @@ struct LabArgs {
     deadline_s: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Capture the site bridge (port 4051: elections and chunk streams) into this pcap file
+    /// with tcpdump; read it with contrib/wireshark/pfs.lua.
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    pcap: Option<std::path::PathBuf>,
+    /// Bytes kept of each captured frame (0: whole frames; the dissector needs them to follow
+    /// chunk streams, a small snaplen keeps only the election traffic whole).
+    #[arg(long, default_value_t = 0, requires = "pcap")]
+    pcap_snaplen: u32,
 }
 
 /// Options `peer` and `serve` share.
@@ -849,6 +857,8 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
         progress: !a.json,
+        pcap: a.pcap.clone(),
+        pcap_snaplen: a.pcap_snaplen,
     };
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;

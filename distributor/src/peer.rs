@@ -146,6 +146,9 @@ pub struct PeerReport {
     pub udp_foreign: u64,
     /// XDP counters when the program is attached (filled by the CLI).
     pub xdp: Option<serde_json::Value>,
+    /// pfs messages this phone sent, by type name (datagrams the kernel took; stream frames
+    /// handed to the engine): what a capture of the LAN shows it sending.
+    pub messages_sent: BTreeMap<String, u64>,
 }
 
 /// Set by SIGINT/SIGTERM; the loop ends at its next turn.
@@ -281,6 +284,8 @@ pub struct Peer {
     inbox: Inbox,
     last_child_activity: Instant,
     udp: [u64; 3],
+    /// Messages sent by type name (the report's `messages_sent`).
+    sent: BTreeMap<&'static str, u64>,
     activated: bool,
     installed_at: Option<Instant>,
     started: bool,
@@ -613,6 +618,7 @@ impl Peer {
             inbox: Inbox::default(),
             last_child_activity: Instant::now(),
             udp: [0; 3],
+            sent: BTreeMap::new(),
             activated: done_already,
             installed_at: None,
             started: false,
@@ -1270,6 +1276,8 @@ impl Peer {
                     &bytes,
                 ) {
                     debug!("datagram to {to}: {e}");
+                } else {
+                    *self.sent.entry(m.name()).or_default() += 1;
                 }
             }
             Err(e) => warn!("cannot encode {msg:?}: {e}"),
@@ -1326,6 +1334,8 @@ impl Peer {
                 .expect("request encodes");
                 if let Err(e) = self.reactor.borrow_mut().send(t, Payload::Owned(frame)) {
                     debug!("request to {peer}: {e}");
+                } else {
+                    *self.sent.entry("Request").or_default() += 1;
                 }
             }
             Msg::Chunk { h, index, have, .. } => {
@@ -1354,6 +1364,7 @@ impl Peer {
                     warn!(child = %Ipv4Addr::from(to), "{e}: cutting it off");
                     self.lost(now, t)?;
                 } else {
+                    *self.sent.entry("Chunk").or_default() += 1;
                     let r = &mut self.files[h as usize].report;
                     if index == 0 {
                         r.children_served += 1;
@@ -1621,6 +1632,11 @@ impl Peer {
             udp_undecodable: self.udp[1],
             udp_foreign: self.udp[2],
             xdp: None,
+            messages_sent: self
+                .sent
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
         }
     }
 

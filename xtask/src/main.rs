@@ -26,6 +26,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libpcre2-8-0",
     // rsvg-convert: the report tests render every SVG the lab writes.
     "librsvg2-bin",
+    // `pfs lab --pcap` captures with tcpdump; the dissector test decodes with tshark.
+    "tcpdump",
+    "tshark",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";

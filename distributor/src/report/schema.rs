@@ -176,6 +176,9 @@ mod tests {
                 installed_s: Some(1.0),
                 fallbacks: 0,
             }],
+            messages_sent: BTreeMap::from([("Advert".to_owned(), 3)]),
+            pcap_frames: Some(3),
+            pcap_dropped: Some(0),
             ..LabReport::default()
         }
     }
@@ -224,6 +227,7 @@ mod tests {
             udp_undecodable: 0,
             udp_foreign: 0,
             xdp: Some(serde_json::json!({"claim_root": 1})),
+            messages_sent: BTreeMap::from([("Advert".to_owned(), 3)]),
         }
     }
 
