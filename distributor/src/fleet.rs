@@ -218,7 +218,9 @@ fn run_core(
     let mut done_at: Vec<Option<Instant>> = vec![None; index.len()];
     let mut last_publish = Instant::now();
     let mut published = Vec::new();
+    let mut metrics_at = None;
     host.run(|peers| {
+        crate::metrics::observe(&mut metrics_at, peers, Peer::metrics_sample);
         let now = Instant::now();
         for (k, p) in peers.iter().enumerate() {
             if done_at[k].is_none() && p.is_installed() {
@@ -238,6 +240,10 @@ fn run_core(
     })?;
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);
+    }
+    if crate::metrics::enabled() {
+        crate::metrics::publish(host.peers.iter().map(Peer::metrics_sample).collect());
+        crate::metrics::retire();
     }
     let reports = host.reports();
     let fds_at_end = open_fds();

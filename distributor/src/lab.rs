@@ -385,6 +385,14 @@ impl Lab {
         })
     }
 
+    /// The embedded origin's counters (`None` with tftpd-hpa).
+    pub fn origin_stats(&self) -> Option<Arc<crate::origin::OriginStats>> {
+        match &self.origin {
+            OriginGuard::Pfs(h) => Some(h.stats.clone()),
+            OriginGuard::Hpa(_) => None,
+        }
+    }
+
     pub fn config(&self) -> &LabConfig {
         &self.cfg
     }

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod lab;
 pub mod loads;
 pub mod manifest;
+pub mod metrics;
 pub mod netns;
 pub mod origin;
 pub mod peer;

@@ -73,6 +73,9 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct FleetArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// The load: tftp://HOST[:PORT]/DIR, a directory holding the load and its manifest.
     #[arg(long)]
     origin: String,
@@ -113,6 +116,9 @@ struct FleetArgs {
 
 #[derive(Args, Debug)]
 struct LabArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[arg(long, default_value_t = 60)]
     phones: usize,
     /// Models (comma-separated); phones take them in turn, each model its own hierarchies.
@@ -171,6 +177,9 @@ struct LabArgs {
 /// Options `peer` and `serve` share.
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// LAN interface (its IPv4 address is the peer's identity; adverts go to its broadcast).
     #[arg(long)]
     iface: String,
@@ -331,6 +340,9 @@ enum KeyCommand {
 
 #[derive(Args, Debug)]
 struct OriginArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Directory served; nothing outside it is reachable.
     #[arg(long)]
     root: std::path::PathBuf,
@@ -754,6 +766,7 @@ impl ProgressBars {
 fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     use pfs::fleet::{FleetConfig, fleet_progress, prepare_fleet, run_fleet};
     pfs::peer::install_signal_handlers();
+    start_metrics(a.metrics)?;
     let (store, scratch) = match &a.store {
         Some(s) => (s.clone(), false),
         None => {
@@ -872,9 +885,15 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
                 .map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
         );
     }
+    start_metrics(a.metrics)?;
     let lab = Lab::build(cfg)?;
+    if let Some(stats) = lab.origin_stats() {
+        pfs::metrics::set_origin(stats);
+    }
     let _xdp = if a.xdp {
-        Some(LabXdp::attach(&lab))
+        let x = LabXdp::attach(&lab);
+        xdp_metrics(x.0.clone());
+        Some(x)
     } else {
         None
     };
@@ -1041,6 +1060,31 @@ fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
     }
 }
 
+/// `--metrics ADDR`: serve /metrics for the rest of the process.
+fn start_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let bound = pfs::metrics::serve(addr)
+            .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+        eprintln!("pfs: metrics on http://{bound}/metrics");
+    }
+    Ok(())
+}
+
+/// XDP counters summed over `targets`, for /metrics.
+fn xdp_metrics(targets: Vec<Target>) {
+    pfs::metrics::set_xdp(move || {
+        let mut sum = std::collections::BTreeMap::new();
+        for t in &targets {
+            if let Ok(s) = xdp::stats(t) {
+                for (k, v) in s.counters {
+                    *sum.entry(k.to_owned()).or_default() += v;
+                }
+            }
+        }
+        sum
+    });
+}
+
 fn run_peer(
     run: RunArgs,
     source: pfs::peer::Source,
@@ -1064,6 +1108,7 @@ fn run_peer(
         (u64::from(addr) << 32) ^ t ^ u64::from(std::process::id())
     });
     peer::install_signal_handlers();
+    start_metrics(run.metrics)?;
     let target = Target {
         iface: run.iface.clone(),
         netns: None,
@@ -1080,6 +1125,9 @@ fn run_peer(
                 false
             }
         };
+    if xdp_on {
+        xdp_metrics(vec![target.clone()]);
+    }
     let opts = peer::PeerOptions {
         iface: run.iface.clone(),
         model: run.model,
@@ -1345,6 +1393,7 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
+    start_metrics(a.metrics)?;
     let handle = pfs::origin::spawn(pfs::origin::OriginConfig {
         root: a.root.clone(),
         listen: a.listen,
@@ -1354,6 +1403,7 @@ fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
     })?;
+    pfs::metrics::set_origin(handle.stats.clone());
     eprintln!("serving {} read-only on {}", a.root.display(), handle.addr);
     loop {
         std::thread::park();

@@ -647,7 +647,14 @@ impl Peer {
     pub fn run(self) -> Result<PeerReport, PeerError> {
         let mut host = Host::with_reactor(self.reactor.clone());
         host.peers.push(self);
-        host.run(|peers| peers[0].wants_exit())?;
+        let mut published = None;
+        host.run(|peers| {
+            crate::metrics::observe(&mut published, peers, Peer::metrics_sample);
+            peers[0].wants_exit()
+        })?;
+        if crate::metrics::enabled() {
+            crate::metrics::publish(host.peers.iter().map(Peer::metrics_sample).collect());
+        }
         let mut peer = host.peers.pop().expect("one peer");
         let report = peer.report();
         peer.close_all();
@@ -1685,6 +1692,49 @@ impl Peer {
             p.fallbacks += u64::from(f.report.fallbacks);
         }
         p
+    }
+}
+
+impl Peer {
+    /// What `--metrics` shows of this phone now.
+    pub fn metrics_sample(&self) -> crate::metrics::PhoneSample {
+        let files = self
+            .files
+            .iter()
+            .zip(&self.phone.hierarchies)
+            .map(|(f, x)| {
+                let mut fallbacks = BTreeMap::new();
+                for r in &f.report.fallback_reasons {
+                    let name = serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    *fallbacks.entry(name).or_default() += 1;
+                }
+                crate::metrics::FileSample {
+                    file: f.entry.name.clone(),
+                    role: role_name(x.role),
+                    origin_bytes: f.report.origin_bytes,
+                    peer_bytes: f.report.peer_bytes,
+                    chunks_verified: u64::from(x.verified),
+                    chunks_rejected: f.report.corrupt_chunks,
+                    children: x.children().count() as u64,
+                    fallbacks,
+                }
+            })
+            .collect();
+        crate::metrics::PhoneSample {
+            model: self.opts.model.clone(),
+            installed: self.installed(),
+            files,
+            engine: self.reactor.borrow().stats(),
+            messages_sent: self
+                .sent
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            udp: self.udp,
+        }
     }
 }
 

@@ -29,6 +29,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // `pfs lab --pcap` captures with tcpdump; the dissector test decodes with tshark.
     "tcpdump",
     "tshark",
+    // The metrics test scrapes a peer with a real Prometheus and checks it with promtool.
+    "prometheus",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
