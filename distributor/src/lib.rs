@@ -9,6 +9,7 @@ pub mod election;
 pub mod engine;
 pub mod fetch;
 pub mod fleet;
+pub mod fleetnet;
 pub mod lab;
 pub mod loads;
 pub mod manifest;

@@ -69,6 +69,20 @@ enum Command {
     /// Load-test a TFTP server: N virtual phones on an existing interface pull a load
     /// traditionally; reports goodput, completion times and failures.
     Fleet(FleetArgs),
+    /// JSON reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// Combine `pfs fleet --json` reports of fleets that ran side by side (one site over
+    /// several hosts) into one fleet report: counts add up, each hierarchy's roots are united.
+    Merge {
+        /// Files holding one `fleet` report (a `pfs fleet --json` line) each.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -110,6 +124,28 @@ struct FleetArgs {
     deadline_s: f64,
     #[arg(long)]
     json: bool,
+    /// Sharing phones: each on its own address and MAC on --iface's LAN (a macvlan or
+    /// ipvlan child in a namespace of its own), electing and sharing with every pfs phone on
+    /// the LAN, other hosts' fleets included.
+    #[arg(long, requires = "addresses")]
+    peer_sharing: bool,
+    /// With --peer-sharing: the phones' addresses, taken in order (e.g. 198.18.1.0/24); give
+    /// each host its own range.
+    #[arg(long, value_name = "CIDR", requires = "peer_sharing")]
+    addresses: Option<pfs::fleetnet::Cidr>,
+    /// With --peer-sharing: the phones' links.
+    #[arg(long, value_enum, default_value_t = pfs::fleetnet::LinkKind::Macvlan)]
+    link: pfs::fleetnet::LinkKind,
+    /// With --peer-sharing: how files move between phones.
+    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    mode: Mode,
+    /// With --peer-sharing: children per parent.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    fanout: u8,
+    /// With --peer-sharing: once all phones here installed, keep serving until none has
+    /// served a child for this long (other hosts' phones may still need them).
+    #[arg(long, default_value_t = 5.0)]
+    linger_s: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -565,6 +601,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Lab(a) => run_lab(a),
         Command::Fleet(a) => run_fleet(a),
+        Command::Report(ReportCommand::Merge { files }) => report_merge(&files),
         Command::Serve(a) => run_peer(
             a.run,
             pfs::peer::Source::Serve(a.load.clone()),
@@ -794,6 +831,11 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         seed: a.seed,
+        sharing: a.peer_sharing.then(|| pfs::fleet::Sharing {
+            mode: a.mode,
+            fanout: a.fanout,
+            linger: std::time::Duration::from_secs_f64(a.linger_s.max(0.0)),
+        }),
     };
     let show = !a.json;
     let result = (|| {
@@ -808,13 +850,31 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
                 a.origin
             );
         }
-        let (ready, prepare_s) = prepare_fleet(&cfg)?;
+        // Sharing phones' namespaces live until the run is over (dropped at the closure's end).
+        let nets = match (a.peer_sharing, a.addresses) {
+            (true, Some(pool)) => Some(
+                pfs::fleetnet::build(&a.iface, a.netns.as_deref(), pool, a.phones, a.link)
+                    .map_err(|e| pfs::fleet::FleetError::Setup(format!("--peer-sharing: {e}")))?,
+            ),
+            _ => None,
+        };
+        let (ready, prepare_s) = match &nets {
+            Some(n) => pfs::fleet::prepare_sharing(&cfg, n)?,
+            None => prepare_fleet(&cfg)?,
+        };
         let progress = fleet_progress(&ready);
         let bars = show.then(|| {
             ProgressBars::start(
                 progress.clone(),
                 a.phones as u64,
-                "traditional: installed".into(),
+                format!(
+                    "{}: installed",
+                    if a.peer_sharing {
+                        a.mode
+                    } else {
+                        Mode::Traditional
+                    }
+                ),
             )
         });
         let r = run_fleet(&cfg, ready, prepare_s, Some(progress));
@@ -852,6 +912,47 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn report_merge(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mut found = false;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}: not JSON lines: {e}", f.display()))?;
+            if v["kind"] == "fleet" {
+                reports.push(
+                    serde_json::from_value::<pfs::fleet::FleetReport>(v)
+                        .map_err(|e| anyhow::anyhow!("{}: not a fleet report: {e}", f.display()))?,
+                );
+                found = true;
+            }
+        }
+        if !found {
+            anyhow::bail!("{}: no fleet report (pfs fleet --json) in it", f.display());
+        }
+    }
+    let m = pfs::fleet::merge(&reports).expect("at least one report");
+    println!("{}", pfs::report::schema::to_json_line("fleet", &m)?);
+    let split: Vec<&String> = m
+        .roots
+        .iter()
+        .filter(|(_, r)| r.len() > 1)
+        .map(|(h, _)| h)
+        .collect();
+    if !split.is_empty() {
+        eprintln!("pfs: more than one root at the end for: {split:?}");
+    }
+    Ok(
+        if m.completed == m.phones && m.corrupt_installs == 0 && split.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {

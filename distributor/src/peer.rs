@@ -711,6 +711,21 @@ impl Peer {
         Ok(self.start + Duration::from_micros(next))
     }
 
+    /// Installed, and (with a `linger`) no child served for that long: a fleet of sharing
+    /// phones stays up until every phone is, so phones of other hosts still find parents.
+    pub fn lingered(&self) -> bool {
+        let Some(at) = self.installed_at else {
+            return false;
+        };
+        match self.opts.linger {
+            None => true,
+            Some(linger) => {
+                !self.from_child.keys().any(|c| self.child_pending(*c))
+                    && self.last_child_activity.max(at).elapsed() >= linger
+            }
+        }
+    }
+
     /// `pfs peer`'s exit rule: a signal, the deadline, or installed and idle for `linger`.
     fn wants_exit(&self) -> bool {
         if stop_requested() {

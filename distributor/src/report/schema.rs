@@ -206,6 +206,12 @@ mod tests {
             prepare_s: 0.1,
             max_turn_ms: 1.0,
             backend: "io_uring".into(),
+            peer_bytes: 3,
+            roots: BTreeMap::from([(
+                "CP-7961G/app.bin".to_owned(),
+                vec![Ipv4Addr::new(198, 18, 1, 1)],
+            )]),
+            completions: vec![1.0],
         }
     }
 
