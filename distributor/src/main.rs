@@ -72,6 +72,10 @@ enum Command {
     /// JSON reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Write man pages (man/) and shell completions (completions/) into DIR, for packaging
+    /// (`cargo xtask deb`).
+    #[command(hide = true)]
+    GenerateAssets { dir: std::path::PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -602,6 +606,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(a) => run_lab(a),
         Command::Fleet(a) => run_fleet(a),
         Command::Report(ReportCommand::Merge { files }) => report_merge(&files),
+        Command::GenerateAssets { dir } => generate_assets(&dir),
         Command::Serve(a) => run_peer(
             a.run,
             pfs::peer::Source::Serve(a.load.clone()),
@@ -912,6 +917,24 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A man page per subcommand (`pfs.1`, `pfs-origin.1`, `pfs-xdp-attach.1`, ...) and bash,
+/// zsh and fish completions, from the CLI's own definition.
+fn generate_assets(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let (man, completions) = (dir.join("man"), dir.join("completions"));
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "pfs", &completions)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report_merge(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
