@@ -199,12 +199,12 @@ pub fn publish(samples: Vec<PhoneSample>) {
 
 /// This thread's loop ended: its counters stay, its gauges go.
 pub fn retire() {
-    if let Some(mut b) = board() {
-        if let Some(samples) = b.live.remove(&std::thread::current().id()) {
-            let (counters, _) = aggregate(&samples);
-            for (k, v) in counters {
-                *b.retired.entry(k).or_default() += v;
-            }
+    if let Some(mut b) = board()
+        && let Some(samples) = b.live.remove(&std::thread::current().id())
+    {
+        let (counters, _) = aggregate(&samples);
+        for (k, v) in counters {
+            *b.retired.entry(k).or_default() += v;
         }
     }
 }
