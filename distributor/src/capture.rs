@@ -41,7 +41,8 @@ impl Capture {
             // --immediate-mode: hand each packet over at once (else the tail of the run waits
             // in the kernel's ring for a block timeout, and is lost when tcpdump stops);
             // -U: write it at once; -Z root: keep writing where root asked to.
-            .args(["--immediate-mode", "-U", "-n", "-Z", "root"])
+            // -B: a 64 MiB kernel buffer, so a busy host does not drop the run's bursts.
+            .args(["--immediate-mode", "-U", "-n", "-Z", "root", "-B", "65536"])
             .args(["-s", &snaplen.to_string(), "-w"])
             .arg(file)
             .arg(FILTER)
