@@ -1718,13 +1718,17 @@ impl Peer {
             .iter()
             .zip(&self.phone.hierarchies)
             .map(|(f, x)| {
-                let mut fallbacks = BTreeMap::new();
-                for r in &f.report.fallback_reasons {
-                    let name = serde_json::to_value(r)
+                let name = |r: &crate::phone::FallbackReason| {
+                    serde_json::to_value(r)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    *fallbacks.entry(name).or_default() += 1;
+                        .unwrap_or_default()
+                };
+                // Every reason from the start (at 0), so the series exists before it moves.
+                let mut fallbacks =
+                    BTreeMap::from([(name(&crate::phone::FallbackReason::NoPeer), 0)]);
+                for r in &f.report.fallback_reasons {
+                    *fallbacks.entry(name(r)).or_default() += 1;
                 }
                 crate::metrics::FileSample {
                     file: f.entry.name.clone(),
