@@ -6,6 +6,8 @@
 //! TFTP server, to measure its throughput and its failures.
 
 use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
     path::PathBuf,
     sync::{
         Arc, Barrier,
@@ -232,7 +234,9 @@ fn run_core(
     let mut done_at: Vec<Option<Instant>> = vec![None; index.len()];
     let mut last_publish = Instant::now();
     let mut published = Vec::new();
+    let mut metrics_at = None;
     host.run(|peers| {
+        crate::metrics::observe(&mut metrics_at, peers, Peer::metrics_sample);
         let now = Instant::now();
         for (k, p) in peers.iter().enumerate() {
             if done_at[k].is_none() && p.is_installed() {
@@ -248,10 +252,15 @@ fn run_core(
             last_publish = now;
             publish(pr, peers, &mut published);
         }
-        done_at.iter().all(Option::is_some) || now >= deadline
+        let lingered = || peers.iter().all(Peer::lingered);
+        (done_at.iter().all(Option::is_some) && lingered()) || now >= deadline
     })?;
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);
+    }
+    if crate::metrics::enabled() {
+        crate::metrics::publish(host.peers.iter().map(Peer::metrics_sample).collect());
+        crate::metrics::retire();
     }
     let reports = host.reports();
     let fds_at_end = open_fds();
@@ -323,7 +332,7 @@ fn publish(pr: &Progress, peers: &[Peer], last: &mut Vec<u64>) {
 }
 
 /// Completion-time percentiles (seconds) from per-phone install instants.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Completions {
     pub p50_s: f64,
     pub p90_s: f64,
@@ -373,10 +382,22 @@ pub struct FleetConfig {
     pub deadline: Duration,
     pub tftp: crate::tftp::client::ClientConfig,
     pub seed: u64,
+    /// `--peer-sharing`: each phone on its own address (see [`crate::fleetnet`]), sharing.
+    pub sharing: Option<Sharing>,
+}
+
+/// How sharing phones run (`pfs fleet --peer-sharing`).
+#[derive(Debug, Clone)]
+pub struct Sharing {
+    pub mode: Mode,
+    pub fanout: u8,
+    /// Once every phone here installed, keep serving until none has served a child for this
+    /// long (phones of other hosts may still be fetching from them).
+    pub linger: Duration,
 }
 
 /// What `pfs fleet` measured.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FleetReport {
     pub phones: u32,
     pub completed: u32,
@@ -398,10 +419,33 @@ pub struct FleetReport {
     pub prepare_s: f64,
     pub max_turn_ms: f64,
     pub backend: String,
+    /// Firmware bytes phones received from other phones (`--peer-sharing`).
+    pub peer_bytes: u64,
+    /// Each hierarchy (`MODEL/FILE`) and the phones that were its root at the end of the run.
+    pub roots: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Every phone's install time (s from this fleet's boot), sorted; for `pfs report merge`.
+    pub completions: Vec<f64>,
 }
 
 impl FleetConfig {
     fn phone(&self, i: usize) -> PeerOptions {
+        if let Some(sh) = &self.sharing {
+            return PeerOptions {
+                iface: crate::fleetnet::PHONE_IFACE.into(),
+                model: self.model.clone(),
+                source: Source::Origin(self.origin.clone()),
+                store: self.store.join(format!("phone{i}")),
+                mode: sh.mode,
+                fanout: sh.fanout,
+                backend: self.backend,
+                public_key: None,
+                tftp: self.tftp.clone(),
+                linger: Some(sh.linger),
+                deadline: None,
+                seed: self.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                port: pfs_common::PFS_PORT,
+            };
+        }
         PeerOptions {
             iface: self.iface.clone(),
             model: self.model.clone(),
@@ -449,6 +493,53 @@ pub fn prepare_fleet(cfg: &FleetConfig) -> Result<(Vec<Ready>, f64), FleetError>
     Ok((ready, t0.elapsed().as_secs_f64()))
 }
 
+/// Powers on sharing phones, one in each namespace of `nets` (`--peer-sharing`).
+pub fn prepare_sharing(
+    cfg: &FleetConfig,
+    nets: &crate::fleetnet::PhoneNets,
+) -> Result<(Vec<Ready>, f64), FleetError> {
+    let t0 = Instant::now();
+    let phones = nets
+        .phones
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| Ok((cfg.phone(i), Place::netns(ns.name())?)))
+        .collect::<Result<Vec<_>, FleetError>>()?;
+    let ready = prepare_all(phones)?;
+    Ok((ready, t0.elapsed().as_secs_f64()))
+}
+
+/// One report for fleets that ran side by side (several load-generator hosts on one LAN):
+/// counts add up, roots of a hierarchy are united, percentiles come from every phone's time.
+pub fn merge(reports: &[FleetReport]) -> Option<FleetReport> {
+    let first = reports.first()?;
+    let mut m = first.clone();
+    for r in &reports[1..] {
+        m.phones += r.phones;
+        m.completed += r.completed;
+        m.corrupt_installs += r.corrupt_installs;
+        m.origin_bytes += r.origin_bytes;
+        m.peer_bytes += r.peer_bytes;
+        m.elapsed_s = m.elapsed_s.max(r.elapsed_s);
+        m.origin_refused += r.origin_refused;
+        m.origin_timeouts += r.origin_timeouts;
+        m.origin_errors += r.origin_errors;
+        m.prepare_s = m.prepare_s.max(r.prepare_s);
+        m.max_turn_ms = m.max_turn_ms.max(r.max_turn_ms);
+        m.completions.extend(&r.completions);
+        for (h, roots) in &r.roots {
+            let all = m.roots.entry(h.clone()).or_default();
+            all.extend(roots);
+            all.sort();
+            all.dedup();
+        }
+    }
+    m.completions.sort_by(f64::total_cmp);
+    m.completion = Completions::of(&m.completions);
+    m.goodput_mbit = m.origin_bytes as f64 * 8.0 / m.elapsed_s.max(1e-9) / 1e6;
+    Some(m)
+}
+
 /// One bar per file of the load the fleet pulls.
 pub fn fleet_progress(ready: &[Ready]) -> Arc<Progress> {
     let n = ready.len() as u64;
@@ -483,7 +574,18 @@ pub fn run_fleet(
     let (mut origin_bytes, mut refused, mut timeouts, mut errors) = (0, 0, 0, 0);
     let mut backend = String::new();
     let mut last = run.start;
+    let mut peer_bytes = 0;
+    let mut roots: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     for (i, r, done) in &run.phones {
+        for f in &r.files {
+            peer_bytes += f.peer_bytes;
+            if f.role == "root" {
+                roots
+                    .entry(format!("{}/{}", r.model, f.file))
+                    .or_default()
+                    .push(r.peer);
+            }
+        }
         if let Some(at) = done {
             times.push(at.duration_since(run.start).as_secs_f64());
             last = last.max(*at);
@@ -523,5 +625,12 @@ pub fn run_fleet(
         prepare_s,
         max_turn_ms: run.max_turn.as_secs_f64() * 1e3,
         backend,
+        peer_bytes,
+        roots,
+        completions: {
+            let mut c = times.clone();
+            c.sort_by(f64::total_cmp);
+            c
+        },
     })
 }

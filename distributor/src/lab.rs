@@ -73,6 +73,11 @@ pub struct LabConfig {
     pub deadline: Duration,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// Capture port-4051 traffic on the site bridge into this file during each run
+    /// (`--pcap`; see [`crate::capture`]).
+    pub pcap: Option<PathBuf>,
+    /// Bytes kept of each captured frame (0: whole frames).
+    pub pcap_snaplen: u32,
 }
 
 impl Default for LabConfig {
@@ -90,6 +95,8 @@ impl Default for LabConfig {
             seed: 1,
             deadline: Duration::from_secs(600),
             progress: true,
+            pcap: None,
+            pcap_snaplen: 0,
         }
     }
 }
@@ -206,6 +213,13 @@ pub struct LabReport {
     pub wan_samples_source: String,
     /// When each phone installed, for the timeline plot.
     pub phone_times: Vec<crate::report::PhoneTime>,
+    /// pfs messages the phones sent, by type name, summed over phones.
+    pub messages_sent: BTreeMap<String, u64>,
+    /// With `--pcap`: frames the capture wrote and frames the kernel dropped before it could.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap_frames: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap_dropped: Option<u64>,
 }
 
 impl LabReport {
@@ -379,6 +393,14 @@ impl Lab {
         })
     }
 
+    /// The embedded origin's counters (`None` with tftpd-hpa).
+    pub fn origin_stats(&self) -> Option<Arc<crate::origin::OriginStats>> {
+        match &self.origin {
+            OriginGuard::Pfs(h) => Some(h.stats.clone()),
+            OriginGuard::Hpa(_) => None,
+        }
+    }
+
     pub fn config(&self) -> &LabConfig {
         &self.cfg
     }
@@ -476,6 +498,18 @@ impl Lab {
             Duration::from_millis(100),
             self.cfg.deadline * 2 + Duration::from_secs(600),
         );
+        let capture = match &self.cfg.pcap {
+            Some(file) => Some(
+                crate::capture::Capture::start(
+                    self.site.router.name(),
+                    crate::topology::BRIDGE,
+                    file,
+                    self.cfg.pcap_snaplen,
+                )
+                .map_err(setup("the capture on the site bridge"))?,
+            ),
+            None => None,
+        };
         let t0 = Instant::now();
         let phones = (0..self.cfg.phones)
             .map(|i| {
@@ -538,6 +572,11 @@ impl Lab {
                     .load(std::sync::atomic::Ordering::Relaxed) as u64,
             );
         }
+        if let Some(c) = capture {
+            let stats = c.stop().map_err(setup("stopping the capture"))?;
+            r.pcap_frames = Some(stats.captured);
+            r.pcap_dropped = Some(stats.dropped_by_kernel);
+        }
         r.violations = r.cross_check();
         r.host_tuning = self.site.tuning.changed().to_vec();
         if let (Some(before), Some(after)) = (resends0, self.origin_resends()) {
@@ -580,7 +619,11 @@ impl Lab {
         let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
         let mut roots_rejected_corrupt = 0;
         let mut backend = String::new();
+        let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r, done) in &results {
+            for (k, v) in &r.messages_sent {
+                *messages_sent.entry(k.clone()).or_default() += v;
+            }
             if let Some(at) = done {
                 let s = at.duration_since(start).as_secs_f64();
                 completions.push(s);
@@ -697,6 +740,9 @@ impl Lab {
             wan_samples: Vec::new(),
             wan_samples_source: String::new(),
             phone_times,
+            messages_sent,
+            pcap_frames: None,
+            pcap_dropped: None,
         }
     }
 

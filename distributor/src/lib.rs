@@ -3,14 +3,17 @@
 //! Layering (imports point one way): protocol core <- engine / simulator <- CLI. This crate is
 //! the library behind the `pfs` binary; `src/main.rs` is only argument parsing and output.
 
+pub mod capture;
 pub mod demo;
 pub mod election;
 pub mod engine;
 pub mod fetch;
 pub mod fleet;
+pub mod fleetnet;
 pub mod lab;
 pub mod loads;
 pub mod manifest;
+pub mod metrics;
 pub mod netns;
 pub mod origin;
 pub mod peer;

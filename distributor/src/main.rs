@@ -69,10 +69,31 @@ enum Command {
     /// Load-test a TFTP server: N virtual phones on an existing interface pull a load
     /// traditionally; reports goodput, completion times and failures.
     Fleet(FleetArgs),
+    /// JSON reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Write man pages (man/) and shell completions (completions/) into DIR, for packaging
+    /// (`cargo xtask deb`).
+    #[command(hide = true)]
+    GenerateAssets { dir: std::path::PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// Combine `pfs fleet --json` reports of fleets that ran side by side (one site over
+    /// several hosts) into one fleet report: counts add up, each hierarchy's roots are united.
+    Merge {
+        /// Files holding one `fleet` report (a `pfs fleet --json` line) each.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
 struct FleetArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// The load: tftp://HOST[:PORT]/DIR, a directory holding the load and its manifest.
     #[arg(long)]
     origin: String,
@@ -107,12 +128,37 @@ struct FleetArgs {
     deadline_s: f64,
     #[arg(long)]
     json: bool,
+    /// Sharing phones: each on its own address and MAC on --iface's LAN (a macvlan or
+    /// ipvlan child in a namespace of its own), electing and sharing with every pfs phone on
+    /// the LAN, other hosts' fleets included.
+    #[arg(long, requires = "addresses")]
+    peer_sharing: bool,
+    /// With --peer-sharing: the phones' addresses, taken in order (e.g. 198.18.1.0/24); give
+    /// each host its own range.
+    #[arg(long, value_name = "CIDR", requires = "peer_sharing")]
+    addresses: Option<pfs::fleetnet::Cidr>,
+    /// With --peer-sharing: the phones' links.
+    #[arg(long, value_enum, default_value_t = pfs::fleetnet::LinkKind::Macvlan)]
+    link: pfs::fleetnet::LinkKind,
+    /// With --peer-sharing: how files move between phones.
+    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    mode: Mode,
+    /// With --peer-sharing: children per parent.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    fanout: u8,
+    /// With --peer-sharing: once all phones here installed, keep serving until none has
+    /// served a child for this long (other hosts' phones may still need them).
+    #[arg(long, default_value_t = 5.0)]
+    linger_s: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
 #[derive(Args, Debug)]
 struct LabArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[arg(long, default_value_t = 60)]
     phones: usize,
     /// Models (comma-separated); phones take them in turn, each model its own hierarchies.
@@ -158,11 +204,22 @@ struct LabArgs {
     deadline_s: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Capture the site bridge (port 4051: elections and chunk streams) into this pcap file
+    /// with tcpdump; read it with contrib/wireshark/pfs.lua.
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    pcap: Option<std::path::PathBuf>,
+    /// Bytes kept of each captured frame (0: whole frames; the dissector needs them to follow
+    /// chunk streams, a small snaplen keeps only the election traffic whole).
+    #[arg(long, default_value_t = 0, requires = "pcap")]
+    pcap_snaplen: u32,
 }
 
 /// Options `peer` and `serve` share.
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// LAN interface (its IPv4 address is the peer's identity; adverts go to its broadcast).
     #[arg(long)]
     iface: String,
@@ -323,6 +380,9 @@ enum KeyCommand {
 
 #[derive(Args, Debug)]
 struct OriginArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Directory served; nothing outside it is reachable.
     #[arg(long)]
     root: std::path::PathBuf,
@@ -549,6 +609,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Lab(a) => run_lab(a),
         Command::Fleet(a) => run_fleet(a),
+        Command::Report(ReportCommand::Merge { files }) => report_merge(&files),
+        Command::GenerateAssets { dir } => generate_assets(&dir),
         Command::Serve(a) => run_peer(
             a.run,
             pfs::peer::Source::Serve(a.load.clone()),
@@ -750,6 +812,7 @@ impl ProgressBars {
 fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     use pfs::fleet::{FleetConfig, fleet_progress, prepare_fleet, run_fleet};
     pfs::peer::install_signal_handlers();
+    start_metrics(a.metrics)?;
     let (store, scratch) = match &a.store {
         Some(s) => (s.clone(), false),
         None => {
@@ -777,6 +840,11 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         seed: a.seed,
+        sharing: a.peer_sharing.then(|| pfs::fleet::Sharing {
+            mode: a.mode,
+            fanout: a.fanout,
+            linger: std::time::Duration::from_secs_f64(a.linger_s.max(0.0)),
+        }),
     };
     let show = !a.json;
     let result = (|| {
@@ -791,13 +859,31 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
                 a.origin
             );
         }
-        let (ready, prepare_s) = prepare_fleet(&cfg)?;
+        // Sharing phones' namespaces live until the run is over (dropped at the closure's end).
+        let nets = match (a.peer_sharing, a.addresses) {
+            (true, Some(pool)) => Some(
+                pfs::fleetnet::build(&a.iface, a.netns.as_deref(), pool, a.phones, a.link)
+                    .map_err(|e| pfs::fleet::FleetError::Setup(format!("--peer-sharing: {e}")))?,
+            ),
+            _ => None,
+        };
+        let (ready, prepare_s) = match &nets {
+            Some(n) => pfs::fleet::prepare_sharing(&cfg, n)?,
+            None => prepare_fleet(&cfg)?,
+        };
         let progress = fleet_progress(&ready);
         let bars = show.then(|| {
             ProgressBars::start(
                 progress.clone(),
                 a.phones as u64,
-                "traditional: installed".into(),
+                format!(
+                    "{}: installed",
+                    if a.peer_sharing {
+                        a.mode
+                    } else {
+                        Mode::Traditional
+                    }
+                ),
             )
         });
         let r = run_fleet(&cfg, ready, prepare_s, Some(progress));
@@ -837,6 +923,65 @@ fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A man page per subcommand (`pfs.1`, `pfs-origin.1`, `pfs-xdp-attach.1`, ...) and bash,
+/// zsh and fish completions, from the CLI's own definition.
+fn generate_assets(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let (man, completions) = (dir.join("man"), dir.join("completions"));
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "pfs", &completions)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_merge(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mut found = false;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}: not JSON lines: {e}", f.display()))?;
+            if v["kind"] == "fleet" {
+                reports.push(
+                    serde_json::from_value::<pfs::fleet::FleetReport>(v)
+                        .map_err(|e| anyhow::anyhow!("{}: not a fleet report: {e}", f.display()))?,
+                );
+                found = true;
+            }
+        }
+        if !found {
+            anyhow::bail!("{}: no fleet report (pfs fleet --json) in it", f.display());
+        }
+    }
+    let m = pfs::fleet::merge(&reports).expect("at least one report");
+    println!("{}", pfs::report::schema::to_json_line("fleet", &m)?);
+    let split: Vec<&String> = m
+        .roots
+        .iter()
+        .filter(|(_, r)| r.len() > 1)
+        .map(|(h, _)| h)
+        .collect();
+    if !split.is_empty() {
+        eprintln!("pfs: more than one root at the end for: {split:?}");
+    }
+    Ok(
+        if m.completed == m.phones && m.corrupt_installs == 0 && split.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
 fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     use pfs::lab::{Lab, LabConfig};
     pfs::peer::install_signal_handlers();
@@ -853,6 +998,8 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
         progress: !a.json,
+        pcap: a.pcap.clone(),
+        pcap_snaplen: a.pcap_snaplen,
     };
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
@@ -866,9 +1013,15 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
                 .map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
         );
     }
+    start_metrics(a.metrics)?;
     let lab = Lab::build(cfg)?;
+    if let Some(stats) = lab.origin_stats() {
+        pfs::metrics::set_origin(stats);
+    }
     let _xdp = if a.xdp {
-        Some(LabXdp::attach(&lab))
+        let x = LabXdp::attach(&lab);
+        xdp_metrics(x.0.clone());
+        Some(x)
     } else {
         None
     };
@@ -1035,6 +1188,31 @@ fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
     }
 }
 
+/// `--metrics ADDR`: serve /metrics for the rest of the process.
+fn start_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let bound = pfs::metrics::serve(addr)
+            .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+        eprintln!("pfs: metrics on http://{bound}/metrics");
+    }
+    Ok(())
+}
+
+/// XDP counters summed over `targets`, for /metrics.
+fn xdp_metrics(targets: Vec<Target>) {
+    pfs::metrics::set_xdp(move || {
+        let mut sum = std::collections::BTreeMap::new();
+        for t in &targets {
+            if let Ok(s) = xdp::stats(t) {
+                for (k, v) in s.counters {
+                    *sum.entry(k.to_owned()).or_default() += v;
+                }
+            }
+        }
+        sum
+    });
+}
+
 fn run_peer(
     run: RunArgs,
     source: pfs::peer::Source,
@@ -1058,6 +1236,7 @@ fn run_peer(
         (u64::from(addr) << 32) ^ t ^ u64::from(std::process::id())
     });
     peer::install_signal_handlers();
+    start_metrics(run.metrics)?;
     let target = Target {
         iface: run.iface.clone(),
         netns: None,
@@ -1074,6 +1253,9 @@ fn run_peer(
                 false
             }
         };
+    if xdp_on {
+        xdp_metrics(vec![target.clone()]);
+    }
     let opts = peer::PeerOptions {
         iface: run.iface.clone(),
         model: run.model,
@@ -1339,6 +1521,7 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
+    start_metrics(a.metrics)?;
     let handle = pfs::origin::spawn(pfs::origin::OriginConfig {
         root: a.root.clone(),
         listen: a.listen,
@@ -1348,6 +1531,7 @@ fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
     })?;
+    pfs::metrics::set_origin(handle.stats.clone());
     eprintln!("serving {} read-only on {}", a.root.display(), handle.addr);
     loop {
         std::thread::park();

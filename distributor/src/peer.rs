@@ -146,6 +146,9 @@ pub struct PeerReport {
     pub udp_foreign: u64,
     /// XDP counters when the program is attached (filled by the CLI).
     pub xdp: Option<serde_json::Value>,
+    /// pfs messages this phone sent, by type name (datagrams the kernel took; stream frames
+    /// handed to the engine): what a capture of the LAN shows it sending.
+    pub messages_sent: BTreeMap<String, u64>,
 }
 
 /// Set by SIGINT/SIGTERM; the loop ends at its next turn.
@@ -283,6 +286,8 @@ pub struct Peer {
     inbox: Inbox,
     last_child_activity: Instant,
     udp: [u64; 3],
+    /// Messages sent by type name (the report's `messages_sent`).
+    sent: BTreeMap<&'static str, u64>,
     activated: bool,
     installed_at: Option<Instant>,
     started: bool,
@@ -616,6 +621,7 @@ impl Peer {
             inbox: Inbox::default(),
             last_child_activity: Instant::now(),
             udp: [0; 3],
+            sent: BTreeMap::new(),
             activated: done_already,
             installed_at: None,
             started: false,
@@ -644,7 +650,14 @@ impl Peer {
     pub fn run(self) -> Result<PeerReport, PeerError> {
         let mut host = Host::with_reactor(self.reactor.clone());
         host.peers.push(self);
-        host.run(|peers| peers[0].wants_exit())?;
+        let mut published = None;
+        host.run(|peers| {
+            crate::metrics::observe(&mut published, peers, Peer::metrics_sample);
+            peers[0].wants_exit()
+        })?;
+        if crate::metrics::enabled() {
+            crate::metrics::publish(host.peers.iter().map(Peer::metrics_sample).collect());
+        }
         let mut peer = host.peers.pop().expect("one peer");
         let report = peer.report();
         peer.close_all();
@@ -700,6 +713,21 @@ impl Peer {
             .min()
             .unwrap_or(now + 200_000);
         Ok(self.start + Duration::from_micros(next))
+    }
+
+    /// Installed, and (with a `linger`) no child served for that long: a fleet of sharing
+    /// phones stays up until every phone is, so phones of other hosts still find parents.
+    pub fn lingered(&self) -> bool {
+        let Some(at) = self.installed_at else {
+            return false;
+        };
+        match self.opts.linger {
+            None => true,
+            Some(linger) => {
+                !self.from_child.keys().any(|c| self.child_pending(*c))
+                    && self.last_child_activity.max(at).elapsed() >= linger
+            }
+        }
     }
 
     /// `pfs peer`'s exit rule: a signal, the deadline, or installed and idle for `linger`.
@@ -1276,6 +1304,8 @@ impl Peer {
                     &bytes,
                 ) {
                     debug!("datagram to {to}: {e}");
+                } else {
+                    *self.sent.entry(m.name()).or_default() += 1;
                 }
             }
             Err(e) => warn!("cannot encode {msg:?}: {e}"),
@@ -1334,6 +1364,8 @@ impl Peer {
                 .expect("request encodes");
                 if let Err(e) = self.reactor.borrow_mut().send(t, Payload::Owned(frame)) {
                     debug!("request to {peer}: {e}");
+                } else {
+                    *self.sent.entry("Request").or_default() += 1;
                 }
             }
             Msg::Chunk { h, index, have, .. } => {
@@ -1362,6 +1394,7 @@ impl Peer {
                     warn!(child = %Ipv4Addr::from(to), "{e}: cutting it off");
                     self.lost(now, t)?;
                 } else {
+                    *self.sent.entry("Chunk").or_default() += 1;
                     let r = &mut self.files[h as usize].report;
                     if index == 0 {
                         r.children_served += 1;
@@ -1632,6 +1665,11 @@ impl Peer {
             udp_undecodable: self.udp[1],
             udp_foreign: self.udp[2],
             xdp: None,
+            messages_sent: self
+                .sent
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
         }
     }
 
@@ -1680,6 +1718,53 @@ impl Peer {
             p.fallbacks += u64::from(f.report.fallbacks);
         }
         p
+    }
+}
+
+impl Peer {
+    /// What `--metrics` shows of this phone now.
+    pub fn metrics_sample(&self) -> crate::metrics::PhoneSample {
+        let files = self
+            .files
+            .iter()
+            .zip(&self.phone.hierarchies)
+            .map(|(f, x)| {
+                let name = |r: &crate::phone::FallbackReason| {
+                    serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                };
+                // Every reason from the start (at 0), so the series exists before it moves.
+                let mut fallbacks =
+                    BTreeMap::from([(name(&crate::phone::FallbackReason::NoPeer), 0)]);
+                for r in &f.report.fallback_reasons {
+                    *fallbacks.entry(name(r)).or_default() += 1;
+                }
+                crate::metrics::FileSample {
+                    file: f.entry.name.clone(),
+                    role: role_name(x.role),
+                    origin_bytes: f.report.origin_bytes,
+                    peer_bytes: f.report.peer_bytes,
+                    chunks_verified: u64::from(x.verified),
+                    chunks_rejected: f.report.corrupt_chunks,
+                    children: x.children().count() as u64,
+                    fallbacks,
+                }
+            })
+            .collect();
+        crate::metrics::PhoneSample {
+            model: self.opts.model.clone(),
+            installed: self.installed(),
+            files,
+            engine: self.reactor.borrow().stats(),
+            messages_sent: self
+                .sent
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            udp: self.udp,
+        }
     }
 }
 

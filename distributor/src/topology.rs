@@ -14,6 +14,8 @@ const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 /// Interface name of every phone's LAN port inside its namespace.
 pub const PHONE_IFACE: &str = "eth0";
+/// The site bridge in the router namespace (every phone's port is on it).
+pub const BRIDGE: &str = "br0";
 /// hq's WAN interface (its transmit counter is the WAN traffic towards the site).
 pub const HQ_WAN_IFACE: &str = "wan0";
 

@@ -162,6 +162,24 @@ pub enum Message {
     },
 }
 
+/// The name docs/protocol.md gives a type code (`None` for an unknown code).
+pub fn type_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        0x01 => "Advert",
+        0x02 => "Join",
+        0x03 => "Accept",
+        0x04 => "Reject",
+        0x05 => "Leave",
+        0x06 => "Heartbeat",
+        0x07 => "Lease",
+        0x10 => "Request",
+        0x11 => "Chunk",
+        0x12 => "Have",
+        0x13 => "Error",
+        _ => return None,
+    })
+}
+
 /// [`Message::Lease`] operations.
 pub const LEASE_REQUEST: u8 = 0;
 pub const LEASE_GRANT: u8 = 1;
@@ -181,6 +199,11 @@ impl Message {
             | Message::Lease { key, .. } => Some(key),
             _ => None,
         }
+    }
+
+    /// The message's name as docs/protocol.md spells it (`Advert`, ..., `Error`).
+    pub fn name(&self) -> &'static str {
+        type_name(self.type_code()).expect("every message has a known type")
     }
 
     fn type_code(&self) -> u8 {

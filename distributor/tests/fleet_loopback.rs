@@ -46,6 +46,7 @@ fn every_origin_transfer_ends_with_the_clients_final_ack() {
             deadline: Duration::from_secs(60),
             tftp: ClientConfig::default(),
             seed: 7,
+            sharing: None,
         };
         let (ready, prepare_s) = prepare_fleet(&cfg).unwrap();
         let report = run_fleet(&cfg, ready, prepare_s, None).unwrap();

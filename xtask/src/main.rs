@@ -26,6 +26,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libpcre2-8-0",
     // rsvg-convert: the report tests render every SVG the lab writes.
     "librsvg2-bin",
+    // `pfs lab --pcap` captures with tcpdump; the dissector test decodes with tshark.
+    "tcpdump",
+    "tshark",
+    // The metrics test scrapes a peer with a real Prometheus and checks it with promtool.
+    "prometheus",
+    // systemd-analyze verify checks the package's units.
+    "systemd",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
@@ -56,6 +63,9 @@ enum Cmd {
     },
     /// Setup, build, then the XDP demo (counts exact broadcasts on a veth).
     Demo,
+    /// Setup, build (release), generate man pages and completions, then `cargo deb`: prints
+    /// the path of the .deb.
+    Deb,
     /// Setup, then run a benchmark from benches/ in release mode.
     Bench {
         #[arg(trailing_var_arg = true)]
@@ -70,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Test { args } => setup().and_then(|()| test(&args)),
         Cmd::Lab { args } => setup().and_then(|()| lab(&args)),
         Cmd::Demo => setup().and_then(|()| demo()),
+        Cmd::Deb => setup().and_then(|()| deb()),
         Cmd::Bench { args } => setup().and_then(|()| bench(&args)),
     };
     match result {
@@ -151,6 +162,12 @@ fn setup() -> Result<()> {
             .with_context(|| {
                 format!("installing {spec} (fix: cargo {plus} install {spec} --locked)")
             })?;
+    }
+
+    // 2b. cargo-deb, for `cargo xtask deb` and the package test.
+    if output("cargo", &["deb", "--version"]).is_none() {
+        run(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))
+            .context("installing cargo-deb (fix: cargo install cargo-deb --locked)")?;
     }
 
     // 3. Debian packages.
@@ -273,6 +290,17 @@ fn count_of(text: &str, label: &str) -> u64 {
         .find(|(_, word)| *word == label)
         .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The release binary writes its own man pages and completions where the package's assets
+/// say (target/release/assets), then cargo-deb packs what is built.
+fn deb() -> Result<()> {
+    run(&mut cargo(&["build", "--release", "-p", "pfs"]))?;
+    let release = root().join("target/release");
+    run(Command::new(release.join("pfs"))
+        .arg("generate-assets")
+        .arg(release.join("assets")))?;
+    run(&mut cargo(&["deb", "-p", "pfs", "--no-build"]))
 }
 
 fn demo() -> Result<()> {

@@ -176,6 +176,9 @@ mod tests {
                 installed_s: Some(1.0),
                 fallbacks: 0,
             }],
+            messages_sent: BTreeMap::from([("Advert".to_owned(), 3)]),
+            pcap_frames: Some(3),
+            pcap_dropped: Some(0),
             ..LabReport::default()
         }
     }
@@ -203,6 +206,12 @@ mod tests {
             prepare_s: 0.1,
             max_turn_ms: 1.0,
             backend: "io_uring".into(),
+            peer_bytes: 3,
+            roots: BTreeMap::from([(
+                "CP-7961G/app.bin".to_owned(),
+                vec![Ipv4Addr::new(198, 18, 1, 1)],
+            )]),
+            completions: vec![1.0],
         }
     }
 
@@ -224,6 +233,7 @@ mod tests {
             udp_undecodable: 0,
             udp_foreign: 0,
             xdp: Some(serde_json::json!({"claim_root": 1})),
+            messages_sent: BTreeMap::from([("Advert".to_owned(), 3)]),
         }
     }
 
