@@ -271,6 +271,7 @@ fn origin_scale(
                         ..ClientConfig::default()
                     },
                     seed: 1,
+                    sharing: None,
                 };
                 // Small fleets finish in milliseconds: the median of a few runs.
                 let runs = match (clients, quick) {
