@@ -147,6 +147,17 @@ pub fn run(
     deadline: Duration,
     progress: Option<Arc<Progress>>,
 ) -> Result<FleetRun, FleetError> {
+    run_with(ready, backend, deadline, progress, None)
+}
+
+/// [`run`] with a fault plan carried out on the phones (`pfs lab`'s fault flags).
+pub fn run_with(
+    ready: Vec<Ready>,
+    backend: Backend,
+    deadline: Duration,
+    progress: Option<Arc<Progress>>,
+    faults: Option<Arc<crate::faults::FaultRuntime>>,
+) -> Result<FleetRun, FleetError> {
     let cores = engine::cores().min(ready.len()).max(1);
     let mut shares: Vec<Vec<Ready>> = (0..cores).map(|_| Vec::new()).collect();
     for (k, r) in ready.into_iter().enumerate() {
@@ -159,9 +170,10 @@ pub fn run(
         .enumerate()
         .map(|(core, share)| {
             let (progress, barrier) = (progress.clone(), barrier.clone());
+            let faults = faults.clone();
             std::thread::spawn(move || {
                 engine::pin_to_core(core);
-                run_core(backend, deadline, share, barrier, progress)
+                run_core(backend, deadline, share, barrier, progress, faults)
             })
         })
         .collect();
@@ -197,6 +209,7 @@ fn run_core(
     share: Vec<Ready>,
     barrier: Arc<Barrier>,
     progress: Option<Arc<Progress>>,
+    faults: Option<Arc<crate::faults::FaultRuntime>>,
 ) -> Result<CoreRun, FleetError> {
     let mut host = Host::new(backend, Limits::default());
     let mut index = Vec::new();
@@ -210,8 +223,18 @@ fn run_core(
             index.push(r.index);
         }
     }
+    if let (Ok(h), Some(f)) = (&mut host, &faults) {
+        for (k, &i) in index.iter().enumerate() {
+            if f.is_corrupt(i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_corrupt();
+            }
+        }
+    }
     // Never leave the other cores waiting at the barrier, whatever failed here.
     barrier.wait();
+    let start = Instant::now();
     let mut host = host?;
     added?;
     let deadline = Instant::now() + deadline;
@@ -219,6 +242,9 @@ fn run_core(
     let mut last_publish = Instant::now();
     let mut published = Vec::new();
     host.run(|peers| {
+        if let Some(f) = &faults {
+            f.tick(start, peers, &index);
+        }
         let now = Instant::now();
         for (k, p) in peers.iter().enumerate() {
             if done_at[k].is_none() && p.is_installed() {
@@ -234,7 +260,13 @@ fn run_core(
             last_publish = now;
             publish(pr, peers, &mut published);
         }
-        done_at.iter().all(Option::is_some) || now >= deadline
+        // A crashed, frozen or cut phone never installs: the run waits for the others.
+        let gone = |p: &Peer| faults.as_ref().is_some_and(|f| f.gone(p));
+        done_at
+            .iter()
+            .zip(peers.iter())
+            .all(|(d, p)| d.is_some() || gone(p))
+            || now >= deadline
     })?;
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);

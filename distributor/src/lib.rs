@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod election;
 pub mod engine;
+pub mod faults;
 pub mod fetch;
 pub mod fleet;
 pub mod lab;

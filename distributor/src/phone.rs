@@ -1368,6 +1368,11 @@ impl Phone {
                     });
                     x.parent = None;
                     x.starved_since = None;
+                    // Tell the root not to place us under it again: without this the root,
+                    // which still counts the silent parent as a member with a free slot, put
+                    // the child straight back under a phone whose cable was pulled (30 s and
+                    // more in `pfs lab`). Presumed dead, not blacklisted: heard again later.
+                    Self::exclude(x, parent, Exclusion::Dead);
                     self.rejoin(now, i, out);
                     continue;
                 }

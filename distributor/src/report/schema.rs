@@ -176,6 +176,13 @@ mod tests {
                 installed_s: Some(1.0),
                 fallbacks: 0,
             }],
+            fault_events: vec![crate::faults::FaultEvent {
+                phone: a,
+                kind: "cut",
+                why: "planned",
+                at_s: 1.0,
+                orphans: 2,
+            }],
             ..LabReport::default()
         }
     }
