@@ -426,11 +426,13 @@ pub fn unshape(site: &crate::topology::Site, i: usize, kbit: Option<u32>) -> Res
 /// (everything between the WAN and the site). The tables go with the router's namespace.
 pub fn loss_on(site: &crate::topology::Site, p: f64) -> Result<(), String> {
     let n = (p.clamp(0.0, 1.0) * 10_000.0).round() as u32;
-    let rules = format!(
-        "table bridge pfs_loss {{ chain fwd {{ type filter hook forward priority 0; policy accept;          numgen random mod 10000 < {n} drop; }} }}
-         table ip pfs_loss {{ chain fwd {{ type filter hook forward priority 0; policy accept;          numgen random mod 10000 < {n} drop; }} }}
-"
-    );
+    let mut rules = String::new();
+    for family in ["bridge", "ip"] {
+        rules.push_str(&format!(
+            "table {family} pfs_loss {{\n chain lossy {{\n  type filter hook forward priority 0; \
+             policy accept;\n  numgen random mod 10000 < {n} drop\n }}\n}}\n"
+        ));
+    }
     run(
         "ip",
         &["netns", "exec", site.router.name(), "nft", "-f", "-"],
