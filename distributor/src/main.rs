@@ -1222,6 +1222,9 @@ fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
             mode,
             models,
         } => {
+            // The attachment must outlive this command: refuse rather than print "attached"
+            // for pins that vanish with the process (`ip netns exec`).
+            xdp::pins_persist()?;
             let done = xdp::attach(&iface.target(), mode, &models)?;
             println!(
                 "attached to {} in {} mode; pins in {}",
