@@ -415,6 +415,12 @@ struct SimulateArgs {
     loss: f64,
     #[arg(long, default_value_t = 0.0)]
     crash_fraction: f64,
+    /// Phones that hang with their sockets open (peers see silence on live streams).
+    #[arg(long, default_value_t = 0.0)]
+    freeze_fraction: f64,
+    /// Phones whose link goes down (half-open streams, noticed after TCP_USER_TIMEOUT).
+    #[arg(long, default_value_t = 0.0)]
+    cut_fraction: f64,
     #[arg(long, default_value_t = 0)]
     corrupt_peers: u32,
     #[arg(long, default_value_t = 0.0)]
@@ -1361,6 +1367,8 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         lan_latency_us: a.lan_latency_us,
         loss: a.loss,
         crash_fraction: a.crash_fraction,
+        freeze_fraction: a.freeze_fraction,
+        cut_fraction: a.cut_fraction,
         corrupt_peers: a.corrupt_peers.min(a.phones),
         slow_fraction: a.slow_fraction,
         slow_mbit: a.slow_mbit,

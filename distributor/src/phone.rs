@@ -101,7 +101,7 @@ impl Default for Config {
             watchdog: 500_000,
             stall_timeout: 2_000_000,
             origin_timeout: 10_000_000,
-            starve_timeout: 6_000_000,
+            starve_timeout: 3_000_000,
             starve_timeout_store_and_forward: 30_000_000,
         }
     }
