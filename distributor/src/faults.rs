@@ -216,17 +216,29 @@ impl FaultRuntime {
             let (kind, why) = if let Some(f) = planned {
                 (f.kind, "planned")
             } else if let Some(h) = self.plan.kill_root_at.and_then(root_of)
-                && self.killed.lock().expect("lock").insert((p.model().to_owned(), h))
+                && self
+                    .killed
+                    .lock()
+                    .expect("lock")
+                    .insert((p.model().to_owned(), h))
             {
                 (FaultKind::Crash, "root")
             } else if let Some(h) = self.plan.cut_root_at.and_then(root_of)
-                && self.killed.lock().expect("lock").insert((p.model().to_owned(), h))
+                && self
+                    .killed
+                    .lock()
+                    .expect("lock")
+                    .insert((p.model().to_owned(), h))
             {
                 (FaultKind::Cut { back_after: None }, "root")
             } else if let Some(after) = self.plan.cut_first_root_after_s
                 && let Some(c) = p.confirmed_root_s()
                 && elapsed.as_secs_f64() >= c + after
-                && self.killed.lock().expect("lock").insert((String::new(), u32::MAX))
+                && self
+                    .killed
+                    .lock()
+                    .expect("lock")
+                    .insert((String::new(), u32::MAX))
             {
                 (FaultKind::Cut { back_after: None }, "first root")
             } else {
@@ -376,7 +388,9 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
         i.write_all(text.as_bytes())
             .map_err(|e| format!("{cmd}: {e}"))?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("{cmd}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd} {}: {}",
@@ -389,7 +403,9 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
 
 fn tbf(ns: &str, dev: &str, kbit: u32) -> Result<(), String> {
     let rate = format!("{kbit}kbit");
-    let burst = (u64::from(kbit) * 1000 / 8 / 100).max(32 * 1024).to_string();
+    let burst = (u64::from(kbit) * 1000 / 8 / 100)
+        .max(32 * 1024)
+        .to_string();
     run(
         "tc",
         &[

@@ -616,8 +616,7 @@ impl Lab {
             return;
         };
         let events = f.events.lock().expect("lock").clone();
-        let faulted: std::collections::HashSet<Ipv4Addr> =
-            events.iter().map(|e| e.phone).collect();
+        let faulted: std::collections::HashSet<Ipv4Addr> = events.iter().map(|e| e.phone).collect();
         let counts = f.counts();
         r.crashed = counts.get("crash").copied().unwrap_or(0);
         r.frozen = counts.get("freeze").copied().unwrap_or(0);

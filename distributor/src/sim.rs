@@ -255,6 +255,8 @@ impl Ord for Entry {
 }
 
 const SAMPLE_EVERY: Time = 1_000_000;
+/// The engine's cut-off for a stream whose send queue makes no progress (`Limits::stall`).
+const ENGINE_STALL: Time = 10_000_000;
 /// After a partition heals, roots need a root timeout plus a few adverts to merge.
 const SETTLE: Time = 5_000_000;
 const PACKET: u64 = 1448;
@@ -269,6 +271,9 @@ struct Sim {
     alive: Vec<bool>,
     /// Frozen phones accept connections (the kernel does) but never answer.
     frozen: Vec<bool>,
+    /// (parent, frozen child) pairs whose stream already stalled: the child's receive window
+    /// closed, the parent's engine cuts it off after its stall limit.
+    stalled: std::collections::HashSet<(u32, u32)>,
     slow: Vec<bool>,
     /// Bytes per microsecond.
     rate: Vec<f64>,
@@ -470,6 +475,17 @@ impl Sim {
                     let ev = Event::PeerLost { peer: to };
                     let at = now + self.cfg.peer_timeout_ms * 1000;
                     self.push(at, SimEvent::Phone { to: p, ev });
+                }
+            }
+            Action::Send {
+                to,
+                msg: Msg::Chunk { .. },
+            } if self.frozen[to as usize] => {
+                // A hung child reads nothing: its window closes, nothing more leaves, and the
+                // parent's engine cuts the stream off after its stall limit (10 s).
+                if self.stalled.insert((p, to)) {
+                    let ev = Event::PeerLost { peer: to };
+                    self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
                 }
             }
             Action::Send { to, msg } => {
@@ -746,6 +762,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         phones,
         alive: vec![true; n],
         frozen: vec![false; n],
+        stalled: std::collections::HashSet::new(),
         slow,
         rate,
         egress_free: vec![0; n],
@@ -934,7 +951,10 @@ pub fn run(cfg: &SimConfig) -> Report {
                     let peers = std::mem::take(&mut sim.tcp_peers[i]);
                     for q in peers {
                         let ev = Event::PeerLost { peer: phone };
-                        sim.push(now + cfg.cut_notice_ms * 1000, SimEvent::Phone { to: q, ev });
+                        sim.push(
+                            now + cfg.cut_notice_ms * 1000,
+                            SimEvent::Phone { to: q, ev },
+                        );
                     }
                 }
             }

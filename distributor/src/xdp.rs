@@ -475,7 +475,12 @@ pub fn pins_persist() -> Result<(), XdpError> {
     };
     let parent_of = |pid: u32| -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     // Our ancestry, and the nearest ancestor in another mount namespace.
     let mut chain = vec![std::process::id()];

@@ -15,21 +15,31 @@ fn lab(faults: &[&str]) -> Option<serde_json::Value> {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
         .args(["lab", "--phones", "30", "--models", "CP-7961G"])
-        .args(["--wan-mbit", "10", "--seed", "3", "--json", "--deadline-s", "90"])
+        .args([
+            "--wan-mbit",
+            "10",
+            "--seed",
+            "3",
+            "--json",
+            "--deadline-s",
+            "90",
+        ])
         .args(faults)
         .output()
         .expect("run pfs lab");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pfs lab {faults:?} failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "pfs lab {faults:?} failed:\n{stdout}\n{stderr}"
+    );
     let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     common::check_against_doc("lab", &r);
     assert_eq!(r["stuck"], 0, "{r}");
     assert_eq!(r["corrupt_installs"], 0, "{r}");
-    let faulted = r["crashed"].as_u64().unwrap()
-        + r["frozen"].as_u64().unwrap()
-        + r["cut"].as_u64().unwrap();
+    let faulted =
+        r["crashed"].as_u64().unwrap() + r["frozen"].as_u64().unwrap() + r["cut"].as_u64().unwrap();
     assert!(
         r["completed"].as_u64().unwrap() + faulted >= 30,
         "completed + faulted < phones: {r}"
@@ -46,7 +56,10 @@ fn within_root_target(r: &serde_json::Value) {
     let limit = r["limit_s"].as_f64().unwrap();
     let target = limit + 2.0 * ROOT_TIMEOUT_S + 2.0;
     let normal = r["normal_makespan_s"].as_f64().unwrap();
-    assert!(normal <= target, "survivors took {normal} s > {target} s: {r}");
+    assert!(
+        normal <= target,
+        "survivors took {normal} s > {target} s: {r}"
+    );
 }
 
 #[test]
@@ -54,7 +67,10 @@ fn the_root_killed_mid_file_every_survivor_installs() {
     let Some(r) = lab(&["--kill-root-at", "0.5"]) else {
         return;
     };
-    assert!(r["crashed"].as_u64().unwrap() >= 1, "no root was killed: {r}");
+    assert!(
+        r["crashed"].as_u64().unwrap() >= 1,
+        "no root was killed: {r}"
+    );
     within_root_target(&r);
 }
 
@@ -87,5 +103,8 @@ fn children_of_a_frozen_parent_reattach() {
     );
     assert!(r["recovery_max_s"].as_f64().unwrap() <= 12.0, "{r}");
     let limit = r["limit_s"].as_f64().unwrap();
-    assert!(r["normal_makespan_s"].as_f64().unwrap() <= 2.0 * limit + 6.0, "{r}");
+    assert!(
+        r["normal_makespan_s"].as_f64().unwrap() <= 2.0 * limit + 6.0,
+        "{r}"
+    );
 }

@@ -366,7 +366,10 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
 fn attach_under_ip_netns_exec_fails_instead_of_vanishing() {
     if !common::privileged("xdp attach under ip netns exec") || !pfs::xdp::is_built() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            assert!(pfs::xdp::is_built(), "CI=true: the XDP object must be built");
+            assert!(
+                pfs::xdp::is_built(),
+                "CI=true: the XDP object must be built"
+            );
         }
         return;
     }
