@@ -230,6 +230,11 @@ fn run_core(
             {
                 p.set_corrupt();
             }
+            if f.assignment.slow.contains(&i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_link_kbit((f.plan.slow_mbit * 1000.0) as u32);
+            }
         }
     }
     // Never leave the other cores waiting at the barrier, whatever failed here.

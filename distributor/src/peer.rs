@@ -680,6 +680,13 @@ impl Peer {
             .min_by(f64::total_cmp)
     }
 
+    /// The phone's link rate as it would read it from its port (a phone on a slow port of
+    /// the lab is told, as a real one negotiates it): below `leaf_below_kbit` it only ever
+    /// becomes a leaf.
+    pub fn set_link_kbit(&mut self, kbit: u32) {
+        self.phone.link_kbit = kbit;
+    }
+
     /// Fault injection: relay chunks with flipped bytes (a broken or hostile peer).
     pub fn set_corrupt(&mut self) {
         self.phone.corrupt = true;
