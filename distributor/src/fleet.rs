@@ -153,6 +153,17 @@ pub fn run(
     deadline: Duration,
     progress: Option<Arc<Progress>>,
 ) -> Result<FleetRun, FleetError> {
+    run_with(ready, backend, deadline, progress, None)
+}
+
+/// [`run`] with a fault plan carried out on the phones (`pfs lab`'s fault flags).
+pub fn run_with(
+    ready: Vec<Ready>,
+    backend: Backend,
+    deadline: Duration,
+    progress: Option<Arc<Progress>>,
+    faults: Option<Arc<crate::faults::FaultRuntime>>,
+) -> Result<FleetRun, FleetError> {
     let cores = engine::cores().min(ready.len()).max(1);
     let mut shares: Vec<Vec<Ready>> = (0..cores).map(|_| Vec::new()).collect();
     for (k, r) in ready.into_iter().enumerate() {
@@ -165,9 +176,10 @@ pub fn run(
         .enumerate()
         .map(|(core, share)| {
             let (progress, barrier) = (progress.clone(), barrier.clone());
+            let faults = faults.clone();
             std::thread::spawn(move || {
                 engine::pin_to_core(core);
-                run_core(backend, deadline, share, barrier, progress)
+                run_core(backend, deadline, share, barrier, progress, faults)
             })
         })
         .collect();
@@ -208,6 +220,7 @@ fn run_core(
     share: Vec<Ready>,
     barrier: Arc<Barrier>,
     progress: Option<Arc<Progress>>,
+    faults: Option<Arc<crate::faults::FaultRuntime>>,
 ) -> Result<CoreRun, FleetError> {
     let blksize = share
         .iter()
@@ -226,8 +239,23 @@ fn run_core(
             index.push(r.index);
         }
     }
+    if let (Ok(h), Some(f)) = (&mut host, &faults) {
+        for (k, &i) in index.iter().enumerate() {
+            if f.is_corrupt(i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_corrupt();
+            }
+            if f.assignment.slow.contains(&i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_link_kbit((f.plan.slow_mbit * 1000.0) as u32);
+            }
+        }
+    }
     // Never leave the other cores waiting at the barrier, whatever failed here.
     barrier.wait();
+    let start = Instant::now();
     let mut host = host?;
     added?;
     let deadline = Instant::now() + deadline;
@@ -237,6 +265,9 @@ fn run_core(
     let mut metrics_at = None;
     host.run(|peers| {
         crate::metrics::observe(&mut metrics_at, peers, Peer::metrics_sample);
+        if let Some(f) = &faults {
+            f.tick(start, peers, &index);
+        }
         let now = Instant::now();
         for (k, p) in peers.iter().enumerate() {
             if done_at[k].is_none() && p.is_installed() {
@@ -252,8 +283,16 @@ fn run_core(
             last_publish = now;
             publish(pr, peers, &mut published);
         }
-        let lingered = || peers.iter().all(Peer::lingered);
-        (done_at.iter().all(Option::is_some) && lingered()) || now >= deadline
+        // A crashed, frozen or cut phone never installs: the run waits for the others (and,
+        // sharing with other hosts, until every phone has lingered).
+        let gone = |p: &Peer| faults.as_ref().is_some_and(|f| f.gone(p));
+        let lingered = || peers.iter().all(|p| p.lingered() || gone(p));
+        (done_at
+            .iter()
+            .zip(peers.iter())
+            .all(|(d, p)| d.is_some() || gone(p))
+            && lingered())
+            || now >= deadline
     })?;
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);

@@ -78,6 +78,8 @@ pub struct LabConfig {
     pub pcap: Option<PathBuf>,
     /// Bytes kept of each captured frame (0: whole frames).
     pub pcap_snaplen: u32,
+    /// Faults to inject (crashes, freezes, cuts, slow ports, corrupt peers, loss).
+    pub faults: crate::faults::FaultPlan,
 }
 
 impl Default for LabConfig {
@@ -97,6 +99,7 @@ impl Default for LabConfig {
             progress: true,
             pcap: None,
             pcap_snaplen: 0,
+            faults: crate::faults::FaultPlan::default(),
         }
     }
 }
@@ -154,6 +157,22 @@ pub struct LabReport {
     pub load_bytes: u64,
     pub models: u32,
     pub makespan_s: f64,
+    /// The makespan over phones with no fault (not crashed, frozen, cut, slow or corrupt).
+    pub normal_makespan_s: f64,
+    /// Phones crashed, frozen, cut, shaped slow, made corrupt by the fault plan.
+    pub crashed: u32,
+    pub frozen: u32,
+    pub cut: u32,
+    pub slow: u32,
+    pub corrupt_peers: u32,
+    /// Phones neither installed nor faulted (crashed, frozen or cut): must be 0.
+    pub stuck: u32,
+    /// From a fault to the first chunk each orphaned child received again.
+    pub recoveries: u32,
+    pub recovery_p50_s: f64,
+    pub recovery_max_s: f64,
+    /// Every injected fault: phone, kind, why, when, orphans.
+    pub fault_events: Vec<crate::faults::FaultEvent>,
     /// models x load over the WAN rate: no distribution can finish sooner.
     pub limit_s: f64,
     pub completion_p50_s: f64,
@@ -527,14 +546,34 @@ impl Lab {
                 .peak_sessions
                 .store(h.stats.active_sessions.load(Relaxed), Relaxed);
         }
+        let faults = (!self.cfg.faults.is_empty()).then(|| {
+            Arc::new(crate::faults::FaultRuntime::new(
+                self.cfg.faults.clone(),
+                self.cfg.phones,
+                Duration::from_secs_f64(self.limit_s().max(1.0)),
+            ))
+        });
+        if let Some(f) = &faults {
+            self.apply_site_faults(f)?;
+        }
         let cpu0 = cpu_seconds();
-        let run = fleet::run(ready, self.cfg.backend, self.cfg.deadline, progress)?;
+        let run = fleet::run_with(
+            ready,
+            self.cfg.backend,
+            self.cfg.deadline,
+            progress,
+            faults.clone(),
+        )?;
         let cpu_s = cpu_seconds() - cpu0;
         let (start, max_turn, results) = (run.start, run.max_turn, run.phones);
         let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
         let wan_samples_source = sampler.source.clone();
         let wan_samples = sampler.stop(start);
         let mut r = self.summarise(mode, start, results, wan_link_bytes, &stores);
+        self.fault_summary(&mut r, faults.as_deref());
+        if let Some(f) = &faults {
+            self.clear_site_faults(f);
+        }
         r.wan_samples = wan_samples;
         r.wan_samples_source = wan_samples_source;
         r.prepare_s = prepare_s;
@@ -583,6 +622,86 @@ impl Lab {
             r.origin_resent_blocks = Some(after - before);
         }
         Ok(r)
+    }
+
+    /// `models x load` over the WAN rate (the report's `limit_s`).
+    fn limit_s(&self) -> f64 {
+        let load = self.manifests[0].2.load_bytes() as f64;
+        self.manifests.len() as f64 * load * 8.0 / (self.cfg.wan_mbit * 1e6)
+    }
+
+    /// Slow ports and packet loss, for the run.
+    fn apply_site_faults(&self, f: &crate::faults::FaultRuntime) -> Result<(), LabError> {
+        let kbit = (f.plan.slow_mbit.max(0.1) * 1000.0) as u32;
+        for &i in &f.assignment.slow {
+            crate::faults::shape(&self.site, i, kbit)
+                .map_err(|e| LabError::Setup(format!("slow port of phone {i}: {e}")))?;
+        }
+        if f.plan.loss > 0.0 {
+            crate::faults::loss_on(&self.site, f.plan.loss)
+                .map_err(|e| LabError::Setup(format!("packet loss: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::apply_site_faults`] and brings cut links back, for the next run.
+    fn clear_site_faults(&self, f: &crate::faults::FaultRuntime) {
+        for &i in &f.assignment.slow {
+            let kbit = self.cfg.lan_mbit.map(|m| (m * 1000.0) as u32);
+            let _ = crate::faults::unshape(&self.site, i, kbit);
+        }
+        if f.plan.loss > 0.0 {
+            crate::faults::loss_off(&self.site);
+        }
+        for e in f.events.lock().expect("lock").iter() {
+            if e.kind == "cut"
+                && let Some(i) = self.site.phone_addrs.iter().position(|a| *a == e.phone)
+            {
+                crate::faults::link_up(self.site.phones[i].name());
+            }
+        }
+    }
+
+    /// The fault plan's part of the report.
+    fn fault_summary(&self, r: &mut LabReport, f: Option<&crate::faults::FaultRuntime>) {
+        let Some(f) = f else {
+            r.normal_makespan_s = r.makespan_s;
+            r.stuck = r.phones - r.completed;
+            return;
+        };
+        let events = f.events.lock().expect("lock").clone();
+        let faulted: std::collections::HashSet<Ipv4Addr> = events.iter().map(|e| e.phone).collect();
+        let counts = f.counts();
+        r.crashed = counts.get("crash").copied().unwrap_or(0);
+        r.frozen = counts.get("freeze").copied().unwrap_or(0);
+        r.cut = counts.get("cut").copied().unwrap_or(0);
+        r.slow = f.assignment.slow.len() as u32;
+        r.corrupt_peers = f.assignment.corrupt.len() as u32;
+        let special: std::collections::HashSet<Ipv4Addr> = f
+            .assignment
+            .slow
+            .iter()
+            .chain(&f.assignment.corrupt)
+            .map(|&i| self.site.phone_addrs[i])
+            .collect();
+        r.stuck = 0;
+        r.normal_makespan_s = 0.0;
+        for t in &r.phone_times {
+            match t.installed_s {
+                Some(s) => {
+                    if !faulted.contains(&t.phone) && !special.contains(&t.phone) {
+                        r.normal_makespan_s = r.normal_makespan_s.max(s);
+                    }
+                }
+                None if faulted.contains(&t.phone) => {}
+                None => r.stuck += 1,
+            }
+        }
+        let rec = f.recoveries.lock().expect("lock").clone();
+        r.recoveries = rec.len() as u32;
+        r.recovery_p50_s = crate::faults::quantile(&rec, 0.5);
+        r.recovery_max_s = crate::faults::quantile(&rec, 1.0);
+        r.fault_events = events;
     }
 
     /// DATA blocks the embedded origin has resent so far (counted as each transfer ends).
@@ -705,6 +824,17 @@ impl Lab {
             load_bytes,
             models,
             makespan_s: completions.iter().copied().fold(0.0, f64::max),
+            normal_makespan_s: 0.0,
+            crashed: 0,
+            frozen: 0,
+            cut: 0,
+            slow: 0,
+            corrupt_peers: 0,
+            stuck: 0,
+            recoveries: 0,
+            recovery_p50_s: 0.0,
+            recovery_max_s: 0.0,
+            fault_events: Vec::new(),
             limit_s: f64::from(models) * load_bytes as f64 / wan_rate,
             completion_p50_s: q(0.5),
             completion_p90_s: q(0.9),

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod demo;
 pub mod election;
 pub mod engine;
+pub mod faults;
 pub mod fetch;
 pub mod fleet;
 pub mod fleetnet;

@@ -212,6 +212,42 @@ struct LabArgs {
     /// chunk streams, a small snaplen keeps only the election traffic whole).
     #[arg(long, default_value_t = 0, requires = "pcap")]
     pcap_snaplen: u32,
+    /// Fault plan: this fraction of phones crash (sockets closed, phone stopped).
+    #[arg(long, default_value_t = 0.0)]
+    crash_fraction: f64,
+    /// When the crashing phones crash (default: a seeded time within the limit).
+    #[arg(long)]
+    crash_at_s: Option<f64>,
+    /// This fraction of phones hang (sockets open, nothing processed).
+    #[arg(long, default_value_t = 0.0)]
+    freeze_fraction: f64,
+    /// This fraction of phones have their link cut in their namespace (half-open, no RST).
+    #[arg(long, default_value_t = 0.0)]
+    cut_fraction: f64,
+    /// Bring cut links back up after this long.
+    #[arg(long)]
+    cut_for_s: Option<f64>,
+    /// This fraction of phones have their port shaped to --slow-mbit.
+    #[arg(long, default_value_t = 0.0)]
+    slow_fraction: f64,
+    #[arg(long, default_value_t = 2.0)]
+    slow_mbit: f64,
+    /// Phones that relay chunks with flipped bytes.
+    #[arg(long, default_value_t = 0)]
+    corrupt_peers: usize,
+    /// The root of every hierarchy crashes when it holds this fraction of its file.
+    #[arg(long)]
+    kill_root_at: Option<f64>,
+    /// The root of every hierarchy has its link cut when it holds this fraction of its file.
+    #[arg(long)]
+    cut_root_at: Option<f64>,
+    /// The first phone to confirm itself root has its link cut this many seconds later.
+    #[arg(long)]
+    cut_first_root_after_s: Option<f64>,
+    /// Random packet loss (0..1) on the site bridge and the WAN (nftables numgen in the
+    /// site router).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
 }
 
 /// Options `peer` and `serve` share.
@@ -443,6 +479,12 @@ struct SimulateArgs {
     loss: f64,
     #[arg(long, default_value_t = 0.0)]
     crash_fraction: f64,
+    /// Phones that hang with their sockets open (peers see silence on live streams).
+    #[arg(long, default_value_t = 0.0)]
+    freeze_fraction: f64,
+    /// Phones whose link goes down (half-open streams, noticed after TCP_USER_TIMEOUT).
+    #[arg(long, default_value_t = 0.0)]
+    cut_fraction: f64,
     #[arg(long, default_value_t = 0)]
     corrupt_peers: u32,
     #[arg(long, default_value_t = 0.0)]
@@ -1000,6 +1042,21 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         progress: !a.json,
         pcap: a.pcap.clone(),
         pcap_snaplen: a.pcap_snaplen,
+        faults: pfs::faults::FaultPlan {
+            seed: a.seed,
+            crash_fraction: a.crash_fraction,
+            crash_at_s: a.crash_at_s,
+            freeze_fraction: a.freeze_fraction,
+            cut_fraction: a.cut_fraction,
+            cut_for_s: a.cut_for_s,
+            slow_fraction: a.slow_fraction,
+            slow_mbit: a.slow_mbit,
+            corrupt_peers: a.corrupt_peers,
+            kill_root_at: a.kill_root_at,
+            cut_root_at: a.cut_root_at,
+            cut_first_root_after_s: a.cut_first_root_after_s,
+            loss: a.loss,
+        },
     };
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
@@ -1087,7 +1144,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     let ok = !runs.is_empty()
         && runs
             .iter()
-            .all(|r| r.completed == r.phones && r.corrupt_installs == 0 && r.violations.is_empty());
+            .all(|r| r.stuck == 0 && r.corrupt_installs == 0 && r.violations.is_empty());
     for r in &runs {
         for v in &r.violations {
             eprintln!("pfs: {} run: {v}", mode_name(r.mode));
@@ -1159,6 +1216,30 @@ fn print_lab_run(r: &pfs::lab::LabReport) {
         r.origin_fallbacks,
         r.corrupt_installs
     );
+    if !r.fault_events.is_empty() || r.slow > 0 || r.corrupt_peers > 0 {
+        println!(
+            "  faults: crashed {}, frozen {}, cut {}, slow {}, corrupt peers {}; stuck {}; normal phones' makespan {:.2} s ({:.2} x limit); recovery p50 {:.2} s max {:.2} s over {} orphans; origin peak sessions {:?} (bound {})",
+            r.crashed,
+            r.frozen,
+            r.cut,
+            r.slow,
+            r.corrupt_peers,
+            r.stuck,
+            r.normal_makespan_s,
+            r.normal_makespan_s / r.limit_s,
+            r.recovery_p50_s,
+            r.recovery_max_s,
+            r.recoveries,
+            r.origin_peak_sessions,
+            r.origin_session_bound
+        );
+        for e in &r.fault_events {
+            println!(
+                "    {:.2} s {} {} ({}), {} children orphaned",
+                e.at_s, e.phone, e.kind, e.why, e.orphans
+            );
+        }
+    }
 }
 
 fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
@@ -1333,6 +1414,9 @@ fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
             mode,
             models,
         } => {
+            // The attachment must outlive this command: refuse rather than print "attached"
+            // for pins that vanish with the process (`ip netns exec`).
+            xdp::pins_persist()?;
             let done = xdp::attach(&iface.target(), mode, &models)?;
             println!(
                 "attached to {} in {} mode; pins in {}",
@@ -1469,6 +1553,8 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         lan_latency_us: a.lan_latency_us,
         loss: a.loss,
         crash_fraction: a.crash_fraction,
+        freeze_fraction: a.freeze_fraction,
+        cut_fraction: a.cut_fraction,
         corrupt_peers: a.corrupt_peers.min(a.phones),
         slow_fraction: a.slow_fraction,
         slow_mbit: a.slow_mbit,

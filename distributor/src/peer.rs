@@ -291,6 +291,23 @@ pub struct Peer {
     activated: bool,
     installed_at: Option<Instant>,
     started: bool,
+    /// An injected fault (`pfs lab`'s fault plan).
+    fault: Fault,
+}
+
+/// A fault injected into a phone of the lab (see `crate::faults`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Every socket closed by the kernel (FIN, or RST with unread data); the phone stopped.
+    Crashed,
+    /// Hung: sockets stay open, nothing is processed (peers see silence on live streams).
+    Frozen,
+    /// Its link is down in its namespace (half-open streams, no RST); it keeps running.
+    Cut,
+    /// A cut link came back up.
+    Restored,
 }
 
 /// Completions the host routed to this phone, handled after the poll.
@@ -625,12 +642,103 @@ impl Peer {
             activated: done_already,
             installed_at: None,
             started: false,
+            fault: Fault::None,
             span: tracing::info_span!("phone", ip = %me),
         })
     }
 
     fn now(&self) -> Time {
         self.start.elapsed().as_micros() as Time
+    }
+
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+
+    /// Crashed or frozen: the host neither processes nor ticks it.
+    fn stopped(&self) -> bool {
+        matches!(self.fault, Fault::Crashed | Fault::Frozen)
+    }
+
+    /// The protocol core's state (read-only).
+    pub fn core(&self) -> &Phone {
+        &self.phone
+    }
+
+    pub fn model(&self) -> &str {
+        &self.opts.model
+    }
+
+    pub fn addr(&self) -> Ipv4Addr {
+        self.me
+    }
+
+    /// The namespace the phone lives in, if any.
+    pub fn netns(&self) -> Option<&str> {
+        match &self.place {
+            Place::Netns(h) => Some(h.name()),
+            Place::Here => None,
+        }
+    }
+
+    /// When this phone first confirmed itself root of any file (s after its boot).
+    pub fn confirmed_root_s(&self) -> Option<f64> {
+        self.files
+            .iter()
+            .filter_map(|f| f.report.confirmed_root_s)
+            .min_by(f64::total_cmp)
+    }
+
+    /// The phone's link rate as it would read it from its port (a phone on a slow port of
+    /// the lab is told, as a real one negotiates it): below `leaf_below_kbit` it only ever
+    /// becomes a leaf.
+    pub fn set_link_kbit(&mut self, kbit: u32) {
+        self.phone.link_kbit = kbit;
+    }
+
+    /// Fault injection: relay chunks with flipped bytes (a broken or hostile peer).
+    pub fn set_corrupt(&mut self) {
+        self.phone.corrupt = true;
+    }
+
+    /// Fault injection: the phone dies. Its sockets are closed at once (the kernel sends FIN,
+    /// or RST where unread data remains), without polling the shared reactor.
+    pub fn crash(&mut self) {
+        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+        tokens.extend(
+            self.files
+                .iter_mut()
+                .filter_map(|f| f.origin.take().map(|o| o.token)),
+        );
+        tokens.extend([self.base | UDP_TOKEN, self.base | LISTEN_TOKEN]);
+        let mut r = self.reactor.borrow_mut();
+        for t in tokens {
+            r.close(t);
+        }
+        self.conns.clear();
+        self.to_parent.clear();
+        self.from_child.clear();
+        self.inbox = Inbox::default();
+        self.fault = Fault::Crashed;
+    }
+
+    /// Fault injection: the phone hangs; its sockets stay open.
+    pub fn freeze(&mut self) {
+        self.inbox = Inbox::default();
+        self.fault = Fault::Frozen;
+    }
+
+    /// Fault injection: the phone's link goes down in its namespace (no RST).
+    pub fn cut(&mut self) {
+        if let Some(ns) = self.netns() {
+            crate::faults::link_down(ns);
+        }
+        self.fault = Fault::Cut;
+    }
+
+    /// The cut link is back (the caller brought it up).
+    pub fn uncut(&mut self) {
+        self.fault = Fault::Restored;
     }
 
     fn token(&mut self) -> Token {
@@ -770,6 +878,7 @@ impl Peer {
         for (stream, from) in inbox.accepted {
             let SocketAddr::V4(from) = from else { continue };
             let t = self.token();
+            engine::tcp_liveness(&stream);
             if self.reactor.borrow_mut().register(t, stream).is_ok() {
                 self.conns.insert(
                     t,
@@ -1379,6 +1488,15 @@ impl Peer {
                 let have_bytes = (u64::from(have) * cs).min(f.entry.size);
                 let head = wire::chunk_head(f.id64, start, have_bytes, (end - start) as usize);
                 let frame = match &f.map {
+                    // A corrupt peer (fault injection) relays the chunk with one byte flipped.
+                    Some(map) if self.phone.corrupt => {
+                        let mut v = head.to_vec();
+                        v.extend_from_slice(&map[start as usize..end as usize]);
+                        if let Some(b) = v.get_mut(wire::HEADER_LEN + 24) {
+                            *b ^= 0x5a;
+                        }
+                        Payload::Owned(v)
+                    }
                     Some(map) => Payload::Mapped {
                         head: head.to_vec(),
                         map: map.clone(),
@@ -1818,7 +1936,7 @@ impl Host {
     /// due at `t` thus never fires before a datagram that arrived before `t` and is already
     /// queued: firing claim guards ahead of the adverts that would suppress them made hundreds
     /// of roots at 400 phones.
-    pub fn run(&mut self, mut done: impl FnMut(&[Peer]) -> bool) -> Result<(), PeerError> {
+    pub fn run(&mut self, mut done: impl FnMut(&mut [Peer]) -> bool) -> Result<(), PeerError> {
         let mut waited = true;
         loop {
             let turn_start = Instant::now();
@@ -1836,6 +1954,9 @@ impl Host {
             let t_tick = Instant::now();
             let mut slowest = (Duration::ZERO, 0usize);
             for (k, p) in self.peers.iter_mut().enumerate() {
+                if p.stopped() {
+                    continue;
+                }
                 let _in = p.span.clone().entered();
                 let t = Instant::now();
                 next = next.min(p.tick()?);
@@ -1861,7 +1982,7 @@ impl Host {
             if turn > Duration::from_millis(10) {
                 self.long_turns += 1;
             }
-            if done(&self.peers) || stop_requested() {
+            if done(&mut self.peers) || stop_requested() {
                 return Ok(());
             }
             let wait = next
@@ -1889,7 +2010,9 @@ impl Host {
                     Completion::Datagram { sock, .. } => *sock,
                 };
                 let slot = (token >> PHONE_SHIFT) as usize;
-                if let Some(p) = slot.checked_sub(1).and_then(|i| peers.get_mut(i)) {
+                if let Some(p) = slot.checked_sub(1).and_then(|i| peers.get_mut(i))
+                    && !p.stopped()
+                {
                     let _in = p.span.clone().entered();
                     p.route(c);
                 }
@@ -1900,6 +2023,9 @@ impl Host {
 
     fn process_all(&mut self) -> Result<(), PeerError> {
         for p in &mut self.peers {
+            if p.stopped() {
+                continue;
+            }
             let _in = p.span.clone().entered();
             p.process()?;
         }

@@ -101,7 +101,7 @@ impl Default for Config {
             watchdog: 500_000,
             stall_timeout: 2_000_000,
             origin_timeout: 10_000_000,
-            starve_timeout: 6_000_000,
+            starve_timeout: 3_000_000,
             starve_timeout_store_and_forward: 30_000_000,
         }
     }
@@ -371,6 +371,10 @@ pub struct Hierarchy {
     last_progress: Time,
     /// Since when the stall probes have gone unanswered.
     starved_since: Option<Time>,
+    /// The root's verified count when the starvation began: a member leaves its parent only
+    /// if the root got data meanwhile (or holds the whole file), never when the origin itself
+    /// stalls (under WAN loss everyone starves at once; leaving then wrecked the tree).
+    starved_root_mark: u32,
     /// The root's verified chunk count, from its adverts.
     root_verified: u32,
     excludes: Excludes,
@@ -465,6 +469,7 @@ impl Phone {
                 last_rx: 0,
                 last_progress: 0,
                 starved_since: None,
+                starved_root_mark: 0,
                 root_verified: 0,
                 excludes: Excludes::default(),
                 blacklist: Vec::new(),
@@ -1378,13 +1383,21 @@ impl Phone {
             {
                 // Nothing from the parent for a while: ask again from our verified offset.
                 x.last_rx = now;
-                let since = *x.starved_since.get_or_insert(now);
+                if x.starved_since.is_none() {
+                    x.starved_since = Some(now);
+                    x.starved_root_mark = x.root_verified;
+                }
+                let since = x.starved_since.unwrap_or(now);
+                // Deeper members wait longer: when a parent dies, its own children (the
+                // shallowest starving) move first and their subtrees are fed again before
+                // they would blame their own, live, parents.
                 let limit = if cfg.mode == Mode::StoreAndForward {
                     cfg.starve_timeout_store_and_forward
                 } else {
                     cfg.starve_timeout
-                };
-                if x.root_verified > x.verified && now.saturating_sub(since) > limit {
+                } + Time::from(x.depth) * cfg.watchdog;
+                let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
+                if x.root_verified > x.verified && root_fed && now.saturating_sub(since) > limit {
                     // The chain above us leads to no data (a stale placement, possibly a
                     // cycle across two trees): leave it and get a fresh place from the root.
                     out.push(Action::Send {
@@ -1393,6 +1406,11 @@ impl Phone {
                     });
                     x.parent = None;
                     x.starved_since = None;
+                    // Tell the root not to place us under it again: without this the root,
+                    // which still counts the silent parent as a member with a free slot, put
+                    // the child straight back under a phone whose cable was pulled (30 s and
+                    // more in `pfs lab`). Presumed dead, not blacklisted: heard again later.
+                    Self::exclude(x, parent, Exclusion::Dead);
                     self.rejoin(now, i, out);
                     continue;
                 }

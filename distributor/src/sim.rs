@@ -92,6 +92,15 @@ pub struct SimConfig {
     /// The root of every hierarchy crashes when it holds this fraction of its file (0: off);
     /// each hierarchy loses its first root only.
     pub kill_root_at: f64,
+    /// Phones that hang (as `pfs lab --freeze-fraction`): they stop handling anything, but
+    /// their TCP connections stay open, so no peer is ever told (silence on a live stream).
+    pub freeze_fraction: f64,
+    /// Phones whose link goes down (as `pfs lab --cut-fraction`): no FIN or RST; peers notice
+    /// only through `TCP_USER_TIMEOUT` after an unacknowledged send (`cut_notice_ms`).
+    pub cut_fraction: f64,
+    /// When a half-open stream breaks, as measured in `pfs lab`: a child's next stall probe
+    /// (the core's `stall_timeout`, 2 s) plus the engine's `PEER_TIMEOUT` (3 s).
+    pub cut_notice_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -126,6 +135,9 @@ impl Default for SimConfig {
             partition_for_s: 0.0,
             max_sim_s: 36_000.0,
             kill_root_at: 0.0,
+            freeze_fraction: 0.0,
+            cut_fraction: 0.0,
+            cut_notice_ms: 5_000,
         }
     }
 }
@@ -135,6 +147,9 @@ pub struct Report {
     pub phones: u32,
     pub completed: u32,
     pub crashed: u32,
+    /// Phones frozen (hung with open sockets) and cut off (link down, half-open streams).
+    pub frozen: u32,
+    pub cut: u32,
     pub corrupt_installs: u32,
     pub origin_fallbacks: u32,
     pub fallbacks_no_peer: u32,
@@ -204,6 +219,14 @@ enum SimEvent {
     Crash {
         phone: u32,
     },
+    /// The phone hangs: no event reaches it, its streams stay open (no peer is told).
+    Freeze {
+        phone: u32,
+    },
+    /// The phone's link goes down: its streams break only when a peer's send times out.
+    Cut {
+        phone: u32,
+    },
     PartitionStart,
     Sample,
 }
@@ -232,6 +255,8 @@ impl Ord for Entry {
 }
 
 const SAMPLE_EVERY: Time = 1_000_000;
+/// The engine's cut-off for a stream whose send queue makes no progress (`Limits::stall`).
+const ENGINE_STALL: Time = 10_000_000;
 /// After a partition heals, roots need a root timeout plus a few adverts to merge.
 const SETTLE: Time = 5_000_000;
 const PACKET: u64 = 1448;
@@ -244,6 +269,11 @@ struct Sim {
     seq: u64,
     phones: Vec<Phone>,
     alive: Vec<bool>,
+    /// Frozen phones accept connections (the kernel does) but never answer.
+    frozen: Vec<bool>,
+    /// (parent, frozen child) pairs whose stream already stalled: the child's receive window
+    /// closed, the parent's engine cuts it off after its stall limit.
+    stalled: std::collections::HashSet<(u32, u32)>,
     slow: Vec<bool>,
     /// Bytes per microsecond.
     rate: Vec<f64>,
@@ -447,6 +477,17 @@ impl Sim {
                     self.push(at, SimEvent::Phone { to: p, ev });
                 }
             }
+            Action::Send {
+                to,
+                msg: Msg::Chunk { .. },
+            } if self.frozen[to as usize] => {
+                // A hung child reads nothing: its window closes, nothing more leaves, and the
+                // parent's engine cuts the stream off after its stall limit (10 s).
+                if self.stalled.insert((p, to)) {
+                    let ev = Event::PeerLost { peer: to };
+                    self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
+                }
+            }
             Action::Send { to, msg } => {
                 let ev = Event::Recv { from: p, msg };
                 match msg {
@@ -464,6 +505,9 @@ impl Sim {
                         }
                         self.ingress_free[ti] = arrive;
                         self.push(arrive, SimEvent::Phone { to, ev });
+                    }
+                    Msg::Request { .. } if self.frozen[to as usize] => {
+                        // A hung phone's kernel accepts the connection; nothing answers.
                     }
                     Msg::Request { .. } if !self.alive[to as usize] => {
                         // Connecting to a dead phone fails after the TCP timeout.
@@ -717,6 +761,8 @@ pub fn run(cfg: &SimConfig) -> Report {
         seq: 0,
         phones,
         alive: vec![true; n],
+        frozen: vec![false; n],
+        stalled: std::collections::HashSet::new(),
         slow,
         rate,
         egress_free: vec![0; n],
@@ -740,6 +786,8 @@ pub fn run(cfg: &SimConfig) -> Report {
             phones: cfg.phones,
             completed: 0,
             crashed: 0,
+            frozen: 0,
+            cut: 0,
             corrupt_installs: 0,
             origin_fallbacks: 0,
             fallbacks_no_peer: 0,
@@ -785,6 +833,23 @@ pub fn run(cfg: &SimConfig) -> Report {
         if let Some(at) = crash_at[i as usize] {
             sim.push(at, SimEvent::Crash { phone: i });
         }
+    }
+    // Freezes and cuts: their own generator, so the draws above stay what they were.
+    let mut frng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6672_6565_7a65);
+    let mut spare: Vec<u32> = (0..cfg.phones)
+        .filter(|&i| crash_at[i as usize].is_none())
+        .collect();
+    spare.shuffle(&mut frng);
+    let freezes = (cfg.freeze_fraction * n as f64).round() as usize;
+    let cuts = (cfg.cut_fraction * n as f64).round() as usize;
+    for (k, &i) in spare.iter().take(freezes + cuts).enumerate() {
+        let at = frng.random_range(0..(limit_s * 1e6) as Time);
+        let ev = if k < freezes {
+            SimEvent::Freeze { phone: i }
+        } else {
+            SimEvent::Cut { phone: i }
+        };
+        sim.push(at, ev);
     }
     sim.push(SAMPLE_EVERY, SimEvent::Sample);
     if partition.0 < partition.1 {
@@ -869,6 +934,30 @@ pub fn run(cfg: &SimConfig) -> Report {
                     );
                 }
             }
+            SimEvent::Freeze { phone } | SimEvent::Cut { phone } => {
+                let i = phone as usize;
+                if sim.completion[i].is_some() || !sim.alive[i] {
+                    continue;
+                }
+                sim.alive[i] = false;
+                for h in 0..files {
+                    sim.close_origin(i * files + h);
+                }
+                if matches!(ev, SimEvent::Freeze { .. }) {
+                    sim.frozen[i] = true;
+                    sim.report.frozen += 1;
+                } else {
+                    sim.report.cut += 1;
+                    let peers = std::mem::take(&mut sim.tcp_peers[i]);
+                    for q in peers {
+                        let ev = Event::PeerLost { peer: phone };
+                        sim.push(
+                            now + cfg.cut_notice_ms * 1000,
+                            SimEvent::Phone { to: q, ev },
+                        );
+                    }
+                }
+            }
             SimEvent::PartitionStart => {
                 // Connections across the cut break; both ends notice after the TCP timeout.
                 let at = now + cfg.peer_timeout_ms * 1000;
@@ -900,7 +989,9 @@ pub fn run(cfg: &SimConfig) -> Report {
                 sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
             }
         }
-        if sim.report.completed + sim.report.crashed == cfg.phones {
+        if sim.report.completed + sim.report.crashed + sim.report.frozen + sim.report.cut
+            == cfg.phones
+        {
             break;
         }
     }

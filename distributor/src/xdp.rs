@@ -57,6 +57,13 @@ pub enum XdpError {
     Counters { path: String, reason: String },
     #[error("cannot pin under {path}: {reason}")]
     Pin { path: String, reason: String },
+    #[error(
+        "the bpffs at /sys/fs/bpf is private to this process's mount namespace (`ip netns exec` \
+         mounts its own /sys for every command): the pinned link would vanish when pfs exits and \
+         XDP would detach at once. Run `pfs xdp attach --netns NS --iface IF` from the host's \
+         namespace instead"
+    )]
+    PrivateBpffs,
     #[error(transparent)]
     Netns(#[from] crate::netns::NetnsError),
 }
@@ -454,6 +461,71 @@ fn preflight() -> Result<(), XdpError> {
 }
 
 /// Mounts bpffs at /sys/fs/bpf when nothing is mounted there (pins need it).
+/// Whether pins made now outlive this process. Under `ip netns exec` the process runs in a
+/// mount namespace of its own with a fresh /sys, so a bpffs there (found or mounted) goes away
+/// with the process, and the pinned link with it: `pfs xdp attach` printed "attached" and exited
+/// 0 while nothing stayed attached. The pins persist when another process (not one of ours or
+/// our ancestors) lives in this mount namespace, or when the nearest ancestor outside it sees
+/// the same bpffs.
+pub fn pins_persist() -> Result<(), XdpError> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let Some(mine) = ns("self") else {
+        return Ok(());
+    };
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    // Our ancestry, and the nearest ancestor in another mount namespace.
+    let mut chain = vec![std::process::id()];
+    let mut outside = None;
+    while let Some(pp) = chain.last().and_then(|&p| parent_of(p)) {
+        if pp == 0 || chain.len() > 64 {
+            break;
+        }
+        match ns(&pp.to_string()) {
+            Some(n) if n == mine => chain.push(pp),
+            Some(_) => {
+                outside = Some(pp);
+                break;
+            }
+            None => break,
+        }
+    }
+    let Some(outside) = outside else {
+        return Ok(()); // no ancestor in another namespace: this is the host's (or container's)
+    };
+    // Someone else keeps this mount namespace alive?
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !chain.contains(&pid) && ns(&pid.to_string()).as_ref() == Some(&mine) {
+                return Ok(());
+            }
+        }
+    }
+    let bpffs = |p: &str| {
+        nix::sys::statfs::statfs(p)
+            .ok()
+            .filter(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
+            .and_then(|_| std::fs::metadata(p).ok())
+            .map(|m| m.dev())
+    };
+    let here = bpffs("/sys/fs/bpf");
+    if here.is_some() && here == bpffs(&format!("/proc/{outside}/root/sys/fs/bpf")) {
+        return Ok(());
+    }
+    Err(XdpError::PrivateBpffs)
+}
+
 fn ensure_bpffs() -> Result<(), XdpError> {
     let mount_point = Path::new("/sys/fs/bpf");
     if let Ok(fs) = nix::sys::statfs::statfs(mount_point)

@@ -358,3 +358,56 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
     };
     assert_eq!((slot(2), slot(8), slot(9), slot(10)), (20, 5, 10, 7));
 }
+
+/// `ip netns exec NS pfs xdp attach --iface IF` used to print "attached" and exit 0 while the
+/// pins went into the private /sys that `ip netns exec` mounts, and the attachment vanished
+/// with the process. It must fail and point to `--netns`, and leave nothing attached.
+#[test]
+fn attach_under_ip_netns_exec_fails_instead_of_vanishing() {
+    if !common::privileged("xdp attach under ip netns exec") || !pfs::xdp::is_built() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            assert!(
+                pfs::xdp::is_built(),
+                "CI=true: the XDP object must be built"
+            );
+        }
+        return;
+    }
+    let a = Netns::create("xe-a").expect("netns");
+    let b = Netns::create("xe-b").expect("netns");
+    let link = VethPair::create(
+        &a,
+        "pfsxe-a",
+        Ipv4Addr::new(198, 18, 2, 1),
+        &b,
+        "pfsxe-b",
+        Ipv4Addr::new(198, 18, 2, 2),
+        24,
+    )
+    .expect("veth");
+    let ns = b.name().to_owned();
+    let iface = link.b_name.clone();
+    let _detach = Detach(&iface, &ns);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_pfs")])
+        .args(["xdp", "attach", "--iface", &iface])
+        .output()
+        .expect("ip netns exec pfs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "claimed success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("--netns"), "{stderr}");
+    // Nothing stays attached: the interface has no XDP program.
+    let show = Command::new("ip")
+        .args(["-n", &ns, "-d", "link", "show", &iface])
+        .output()
+        .expect("ip link show");
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(!show.contains("prog/xdp"), "{show}");
+    // The supported way works.
+    let attached = ok(&["xdp", "attach", "--iface", &iface, "--netns", &ns]);
+    assert!(attached.contains("attached to"), "{attached}");
+}

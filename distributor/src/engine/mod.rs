@@ -331,7 +331,31 @@ pub fn tcp_socket() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a new descriptor nobody else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    tcp_liveness(&fd);
+    Ok(fd)
+}
+
+/// How long a peer stream may go without an acknowledgement before the kernel gives up on
+/// it (`TCP_USER_TIMEOUT`, with keepalive probes on an idle stream). Measured in `pfs lab`:
+/// without it a phone whose cable is pulled (link down, no RST) left its children on a
+/// half-open stream for the whole run, and its parent sending into it for the engine's stall
+/// limit. Equal to the core's `root_timeout`.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Sets the stream liveness options (keepalive every second once idle for a second, and
+/// `TCP_USER_TIMEOUT` of [`PEER_TIMEOUT`]); best effort, a failure is logged.
+pub fn tcp_liveness(fd: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let ms = PEER_TIMEOUT.as_millis() as u32;
+    let r = setsockopt(fd, sockopt::KeepAlive, &true)
+        .and_then(|()| setsockopt(fd, sockopt::TcpKeepIdle, &1))
+        .and_then(|()| setsockopt(fd, sockopt::TcpKeepInterval, &1))
+        .and_then(|()| setsockopt(fd, sockopt::TcpKeepCount, &2))
+        .and_then(|()| setsockopt(fd, sockopt::TcpUserTimeout, &ms));
+    if let Err(e) = r {
+        tracing::debug!("stream liveness options: {e}");
+    }
 }
 
 /// Pins the calling thread to `core` (best effort: a cgroup may forbid it).

@@ -179,6 +179,13 @@ mod tests {
             messages_sent: BTreeMap::from([("Advert".to_owned(), 3)]),
             pcap_frames: Some(3),
             pcap_dropped: Some(0),
+            fault_events: vec![crate::faults::FaultEvent {
+                phone: a,
+                kind: "cut",
+                why: "planned",
+                at_s: 1.0,
+                orphans: 2,
+            }],
             ..LabReport::default()
         }
     }

@@ -1,0 +1,110 @@
+//! `pfs lab` with faults on real sockets: the root killed mid-file, a root's cable pulled, a
+//! frozen parent. Survivors must install verified loads, nobody may be stuck, and recovery must
+//! take seconds (targets of issue 14: limit + 2 x root_timeout + 2 s for a dead or cut root).
+
+mod common;
+
+use std::process::Command;
+
+const ROOT_TIMEOUT_S: f64 = 3.0;
+
+/// Runs a 30-phone, one-model lab at 10 Mbit/s with `faults`; returns its JSON report.
+fn lab(faults: &[&str]) -> Option<serde_json::Value> {
+    if !common::privileged("pfs lab with faults") || !common::tool("tc") {
+        return None;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
+        .args(["lab", "--phones", "30", "--models", "CP-7961G"])
+        .args([
+            "--wan-mbit",
+            "10",
+            "--seed",
+            "3",
+            "--json",
+            "--deadline-s",
+            "90",
+        ])
+        .args(faults)
+        .output()
+        .expect("run pfs lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pfs lab {faults:?} failed:\n{stdout}\n{stderr}"
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    common::check_against_doc("lab", &r);
+    assert_eq!(r["stuck"], 0, "{r}");
+    assert_eq!(r["corrupt_installs"], 0, "{r}");
+    let faulted =
+        r["crashed"].as_u64().unwrap() + r["frozen"].as_u64().unwrap() + r["cut"].as_u64().unwrap();
+    assert!(
+        r["completed"].as_u64().unwrap() + faulted >= 30,
+        "completed + faulted < phones: {r}"
+    );
+    assert!(
+        r["origin_peak_sessions"].as_u64().unwrap() <= r["origin_session_bound"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert_eq!(r["violations"], serde_json::json!([]), "{r}");
+    Some(r)
+}
+
+fn within_root_target(r: &serde_json::Value) {
+    let limit = r["limit_s"].as_f64().unwrap();
+    let target = limit + 2.0 * ROOT_TIMEOUT_S + 2.0;
+    let normal = r["normal_makespan_s"].as_f64().unwrap();
+    assert!(
+        normal <= target,
+        "survivors took {normal} s > {target} s: {r}"
+    );
+}
+
+#[test]
+fn the_root_killed_mid_file_every_survivor_installs() {
+    let Some(r) = lab(&["--kill-root-at", "0.5"]) else {
+        return;
+    };
+    assert!(
+        r["crashed"].as_u64().unwrap() >= 1,
+        "no root was killed: {r}"
+    );
+    within_root_target(&r);
+}
+
+#[test]
+fn the_first_roots_cable_pulled_recovers_in_seconds() {
+    let Some(r) = lab(&["--cut-first-root-after-s", "1.5"]) else {
+        return;
+    };
+    assert_eq!(r["cut"], 1, "{r}");
+    within_root_target(&r);
+    // Half-open streams are noticed (TCP_USER_TIMEOUT), not waited out.
+    assert!(r["recovery_max_s"].as_f64().unwrap() <= 10.0, "{r}");
+}
+
+#[test]
+fn children_of_a_frozen_parent_reattach() {
+    let Some(r) = lab(&["--freeze-fraction", "0.1"]) else {
+        return;
+    };
+    assert_eq!(r["frozen"], 3, "{r}");
+    let orphaned: u64 = r["fault_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["orphans"].as_u64().unwrap())
+        .sum();
+    assert!(
+        orphaned == 0 || r["recoveries"].as_u64().unwrap() > 0,
+        "orphans never received a chunk again: {r}"
+    );
+    assert!(r["recovery_max_s"].as_f64().unwrap() <= 12.0, "{r}");
+    let limit = r["limit_s"].as_f64().unwrap();
+    assert!(
+        r["normal_makespan_s"].as_f64().unwrap() <= 2.0 * limit + 6.0,
+        "{r}"
+    );
+}
