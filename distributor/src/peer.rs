@@ -976,10 +976,16 @@ impl Peer {
         self.reactor.borrow_mut().close(t);
         if c.outgoing {
             self.to_parent.retain(|_, v| *v != t);
-        } else {
-            self.from_child.retain(|_, v| *v != t);
+            return self.feed(now, Event::PeerLost { peer: c.peer });
         }
-        self.feed(now, Event::PeerLost { peer: c.peer })
+        self.from_child.retain(|_, v| *v != t);
+        // A child's stream ended: it is no longer our child in any hierarchy. The same peer
+        // may be our parent in another hierarchy, over our own stream to it, which stays.
+        for h in 0..self.files.len() as u32 {
+            let msg = Msg::Leave { h };
+            self.feed(now, Event::Recv { from: c.peer, msg })?;
+        }
+        Ok(())
     }
 
     /// Cuts complete frames off a stream and handles them. Chunk data is verified and written

@@ -165,6 +165,9 @@ pub struct Report {
     pub manifest_wan_bytes: u64,
     pub roots_max: u32,
     pub roots_max_partitioned: u32,
+    /// The deepest phone in the trees as they stand at the end of the run (`max_depth` is the
+    /// deepest at any sample, transient parent cycles while two trees merge included).
+    pub final_max_depth: u32,
     pub max_children: u32,
     pub max_depth: u32,
     pub wan_bytes: u64,
@@ -301,6 +304,8 @@ struct Sim {
     /// Distinct phones that confirmed root, per hierarchy.
     confirmed: Vec<Vec<u32>>,
     roots_killed: Vec<bool>,
+    /// Each phone's parents (over unfinished hierarchies): the streams it keeps open.
+    parents_of: Vec<Vec<u32>>,
     report: Report,
     /// Phones on the cut side of the partition.
     cut: Vec<bool>,
@@ -455,6 +460,44 @@ impl Sim {
             self.act(now, to, a);
         }
         self.actions = actions;
+        self.close_idle_parent_streams(now, to);
+    }
+
+    /// The runtime closes its stream to a peer that is no longer its parent in any unfinished
+    /// hierarchy (`Peer::drop_idle_parents`), and the parent's side sees the close (a FIN)
+    /// whether or not the `Leave` datagram arrived: it stops streaming to that child. Without
+    /// this a parent whose child had left kept filling the child's link with stale chunks.
+    fn close_idle_parent_streams(&mut self, now: Time, p: u32) {
+        let mut parents: Vec<u32> = self.phones[p as usize]
+            .hierarchies
+            .iter()
+            .filter(|x| !x.done())
+            .filter_map(|x| x.parent)
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        let before = std::mem::replace(&mut self.parents_of[p as usize], parents);
+        for old in before {
+            if self.parents_of[p as usize].contains(&old) {
+                continue;
+            }
+            // The closed stream's queued bytes are discarded (RST): they no longer hold the
+            // phone's link, though their already scheduled arrivals are ignored as stale.
+            self.ingress_free[p as usize] = self.ingress_free[p as usize].min(now);
+            if self.alive[old as usize] {
+                // The parent sees its child's stream end: that child leaves it in every
+                // hierarchy (the same pair may be the other way round in another one).
+                let at = now + self.cfg.lan_latency_us;
+                for x in 0..self.phones[p as usize].hierarchies.len() {
+                    let h = self.phones[p as usize].hierarchies[x].id;
+                    let ev = Event::Recv {
+                        from: p,
+                        msg: Msg::Leave { h },
+                    };
+                    self.push(at, SimEvent::Phone { to: old, ev });
+                }
+            }
+        }
     }
 
     fn act(&mut self, now: Time, p: u32, action: Action) {
@@ -679,6 +722,9 @@ impl Sim {
                     cur = self.phones[p as usize].hierarchies[k].parent;
                 }
                 self.report.max_depth = self.report.max_depth.max(depth);
+                if last {
+                    self.report.final_max_depth = self.report.final_max_depth.max(depth);
+                }
             }
         }
     }
@@ -782,6 +828,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         timer_gen: vec![0; n * files * TIMER_KINDS],
         confirmed: vec![Vec::new(); cfg.models as usize * files],
         roots_killed: vec![false; cfg.models as usize * files],
+        parents_of: vec![Vec::new(); n],
         report: Report {
             phones: cfg.phones,
             completed: 0,
@@ -798,6 +845,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             manifest_wan_bytes: u64::from(cfg.phones) * cfg.manifest_bytes,
             roots_max: 0,
             roots_max_partitioned: 0,
+            final_max_depth: 0,
             max_children: 0,
             max_depth: 0,
             wan_bytes: 0,
