@@ -126,6 +126,97 @@ pub fn fetch(
     }
 }
 
+/// What [`fetch_http`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpFetchReport {
+    /// Bytes received in this run.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Bytes of an earlier partial download kept (0: started from the beginning).
+    pub resumed_from: u64,
+}
+
+/// The partial file a resumable HTTP fetch keeps next to `out`.
+pub fn resume_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.pfs-partial"))
+}
+
+/// Fetches `url` into `out` over HTTP, atomically (temp file, fsync, rename), streaming the
+/// body to disk. With `resume`, a partial file left by an earlier run is continued with
+/// `Range: bytes=LEN-` (a server that ignores the range sends the whole file, which replaces
+/// it), and a failed run leaves its partial file for the next.
+pub fn fetch_http(
+    url: &crate::http::HttpUrl,
+    out: &Path,
+    resume: bool,
+    timeout: Duration,
+) -> Result<HttpFetchReport, crate::http::HttpError> {
+    use crate::http::{HttpError, get};
+    let tmp = if resume {
+        resume_path(out)
+    } else {
+        temp_path(out)
+    };
+    let started = Instant::now();
+    let run = || -> Result<HttpFetchReport, HttpError> {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(!resume)
+            .write(true)
+            .open(&tmp)?;
+        let have = file.metadata()?.len();
+        // Bytes gather in a buffer written at their file offset (a 200 to a range request
+        // starts again at 0).
+        let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut pending_at = have;
+        let report = get(url, have, timeout, &mut |at,
+                                                   data: &[u8]|
+         -> Result<(), HttpError> {
+            if at != pending_at + pending.len() as u64 || pending.len() >= 1 << 20 {
+                file.write_all_at(&pending, pending_at)?;
+                pending.clear();
+                pending_at = at;
+            }
+            pending.extend_from_slice(data);
+            Ok(())
+        })?;
+        file.write_all_at(&pending, pending_at)?;
+        let len = report.start + report.bytes;
+        file.set_len(len)?;
+        if let Some(total) = report.total.filter(|&t| t != len) {
+            return Err(HttpError::Malformed(format!(
+                "file is {total} bytes, have {len}"
+            )));
+        }
+        file.sync_all()?;
+        Ok(HttpFetchReport {
+            bytes: report.bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            resumed_from: report.start,
+        })
+    };
+    match run() {
+        Ok(report) => {
+            fs::rename(&tmp, out)?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all())?;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            if !resume {
+                let _ = fs::remove_file(&tmp);
+            }
+            Err(e)
+        }
+    }
+}
+
 fn temp_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fetch;
 pub mod fleet;
 pub mod fleetnet;
+pub mod http;
 pub mod lab;
 pub mod loads;
 pub mod manifest;

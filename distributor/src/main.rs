@@ -395,11 +395,18 @@ struct OriginArgs {
     /// Largest windowsize granted.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     max_window: u16,
+    /// Also serve the root read-only over HTTP at IP[:PORT] (port 6970 when omitted, where
+    /// Cisco phones look): GET, HEAD, one Range, the same path rules, no listing.
+    #[arg(long, value_name = "ADDR", value_parser = pfs::http::parse_listen)]
+    http: Option<std::net::SocketAddr>,
+    /// Concurrent HTTP connections; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    http_max_connections: u32,
 }
 
 #[derive(Args, Debug)]
 struct FetchArgs {
-    /// tftp://HOST[:PORT]/PATH
+    /// tftp://HOST[:PORT]/PATH or http://HOST[:PORT]/PATH
     url: String,
     /// Output file (written atomically).
     #[arg(short, long)]
@@ -417,6 +424,10 @@ struct FetchArgs {
     /// window requests by a congestion window that halves on loss.
     #[arg(long)]
     fixed_window: bool,
+    /// http:// only: keep a partial download (.NAME.pfs-partial next to the output) when the
+    /// transfer fails, and continue one found there with `Range` instead of starting over.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1533,12 +1544,47 @@ fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
     })?;
     pfs::metrics::set_origin(handle.stats.clone());
     eprintln!("serving {} read-only on {}", a.root.display(), handle.addr);
+    let _http = match a.http {
+        Some(listen) => {
+            let h = pfs::http::spawn(pfs::http::HttpConfig {
+                root: a.root.clone(),
+                listen,
+                max_connections: a.http_max_connections as usize,
+            })?;
+            eprintln!(
+                "serving {} read-only on http://{}/",
+                a.root.display(),
+                h.addr
+            );
+            Some(h)
+        }
+        None => None,
+    };
     loop {
         std::thread::park();
     }
 }
 
 fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
+    if a.url.starts_with("http://") {
+        let url = pfs::http::HttpUrl::parse(&a.url)?;
+        let timeout = std::time::Duration::from_millis(a.timeout_ms.max(1000) * 10);
+        let report = pfs::fetch::fetch_http(&url, &a.output, a.resume, timeout)
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        eprintln!(
+            "{} bytes in {:.3} s ({:.1} Mbit/s){}",
+            report.bytes,
+            report.seconds,
+            report.bytes as f64 * 8.0 / report.seconds.max(1e-9) / 1e6,
+            if report.resumed_from > 0 {
+                format!(", resumed from byte {}", report.resumed_from)
+            } else {
+                String::new()
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::ensure!(!a.resume, "--resume is for http:// URLs");
     let (server, path) = pfs::fetch::parse_url(&a.url)?;
     let cfg = pfs::tftp::client::ClientConfig {
         blksize: a.blksize,
