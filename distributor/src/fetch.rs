@@ -46,6 +46,12 @@ pub enum FetchError {
         #[source]
         source: ClientError,
     },
+    #[error("{url}")]
+    Http {
+        url: String,
+        #[source]
+        source: crate::http::HttpError,
+    },
     #[error("tftp://{server}/{file}")]
     Io {
         server: SocketAddr,
@@ -374,6 +380,78 @@ pub fn fetch_named_load(
     key: Option<&ed25519_dalek::VerifyingKey>,
     cfg: ClientConfig,
 ) -> Result<LoadReport, FetchError> {
+    let mut read =
+        |path: &str, _offset: u64, sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), FetchError>| {
+            // TFTP cannot start mid-file: the whole file, from 0.
+            let mut at = 0u64;
+            transfer(server, path, cfg.clone(), &mut |d| {
+                sink(at, d)?;
+                at += d.len() as u64;
+                Ok(())
+            })
+            .map(|_| ())
+        };
+    load_from(server, dir, load, store, key, &mut read)
+}
+
+/// [`fetch_named_load`] from `tftp://HOST[:PORT]/DIR` or `http://HOST[:PORT]/DIR`. Over HTTP a
+/// file already partly in the store (verified prefix) continues with `Range`.
+pub fn fetch_named_load_url(
+    url: &str,
+    load: Option<&str>,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    cfg: ClientConfig,
+) -> Result<LoadReport, FetchError> {
+    if !url.starts_with("http://") {
+        let (server, dir) = parse_base_url(url)?;
+        return fetch_named_load(server, &dir, load, store, key, cfg);
+    }
+    let base = crate::http::HttpUrl::parse(url).map_err(|source| FetchError::Http {
+        url: url.to_owned(),
+        source,
+    })?;
+    let timeout = Duration::from_secs(10);
+    let mut read =
+        |path: &str, offset: u64, sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), FetchError>| {
+            let at = crate::http::HttpUrl {
+                path: path.to_owned(),
+                ..base.clone()
+            };
+            crate::http::get(&at, offset, timeout, sink)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    FetchError::Http { source, .. } => FetchError::Http {
+                        url: at.to_string(),
+                        source,
+                    },
+                    other => other,
+                })
+        };
+    load_from(base.addr, &base.path.clone(), load, store, key, &mut read)
+}
+
+impl From<crate::http::HttpError> for FetchError {
+    fn from(source: crate::http::HttpError) -> FetchError {
+        FetchError::Http {
+            url: String::new(),
+            source,
+        }
+    }
+}
+
+/// Reads `path` from byte `offset` (or from 0: the sink is told where each piece starts).
+type ReadFn<'a> = dyn FnMut(&str, u64, &mut dyn FnMut(u64, &[u8]) -> Result<(), FetchError>) -> Result<(), FetchError>
+    + 'a;
+
+fn load_from(
+    server: SocketAddr,
+    dir: &str,
+    load: Option<&str>,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    read: &mut ReadFn<'_>,
+) -> Result<LoadReport, FetchError> {
     let start = Instant::now();
     let dir = dir.trim_end_matches('/');
     let join = |name: &str| {
@@ -388,7 +466,7 @@ pub fn fetch_named_load(
         crate::manifest::manifest_file_for,
     ));
     let mut bytes = Vec::new();
-    transfer(server, &mpath, cfg.clone(), &mut |d| {
+    read(&mpath, 0, &mut |_, d| {
         if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
             return Err(FetchError::Manifest {
                 server,
@@ -425,8 +503,17 @@ pub fn fetch_named_load(
         let mut partial = store.partial(&manifest, entry).map_err(store_err)?;
         if partial.missing() > 0 {
             let mut buf: Vec<u8> = Vec::with_capacity(chunk);
-            let mut index = 0u32;
-            transfer(server, &fpath, cfg.clone(), &mut |mut d| {
+            // From the verified prefix where the origin can (HTTP Range); bytes before it that
+            // a server sends anyway are skipped.
+            let first = partial.verified_prefix();
+            let offset = entry
+                .chunk_range(manifest.chunk_size, first)
+                .0
+                .min(entry.size);
+            let mut index = first;
+            read(&fpath, offset, &mut |at, mut d| {
+                let skip = offset.saturating_sub(at).min(d.len() as u64) as usize;
+                d = &d[skip..];
                 while !d.is_empty() {
                     let take = (chunk - buf.len()).min(d.len());
                     buf.extend_from_slice(&d[..take]);

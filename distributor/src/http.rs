@@ -539,7 +539,19 @@ pub fn get<E: From<HttpError>>(
     timeout: Duration,
     sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), E>,
 ) -> Result<GetReport, E> {
-    let mut stream = TcpStream::connect_timeout(&url.addr, timeout).map_err(HttpError::from)?;
+    let stream = TcpStream::connect_timeout(&url.addr, timeout).map_err(HttpError::from)?;
+    get_on(stream, url, offset, timeout, sink)
+}
+
+/// [`get`] on a stream already connected to `url`'s server (made, for example, inside a
+/// phone's network namespace).
+pub fn get_on<E: From<HttpError>>(
+    mut stream: TcpStream,
+    url: &HttpUrl,
+    offset: u64,
+    timeout: Duration,
+    sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<GetReport, E> {
     stream
         .set_read_timeout(Some(timeout))
         .map_err(HttpError::from)?;

@@ -632,7 +632,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             None,
         ),
         Command::FetchLoad(a) => {
-            let (server, dir) = pfs::fetch::parse_base_url(&a.url)?;
             let key = a
                 .public_key
                 .as_deref()
@@ -644,9 +643,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let store = pfs::store::Store::new(&a.store);
-            let r = pfs::fetch::fetch_named_load(
-                server,
-                &dir,
+            let r = pfs::fetch::fetch_named_load_url(
+                &a.url,
                 a.load.as_deref(),
                 &store,
                 key.as_ref(),

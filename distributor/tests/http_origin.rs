@@ -1,0 +1,174 @@
+//! HTTP origins for roots: `pfs fetch-load http://...` (verified chunks, `Range` from the
+//! verified prefix after a failure) and virtual phones fetching over HTTP, with TFTP named
+//! after it as the fallback a phone uses when HTTP fails. Loopback only, no root needed.
+
+use std::{
+    net::TcpListener,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use pfs::{
+    engine::Backend,
+    fetch::{FetchError, fetch_named_load_url},
+    fleet::{FleetConfig, prepare_fleet, run_fleet},
+    http::{self, HttpConfig},
+    manifest::{generate_key, synth_load},
+    origin::{self, OriginConfig},
+    store::{Store, StoreError},
+    tftp::client::ClientConfig,
+};
+
+#[test]
+fn fetch_load_over_http_resumes_from_the_verified_prefix() {
+    let base = std::env::temp_dir().join(format!("pfs-http-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let srv = base.join("srv");
+    let (sk, vk) = generate_key().unwrap();
+    let manifest = synth_load(&srv.join("load"), 5, Some(&sk)).unwrap();
+    let web = http::spawn(HttpConfig {
+        root: srv.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 16,
+    })
+    .unwrap();
+    let url = format!("http://{}/load", web.addr);
+
+    let phone = Store::new(&base.join("phone1"));
+    let r = fetch_named_load_url(&url, None, &phone, Some(&vk), ClientConfig::default()).unwrap();
+    assert_eq!(r.files, manifest.files.len());
+    assert_eq!(phone.current().as_deref(), Some(manifest.load.as_str()));
+    manifest
+        .verify_dir(&phone.load_dir(&manifest.load))
+        .unwrap();
+
+    // A corrupted file at the origin: refused at the bad chunk, nothing installed.
+    let v = manifest
+        .files
+        .iter()
+        .position(|f| f.size > 21 * 65536)
+        .unwrap();
+    let victim = srv.join("load").join(&manifest.files[v].name);
+    let good = std::fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    bad[20 * 65536 + 7] ^= 1;
+    std::fs::write(&victim, &bad).unwrap();
+    let phone2 = Store::new(&base.join("phone2"));
+    let err =
+        fetch_named_load_url(&url, None, &phone2, Some(&vk), ClientConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            FetchError::Store {
+                source: StoreError::Rejected { chunk: 20, .. },
+                ..
+            }
+        ),
+        "{err:#}"
+    );
+    assert_eq!(phone2.current(), None);
+
+    // Repaired: the retry asks only for what is not verified yet.
+    std::fs::write(&victim, &good).unwrap();
+    let partial_before = web.stats.partial.load(Ordering::Relaxed);
+    let sent_before = web.stats.bytes.load(Ordering::Relaxed) as u64;
+    fetch_named_load_url(&url, None, &phone2, Some(&vk), ClientConfig::default()).unwrap();
+    assert_eq!(phone2.current().as_deref(), Some(manifest.load.as_str()));
+    assert_eq!(
+        web.stats.partial.load(Ordering::Relaxed),
+        partial_before + 1
+    );
+    let sent = web.stats.bytes.load(Ordering::Relaxed) as u64 - sent_before;
+    let rest: u64 = manifest.files[v..].iter().map(|f| f.size).sum();
+    assert!(sent <= rest - 20 * 65536 + 1 << 20, "sent {sent} of {rest}");
+
+    // The wrong key: refused before any file.
+    let (_, other) = generate_key().unwrap();
+    let phone3 = Store::new(&base.join("phone3"));
+    let err = fetch_named_load_url(&url, None, &phone3, Some(&other), ClientConfig::default())
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Manifest { .. }), "{err:#}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn fleet(base: &std::path::Path, origin: String, port_base: u16) -> FleetConfig {
+    FleetConfig {
+        phones: 3,
+        origin,
+        iface: "lo".into(),
+        netns: None,
+        model: "CP-7961G".into(),
+        store: base.join(format!("stores-{port_base}")),
+        port_base,
+        backend: Backend::Syscall,
+        deadline: Duration::from_secs(25),
+        tftp: ClientConfig::default(),
+        seed: 7,
+        sharing: None,
+    }
+}
+
+#[test]
+fn phones_fetch_over_http_and_fall_back_to_tftp() {
+    let base = std::env::temp_dir().join(format!("pfs-http-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let srv = base.join("srv");
+    let manifest = synth_load(&srv.join("load"), 5, None).unwrap();
+    let tftp = origin::spawn(OriginConfig {
+        root: srv.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_sessions: 64,
+        session: Default::default(),
+    })
+    .unwrap();
+    let web = http::spawn(HttpConfig {
+        root: srv.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 64,
+    })
+    .unwrap();
+
+    // HTTP first, TFTP named as the fallback: everything comes over HTTP.
+    let started = Instant::now();
+    let cfg = fleet(
+        &base,
+        format!("http://{}/load,tftp://{}/load", web.addr, tftp.addr),
+        61_400,
+    );
+    let (ready, prepare_s) = prepare_fleet(&cfg).unwrap();
+    let report = run_fleet(&cfg, ready, prepare_s, None).unwrap();
+    assert_eq!(report.completed, 3, "{report:?}");
+    assert_eq!(report.corrupt_installs, 0);
+    assert_eq!(tftp.stats.transfers_ok.load(Ordering::Relaxed), 0);
+    // Loopback phones share no LAN here: each fetches the manifest and every file, whole.
+    assert_eq!(
+        web.stats.ok.load(Ordering::Relaxed),
+        3 * (1 + manifest.files.len())
+    );
+    assert_eq!(web.stats.partial.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        web.stats.bytes.load(Ordering::Relaxed) as u64,
+        3 * (std::fs::metadata(srv.join("load").join(pfs::manifest::MANIFEST_FILE))
+            .unwrap()
+            .len()
+            + manifest.load_bytes())
+    );
+    eprintln!("over HTTP in {:?}", started.elapsed());
+
+    // HTTP down (nothing listens there): the phones fall back to TFTP.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = fleet(
+        &base,
+        format!("http://{dead}/load,tftp://{}/load", tftp.addr),
+        61_500,
+    );
+    let (ready, prepare_s) = prepare_fleet(&cfg).unwrap();
+    let report = run_fleet(&cfg, ready, prepare_s, None).unwrap();
+    assert_eq!(report.completed, 3, "{report:?}");
+    assert_eq!(report.corrupt_installs, 0);
+    assert!(tftp.stats.transfers_ok.load(Ordering::Relaxed) >= 3 + manifest.files.len());
+    let _ = std::fs::remove_dir_all(&base);
+}
