@@ -380,17 +380,16 @@ pub fn fetch_named_load(
     key: Option<&ed25519_dalek::VerifyingKey>,
     cfg: ClientConfig,
 ) -> Result<LoadReport, FetchError> {
-    let mut read =
-        |path: &str, _offset: u64, sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), FetchError>| {
-            // TFTP cannot start mid-file: the whole file, from 0.
-            let mut at = 0u64;
-            transfer(server, path, cfg.clone(), &mut |d| {
-                sink(at, d)?;
-                at += d.len() as u64;
-                Ok(())
-            })
-            .map(|_| ())
-        };
+    let mut read = |path: &str, _offset: u64, sink: &mut crate::http::Sink<'_, FetchError>| {
+        // TFTP cannot start mid-file: the whole file, from 0.
+        let mut at = 0u64;
+        transfer(server, path, cfg.clone(), &mut |d| {
+            sink(at, d)?;
+            at += d.len() as u64;
+            Ok(())
+        })
+        .map(|_| ())
+    };
     load_from(server, dir, load, store, key, &mut read)
 }
 
@@ -412,22 +411,21 @@ pub fn fetch_named_load_url(
         source,
     })?;
     let timeout = Duration::from_secs(10);
-    let mut read =
-        |path: &str, offset: u64, sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), FetchError>| {
-            let at = crate::http::HttpUrl {
-                path: path.to_owned(),
-                ..base.clone()
-            };
-            crate::http::get(&at, offset, timeout, sink)
-                .map(|_| ())
-                .map_err(|e| match e {
-                    FetchError::Http { source, .. } => FetchError::Http {
-                        url: at.to_string(),
-                        source,
-                    },
-                    other => other,
-                })
+    let mut read = |path: &str, offset: u64, sink: &mut crate::http::Sink<'_, FetchError>| {
+        let at = crate::http::HttpUrl {
+            path: path.to_owned(),
+            ..base.clone()
         };
+        crate::http::get(&at, offset, timeout, sink)
+            .map(|_| ())
+            .map_err(|e| match e {
+                FetchError::Http { source, .. } => FetchError::Http {
+                    url: at.to_string(),
+                    source,
+                },
+                other => other,
+            })
+    };
     load_from(base.addr, &base.path.clone(), load, store, key, &mut read)
 }
 
@@ -441,8 +439,8 @@ impl From<crate::http::HttpError> for FetchError {
 }
 
 /// Reads `path` from byte `offset` (or from 0: the sink is told where each piece starts).
-type ReadFn<'a> = dyn FnMut(&str, u64, &mut dyn FnMut(u64, &[u8]) -> Result<(), FetchError>) -> Result<(), FetchError>
-    + 'a;
+type ReadFn<'a> =
+    dyn FnMut(&str, u64, &mut crate::http::Sink<'_, FetchError>) -> Result<(), FetchError> + 'a;
 
 fn load_from(
     server: SocketAddr,

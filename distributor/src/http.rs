@@ -503,6 +503,9 @@ impl std::fmt::Display for HttpUrl {
     }
 }
 
+/// Where a GET's body goes: each piece with its offset in the file.
+pub type Sink<'a, E> = dyn FnMut(u64, &[u8]) -> Result<(), E> + 'a;
+
 /// What a GET delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetReport {
@@ -537,7 +540,7 @@ pub fn get<E: From<HttpError>>(
     url: &HttpUrl,
     offset: u64,
     timeout: Duration,
-    sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), E>,
+    sink: &mut Sink<'_, E>,
 ) -> Result<GetReport, E> {
     let stream = TcpStream::connect_timeout(&url.addr, timeout).map_err(HttpError::from)?;
     get_on(stream, url, offset, timeout, sink)
@@ -550,7 +553,7 @@ pub fn get_on<E: From<HttpError>>(
     url: &HttpUrl,
     offset: u64,
     timeout: Duration,
-    sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), E>,
+    sink: &mut Sink<'_, E>,
 ) -> Result<GetReport, E> {
     stream
         .set_read_timeout(Some(timeout))
