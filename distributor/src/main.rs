@@ -180,6 +180,9 @@ struct LabArgs {
     compare: bool,
     #[arg(long, value_enum, default_value_t = pfs::lab::OriginKind::Pfs)]
     origin: pfs::lab::OriginKind,
+    /// How phones fetch from the origin (nginx serves only HTTP, tftpd-hpa only TFTP).
+    #[arg(long, value_enum, default_value_t = pfs::lab::OriginProto::Tftp)]
+    origin_proto: pfs::lab::OriginProto,
     #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
     backend: pfs::engine::Backend,
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
@@ -1002,6 +1005,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
         fanout: a.fanout,
         origin: a.origin,
+        origin_proto: a.origin_proto,
         backend: a.backend,
         xdp: a.xdp,
         seed: a.seed,
