@@ -333,6 +333,19 @@ impl Lab {
                 "need at least one phone and one model".into(),
             ));
         }
+        match (cfg.origin, cfg.origin_proto) {
+            (OriginKind::TftpdHpa, OriginProto::Http) => {
+                return Err(LabError::Setup(
+                    "--origin tftpd-hpa serves TFTP only: use --origin-proto tftp".into(),
+                ));
+            }
+            (OriginKind::Nginx, OriginProto::Tftp) => {
+                return Err(LabError::Setup(
+                    "--origin nginx serves HTTP only: use --origin-proto http".into(),
+                ));
+            }
+            _ => {}
+        }
         // Descriptors first: at 1000 phones the default limit ran out halfway through setup.
         // The synthetic load's components plus its .loads file.
         let files = crate::sim::LOAD_7961.len() + 1;
@@ -370,19 +383,6 @@ impl Lab {
             .args(["-R", "a+rX"])
             .arg(&root)
             .status();
-        match (cfg.origin, cfg.origin_proto) {
-            (OriginKind::TftpdHpa, OriginProto::Http) => {
-                return Err(LabError::Setup(
-                    "--origin tftpd-hpa serves TFTP only: use --origin-proto tftp".into(),
-                ));
-            }
-            (OriginKind::Nginx, OriginProto::Tftp) => {
-                return Err(LabError::Setup(
-                    "--origin nginx serves HTTP only: use --origin-proto http".into(),
-                ));
-            }
-            _ => {}
-        }
         let origin = match cfg.origin {
             OriginKind::Pfs => {
                 let root = origin_root.clone();

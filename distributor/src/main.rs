@@ -43,9 +43,9 @@ enum Command {
     Xdp(XdpCommand),
     /// Simulate a fleet upgrade (deterministic: same seed, same report).
     Simulate(SimulateArgs),
-    /// Serve a directory read-only over TFTP (blksize, tsize, timeout, windowsize).
+    /// Serve a directory read-only over TFTP (blksize, tsize, timeout, windowsize), and HTTP with --http.
     Origin(OriginArgs),
-    /// Download one file over TFTP: tftp://HOST[:PORT]/PATH.
+    /// Download one file: tftp://HOST[:PORT]/PATH or http://HOST[:PORT]/PATH.
     Fetch(FetchArgs),
     /// Fetch a whole load (manifest first) into a store, verifying every chunk, then activate it.
     FetchLoad(FetchLoadArgs),
@@ -94,7 +94,9 @@ struct FleetArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// The load: tftp://HOST[:PORT]/DIR, a directory holding the load and its manifest.
+    /// The load: tftp://HOST[:PORT]/DIR or http://HOST[:PORT]/DIR, a directory holding the load
+    /// and its manifest; several URLs separated by commas are tried in order (HTTP first, TFTP
+    /// when HTTP fails, as a phone does).
     #[arg(long)]
     origin: String,
     #[arg(long, default_value_t = 50)]
@@ -254,7 +256,8 @@ struct RunArgs {
 struct PeerArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// tftp://HOST[:PORT]/DIR holding pfs-manifest.json and the load's files.
+    /// tftp://HOST[:PORT]/DIR or http://HOST[:PORT]/DIR holding pfs-manifest.json and the
+    /// load's files; several separated by commas are tried in order.
     #[arg(long)]
     origin: String,
     /// The phone's store directory.
@@ -310,7 +313,8 @@ enum ConfigCommand {
 
 #[derive(Args, Debug)]
 struct FetchLoadArgs {
-    /// tftp://HOST[:PORT]/DIR (DIR holds pfs-manifest.json and the files)
+    /// tftp://HOST[:PORT]/DIR or http://HOST[:PORT]/DIR (DIR holds pfs-manifest.json and the
+    /// files; over HTTP a file partly in the store continues with Range)
     url: String,
     /// The phone's store directory.
     #[arg(long)]
