@@ -263,9 +263,14 @@ fn parse_ask(req: &httparse::Request) -> Result<Ask, (u16, &'static str)> {
 
 /// Answers one request; `Ok(true)` when the connection may carry another.
 fn answer(stream: &mut TcpStream, root: &Path, ask: &Ask, stats: &HttpStats) -> io::Result<bool> {
-    let refuse = |stream: &mut TcpStream, code, reason| {
+    // A refused request was well framed (no body): the connection may go on.
+    let refuse = |stream: &mut TcpStream, code: u16, reason: &str| {
         stats.refused.fetch_add(1, Ordering::Relaxed);
-        respond_empty(stream, code, reason).map(|()| true)
+        if !ask.keep_alive {
+            return respond_empty(stream, code, reason).map(|()| false);
+        }
+        let head = format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(head.as_bytes()).map(|()| true)
     };
     let Some(path) = request_path(&ask.target) else {
         return refuse(stream, 400, "Bad Request");
@@ -413,10 +418,23 @@ fn parse_range(value: &str, len: u64) -> RangeAsk {
     }
 }
 
+/// An answer that ends the connection. The write side closes first and what the client still
+/// sends is read and dropped for a moment (bounded), so closing with unread bytes does not
+/// reset the connection before the client has read the answer.
 fn respond_empty(stream: &mut TcpStream, code: u16, reason: &str) -> io::Result<()> {
     let head =
         format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())
+    stream.write_all(head.as_bytes())?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
