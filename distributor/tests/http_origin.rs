@@ -178,3 +178,80 @@ fn phones_fetch_over_http_and_fall_back_to_tftp() {
     assert!(tftp.stats.transfers_ok.load(Ordering::Relaxed) >= 3 + manifest.files.len());
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A root whose HTTP transfer breaks mid-file reopens it with `Range` from its verified prefix.
+/// The origin here is a test double that cuts the first transfer of one file short.
+#[test]
+fn a_reopened_http_transfer_asks_range_from_the_verified_prefix() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
+    let base = std::env::temp_dir().join(format!("pfs-http-reopen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let srv = base.join("srv");
+    let manifest = synth_load(&srv.join("load"), 5, None).unwrap();
+    let victim = manifest
+        .files
+        .iter()
+        .find(|f| f.size > 400_000)
+        .unwrap()
+        .name
+        .clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let (seen2, srv2, victim2) = (seen.clone(), srv.clone(), victim.clone());
+    std::thread::spawn(move || {
+        let mut cut = false;
+        // Bounded: the manifest, six files, one retry, and a margin.
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let mut range = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.strip_prefix("Range: bytes=") {
+                    range = Some(v.trim().trim_end_matches('-').to_owned());
+                }
+            }
+            seen2.lock().unwrap().push((path.clone(), range.clone()));
+            let data = std::fs::read(srv2.join(path.trim_start_matches('/'))).unwrap();
+            let from: usize = range.as_deref().map_or(0, |r| r.parse().unwrap());
+            let head = if range.is_some() {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\n\r\n",
+                    data.len() - from,
+                    data.len() - 1,
+                    data.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len())
+            };
+            let _ = stream.write_all(head.as_bytes());
+            if path.ends_with(&victim2) && !cut {
+                cut = true;
+                let _ = stream.write_all(&data[..300_000]);
+                continue; // closed short of its Content-Length
+            }
+            let _ = stream.write_all(&data[from..]);
+        }
+    });
+    let mut cfg = fleet(&base, format!("http://{addr}/load"), 61_600);
+    cfg.phones = 1;
+    let (ready, prepare_s) = prepare_fleet(&cfg).unwrap();
+    let report = run_fleet(&cfg, ready, prepare_s, None).unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(report.corrupt_installs, 0);
+    let seen = seen.lock().unwrap().clone();
+    let asks: Vec<_> = seen.iter().filter(|(p, _)| p.ends_with(&victim)).collect();
+    // 300,000 bytes in: four 64 KiB chunks verified, the fifth incomplete.
+    assert_eq!(asks.len(), 2, "{seen:?}");
+    assert_eq!(asks[0].1, None);
+    assert_eq!(asks[1].1.as_deref(), Some("262144"), "{seen:?}");
+    let _ = std::fs::remove_dir_all(&base);
+}
