@@ -198,7 +198,9 @@ fn a_reopened_http_transfer_asks_range_from_the_verified_prefix() {
         .clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    // (path, Range start) of every request.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
     let (seen2, srv2, victim2) = (seen.clone(), srv.clone(), victim.clone());
     std::thread::spawn(move || {
         let mut cut = false;
