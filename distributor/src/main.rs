@@ -1557,6 +1557,7 @@ fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
                 listen,
                 max_connections: a.http_max_connections as usize,
             })?;
+            pfs::metrics::set_origin_http(h.stats.clone());
             eprintln!(
                 "serving {} read-only on http://{}/",
                 a.root.display(),

@@ -384,3 +384,45 @@ fn pfs_fetch_from_nginx() {
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&prefix);
 }
+
+/// `pfs origin --http` from the command line serves TFTP and HTTP at once, and `/metrics`
+/// counts the HTTP requests by result.
+#[test]
+fn pfs_origin_cli_serves_http_and_counts_it() {
+    if !tool("curl") {
+        return;
+    }
+    let (root, data) = fixture("http-cli");
+    let (web, metrics) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_pfs"))
+        .args(["origin", "--listen", "127.0.0.1:0", "--root"])
+        .arg(&root)
+        .args(["--http", &format!("127.0.0.1:{web}")])
+        .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pfs origin");
+    let _guard = Guard(child);
+    wait_listening(format!("127.0.0.1:{web}").parse().unwrap());
+    wait_listening(format!("127.0.0.1:{metrics}").parse().unwrap());
+    let url = |p: &str| format!("http://127.0.0.1:{web}{p}");
+    let (code, body) = curl(&[&url("/apps41.sbn")]);
+    assert_eq!((code, body == data), (200, true));
+    assert_eq!(curl(&["-r", "0-9", &url("/apps41.sbn")]).0, 206);
+    assert_eq!(curl(&["--path-as-is", &url("/../etc/passwd")]).0, 403);
+    let (_, scrape) = curl(&[&format!("http://127.0.0.1:{metrics}/metrics")]);
+    let scrape = String::from_utf8(scrape).unwrap();
+    for line in [
+        "pfs_origin_http_requests_total{result=\"ok\"} 1",
+        "pfs_origin_http_requests_total{result=\"partial\"} 1",
+        "pfs_origin_http_requests_total{result=\"refused\"} 1",
+        &format!("pfs_origin_http_bytes_sent_total {}", data.len() + 10),
+    ] {
+        assert!(
+            scrape.lines().any(|l| l == line),
+            "{line} not in:\n{scrape}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
