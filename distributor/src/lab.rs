@@ -478,6 +478,14 @@ impl Lab {
         }
     }
 
+    /// The embedded origin's HTTP counters (with `--origin pfs --origin-proto http`).
+    pub fn origin_http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
+        match &self.origin {
+            OriginGuard::Pfs(_, Some(w)) => Some(w.stats.clone()),
+            _ => None,
+        }
+    }
+
     pub fn config(&self) -> &LabConfig {
         &self.cfg
     }

@@ -1035,6 +1035,9 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     if let Some(stats) = lab.origin_stats() {
         pfs::metrics::set_origin(stats);
     }
+    if let Some(stats) = lab.origin_http_stats() {
+        pfs::metrics::set_origin_http(stats);
+    }
     let _xdp = if a.xdp {
         let x = LabXdp::attach(&lab);
         xdp_metrics(x.0.clone());
