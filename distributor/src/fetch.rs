@@ -46,6 +46,12 @@ pub enum FetchError {
         #[source]
         source: ClientError,
     },
+    #[error("{url}")]
+    Http {
+        url: String,
+        #[source]
+        source: crate::http::HttpError,
+    },
     #[error("tftp://{server}/{file}")]
     Io {
         server: SocketAddr,
@@ -121,6 +127,97 @@ pub fn fetch(
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// What [`fetch_http`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpFetchReport {
+    /// Bytes received in this run.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Bytes of an earlier partial download kept (0: started from the beginning).
+    pub resumed_from: u64,
+}
+
+/// The partial file a resumable HTTP fetch keeps next to `out`.
+pub fn resume_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.pfs-partial"))
+}
+
+/// Fetches `url` into `out` over HTTP, atomically (temp file, fsync, rename), streaming the
+/// body to disk. With `resume`, a partial file left by an earlier run is continued with
+/// `Range: bytes=LEN-` (a server that ignores the range sends the whole file, which replaces
+/// it), and a failed run leaves its partial file for the next.
+pub fn fetch_http(
+    url: &crate::http::HttpUrl,
+    out: &Path,
+    resume: bool,
+    timeout: Duration,
+) -> Result<HttpFetchReport, crate::http::HttpError> {
+    use crate::http::{HttpError, get};
+    let tmp = if resume {
+        resume_path(out)
+    } else {
+        temp_path(out)
+    };
+    let started = Instant::now();
+    let run = || -> Result<HttpFetchReport, HttpError> {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(!resume)
+            .write(true)
+            .open(&tmp)?;
+        let have = file.metadata()?.len();
+        // Bytes gather in a buffer written at their file offset (a 200 to a range request
+        // starts again at 0).
+        let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut pending_at = have;
+        let report = get(url, have, timeout, &mut |at,
+                                                   data: &[u8]|
+         -> Result<(), HttpError> {
+            if at != pending_at + pending.len() as u64 || pending.len() >= 1 << 20 {
+                file.write_all_at(&pending, pending_at)?;
+                pending.clear();
+                pending_at = at;
+            }
+            pending.extend_from_slice(data);
+            Ok(())
+        })?;
+        file.write_all_at(&pending, pending_at)?;
+        let len = report.start + report.bytes;
+        file.set_len(len)?;
+        if let Some(total) = report.total.filter(|&t| t != len) {
+            return Err(HttpError::Malformed(format!(
+                "file is {total} bytes, have {len}"
+            )));
+        }
+        file.sync_all()?;
+        Ok(HttpFetchReport {
+            bytes: report.bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            resumed_from: report.start,
+        })
+    };
+    match run() {
+        Ok(report) => {
+            fs::rename(&tmp, out)?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all())?;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            if !resume {
+                let _ = fs::remove_file(&tmp);
+            }
             Err(e)
         }
     }
@@ -283,6 +380,76 @@ pub fn fetch_named_load(
     key: Option<&ed25519_dalek::VerifyingKey>,
     cfg: ClientConfig,
 ) -> Result<LoadReport, FetchError> {
+    let mut read = |path: &str, _offset: u64, sink: &mut crate::http::Sink<'_, FetchError>| {
+        // TFTP cannot start mid-file: the whole file, from 0.
+        let mut at = 0u64;
+        transfer(server, path, cfg.clone(), &mut |d| {
+            sink(at, d)?;
+            at += d.len() as u64;
+            Ok(())
+        })
+        .map(|_| ())
+    };
+    load_from(server, dir, load, store, key, &mut read)
+}
+
+/// [`fetch_named_load`] from `tftp://HOST[:PORT]/DIR` or `http://HOST[:PORT]/DIR`. Over HTTP a
+/// file already partly in the store (verified prefix) continues with `Range`.
+pub fn fetch_named_load_url(
+    url: &str,
+    load: Option<&str>,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    cfg: ClientConfig,
+) -> Result<LoadReport, FetchError> {
+    if !url.starts_with("http://") {
+        let (server, dir) = parse_base_url(url)?;
+        return fetch_named_load(server, &dir, load, store, key, cfg);
+    }
+    let base = crate::http::HttpUrl::parse(url).map_err(|source| FetchError::Http {
+        url: url.to_owned(),
+        source,
+    })?;
+    let timeout = Duration::from_secs(10);
+    let mut read = |path: &str, offset: u64, sink: &mut crate::http::Sink<'_, FetchError>| {
+        let at = crate::http::HttpUrl {
+            path: path.to_owned(),
+            ..base.clone()
+        };
+        crate::http::get(&at, offset, timeout, sink)
+            .map(|_| ())
+            .map_err(|e| match e {
+                FetchError::Http { source, .. } => FetchError::Http {
+                    url: at.to_string(),
+                    source,
+                },
+                other => other,
+            })
+    };
+    load_from(base.addr, &base.path.clone(), load, store, key, &mut read)
+}
+
+impl From<crate::http::HttpError> for FetchError {
+    fn from(source: crate::http::HttpError) -> FetchError {
+        FetchError::Http {
+            url: String::new(),
+            source,
+        }
+    }
+}
+
+/// Reads `path` from byte `offset` (or from 0: the sink is told where each piece starts).
+type ReadFn<'a> =
+    dyn FnMut(&str, u64, &mut crate::http::Sink<'_, FetchError>) -> Result<(), FetchError> + 'a;
+
+fn load_from(
+    server: SocketAddr,
+    dir: &str,
+    load: Option<&str>,
+    store: &crate::store::Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    read: &mut ReadFn<'_>,
+) -> Result<LoadReport, FetchError> {
     let start = Instant::now();
     let dir = dir.trim_end_matches('/');
     let join = |name: &str| {
@@ -297,7 +464,7 @@ pub fn fetch_named_load(
         crate::manifest::manifest_file_for,
     ));
     let mut bytes = Vec::new();
-    transfer(server, &mpath, cfg.clone(), &mut |d| {
+    read(&mpath, 0, &mut |_, d| {
         if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
             return Err(FetchError::Manifest {
                 server,
@@ -334,8 +501,17 @@ pub fn fetch_named_load(
         let mut partial = store.partial(&manifest, entry).map_err(store_err)?;
         if partial.missing() > 0 {
             let mut buf: Vec<u8> = Vec::with_capacity(chunk);
-            let mut index = 0u32;
-            transfer(server, &fpath, cfg.clone(), &mut |mut d| {
+            // From the verified prefix where the origin can (HTTP Range); bytes before it that
+            // a server sends anyway are skipped.
+            let first = partial.verified_prefix();
+            let offset = entry
+                .chunk_range(manifest.chunk_size, first)
+                .0
+                .min(entry.size);
+            let mut index = first;
+            read(&fpath, offset, &mut |at, mut d| {
+                let skip = offset.saturating_sub(at).min(d.len() as u64) as usize;
+                d = &d[skip..];
                 while !d.is_empty() {
                     let take = (chunk - buf.len()).min(d.len());
                     buf.extend_from_slice(&d[..take]);

@@ -406,7 +406,8 @@ impl Completions {
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub phones: usize,
-    /// `tftp://HOST[:PORT]/DIR`: a load directory with its manifest.
+    /// `tftp://HOST[:PORT]/DIR` or `http://HOST[:PORT]/DIR` (several separated by commas, tried
+    /// in order): a load directory with its manifest.
     pub origin: String,
     pub iface: String,
     /// Run inside this existing namespace (`ip netns` name) instead of this one.

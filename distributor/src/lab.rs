@@ -46,15 +46,32 @@ fn setup(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabErro
     move |e| LabError::Setup(format!("{what}: {e}"))
 }
 
-/// Which TFTP server runs in `hq`.
+/// Which server runs in `hq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OriginKind {
-    /// The embedded `pfs origin`.
+    /// The embedded `pfs origin` (TFTP, and HTTP on port 6970 with `--origin-proto http`).
     Pfs,
-    /// tftpd-hpa's in.tftpd (must be installed).
+    /// tftpd-hpa's in.tftpd (must be installed; TFTP only).
     TftpdHpa,
+    /// nginx (must be installed; HTTP only, port 6970).
+    Nginx,
 }
+
+/// How phones fetch from the origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginProto {
+    /// TFTP (port 69).
+    #[default]
+    Tftp,
+    /// HTTP on port 6970, as newer Cisco phones fetch firmware; with `--origin pfs` the phones
+    /// also name TFTP, which they fall back to when HTTP fails.
+    Http,
+}
+
+/// The port the lab's HTTP origin listens on (where Cisco phones look).
+pub const HTTP_PORT: u16 = crate::http::DEFAULT_PORT;
 
 #[derive(Debug, Clone)]
 pub struct LabConfig {
@@ -66,6 +83,7 @@ pub struct LabConfig {
     pub lan_mbit: Option<f64>,
     pub fanout: u8,
     pub origin: OriginKind,
+    pub origin_proto: OriginProto,
     pub backend: Backend,
     pub xdp: bool,
     pub seed: u64,
@@ -92,6 +110,7 @@ impl Default for LabConfig {
             lan_mbit: Some(100.0),
             fanout: 2,
             origin: OriginKind::Pfs,
+            origin_proto: OriginProto::Tftp,
             backend: Backend::Auto,
             xdp: false,
             seed: 1,
@@ -295,13 +314,15 @@ pub struct Lab {
 }
 
 enum OriginGuard {
-    Pfs(crate::origin::OriginHandle),
-    Hpa(std::process::Child),
+    /// The embedded origin, with its HTTP side when phones fetch over HTTP.
+    Pfs(crate::origin::OriginHandle, Option<crate::http::HttpHandle>),
+    /// tftpd-hpa or nginx.
+    Process(std::process::Child),
 }
 
 impl Drop for OriginGuard {
     fn drop(&mut self) {
-        if let OriginGuard::Hpa(c) = self {
+        if let OriginGuard::Process(c) = self {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -330,6 +351,19 @@ impl Lab {
             return Err(LabError::Setup(
                 "need at least one phone and one model".into(),
             ));
+        }
+        match (cfg.origin, cfg.origin_proto) {
+            (OriginKind::TftpdHpa, OriginProto::Http) => {
+                return Err(LabError::Setup(
+                    "--origin tftpd-hpa serves TFTP only: use --origin-proto tftp".into(),
+                ));
+            }
+            (OriginKind::Nginx, OriginProto::Tftp) => {
+                return Err(LabError::Setup(
+                    "--origin nginx serves HTTP only: use --origin-proto http".into(),
+                ));
+            }
+            _ => {}
         }
         // Descriptors first: at 1000 phones the default limit ran out halfway through setup.
         // The synthetic load's components plus its .loads file.
@@ -371,6 +405,7 @@ impl Lab {
         let origin = match cfg.origin {
             OriginKind::Pfs => {
                 let root = origin_root.clone();
+                let http_root = origin_root.clone();
                 let h = site
                     .hq
                     .run(move || {
@@ -382,7 +417,49 @@ impl Lab {
                         })
                     })?
                     .map_err(setup("pfs origin in hq"))?;
-                OriginGuard::Pfs(h)
+                let http = if cfg.origin_proto == OriginProto::Http {
+                    Some(
+                        site.hq
+                            .run(move || {
+                                crate::http::spawn(crate::http::HttpConfig {
+                                    root: http_root,
+                                    listen: (ORIGIN_ADDR, HTTP_PORT).into(),
+                                    max_connections: 1024,
+                                })
+                            })?
+                            .map_err(setup("pfs origin --http in hq"))?,
+                    )
+                } else {
+                    None
+                };
+                OriginGuard::Pfs(h, http)
+            }
+            OriginKind::Nginx => {
+                let prefix = root.join("nginx");
+                std::fs::create_dir_all(prefix.join("logs")).map_err(setup("nginx prefix"))?;
+                let conf = format!(
+                    "daemon off;\nmaster_process off;\nerror_log {p}/logs/error.log;\n\
+                     pid {p}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
+                     http {{\n access_log off;\n sendfile on;\n\
+                     client_body_temp_path {p}/body;\n proxy_temp_path {p}/proxy;\n\
+                     fastcgi_temp_path {p}/fastcgi;\n uwsgi_temp_path {p}/uwsgi;\n\
+                     scgi_temp_path {p}/scgi;\n\
+                     server {{ listen {ORIGIN_ADDR}:{HTTP_PORT}; root {r}; autoindex off; }}\n}}\n",
+                    p = prefix.display(),
+                    r = origin_root.display()
+                );
+                std::fs::write(prefix.join("nginx.conf"), conf).map_err(setup("nginx.conf"))?;
+                let child = std::process::Command::new("ip")
+                    .args(["netns", "exec", site.hq.name(), "nginx", "-p"])
+                    .arg(&prefix)
+                    .arg("-c")
+                    .arg(prefix.join("nginx.conf"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(setup("nginx (apt-get install nginx)"))?;
+                std::thread::sleep(Duration::from_millis(300));
+                OriginGuard::Process(child)
             }
             OriginKind::TftpdHpa => {
                 let child = std::process::Command::new("ip")
@@ -399,7 +476,7 @@ impl Lab {
                     .spawn()
                     .map_err(setup("in.tftpd (apt-get install tftpd-hpa)"))?;
                 std::thread::sleep(Duration::from_millis(300));
-                OriginGuard::Hpa(child)
+                OriginGuard::Process(child)
             }
         };
         Ok(Lab {
@@ -415,8 +492,16 @@ impl Lab {
     /// The embedded origin's counters (`None` with tftpd-hpa).
     pub fn origin_stats(&self) -> Option<Arc<crate::origin::OriginStats>> {
         match &self.origin {
-            OriginGuard::Pfs(h) => Some(h.stats.clone()),
-            OriginGuard::Hpa(_) => None,
+            OriginGuard::Pfs(h, _) => Some(h.stats.clone()),
+            OriginGuard::Process(_) => None,
+        }
+    }
+
+    /// The embedded origin's HTTP counters (with `--origin pfs --origin-proto http`).
+    pub fn origin_http_stats(&self) -> Option<Arc<crate::http::HttpStats>> {
+        match &self.origin {
+            OriginGuard::Pfs(_, Some(w)) => Some(w.stats.clone()),
+            _ => None,
         }
     }
 
@@ -490,7 +575,14 @@ impl Lab {
         Ok(PeerOptions {
             iface: PHONE_IFACE.into(),
             model: self.manifests[self.model_of(i)].0.clone(),
-            source: Source::Origin(format!("tftp://{server}/{load}")),
+            source: Source::Origin(match (self.cfg.origin, self.cfg.origin_proto) {
+                (_, OriginProto::Tftp) => format!("tftp://{server}/{load}"),
+                // HTTP first, TFTP when HTTP fails, as a phone does.
+                (OriginKind::Pfs, OriginProto::Http) => {
+                    format!("http://{server}:{HTTP_PORT}/{load},tftp://{server}/{load}")
+                }
+                (_, OriginProto::Http) => format!("http://{server}:{HTTP_PORT}/{load}"),
+            }),
             store,
             mode,
             fanout: self.cfg.fanout,
@@ -540,11 +632,16 @@ impl Lab {
         let prepare_s = t0.elapsed().as_secs_f64();
         let wan_manifest_bytes = self.site.wan_tx_bytes()? - wan0;
         // The origin's peak counts from power-on: manifest fetches while preparing are over.
-        if let OriginGuard::Pfs(h) = &self.origin {
+        if let OriginGuard::Pfs(h, http) = &self.origin {
             use std::sync::atomic::Ordering::Relaxed;
             h.stats
                 .peak_sessions
                 .store(h.stats.active_sessions.load(Relaxed), Relaxed);
+            if let Some(w) = http {
+                w.stats
+                    .peak_connections
+                    .store(w.stats.active_connections.load(Relaxed), Relaxed);
+            }
         }
         let faults = (!self.cfg.faults.is_empty()).then(|| {
             Arc::new(crate::faults::FaultRuntime::new(
@@ -604,12 +701,14 @@ impl Lab {
         } else {
             0.0
         };
-        if let OriginGuard::Pfs(h) = &self.origin {
-            r.origin_peak_sessions = Some(
-                h.stats
-                    .peak_sessions
-                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
-            );
+        if let OriginGuard::Pfs(h, http) = &self.origin {
+            use std::sync::atomic::Ordering::Relaxed;
+            // TFTP transfers plus HTTP connections (one per transfer: phones ask
+            // `Connection: close`).
+            let http_peak = http
+                .as_ref()
+                .map_or(0, |w| w.stats.peak_connections.load(Relaxed));
+            r.origin_peak_sessions = Some((h.stats.peak_sessions.load(Relaxed) + http_peak) as u64);
         }
         if let Some(c) = capture {
             let stats = c.stop().map_err(setup("stopping the capture"))?;
@@ -707,12 +806,12 @@ impl Lab {
     /// DATA blocks the embedded origin has resent so far (counted as each transfer ends).
     fn origin_resends(&self) -> Option<u64> {
         match &self.origin {
-            OriginGuard::Pfs(h) => Some(
+            OriginGuard::Pfs(h, _) => Some(
                 h.stats
                     .resent_blocks
                     .load(std::sync::atomic::Ordering::Relaxed) as u64,
             ),
-            OriginGuard::Hpa(_) => None,
+            OriginGuard::Process(_) => None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod fetch;
 pub mod fleet;
 pub mod fleetnet;
+pub mod http;
 pub mod lab;
 pub mod loads;
 pub mod manifest;

@@ -43,9 +43,9 @@ enum Command {
     Xdp(XdpCommand),
     /// Simulate a fleet upgrade (deterministic: same seed, same report).
     Simulate(SimulateArgs),
-    /// Serve a directory read-only over TFTP (blksize, tsize, timeout, windowsize).
+    /// Serve a directory read-only over TFTP (blksize, tsize, timeout, windowsize), and HTTP with --http.
     Origin(OriginArgs),
-    /// Download one file over TFTP: tftp://HOST[:PORT]/PATH.
+    /// Download one file: tftp://HOST[:PORT]/PATH or http://HOST[:PORT]/PATH.
     Fetch(FetchArgs),
     /// Fetch a whole load (manifest first) into a store, verifying every chunk, then activate it.
     FetchLoad(FetchLoadArgs),
@@ -94,7 +94,9 @@ struct FleetArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// The load: tftp://HOST[:PORT]/DIR, a directory holding the load and its manifest.
+    /// The load: tftp://HOST[:PORT]/DIR or http://HOST[:PORT]/DIR, a directory holding the load
+    /// and its manifest; several URLs separated by commas are tried in order (HTTP first, TFTP
+    /// when HTTP fails, as a phone does).
     #[arg(long)]
     origin: String,
     #[arg(long, default_value_t = 50)]
@@ -180,6 +182,9 @@ struct LabArgs {
     compare: bool,
     #[arg(long, value_enum, default_value_t = pfs::lab::OriginKind::Pfs)]
     origin: pfs::lab::OriginKind,
+    /// How phones fetch from the origin (nginx serves only HTTP, tftpd-hpa only TFTP).
+    #[arg(long, value_enum, default_value_t = pfs::lab::OriginProto::Tftp)]
+    origin_proto: pfs::lab::OriginProto,
     #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
     backend: pfs::engine::Backend,
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
@@ -287,7 +292,8 @@ struct RunArgs {
 struct PeerArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// tftp://HOST[:PORT]/DIR holding pfs-manifest.json and the load's files.
+    /// tftp://HOST[:PORT]/DIR or http://HOST[:PORT]/DIR holding pfs-manifest.json and the
+    /// load's files; several separated by commas are tried in order.
     #[arg(long)]
     origin: String,
     /// The phone's store directory.
@@ -343,7 +349,8 @@ enum ConfigCommand {
 
 #[derive(Args, Debug)]
 struct FetchLoadArgs {
-    /// tftp://HOST[:PORT]/DIR (DIR holds pfs-manifest.json and the files)
+    /// tftp://HOST[:PORT]/DIR or http://HOST[:PORT]/DIR (DIR holds pfs-manifest.json and the
+    /// files; over HTTP a file partly in the store continues with Range)
     url: String,
     /// The phone's store directory.
     #[arg(long)]
@@ -431,11 +438,18 @@ struct OriginArgs {
     /// Largest windowsize granted.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     max_window: u16,
+    /// Also serve the root read-only over HTTP at IP[:PORT] (port 6970 when omitted, where
+    /// Cisco phones look): GET, HEAD, one Range, the same path rules, no listing.
+    #[arg(long, value_name = "ADDR", value_parser = pfs::http::parse_listen)]
+    http: Option<std::net::SocketAddr>,
+    /// Concurrent HTTP connections; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    http_max_connections: u32,
 }
 
 #[derive(Args, Debug)]
 struct FetchArgs {
-    /// tftp://HOST[:PORT]/PATH
+    /// tftp://HOST[:PORT]/PATH or http://HOST[:PORT]/PATH
     url: String,
     /// Output file (written atomically).
     #[arg(short, long)]
@@ -453,6 +467,10 @@ struct FetchArgs {
     /// window requests by a congestion window that halves on loss.
     #[arg(long)]
     fixed_window: bool,
+    /// http:// only: keep a partial download (.NAME.pfs-partial next to the output) when the
+    /// transfer fails, and continue one found there with `Range` instead of starting over.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -663,7 +681,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             None,
         ),
         Command::FetchLoad(a) => {
-            let (server, dir) = pfs::fetch::parse_base_url(&a.url)?;
             let key = a
                 .public_key
                 .as_deref()
@@ -675,9 +692,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let store = pfs::store::Store::new(&a.store);
-            let r = pfs::fetch::fetch_named_load(
-                server,
-                &dir,
+            let r = pfs::fetch::fetch_named_load_url(
+                &a.url,
                 a.load.as_deref(),
                 &store,
                 key.as_ref(),
@@ -1035,6 +1051,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
         fanout: a.fanout,
         origin: a.origin,
+        origin_proto: a.origin_proto,
         backend: a.backend,
         xdp: a.xdp,
         seed: a.seed,
@@ -1074,6 +1091,9 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     let lab = Lab::build(cfg)?;
     if let Some(stats) = lab.origin_stats() {
         pfs::metrics::set_origin(stats);
+    }
+    if let Some(stats) = lab.origin_http_stats() {
+        pfs::metrics::set_origin_http(stats);
     }
     let _xdp = if a.xdp {
         let x = LabXdp::attach(&lab);
@@ -1619,12 +1639,48 @@ fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
     })?;
     pfs::metrics::set_origin(handle.stats.clone());
     eprintln!("serving {} read-only on {}", a.root.display(), handle.addr);
+    let _http = match a.http {
+        Some(listen) => {
+            let h = pfs::http::spawn(pfs::http::HttpConfig {
+                root: a.root.clone(),
+                listen,
+                max_connections: a.http_max_connections as usize,
+            })?;
+            pfs::metrics::set_origin_http(h.stats.clone());
+            eprintln!(
+                "serving {} read-only on http://{}/",
+                a.root.display(),
+                h.addr
+            );
+            Some(h)
+        }
+        None => None,
+    };
     loop {
         std::thread::park();
     }
 }
 
 fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
+    if a.url.starts_with("http://") {
+        let url = pfs::http::HttpUrl::parse(&a.url)?;
+        let timeout = std::time::Duration::from_millis(a.timeout_ms.max(1000) * 10);
+        let report = pfs::fetch::fetch_http(&url, &a.output, a.resume, timeout)
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        eprintln!(
+            "{} bytes in {:.3} s ({:.1} Mbit/s){}",
+            report.bytes,
+            report.seconds,
+            report.bytes as f64 * 8.0 / report.seconds.max(1e-9) / 1e6,
+            if report.resumed_from > 0 {
+                format!(", resumed from byte {}", report.resumed_from)
+            } else {
+                String::new()
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::ensure!(!a.resume, "--resume is for http:// URLs");
     let (server, path) = pfs::fetch::parse_url(&a.url)?;
     let cfg = pfs::tftp::client::ClientConfig {
         blksize: a.blksize,

@@ -158,6 +158,26 @@ const METRICS: &[(&str, &str, bool)] = &[
     ),
     ("pfs_origin_bytes_sent", "Bytes the origin served.", true),
     (
+        "pfs_origin_http_connections",
+        "HTTP connections the origin has open now (`pfs origin --http`).",
+        false,
+    ),
+    (
+        "pfs_origin_http_connections_peak",
+        "Most HTTP connections the origin had open at once.",
+        false,
+    ),
+    (
+        "pfs_origin_http_requests",
+        "HTTP requests the origin answered, by result (ok, partial, refused, busy).",
+        true,
+    ),
+    (
+        "pfs_origin_http_bytes_sent",
+        "Body bytes the origin served over HTTP.",
+        true,
+    ),
+    (
         "pfs_xdp_packets",
         "Datagrams the XDP program counted, by counter.",
         true,
@@ -172,6 +192,7 @@ struct Board {
     /// Counters of loops that finished.
     retired: Series,
     origin: Option<Arc<OriginStats>>,
+    origin_http: Option<Arc<crate::http::HttpStats>>,
     xdp: Option<XdpSource>,
 }
 
@@ -222,6 +243,13 @@ pub fn observe<T>(last: &mut Option<Instant>, items: &[T], sample: impl Fn(&T) -
 pub fn set_origin(stats: Arc<OriginStats>) {
     if let Some(mut b) = board() {
         b.origin = Some(stats);
+    }
+}
+
+/// The HTTP side of the origin (`pfs origin --http`).
+pub fn set_origin_http(stats: Arc<crate::http::HttpStats>) {
+    if let Some(mut b) = board() {
+        b.origin_http = Some(stats);
     }
 }
 
@@ -313,6 +341,32 @@ fn snapshot() -> (Series, Series) {
         c.insert(("pfs_origin_timeouts", vec![]), n(&o.timeouts));
         c.insert(("pfs_origin_resent_blocks", vec![]), n(&o.resent_blocks));
         c.insert(("pfs_origin_bytes_sent", vec![]), n(&o.bytes));
+    }
+    if let Some(h) = &b.origin_http {
+        let n = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as u64;
+        g.insert(
+            ("pfs_origin_http_connections", vec![]),
+            n(&h.active_connections),
+        );
+        g.insert(
+            ("pfs_origin_http_connections_peak", vec![]),
+            n(&h.peak_connections),
+        );
+        for (result, v) in [
+            ("ok", &h.ok),
+            ("partial", &h.partial),
+            ("refused", &h.refused),
+            ("busy", &h.busy),
+        ] {
+            c.insert(
+                (
+                    "pfs_origin_http_requests",
+                    vec![("result", result.to_owned())],
+                ),
+                n(v),
+            );
+        }
+        c.insert(("pfs_origin_http_bytes_sent", vec![]), n(&h.bytes));
     }
     if let Some(read) = &b.xdp {
         for (counter, v) in read() {

@@ -58,6 +58,8 @@ pub enum PeerError {
     Manifest(#[from] crate::manifest::ManifestError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("http: {0}")]
+    Http(#[from] crate::http::HttpError),
     #[error("{0}")]
     Usage(String),
 }
@@ -70,7 +72,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PeerError {
 /// Where the load comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// `tftp://HOST[:PORT]/DIR`: manifest and (as root) files from the origin.
+    /// `tftp://HOST[:PORT]/DIR` or `http://HOST[:PORT]/DIR`: manifest and (as root) files
+    /// from the origin. Several URLs separated by commas are tried in order, as a phone tries
+    /// HTTP first and TFTP when HTTP fails: a failed transfer moves that file to the next.
     Origin(String),
     /// A directory that already holds the load (manifest and files): a permanent root.
     Serve(PathBuf),
@@ -212,8 +216,30 @@ pub fn iface_addrs(iface: &str) -> Result<(Ipv4Addr, Ipv4Addr), PeerError> {
     Err(PeerError::NoAddress(iface.to_owned()))
 }
 
-/// One origin transfer (TFTP) for one file.
+/// The origin URLs of a `Source::Origin`, in the order tried.
+pub fn origin_urls(spec: &str) -> Vec<&str> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// What an HTTP origin transfer's thread hands the loop.
+enum HttpMsg {
+    /// File bytes, in order, from where the transfer was asked to start.
+    Data(Vec<u8>),
+    Done(Result<(), String>),
+}
+
+/// Bytes an HTTP origin thread may hold queued for the loop (backpressure on the socket).
+const HTTP_QUEUE: usize = 64;
+/// How often the loop looks for bytes from an HTTP origin thread.
+const HTTP_POLL: Time = 2_000;
+
+/// One origin transfer (TFTP, or HTTP on a thread of its own) for one file.
 struct OriginXfer {
+    /// HTTP: the thread's bytes (the TFTP fields are unused).
+    http: Option<crossbeam_channel::Receiver<HttpMsg>>,
     token: Token,
     server: SocketAddr,
     tid: Option<SocketAddr>,
@@ -233,6 +259,8 @@ struct FileState {
     chunks: u32,
     installed: bool,
     origin: Option<OriginXfer>,
+    /// Which of the origin URLs the next transfer uses (moves on after a failure).
+    origin_pick: usize,
     report: FileReport,
     next_progress: u32,
 }
@@ -372,49 +400,81 @@ fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
             m.verify_dir(dir)?;
             Ok(m)
         }
-        Source::Origin(url) => {
-            let (server, dir) = fetch::parse_base_url(url)?;
-            let dir = dir.trim_end_matches('/');
-            let path = if dir.is_empty() {
-                MANIFEST_FILE.to_owned()
-            } else {
-                format!("{dir}/{MANIFEST_FILE}")
-            };
+        Source::Origin(spec) => {
+            let urls = origin_urls(spec);
+            if urls.is_empty() {
+                return Err(PeerError::Usage("no origin URL".into()));
+            }
             let mut bytes = Vec::new();
             let mut last = None;
-            // The origin may not be reachable the instant the fleet boots: a few bounded tries.
-            for attempt in 0..5u32 {
-                bytes.clear();
-                match fetch::transfer(server, &path, opts.tftp.clone(), &mut |d| {
-                    if bytes.len() + d.len() > MAX_MANIFEST_BYTES {
-                        return Err(FetchError::Manifest {
-                            server,
-                            file: path.clone(),
-                            source: crate::manifest::ManifestError::Invalid(
-                                "larger than the manifest cap".into(),
-                            ),
-                        });
-                    }
-                    bytes.extend_from_slice(d);
-                    Ok(())
-                }) {
-                    Ok(_) => {
-                        last = None;
-                        break;
-                    }
-                    Err(e) => {
-                        warn!("manifest fetch attempt {}: {e}", attempt + 1);
-                        last = Some(e);
-                        std::thread::sleep(Duration::from_millis(500 << attempt.min(3)));
+            // The origin may not be reachable the instant the fleet boots: a few bounded tries,
+            // each URL in turn.
+            'tries: for attempt in 0..5u32 {
+                for url in &urls {
+                    bytes.clear();
+                    match manifest_from(url, opts, &mut bytes) {
+                        Ok(()) => {
+                            last = None;
+                            break 'tries;
+                        }
+                        Err(e) => {
+                            warn!("manifest fetch attempt {} from {url}: {e}", attempt + 1);
+                            last = Some(e);
+                        }
                     }
                 }
+                std::thread::sleep(Duration::from_millis(500 << attempt.min(3)));
             }
             if let Some(e) = last {
-                return Err(e.into());
+                return Err(e);
             }
             Ok(Manifest::parse(&bytes, key)?)
         }
     }
+}
+
+/// The manifest at one origin URL (TFTP or HTTP), capped at [`MAX_MANIFEST_BYTES`].
+fn manifest_from(url: &str, opts: &PeerOptions, bytes: &mut Vec<u8>) -> Result<(), PeerError> {
+    let too_large = || {
+        PeerError::Manifest(crate::manifest::ManifestError::Invalid(
+            "larger than the manifest cap".into(),
+        ))
+    };
+    if url.starts_with("http://") {
+        let at = crate::http::HttpUrl::parse(url)
+            .map_err(|e| PeerError::Usage(e.to_string()))?
+            .join(MANIFEST_FILE);
+        let mut sink = |_: u64, d: &[u8]| -> Result<(), PeerError> {
+            if bytes.len() + d.len() > MAX_MANIFEST_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(d);
+            Ok(())
+        };
+        crate::http::get(&at, 0, Duration::from_secs(10), &mut sink)?;
+        return Ok(());
+    }
+    let (server, dir) = fetch::parse_base_url(url)?;
+    let dir = dir.trim_end_matches('/');
+    let path = if dir.is_empty() {
+        MANIFEST_FILE.to_owned()
+    } else {
+        format!("{dir}/{MANIFEST_FILE}")
+    };
+    fetch::transfer(server, &path, opts.tftp.clone(), &mut |d| {
+        if bytes.len() + d.len() > MAX_MANIFEST_BYTES {
+            return Err(FetchError::Manifest {
+                server,
+                file: path.clone(),
+                source: crate::manifest::ManifestError::Invalid(
+                    "larger than the manifest cap".into(),
+                ),
+            });
+        }
+        bytes.extend_from_slice(d);
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Where a phone's sockets are made: this thread's network namespace, or a named one (a
@@ -571,6 +631,7 @@ impl Peer {
                 chunks,
                 installed,
                 origin: None,
+                origin_pick: 0,
                 report: FileReport {
                     file: entry.name.clone(),
                     bytes: entry.size,
@@ -806,6 +867,7 @@ impl Peer {
             self.feed(now, Event::Timer { h, kind })?;
         }
         self.origin_timers(now)?;
+        self.origin_http_poll(now)?;
         self.log_progress();
         let next = self
             .timers
@@ -817,6 +879,12 @@ impl Peer {
                 self.files
                     .iter()
                     .filter_map(|f| f.origin.as_ref()?.deadline),
+            )
+            .chain(
+                self.files
+                    .iter()
+                    .any(|f| f.origin.as_ref().is_some_and(|o| o.http.is_some()))
+                    .then_some(now + HTTP_POLL),
             )
             .min()
             .unwrap_or(now + 200_000);
@@ -1536,7 +1604,15 @@ impl Peer {
             self.pending.push_back(Event::OriginBusy { h });
             return Ok(());
         };
-        let (server, dir) = fetch::parse_base_url(url)?;
+        let urls = origin_urls(url);
+        if urls.is_empty() {
+            return Err(PeerError::Usage("no origin URL".into()));
+        }
+        let url = urls[self.files[h as usize].origin_pick % urls.len()].to_owned();
+        if url.starts_with("http://") {
+            return self.origin_open_http(h, &url, fallback);
+        }
+        let (server, dir) = fetch::parse_base_url(&url)?;
         self.origin_close(h);
         let name = self.files[h as usize].entry.name.clone();
         let dir = dir.trim_end_matches('/');
@@ -1574,6 +1650,7 @@ impl Peer {
             if fallback { "fallback fetch from" } else { "fetching from" }
         );
         self.files[h as usize].origin = Some(OriginXfer {
+            http: None,
             token,
             server,
             tid: None,
@@ -1585,6 +1662,94 @@ impl Peer {
         self.origin_actions(now, h as usize, out)?;
         // The core streams once the transfer is open.
         self.pending.push_back(Event::OriginReady { h });
+        Ok(())
+    }
+
+    /// An HTTP origin transfer: a thread per transfer (connected inside the phone's
+    /// namespace) runs a blocking GET with `Range` from the verified prefix and hands the bytes
+    /// to the loop through a bounded channel, which the loop drains every [`HTTP_POLL`]. Closing
+    /// the transfer drops the receiver, and the thread ends at its next send.
+    fn origin_open_http(&mut self, h: u32, url: &str, fallback: bool) -> Result<(), PeerError> {
+        self.origin_close(h);
+        let i = h as usize;
+        let name = self.files[i].entry.name.clone();
+        let at = crate::http::HttpUrl::parse(url)?.join(&name);
+        let verified = self.phone.hierarchies[i].verified.min(self.files[i].chunks);
+        let cs = self.manifest.chunk_size;
+        let offset = if verified >= self.files[i].chunks {
+            self.files[i].entry.size
+        } else {
+            self.files[i].entry.chunk_range(cs, verified).0
+        };
+        let (tx, rx) = crossbeam_channel::bounded(HTTP_QUEUE);
+        let place = self.place.clone();
+        let thread_url = at.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pfs-http-origin".into())
+            .spawn(move || http_origin_thread(place, thread_url, offset, tx));
+        if let Err(e) = spawned {
+            let f = &mut self.files[i];
+            f.report.origin_errors += 1;
+            warn!(file = %name, "cannot start an HTTP origin transfer: {e}");
+            self.pending.push_back(Event::OriginBusy { h });
+            return Ok(());
+        }
+        info!(
+            file = %name,
+            "{} {at} from byte {offset}",
+            if fallback { "fallback fetch from" } else { "fetching from" }
+        );
+        let token = self.token();
+        self.files[i].origin = Some(OriginXfer {
+            http: Some(rx),
+            token,
+            server: at.addr,
+            tid: None,
+            session: ClientSession::new(self.opts.tftp.clone(), &name),
+            deadline: None,
+            buf: Vec::with_capacity(cs as usize),
+            index: verified,
+        });
+        self.pending.push_back(Event::OriginReady { h });
+        Ok(())
+    }
+
+    /// Bytes and ends of HTTP origin transfers, as their threads delivered them.
+    fn origin_http_poll(&mut self, now: Time) -> Result<(), PeerError> {
+        for i in 0..self.files.len() {
+            // Bounded per turn: a fast origin cannot starve the phone's other work.
+            for _ in 0..HTTP_QUEUE {
+                let Some(rx) = self.files[i].origin.as_ref().and_then(|o| o.http.as_ref()) else {
+                    break;
+                };
+                let msg = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        HttpMsg::Done(Err("transfer thread ended".into()))
+                    }
+                };
+                match msg {
+                    HttpMsg::Data(data) => {
+                        self.files[i].report.origin_bytes += data.len() as u64;
+                        self.origin_bytes(now, i, &data)?;
+                    }
+                    HttpMsg::Done(Ok(())) => {
+                        self.origin_bytes(now, i, &[])?;
+                        self.origin_close(i as u32);
+                    }
+                    HttpMsg::Done(Err(e)) => {
+                        let f = &mut self.files[i];
+                        f.report.origin_errors += 1;
+                        f.origin_pick += 1;
+                        warn!(file = %f.entry.name, "origin transfer failed: {e}");
+                        self.origin_close(i as u32);
+                        self.feed(now, Event::OriginBusy { h: i as u32 })?;
+                        break;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1688,6 +1853,7 @@ impl Peer {
                         ClientError::Protocol(_) => r.origin_errors += 1,
                     }
                     warn!(file = %self.files[i].entry.name, "origin transfer failed: {e}");
+                    self.files[i].origin_pick += 1;
                     self.origin_close(i as u32);
                     self.feed(now, Event::OriginBusy { h: i as u32 })?;
                     return Ok(());
@@ -2067,6 +2233,35 @@ impl Host {
 }
 
 /// Verifies chunk `index` and writes it to the partial file; `false` if it failed.
+/// The body of one HTTP origin transfer: bytes from `offset` on, to the loop. A server that
+/// ignores the range sends the file from its start; the bytes before `offset` are dropped here.
+fn http_origin_thread(
+    place: Place,
+    url: crate::http::HttpUrl,
+    offset: u64,
+    tx: crossbeam_channel::Sender<HttpMsg>,
+) {
+    let timeout = Duration::from_secs(10);
+    let result = (|| -> Result<(), String> {
+        let stream = place
+            .run(|| std::net::TcpStream::connect_timeout(&url.addr, timeout))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let mut sink = |at: u64, data: &[u8]| -> Result<(), crate::http::HttpError> {
+            let skip = offset.saturating_sub(at).min(data.len() as u64) as usize;
+            if skip < data.len() {
+                tx.send(HttpMsg::Data(data[skip..].to_vec()))
+                    .map_err(|_| io::Error::other("transfer closed"))?;
+            }
+            Ok(())
+        };
+        crate::http::get_on(stream, &url, offset, timeout, &mut sink)
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok(())
+    })();
+    let _ = tx.send(HttpMsg::Done(result));
+}
+
 fn write_verified(f: &mut FileState, index: u32, data: &[u8]) -> Result<bool, PeerError> {
     let Some(p) = f.partial.as_mut() else {
         return Ok(true); // already installed

@@ -33,6 +33,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     // systemd-analyze verify checks the package's units.
     "systemd",
+    // HTTP interop: nginx and `python3 -m http.server` as origins, wget (and curl) as clients
+    // of `pfs origin --http`.
+    "nginx",
+    "python3",
+    "wget",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
