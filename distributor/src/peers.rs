@@ -216,6 +216,35 @@ impl Drop for Procs {
     }
 }
 
+/// Multicast routes for the run: the site router (no default route) on its bridge, and every
+/// phone on its port (udpcast's rendezvous, aria2's local peer discovery); removed on drop.
+struct McastRoutes<'a>(&'a Lab);
+
+const MCAST: &str = "224.0.0.0/4";
+
+impl<'a> McastRoutes<'a> {
+    fn add(lab: &'a Lab) -> McastRoutes<'a> {
+        let _ = lab.site.router.ip(&["route", "add", MCAST, "dev", BRIDGE]);
+        for ph in &lab.site.phones {
+            let _ = ph.ip(&["route", "add", MCAST, "dev", PHONE_IFACE]);
+        }
+        McastRoutes(lab)
+    }
+}
+
+impl Drop for McastRoutes<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .site
+            .router
+            .ip(&["route", "del", MCAST, "dev", BRIDGE]);
+        for ph in &self.0.site.phones {
+            let _ = ph.ip(&["route", "del", MCAST, "dev", PHONE_IFACE]);
+        }
+    }
+}
+
 /// The words of a command line, and how it reads in the report.
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
@@ -240,12 +269,15 @@ pub fn run(lab: &Lab, p: Peer) -> Result<LabReport, LabError> {
         cfg.deadline * 2 + Duration::from_secs(60),
     );
     let mut procs = Procs::default();
-    let start = Instant::now();
-    let deadline = start + cfg.deadline;
+    // Each system sets up what hq and the site would already run (tracker, seed, routes),
+    // then sets `start`: the phones' power-on, which every completion counts from.
+    let mut start = Instant::now();
+    let routes = McastRoutes::add(lab);
     let out = match p {
-        Peer::Udpcast => udpcast(lab, &dir, &mut procs, start, deadline),
-        Peer::Bittorrent => bittorrent(lab, &dir, &mut procs, start, deadline),
+        Peer::Udpcast => udpcast(lab, &dir, &mut procs, &mut start),
+        Peer::Bittorrent => bittorrent(lab, &dir, &mut procs, &mut start),
     };
+    drop(routes);
     let stray = procs.stop();
     let wan_link_bytes = lab.site.wan_tx_bytes()? - wan0;
     let source = sampler.source.clone();
@@ -303,9 +335,11 @@ fn udpcast(
     lab: &Lab,
     dir: &Path,
     procs: &mut Procs,
-    start: Instant,
-    deadline: Instant,
+    start: &mut Instant,
 ) -> Result<Outcome, LabError> {
+    *start = Instant::now();
+    let start = *start;
+    let deadline = start + lab.config().deadline;
     let n = lab.config().phones;
     let router = lab.site.router.name().to_owned();
     let log = dir.join("udpcast.log");
@@ -471,8 +505,7 @@ fn bittorrent(
     lab: &Lab,
     dir: &Path,
     procs: &mut Procs,
-    start: Instant,
-    deadline: Instant,
+    start: &mut Instant,
 ) -> Result<Outcome, LabError> {
     let n = lab.config().phones;
     let hq = lab.site.hq.name().to_owned();
@@ -542,11 +575,7 @@ fn bittorrent(
     if procs.poll(tracker).is_some() {
         return Err(LabError::Setup("opentracker exited at start".into()));
     }
-    let timeout = deadline
-        .saturating_duration_since(Instant::now())
-        .as_secs()
-        .max(5)
-        .to_string();
+    let timeout = lab.config().deadline.as_secs().max(5).to_string();
     let common = [
         "--enable-dht=false",
         "--enable-dht6=false",
@@ -571,6 +600,10 @@ fn bittorrent(
         commands.push(shown(&hq, &a));
         procs.spawn(&hq, &a, &log)?;
     }
+    // Power-on: the tracker and the seed are up, as they would be at hq.
+    *start = Instant::now();
+    let start = *start;
+    let deadline = start + lab.config().deadline;
     let mut done = vec![None; n];
     let mut dirs = Vec::with_capacity(n);
     let mut leechers = Vec::with_capacity(n);

@@ -437,7 +437,7 @@ pub fn timeline(runs: &[LabReport]) -> Result<String, PlotError> {
 /// The run whose trees the report draws: the last peer-sharing run, else the last run.
 pub fn tree_run(runs: &[LabReport]) -> Option<&LabReport> {
     runs.iter()
-        .rfind(|r| r.mode != Mode::Traditional)
+        .rfind(|r| r.mode.mode().is_some_and(|m| m != Mode::Traditional))
         .or(runs.last())
 }
 
