@@ -50,6 +50,14 @@ fn udpcast_and_bittorrent_deliver_verified_bytes_to_10_phones() {
     .expect("lab");
     for p in [Peer::Udpcast, Peer::Bittorrent] {
         let r = pfs::peers::run(&lab, p).expect("run");
+        eprintln!(
+            "{}: {}/{} in {:.2} s, WAN link {:.1} MB",
+            r.mode,
+            r.completed,
+            r.phones,
+            r.makespan_s,
+            r.wan_link_bytes as f64 / 1e6
+        );
         assert_eq!(r.mode, System::from(p));
         assert_eq!(r.completed, 10, "{p:?}: {:?}", r.violations);
         assert_eq!(r.corrupt_installs, 0, "{p:?}");

@@ -158,7 +158,7 @@ mod tests {
             }],
         );
         LabReport {
-            mode: Mode::Pipelined,
+            mode: Mode::Pipelined.into(),
             origin_resent_blocks: Some(3),
             origin_peak_sessions: Some(12),
             fallbacks_by_reason: BTreeMap::from([("no_peer".to_owned(), 1)]),
@@ -179,6 +179,7 @@ mod tests {
             messages_sent: BTreeMap::from([("Advert".to_owned(), 3)]),
             pcap_frames: Some(3),
             pcap_dropped: Some(0),
+            commands: vec!["udp-sender --file x".into()],
             ..LabReport::default()
         }
     }
