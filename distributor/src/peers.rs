@@ -263,7 +263,17 @@ fn argv(words: &[&str]) -> Vec<String> {
 }
 
 fn shown(ns: &str, argv: &[String]) -> String {
-    format!("ip netns exec {ns} {}", argv.join(" "))
+    let words: Vec<String> = argv
+        .iter()
+        .map(|w| {
+            if w.contains(' ') {
+                format!("'{w}'")
+            } else {
+                w.clone()
+            }
+        })
+        .collect();
+    format!("ip netns exec {ns} {}", words.join(" "))
 }
 
 /// Runs `p` on `lab`'s site and reports it like a pfs run.
