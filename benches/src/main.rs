@@ -2,6 +2,8 @@
 //!
 //! `fanout`: see [`fanout`].
 //!
+//! `peers`: pfs pipelined against udpcast and BitTorrent on one lab site (see [`peers`]).
+//!
 //! `simulate`: the issue-3 targets on the deterministic simulator: 100,000 phones pipelined
 //! (with store-and-forward and traditional measured in the same run for the ratios), the
 //! 10,000-phone fault case, the slow-phone case, and election broadcasts at 1k/10k/100k.
@@ -750,6 +752,56 @@ fn agree(args: &[String]) {
     }
 }
 
+/// `peers` (issue 18): pfs pipelined against udpcast and BitTorrent on the same site, 60 and
+/// 200 phones of 1 model on 100 Mbit/s ports, WAN-bound (10 Mbit/s WAN) and LAN-bound (WAN as
+/// fast as a port). `--quick`: 10 phones, both regimes. One JSON object per run.
+fn peers(quick: bool) {
+    use pfs::{
+        lab::{Lab, LabConfig},
+        peers::Peer,
+    };
+    assert!(pfs::netns::can_create(), "the peers benchmark needs root");
+    for p in [Peer::Udpcast, Peer::Bittorrent] {
+        pfs::peers::check_installed(p).expect("cargo xtask setup installs it");
+    }
+    let sizes: &[usize] = if quick { &[10] } else { &[60, 200] };
+    for &phones in sizes {
+        for (regime, wan) in [("wan-bound", 10.0), ("lan-bound", 100.0)] {
+            let lab = Lab::build(LabConfig {
+                phones,
+                models: vec!["CP-7961G".into()],
+                wan_mbit: wan,
+                lan_mbit: Some(100.0),
+                progress: false,
+                deadline: std::time::Duration::from_secs(300),
+                ..LabConfig::default()
+            })
+            .expect("lab");
+            let mut runs = vec![lab.run(Mode::Pipelined, None).expect("pfs run")];
+            for p in [Peer::Udpcast, Peer::Bittorrent] {
+                runs.push(pfs::peers::run(&lab, p).expect("peer run"));
+            }
+            for r in &runs {
+                let mut v = serde_json::to_value(r).expect("report");
+                let o = v.as_object_mut().expect("object");
+                for series in ["trees", "wan_samples", "phone_times", "commands"] {
+                    o.remove(series);
+                }
+                o.insert(
+                    "case".into(),
+                    format!("{phones}-{regime}-{}", r.mode).into(),
+                );
+                o.insert("makespan_ratio".into(), (r.makespan_s / r.limit_s).into());
+                o.insert(
+                    "wan_link_ratio".into(),
+                    (r.wan_link_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64)).into(),
+                );
+                println!("{v}");
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -778,13 +830,17 @@ fn main() -> ExitCode {
             fanout::fanout(quick);
             ExitCode::SUCCESS
         }
+        Some("peers") => {
+            peers(quick);
+            ExitCode::SUCCESS
+        }
         Some("agree") => {
             agree(&args[1..]);
             ExitCode::SUCCESS
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|agree [--quick] [--json]\n\
+                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|peers|agree [--quick] [--json]\n\
                  (every benchmark prints one JSON object per line)"
             );
             ExitCode::from(2)

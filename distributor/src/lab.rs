@@ -136,7 +136,8 @@ pub struct TreeNode {
 /// Every field is documented in `docs/report.md`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LabReport {
-    pub mode: Mode,
+    /// The pfs mode, or the external system (`--peers`) this run measured.
+    pub mode: crate::peers::System,
     pub phones: u32,
     pub completed: u32,
     pub corrupt_installs: u32,
@@ -258,6 +259,9 @@ pub struct LabReport {
     pub pcap_frames: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pcap_dropped: Option<u64>,
+    /// An external system's exact command lines (`--peers`), for the report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
 impl LabReport {
@@ -268,7 +272,7 @@ impl LabReport {
         let mut v = Vec::new();
         if let Some(peak) = self.origin_peak_sessions
             && peak > self.origin_session_bound
-            && self.mode != Mode::Traditional
+            && self.mode.mode().is_some_and(|m| m != Mode::Traditional)
         {
             v.push(format!(
                 "the origin served {peak} transfers at once, above the bound of {} (roots + K)",
@@ -294,7 +298,10 @@ impl LabReport {
                 self.completed, self.phones, self.corrupt_installs
             ));
         }
-        if self.mode != Mode::Traditional && self.completed > 0 && self.roots_elected_max == 0 {
+        if self.mode.mode().is_some_and(|m| m != Mode::Traditional)
+            && self.completed > 0
+            && self.roots_elected_max == 0
+        {
             v.push("phones installed but no phone ever confirmed itself root".into());
         }
         v
@@ -507,6 +514,21 @@ impl Lab {
 
     pub fn config(&self) -> &LabConfig {
         &self.cfg
+    }
+
+    /// The run's scratch folder (tmpfs when there is one), removed with the lab.
+    pub fn work_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The origin's root: one folder per model's load.
+    pub fn origin_root(&self) -> PathBuf {
+        self.root.join("origin")
+    }
+
+    /// (model, load folder on the origin, manifest), one per model.
+    pub fn manifests(&self) -> &[(String, String, Manifest)] {
+        &self.manifests
     }
 
     fn model_of(&self, i: usize) -> usize {
@@ -900,7 +922,7 @@ impl Lab {
         };
         let wan_rate = self.cfg.wan_mbit * 1e6 / 8.0;
         LabReport {
-            mode,
+            mode: mode.into(),
             phones: self.cfg.phones as u32,
             completed: completions.len() as u32,
             corrupt_installs: corrupt,
@@ -972,6 +994,7 @@ impl Lab {
             messages_sent,
             pcap_frames: None,
             pcap_dropped: None,
+            commands: Vec::new(),
         }
     }
 

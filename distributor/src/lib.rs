@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod netns;
 pub mod origin;
 pub mod peer;
+pub mod peers;
 pub mod phone;
 pub mod phoneconfig;
 pub mod report;

@@ -180,6 +180,10 @@ struct LabArgs {
     /// Run traditional, store-and-forward and pipelined one after another and compare.
     #[arg(long)]
     compare: bool,
+    /// With --compare: also run these systems on the same site (comma-separated; each needs
+    /// its Debian packages, see `cargo xtask setup`).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
+    peers: Vec<pfs::peers::Peer>,
     #[arg(long, value_enum, default_value_t = pfs::lab::OriginKind::Pfs)]
     origin: pfs::lab::OriginKind,
     /// How phones fetch from the origin (nginx serves only HTTP, tftpd-hpa only TFTP).
@@ -1087,6 +1091,10 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
                 .map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
         );
     }
+    // A missing tool fails before minutes of setup, naming its package.
+    for p in &a.peers {
+        pfs::peers::check_installed(*p)?;
+    }
     start_metrics(a.metrics)?;
     let lab = Lab::build(cfg)?;
     if let Some(stats) = lab.origin_stats() {
@@ -1142,6 +1150,24 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         runs.push(r);
     }
+    for p in &a.peers {
+        if pfs::peer::stop_requested() {
+            break;
+        }
+        if show {
+            eprintln!(
+                "{}: running on the same site ...",
+                pfs::peers::System::from(*p)
+            );
+        }
+        let r = pfs::peers::run(&lab, *p)?;
+        if a.json {
+            println!("{}", pfs::report::schema::to_json_line("lab", &r)?);
+        } else {
+            print_lab_run(&r);
+        }
+        runs.push(r);
+    }
     if show && runs.len() > 1 {
         print_lab_compare(&runs);
     }
@@ -1167,7 +1193,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             .all(|r| r.stuck == 0 && r.corrupt_installs == 0 && r.violations.is_empty());
     for r in &runs {
         for v in &r.violations {
-            eprintln!("pfs: {} run: {v}", mode_name(r.mode));
+            eprintln!("pfs: {} run: {v}", r.mode);
         }
     }
     if show {
@@ -1265,8 +1291,8 @@ fn print_lab_run(r: &pfs::lab::LabReport) {
 fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
     println!();
     println!(
-        "{:<18} {:>10} {:>9} {:>8} {:>8} {:>12} {:>9}",
-        "mode", "makespan", "x limit", "p50", "p99", "WAN x load", "speed-up"
+        "{:<18} {:>10} {:>9} {:>8} {:>8} {:>12} {:>12} {:>9}",
+        "mode", "makespan", "x limit", "p50", "p99", "WAN x load", "WAN link MB", "speed-up"
     );
     let base = runs
         .iter()
@@ -1274,17 +1300,19 @@ fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
         .map(|r| r.makespan_s);
     for r in runs {
         println!(
-            "{:<18} {:>9.2}s {:>9.2} {:>7.2}s {:>7.2}s {:>12.3} {:>9}",
+            "{:<18} {:>9.2}s {:>9.2} {:>7.2}s {:>7.2}s {:>12.3} {:>12.1} {:>9}",
             r.mode.to_string(),
             r.makespan_s,
             r.makespan_s / r.limit_s,
             r.completion_p50_s,
             r.completion_p99_s,
             r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
-            base.map_or("-".into(), |b| format!(
-                "{:.1}x",
-                b / r.makespan_s.max(1e-9)
-            ))
+            r.wan_link_bytes as f64 / 1e6,
+            match base {
+                // A run where not every phone installed has no makespan to compare.
+                Some(b) if r.completed == r.phones => format!("{:.1}x", b / r.makespan_s.max(1e-9)),
+                _ => "-".into(),
+            }
         );
     }
 }
@@ -2003,13 +2031,4 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A mode as the command line spells it.
-fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Pipelined => "pipelined",
-        Mode::StoreAndForward => "store-and-forward",
-        Mode::Traditional => "traditional",
-    }
 }

@@ -51,7 +51,7 @@ fn run(mode: Mode, phones: usize, t: f64) -> LabReport {
         })
         .collect();
     LabReport {
-        mode,
+        mode: mode.into(),
         phones: phones as u32,
         completed: times.iter().flatten().count() as u32,
         makespan_s: t,

@@ -38,6 +38,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "python3",
     "wget",
+    // `pfs lab --compare --peers udpcast,bittorrent` runs what people would pick instead.
+    "udpcast",
+    "aria2",
+    "opentracker",
+    "mktorrent",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";

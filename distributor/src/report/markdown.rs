@@ -130,6 +130,24 @@ pub fn lab(
             );
         }
     }
+    let external: Vec<&LabReport> = runs.iter().filter(|r| !r.commands.is_empty()).collect();
+    if !external.is_empty() {
+        s.push_str("\n## How each was run\n\n");
+        s.push_str("pfs runs in this process, one virtual phone per namespace (see above). The other systems ran on the same site, phones, shaping and loads, counted from the phones' power-on (after hq's tracker and seed were up), each phone's files verified against the manifest afterwards; WAN bytes are hq's transmit counter on the WAN link.\n\n");
+        for r in &external {
+            let _ = writeln!(
+                s,
+                "### {}\n\nWAN link: {:.1} MB ({:.2} x models x load).\n\n```",
+                r.mode,
+                r.wan_link_bytes as f64 / 1e6,
+                r.wan_link_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64).max(1.0)
+            );
+            for c in &r.commands {
+                let _ = writeln!(s, "{c}");
+            }
+            s.push_str("```\n\n");
+        }
+    }
     s.push_str("\n## Plots\n\n");
     let tree_what = match (tree_run, tree_of) {
         (None, _) => "no run to draw".to_owned(),

@@ -43,11 +43,14 @@ pub fn color(k: usize) -> RGBColor {
 }
 
 /// A mode's colour, the same in every plot.
-fn mode_color(m: Mode) -> RGBColor {
+fn mode_color(m: crate::peers::System) -> RGBColor {
+    use crate::peers::System;
     match m {
-        Mode::Traditional => color(0),
-        Mode::StoreAndForward => color(1),
-        Mode::Pipelined => color(2),
+        System::Pfs(Mode::Traditional) => color(0),
+        System::Pfs(Mode::StoreAndForward) => color(1),
+        System::Pfs(Mode::Pipelined) => color(2),
+        System::Udpcast => color(3),
+        System::Bittorrent => color(4),
     }
 }
 
@@ -434,7 +437,7 @@ pub fn timeline(runs: &[LabReport]) -> Result<String, PlotError> {
 /// The run whose trees the report draws: the last peer-sharing run, else the last run.
 pub fn tree_run(runs: &[LabReport]) -> Option<&LabReport> {
     runs.iter()
-        .rfind(|r| r.mode != Mode::Traditional)
+        .rfind(|r| r.mode.mode().is_some_and(|m| m != Mode::Traditional))
         .or(runs.last())
 }
 
@@ -732,7 +735,7 @@ mod tests {
             n.role = "traditional".into();
             n.parent = None;
         }
-        r.mode = Mode::Traditional;
+        r.mode = Mode::Traditional.into();
         let svg = trees(Some(&r), None).unwrap();
         assert!(svg.contains("no peer tree"));
     }

@@ -158,7 +158,7 @@ mod tests {
             }],
         );
         LabReport {
-            mode: Mode::Pipelined,
+            mode: Mode::Pipelined.into(),
             origin_resent_blocks: Some(3),
             origin_peak_sessions: Some(12),
             fallbacks_by_reason: BTreeMap::from([("no_peer".to_owned(), 1)]),
@@ -186,6 +186,7 @@ mod tests {
                 at_s: 1.0,
                 orphans: 2,
             }],
+            commands: vec!["udp-sender --file x".into()],
             ..LabReport::default()
         }
     }
