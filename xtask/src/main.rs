@@ -39,6 +39,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "wget",
     // `pfs lab --compare --peers udpcast,bittorrent` runs what people would pick instead.
+    // `pfs lab --loss` drops packets with nftables `numgen random` in the site router.
+    "nftables",
     "udpcast",
     "aria2",
     "opentracker",
