@@ -1938,7 +1938,7 @@ fn run_config_show(
 }
 
 fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
-    use pfs::manifest::{MANIFEST_FILE, Manifest, manifest_file_for};
+    use pfs::manifest::{MANIFEST_FILE, manifest_file_for};
     let sign_key = a
         .sign_key
         .as_deref()
@@ -1966,24 +1966,11 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
                 }
                 continue;
             }
-            match pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, Some(&name)) {
-                Ok(mut m) => {
-                    if let Some(k) = &sign_key {
-                        m.sign(k);
-                    }
-                    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
-                    println!(
-                        "{}: {} files, {} bytes -> {}",
-                        m.load,
-                        m.files.len(),
-                        m.load_bytes(),
-                        path.display()
-                    );
-                }
-                Err(e) => {
-                    eprintln!("{name}: {e}");
-                    failed += 1;
-                }
+            if let Err(e) =
+                write_manifest(&a.dir, a.chunk_size, Some(&name), sign_key.as_ref(), &path)
+            {
+                eprintln!("{name}: {e}");
+                failed += 1;
             }
         }
         return Ok(if failed == 0 {
@@ -2018,11 +2005,30 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut m: Manifest = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, a.load.as_deref())?;
-    if let Some(k) = &sign_key {
+    write_manifest(
+        &a.dir,
+        a.chunk_size,
+        a.load.as_deref(),
+        sign_key.as_ref(),
+        &path,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the manifest of `load` in `dir`, signs it when a key is given, writes it to `path`
+/// and says so.
+fn write_manifest(
+    dir: &std::path::Path,
+    chunk_size: u32,
+    load: Option<&str>,
+    sign_key: Option<&ed25519_dalek::SigningKey>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut m = pfs::manifest::manifest_for_dir(dir, chunk_size, load)?;
+    if let Some(k) = sign_key {
         m.sign(k);
     }
-    std::fs::write(&path, serde_json::to_vec_pretty(&m)?)?;
+    std::fs::write(path, serde_json::to_vec_pretty(&m)?)?;
     println!(
         "{}: {} files, {} bytes -> {}",
         m.load,
@@ -2030,5 +2036,5 @@ fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         m.load_bytes(),
         path.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -2124,28 +2124,21 @@ impl Host {
             }
             let mut next = Instant::now() + Duration::from_millis(200);
             let t_tick = Instant::now();
-            let mut slowest = (Duration::ZERO, 0usize);
-            for (k, p) in self.peers.iter_mut().enumerate() {
+            for p in &mut self.peers {
                 if p.stopped() {
                     continue;
                 }
                 let _in = p.span.clone().entered();
-                let t = Instant::now();
                 next = next.min(p.tick()?);
-                if t.elapsed() > slowest.0 {
-                    slowest = (t.elapsed(), k);
-                }
             }
             let now = Instant::now();
             if now - turn_start > Duration::from_millis(100) {
                 tracing::info!(
                     target: "pfs::turns",
-                    "slow turn: {:?} (completions {:?}, timers {:?}, slowest phone {} {:?})",
+                    "slow turn: {:?} (completions {:?}, timers {:?})",
                     now - turn_start,
                     t_tick - turn_start,
-                    now - t_tick,
-                    slowest.1,
-                    slowest.0
+                    now - t_tick
                 );
             }
             let turn = now - turn_start;
