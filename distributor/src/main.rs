@@ -1252,11 +1252,11 @@ fn print_lab_run(r: &pfs::lab::LabReport) {
         r.completion_p99_s
     );
     println!(
-        "  WAN: firmware {:.1} MB = {:.3} x (models x load), link {:.1} MB; roots per hierarchy {}, max children {}, max depth {}, fallbacks {}, corrupt installs {}",
+        "  WAN: firmware {:.1} MB = {:.3} x (models x load), link {:.1} MB; roots per hierarchy (ever confirmed) {}, max children {}, max depth {}, fallbacks {}, corrupt installs {}",
         r.wan_bytes as f64 / 1e6,
         r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
         r.wan_link_bytes as f64 / 1e6,
-        r.roots_max,
+        r.roots_elected_max,
         r.max_children,
         r.max_depth,
         r.origin_fallbacks,

@@ -94,7 +94,7 @@ pub fn lab(
             );
         }
     }
-    s.push_str("| mode | completed | makespan s | x limit | p50 s | p90 s | p99 s | WAN firmware MB | x models x load | WAN link MB | roots/hierarchy | max children | max depth | fallbacks | corrupt |\n");
+    s.push_str("| mode | completed | makespan s | x limit | p50 s | p90 s | p99 s | WAN firmware MB | x models x load | WAN link MB | roots/hierarchy (ever confirmed) | max children | max depth | fallbacks | corrupt |\n");
     s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for r in runs {
         let _ = writeln!(
@@ -111,7 +111,7 @@ pub fn lab(
             r.wan_bytes as f64 / 1e6,
             r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
             r.wan_link_bytes as f64 / 1e6,
-            r.roots_max,
+            r.roots_elected_max,
             r.max_children,
             r.max_depth,
             r.origin_fallbacks,
