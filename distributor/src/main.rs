@@ -1925,11 +1925,15 @@ fn run_config_show(
                 .device_type
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "any".into());
-            let model = e
-                .device_type
-                .and_then(model_name)
-                .or(e.model.as_deref())
-                .unwrap_or("-");
+            // The number decides (the file's model text is sometimes wrong): show both
+            // when they differ, as the JSON keeps the file's text under `model`.
+            let table = e.device_type.and_then(model_name);
+            let model = match (table, e.model.as_deref()) {
+                (Some(t), Some(f)) if t != f => format!("{t} (the file says \"{f}\")"),
+                (Some(t), _) => t.to_owned(),
+                (None, Some(f)) => f.to_owned(),
+                (None, None) => "-".to_owned(),
+            };
             let load = if e.load.is_empty() { "-" } else { &e.load };
             println!("  {n:>6}  {model}: {load}");
         }
