@@ -5,7 +5,6 @@
 
 pub mod capture;
 pub mod demo;
-pub mod election;
 pub mod engine;
 pub mod faults;
 pub mod fetch;
@@ -20,14 +19,12 @@ pub mod netns;
 pub mod origin;
 pub mod peer;
 pub mod peers;
-pub mod phone;
 pub mod phoneconfig;
 pub mod report;
-pub mod sim;
 pub mod store;
-pub mod tftp;
 pub mod topology;
 pub mod traffic;
-pub mod tree;
-pub mod wire;
 pub mod xdp;
+
+// The sans-IO core lives in its own crate (`proto/`); re-exported so `pfs::phone` etc. name it.
+pub use pfs_proto::{election, phone, sim, tftp, tree, wire};

@@ -143,7 +143,7 @@ struct FleetArgs {
     #[arg(long, value_enum, default_value_t = pfs::fleetnet::LinkKind::Macvlan)]
     link: pfs::fleetnet::LinkKind,
     /// With --peer-sharing: how files move between phones.
-    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
     mode: Mode,
     /// With --peer-sharing: children per parent.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
@@ -175,7 +175,7 @@ struct LabArgs {
     /// Each phone's port (0: unshaped).
     #[arg(long, default_value_t = 100.0)]
     lan_mbit: f64,
-    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
     mode: Mode,
     /// Run traditional, store-and-forward and pipelined one after another and compare.
     #[arg(long)]
@@ -271,7 +271,7 @@ struct RunArgs {
     /// Phone model: one hierarchy per (model, file, digest).
     #[arg(long, default_value = "CP-7961G")]
     model: String,
-    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
     mode: Mode,
     /// I/O backend (auto: io_uring, else plain syscalls).
     #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
@@ -483,7 +483,7 @@ struct SimulateArgs {
     phones: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    #[arg(long, value_enum, default_value_t = Mode::Pipelined)]
+    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
     mode: Mode,
     /// Phone models (each forms its own hierarchies).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -1617,7 +1617,9 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         origin_max_sessions: a.origin_max_sessions,
         ..SimConfig::default()
     };
-    let r = sim::run(&cfg);
+    let wall = std::time::Instant::now();
+    let mut r = sim::run(&cfg);
+    r.wall_s = wall.elapsed().as_secs_f64();
     if a.json {
         println!("{}", pfs::report::schema::to_json_line("simulate", &r)?);
     } else {
@@ -2041,4 +2043,13 @@ fn write_manifest(
         path.display()
     );
     Ok(())
+}
+
+/// `--mode`: the core's [`Mode`] names, listed in `--help` and completions.
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Mode::ALL.map(Mode::name)).map(|s| {
+        s.parse::<Mode>()
+            .expect("PossibleValuesParser admitted only Mode names")
+    })
 }

@@ -7,34 +7,16 @@
 //!   every field, and a test holds the two together.
 //! - [`sample`]: the WAN byte counter sampled while a lab run goes on.
 
-use std::{fmt, io, net::Ipv4Addr, path::Path};
+use std::{io, net::Ipv4Addr, path::Path};
 
 use clap::ValueEnum;
 
-use crate::{lab::LabReport, phone::Mode};
+use crate::lab::LabReport;
 
 pub mod markdown;
 pub mod plot;
 pub mod sample;
 pub mod schema;
-
-/// Modes as the CLI spells them (`store-and-forward`), for every user-facing message.
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.to_possible_value() {
-            Some(v) => f.write_str(v.get_name()),
-            None => fmt::Debug::fmt(self, f),
-        }
-    }
-}
-
-/// The CLI's default mode (for `Default` reports, e.g. samples in tests).
-#[allow(clippy::derivable_impls)] // Mode lives in the protocol core; this default is ours
-impl Default for Mode {
-    fn default() -> Self {
-        Mode::Pipelined
-    }
-}
 
 /// One reading of the WAN link's byte counter during a run.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -231,13 +213,6 @@ pub fn write_lab_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_display_as_the_cli_spells_them() {
-        assert_eq!(Mode::StoreAndForward.to_string(), "store-and-forward");
-        assert_eq!(Mode::Pipelined.to_string(), "pipelined");
-        assert_eq!(Mode::Traditional.to_string(), "traditional");
-    }
 
     #[test]
     fn dates_and_quoting() {

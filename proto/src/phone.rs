@@ -24,15 +24,50 @@ pub type Time = u64;
 pub type PeerId = u32;
 
 /// How files reach phones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
-    /// A child gets each chunk as soon as its parent has verified it (pfs).
+    /// A child gets each chunk as soon as its parent has verified it (pfs). The default.
+    #[default]
     Pipelined,
     /// A parent relays a file only once it holds all of it (Cisco PFS).
     StoreAndForward,
     /// Every phone pulls every file from the origin (no peer sharing).
     Traditional,
+}
+
+impl Mode {
+    /// Every mode, in the order the CLI lists them.
+    pub const ALL: [Mode; 3] = [Mode::Pipelined, Mode::StoreAndForward, Mode::Traditional];
+
+    /// The kebab-case name used on the command line and in JSON reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Pipelined => "pipelined",
+            Mode::StoreAndForward => "store-and-forward",
+            Mode::Traditional => "traditional",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    /// Parses a [`Mode::name`]; the error lists the valid names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode {s:?} (one of: {})", names.join(", "))
+            })
+    }
 }
 
 /// Tunables; defaults follow Cisco where Cisco has one (see docs/protocol.md).
@@ -1463,6 +1498,21 @@ impl Phone {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_display_parse_and_serialize_alike() {
+        for m in Mode::ALL {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+        }
+        assert_eq!(Mode::StoreAndForward.to_string(), "store-and-forward");
+        assert!(
+            "store_and_forward"
+                .parse::<Mode>()
+                .unwrap_err()
+                .contains("pipelined")
+        );
+    }
 
     /// A member fed by its parent keeps its tree although the root's adverts stop arriving
     /// (a saturated uplink drops them, seen in `pfs lab`); once the data stops too, the root
