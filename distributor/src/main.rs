@@ -483,6 +483,11 @@ struct SimulateArgs {
     phones: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run this many random seeds (drawn from the OS) with the other settings, checking each
+    /// run (`sim::check` and the phones' invariants after every event); stops at the first
+    /// failure and prints `reproduce: pfs simulate --seed S ...`. Exit 1 on a failure.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    swarm: Option<u32>,
     #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
     mode: Mode,
     /// Phone models (each forms its own hierarchies).
@@ -1617,6 +1622,9 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         origin_max_sessions: a.origin_max_sessions,
         ..SimConfig::default()
     };
+    if let Some(n) = a.swarm {
+        return swarm(&cfg, n);
+    }
     let wall = std::time::Instant::now();
     let mut r = sim::run(&cfg);
     r.wall_s = wall.elapsed().as_secs_f64();
@@ -1648,12 +1656,69 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         );
         println!("{} events in {:.2} s wall", r.events, r.wall_s);
     }
-    let healthy = r.completed + r.crashed == r.phones && r.corrupt_installs == 0;
-    Ok(if healthy {
+    let failures = sim::check(&r);
+    for f in &failures {
+        eprintln!("error: {f}");
+    }
+    Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `pfs simulate --swarm N`: N runs of `cfg` with random seeds; the first failure (a
+/// `sim::check` failure or a panic, e.g. a broken invariant) is printed with the command line
+/// that reproduces it.
+fn swarm(cfg: &SimConfig, n: u32) -> anyhow::Result<ExitCode> {
+    let mut entropy = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+        .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the swarm's seeds: {e}"))?;
+    let first = u64::from_le_bytes(entropy);
+    // The command line as given, without --swarm and --seed: the reproduce line adds the seed.
+    let mut rest = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--swarm" | "--seed" => {
+                args.next();
+            }
+            a if a.starts_with("--swarm=") || a.starts_with("--seed=") => {}
+            _ => rest.push(arg),
+        }
+    }
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let seed = first.wrapping_add(u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let run = SimConfig {
+            seed,
+            ..cfg.clone()
+        };
+        let failures = match std::panic::catch_unwind(|| sim::run(&run)) {
+            Ok(r) => sim::check(&r),
+            Err(panic) => vec![
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into()),
+            ],
+        };
+        if !failures.is_empty() {
+            eprintln!("swarm: run {} of {n} (seed {seed}) failed:", i + 1);
+            for f in &failures {
+                eprintln!("  {f}");
+            }
+            println!("reproduce: pfs {} --seed {seed}", rest.join(" "));
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!(
+        "swarm: {n} seeds passed (from {first}, {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {

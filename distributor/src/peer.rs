@@ -1304,6 +1304,10 @@ impl Peer {
             let mut actions = std::mem::take(&mut self.actions);
             actions.clear();
             self.phone.handle(&self.cfg, now, ev, &mut actions);
+            #[cfg(debug_assertions)]
+            if let Err(broken) = self.phone.invariants(&self.cfg) {
+                panic!("invariant broken after {ev:?}: {broken}");
+            }
             for a in actions.drain(..) {
                 self.apply(now, a)?;
             }

@@ -343,3 +343,69 @@ fn the_seed_7_fault_plan_leaves_nobody_stuck() {
     assert_eq!(r.corrupt_installs, 0, "{ctx}");
     assert!(r.origin_peak_sessions <= 2 * 5 * (1 + 4), "{ctx}");
 }
+
+/// Found by `pfs simulate --swarm`: two slow (leaf-only) phones took both of the root's slots
+/// and every later join was refused (193 of 200 stuck; then, with leases, 197 fallbacks and
+/// 55 x the load over the WAN). Slow phones cap the makespan at load / 2 Mbit/s here.
+#[test]
+fn regression_swarm_slow_leaves_under_the_root() {
+    let c = SimConfig {
+        slow_fraction: 0.1,
+        ..SimConfig {
+            phones: 200,
+            seed: 15808194165533529868,
+            ..SimConfig::default()
+        }
+    };
+    let r = sim::run(&c);
+    let ctx = without_wall(&r);
+    assert!(sim::check(&r).is_empty(), "{:?} {ctx}", sim::check(&r));
+    assert_eq!(r.completed, 200, "{ctx}");
+    assert_eq!(r.origin_fallbacks, 0, "{ctx}");
+    assert_eq!(r.wan_bytes, r.load_bytes, "{ctx}");
+}
+
+/// `pfs simulate --swarm N`: passes on healthy settings; on a failure it names the seed and
+/// prints the command line that reproduces it, and that line does reproduce it.
+#[test]
+fn swarm_reports_a_reproducible_failure() {
+    let pfs = env!("CARGO_BIN_EXE_pfs");
+    let ok = std::process::Command::new(pfs)
+        .args(["simulate", "--phones", "60", "--swarm", "5"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("swarm: 5 seeds passed"));
+    // Half a second of virtual time is too short for anyone to install: every seed fails.
+    let bad = std::process::Command::new(pfs)
+        .args([
+            "simulate",
+            "--phones",
+            "60",
+            "--max-sim-s",
+            "0.5",
+            "--swarm",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let out = String::from_utf8_lossy(&bad.stdout);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("reproduce: pfs "))
+        .unwrap_or_else(|| panic!("no reproduce line in {out:?}"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("stuck"),
+        "{bad:?}"
+    );
+    let again = std::process::Command::new(pfs)
+        .args(line.split_whitespace())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{line}: {again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("stuck"),
+        "{again:?}"
+    );
+}

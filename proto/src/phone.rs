@@ -379,7 +379,11 @@ pub enum Role {
 #[derive(Debug, Clone, Copy)]
 struct Child {
     peer: PeerId,
+    /// The next chunk to send (a child's Request may move it past what we hold).
     next: u32,
+    /// One past the highest chunk actually sent: never beyond `verified` (checked by
+    /// [`Phone::invariants`]).
+    relayed: u32,
     xid: u32,
 }
 
@@ -425,6 +429,8 @@ pub struct Hierarchy {
     /// The first request not yet answered by a grant: a grant lasts from here, which is no
     /// later than when the root received any request it answers.
     lease_asked_at: Option<Time>,
+    /// `Action::Install`s emitted: at most one per hierarchy.
+    installs: u32,
 }
 
 impl Hierarchy {
@@ -515,6 +521,7 @@ impl Phone {
                 wants_lease: false,
                 lease_until: 0,
                 lease_asked_at: None,
+                installs: 0,
             })
             .collect();
         Phone {
@@ -537,6 +544,62 @@ impl Phone {
             let x = &mut self.hierarchies[i];
             x.verified = verified.min(x.chunks);
         }
+    }
+
+    /// The state machine's invariants, checked after every event by the simulator, by the
+    /// engine's runtime in debug builds and by the fuzz target `phone_events`. `Err` names the
+    /// first one broken (a bug in the core, never a property of the input).
+    ///
+    /// Per hierarchy: `verified <= chunks`; at most `fanout` children; a root has a
+    /// coordinator and no parent, anything else no coordinator; a parent is never blacklisted
+    /// and never this phone; nothing relayed beyond what is verified; at most one install,
+    /// and only of a complete file; at most `fallback_slots` leases out.
+    pub fn invariants(&self, cfg: &Config) -> Result<(), String> {
+        for x in &self.hierarchies {
+            let h = x.id;
+            let fail = |what: String| Err(format!("phone {} hierarchy {h}: {what}", self.id));
+            if x.verified > x.chunks {
+                return fail(format!("verified {} > chunks {}", x.verified, x.chunks));
+            }
+            if x.children.len() > usize::from(cfg.fanout) {
+                return fail(format!(
+                    "{} children > fanout {}",
+                    x.children.len(),
+                    cfg.fanout
+                ));
+            }
+            if x.role == Role::Root && (x.coordinator.is_none() || x.parent.is_some()) {
+                return fail("a root without a coordinator, or with a parent".into());
+            }
+            if x.role != Role::Root && x.coordinator.is_some() {
+                return fail(format!("{:?} holds a coordinator", x.role));
+            }
+            if let Some(p) = x.parent {
+                if x.blacklist.contains(&p) || p == self.id {
+                    return fail(format!("parent {p} is blacklisted or itself"));
+                }
+            }
+            if let Some(c) = x.children.iter().find(|c| c.relayed > x.verified) {
+                return fail(format!(
+                    "relayed {} to {} > verified {}",
+                    c.relayed, c.peer, x.verified
+                ));
+            }
+            if x.installs > 1 || (x.installs == 1 && !x.done()) {
+                return fail(format!(
+                    "{} installs, verified {}/{}",
+                    x.installs, x.verified, x.chunks
+                ));
+            }
+            if x.leases.len() > cfg.fallback_slots as usize {
+                return fail(format!(
+                    "{} leases > {}",
+                    x.leases.len(),
+                    cfg.fallback_slots
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn index(&self, h: u32) -> Option<usize> {
@@ -876,6 +939,7 @@ impl Phone {
                     x.children.push(Child {
                         peer: from,
                         next: start,
+                        relayed: 0,
                         xid,
                     });
                 } else if let Some(stale) = x.children.iter_mut().find(|c| Some(c.xid) != current) {
@@ -887,6 +951,7 @@ impl Phone {
                     *stale = Child {
                         peer: from,
                         next: start,
+                        relayed: 0,
                         xid,
                     };
                 } else {
@@ -1175,6 +1240,7 @@ impl Phone {
         debug_assert!(x.verified < x.chunks);
         x.verified += 1;
         if x.done() {
+            x.installs += 1;
             out.push(Action::Install { h: x.id });
         }
         self.pump(cfg, i, out);
@@ -1203,6 +1269,7 @@ impl Phone {
                     },
                 });
                 c.next += 1;
+                c.relayed = c.next;
             }
         }
     }
@@ -1323,6 +1390,21 @@ impl Phone {
                 let Some(asked) = x.lease_asked_at.take() else {
                     return; // a duplicate grant: the first one counted
                 };
+                if asked + cfg.lease_time <= now {
+                    // Answers a request so old that the lease has already run out (found by
+                    // `pfs simulate --swarm`: taking it meant falling back and stopping at
+                    // once, thousands of times, while the root held the slot): give it back
+                    // and ask afresh.
+                    out.push(Action::Send {
+                        to: from,
+                        msg: Msg::Lease {
+                            h,
+                            xid,
+                            op: LeaseOp::Release,
+                        },
+                    });
+                    return;
+                }
                 match x.role {
                     Role::Member if x.wants_lease && x.parent.is_none() && !x.done() => {
                         x.wants_lease = false;
@@ -1349,7 +1431,13 @@ impl Phone {
                     }
                 }
             }
-            _ => {} // a refusal (the timer asks again), or not for us
+            LeaseOp::Refuse if x.best.is_some_and(|b| b.peer == from && b.xid == xid) => {
+                // The requests so far are answered: a later grant lasts from a later request
+                // (the timer asks again). Without this a grant after a long run of refusals
+                // was dated from the first request and had expired on arrival.
+                x.lease_asked_at = None;
+            }
+            _ => {} // not for us
         }
     }
 
@@ -1512,6 +1600,108 @@ mod tests {
                 .unwrap_err()
                 .contains("pipelined")
         );
+    }
+
+    /// Regression (found by `pfs simulate --swarm`): a grant after a long run of refusals was
+    /// dated from the first request, had expired on arrival, and the member fell back and
+    /// stopped at once, again and again, while the root held the slot. A refusal answers the
+    /// requests before it; the grant lasts from a later one.
+    #[test]
+    fn a_grant_after_refusals_is_a_live_lease() {
+        let cfg = Config::default();
+        let mut p = Phone::new(
+            2,
+            100_000,
+            9,
+            &[HierarchySpec {
+                id: 0,
+                chunks: 1000,
+            }],
+        );
+        let mut out = Vec::new();
+        p.handle(&cfg, 0, Event::Boot, &mut out);
+        let root = Claim {
+            tier: Tier::Confirmed,
+            strength: u64::MAX,
+            peer: 7,
+            xid: 77,
+        };
+        let advert = Event::Recv {
+            from: 7,
+            msg: Msg::Advert {
+                h: 0,
+                claim: root,
+                seq: 9,
+                verified: 10,
+            },
+        };
+        let lease = |op| Event::Recv {
+            from: 7,
+            msg: Msg::Lease { h: 0, xid: 77, op },
+        };
+        let timer = |kind| Event::Timer { h: 0, kind };
+        p.handle(&cfg, 1_000, advert, &mut out);
+        p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
+        let reject = Event::Recv {
+            from: 7,
+            msg: Msg::Reject { h: 0, xid: 77 },
+        };
+        p.handle(&cfg, 301_000, reject, &mut out);
+        // Orphaned past fallback_after, refused for three lease times, then granted.
+        let refuse_until = 301_000 + cfg.fallback_after + 3 * cfg.lease_time;
+        let mut now = 301_000;
+        let mut requests = 0;
+        let mut fell_back_at = None;
+        let mut grants = 0;
+        while now < refuse_until + 3_000_000 {
+            now += 100_000;
+            out.clear();
+            p.handle(&cfg, now, advert, &mut out);
+            p.handle(&cfg, now, timer(TimerKind::Watchdog), &mut out);
+            p.handle(&cfg, now, timer(TimerKind::Lease), &mut out);
+            let asked = out.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        msg: Msg::Lease {
+                            op: LeaseOp::Request,
+                            ..
+                        },
+                        ..
+                    }
+                )
+            });
+            if !asked {
+                continue;
+            }
+            requests += 1;
+            let op = if now < refuse_until {
+                LeaseOp::Refuse
+            } else {
+                LeaseOp::Grant
+            };
+            grants += u32::from(op == LeaseOp::Grant);
+            out.clear();
+            p.handle(&cfg, now + 100, lease(op), &mut out);
+            if out.iter().any(|a| matches!(a, Action::Fallback { .. })) {
+                fell_back_at = Some(now);
+                break;
+            }
+        }
+        assert_eq!(grants, 1, "the first grant was taken");
+        assert!(requests > 3, "the member kept asking ({requests} requests)");
+        let granted = fell_back_at.expect("the grant started a fallback");
+        assert_eq!(p.hierarchies[0].role, Role::Fallback);
+        // The lease runs for lease_time from the granted request: still fetching just before.
+        out.clear();
+        p.handle(
+            &cfg,
+            granted + cfg.lease_renew,
+            timer(TimerKind::Lease),
+            &mut out,
+        );
+        assert_eq!(p.hierarchies[0].role, Role::Fallback, "{out:?}");
+        assert!(p.invariants(&cfg).is_ok());
     }
 
     /// A member fed by its parent keeps its tree although the root's adverts stop arriving

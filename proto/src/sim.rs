@@ -457,6 +457,9 @@ impl Sim {
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
         self.phones[to as usize].handle(&self.core, now, ev, &mut actions);
+        if let Err(broken) = self.phones[to as usize].invariants(&self.core) {
+            panic!("invariant broken at t={now} µs after {ev:?}: {broken}");
+        }
         for a in actions.drain(..) {
             self.act(now, to, a);
         }
@@ -689,7 +692,9 @@ impl Sim {
                 continue;
             }
             for x in &phone.hierarchies {
-                if x.role == Role::Root {
+                // A corrupt root rejected by its members stays root in its own mind; the
+                // honest phones' one root is what is counted.
+                if x.role == Role::Root && !phone.corrupt {
                     roots[x.id as usize] += 1;
                 }
                 let kids = x.children().filter(|&c| self.alive[c as usize]).count() as u32;
@@ -732,6 +737,33 @@ impl Sim {
 }
 
 /// Runs one simulation to completion (or `max_sim_s`).
+/// What a run must show whatever its faults, as readable failures (empty: the run passed):
+/// every phone installed or was faulted (none stuck), it ended before `max_sim_s`, nothing
+/// corrupt was installed, and outside partitions no hierarchy ever had two roots at once.
+/// The phones' own invariants ([`Phone::invariants`]) are checked after every event by
+/// [`run`] itself, which panics on the first one broken.
+pub fn check(r: &Report) -> Vec<String> {
+    let mut failures = Vec::new();
+    let settled = r.completed + r.crashed + r.frozen + r.cut;
+    if settled < r.phones {
+        failures.push(format!(
+            "{} of {} phones neither installed nor faulted (stuck)",
+            r.phones - settled,
+            r.phones
+        ));
+    }
+    if r.timed_out {
+        failures.push(format!("timed out at {:.1} s", r.makespan_s));
+    }
+    if r.corrupt_installs > 0 {
+        failures.push(format!("{} corrupt installs", r.corrupt_installs));
+    }
+    if r.roots_max > 1 {
+        failures.push(format!("{} roots of one hierarchy at once", r.roots_max));
+    }
+    failures
+}
+
 pub fn run(cfg: &SimConfig) -> Report {
     assert!(cfg.phones > 0 && cfg.models > 0 && !cfg.file_sizes.is_empty());
     let files = cfg.file_sizes.len();

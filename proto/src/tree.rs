@@ -96,6 +96,14 @@ impl Coordinator {
             break;
         }
         let (depth, order, parent) = pick?;
+        let fills_last_slot = self.members[&parent].kids.len() + 1 >= usize::from(self.fanout)
+            && self.open.len() <= 1;
+        if max_children == 0 && fills_last_slot {
+            // The last free slot is kept for a joiner that can take children: a leaf in it
+            // would leave nobody to place anyone under (found by `pfs simulate --swarm`: two
+            // slow phones under the root rejected every later join). The leaf asks again.
+            return None;
+        }
         let p = self.members.get_mut(&parent).expect("open members exist");
         p.kids.push(joiner);
         debug_assert!(p.kids.len() <= usize::from(self.fanout));
@@ -230,6 +238,22 @@ mod tests {
         assert_eq!(c.join(1, 0, &[]), Some((0, 1)));
         assert_eq!(c.join(2, 2, &[]), Some((0, 1)));
         assert_eq!(c.join(3, 2, &[]), Some((2, 2)), "1 is leaf-only");
+    }
+
+    #[test]
+    fn leaves_never_take_the_last_free_slot() {
+        // Regression (`pfs simulate --phones 200 --slow-fraction 0.1 --seed
+        // 15808194165533529868`): two slow phones under the root blocked every later join.
+        let mut c = Coordinator::new(0, 2);
+        assert_eq!(c.join(1, 0, &[]), Some((0, 1)));
+        assert_eq!(c.join(2, 0, &[]), None, "the root's last slot is kept");
+        assert_eq!(c.join(3, 2, &[]), Some((0, 1)));
+        assert_eq!(
+            c.join(2, 0, &[]),
+            Some((3, 2)),
+            "a capable member opened slots"
+        );
+        assert_eq!(c.join(4, 2, &[]), Some((3, 2)));
     }
 
     #[test]
