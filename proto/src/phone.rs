@@ -574,10 +574,10 @@ impl Phone {
             if x.role != Role::Root && x.coordinator.is_some() {
                 return fail(format!("{:?} holds a coordinator", x.role));
             }
-            if let Some(p) = x.parent {
-                if x.blacklist.contains(&p) || p == self.id {
-                    return fail(format!("parent {p} is blacklisted or itself"));
-                }
+            if let Some(p) = x.parent
+                && (x.blacklist.contains(&p) || p == self.id)
+            {
+                return fail(format!("parent {p} is blacklisted or itself"));
             }
             if let Some(c) = x.children.iter().find(|c| c.relayed > x.verified) {
                 return fail(format!(
