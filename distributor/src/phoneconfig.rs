@@ -490,9 +490,22 @@ pub fn render_cnf_xml(c: &PhoneConfig) -> String {
         Some(v) => format!("    <{tag}>{}</{tag}>\n", escape(v)),
         None => String::new(),
     };
+    // The device type rides on the load's `model` attribute, as in Cisco's files (found by
+    // the fuzz target `cnf_xml` on a real XMLDefault.cnf.xml: it was dropped).
+    let model = c.device_type.and_then(model_name);
+    let load = match (&c.load_information, model) {
+        (None, None) => String::new(),
+        (load, model) => format!(
+            "  <loadInformation{}>{}</loadInformation>\n",
+            model
+                .map(|m| format!(" model=\"{}\"", escape(m)))
+                .unwrap_or_default(),
+            escape(load.as_deref().unwrap_or(""))
+        ),
+    };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<device>\n{}  <vendorConfig>\n    <peerFirmwareSharing>{}</peerFirmwareSharing>\n{}{}{}{}  </vendorConfig>\n</device>\n",
-        opt("loadInformation", &c.load_information).replacen("    ", "  ", 1),
+        load,
         u8::from(c.peer_firmware_sharing),
         opt("loadServer", &c.load_server),
         opt("logServer", &c.log_server),

@@ -704,6 +704,11 @@ fn every_real_configuration_file_reads_right_or_is_refused() {
             Want::Read(w) => {
                 let cnf = got.unwrap_or_else(|e| panic!("{name}: {e}"));
                 let c = cnf.for_device(None).unwrap();
+                // What pfs writes for a phone reads back the same (the fuzz target cnf_xml
+                // found the device type dropped on a real XMLDefault.cnf.xml).
+                let rendered = pfs::phoneconfig::render_cnf_xml(&c);
+                let again = pfs::phoneconfig::parse_cnf_xml(rendered.as_bytes()).unwrap();
+                assert_eq!(again, c, "{name}: rendered as {rendered}");
                 assert_eq!(cnf.root, w.root, "{name}");
                 assert_eq!(c.load_information.as_deref(), w.load, "{name}");
                 assert_eq!(c.peer_firmware_sharing, w.pfs, "{name}");

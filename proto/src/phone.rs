@@ -275,7 +275,7 @@ pub enum TimerKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// Power on (a bulk reset starts every phone at once).
+    /// Power on (a bulk reset starts every phone at once). Once: a later `Boot` is ignored.
     Boot,
     Timer {
         h: u32,
@@ -480,6 +480,9 @@ pub struct Phone {
     pub corrupt: bool,
     rng: ChaCha8Rng,
     pub hierarchies: Vec<Hierarchy>,
+    /// `Event::Boot` was handled (a second one is ignored: found by the fuzz target
+    /// `phone_events`, it left a root's coordinator on a waiting phone).
+    booted: bool,
 }
 
 impl Phone {
@@ -530,6 +533,7 @@ impl Phone {
             corrupt: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
             hierarchies,
+            booted: false,
         }
     }
 
@@ -666,6 +670,10 @@ impl Phone {
     }
 
     fn boot(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        if self.booted {
+            return; // power-on happens once; a rebooted phone is a new `Phone`
+        }
+        self.booted = true;
         for i in 0..self.hierarchies.len() {
             if cfg.mode == Mode::Traditional {
                 self.hierarchies[i].role = Role::Traditional;
@@ -886,6 +894,12 @@ impl Phone {
                 let x = &mut self.hierarchies[i];
                 let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
                 if x.role != Role::Member || !x.join_pending || !expected {
+                    return;
+                }
+                if parent == self.id || x.blacklist.contains(&parent) {
+                    // A root that places us under ourselves or under a peer we caught sending
+                    // corrupt data (found by the fuzz target `phone_events`): ignored as if
+                    // lost; the Join timer asks again.
                     return;
                 }
                 x.join_pending = false;
@@ -1138,8 +1152,10 @@ impl Phone {
         }
         x.last_rx = now;
         x.starved_since = None;
-        if index != x.verified {
-            return; // duplicate after a re-attach
+        if index != x.verified || x.done() {
+            // A duplicate after a re-attach, or past the file's end (found by the fuzz target
+            // `phone_events`; a driver marks such a chunk !ok, the core need not rely on it).
+            return;
         }
         x.last_progress = now;
         self.verified_one(cfg, i, out);
@@ -1190,7 +1206,7 @@ impl Phone {
             });
             return;
         }
-        if index == x.verified {
+        if index == x.verified && !x.done() {
             self.verified_one(cfg, i, out);
         }
         let x = &mut self.hierarchies[i];
@@ -1600,6 +1616,110 @@ mod tests {
                 .unwrap_err()
                 .contains("pipelined")
         );
+    }
+
+    /// Regressions found by the fuzz target `phone_events` (each was a broken invariant or a
+    /// failed assertion): a second `Boot` left a root's coordinator on a waiting phone; an
+    /// `Accept` naming ourselves as parent was taken; a chunk past the file's end was counted.
+    #[test]
+    fn fuzz_regressions_phone_events() {
+        let cfg = Config {
+            claim_window: 1,
+            ..Config::default()
+        };
+        let spec = [HierarchySpec { id: 0, chunks: 2 }];
+        let mut out = Vec::new();
+        let timer = |kind| Event::Timer { h: 0, kind };
+        // Boot twice, the second time as root.
+        let mut p = Phone::new(3, 100_000, 1, &spec);
+        p.handle(&cfg, 0, Event::Boot, &mut out);
+        p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
+        p.handle(
+            &cfg,
+            cfg.claim_guard + 20,
+            timer(TimerKind::Guard),
+            &mut out,
+        );
+        assert_eq!(p.hierarchies[0].role, Role::Root);
+        p.handle(&cfg, cfg.claim_guard + 30, Event::Boot, &mut out);
+        p.invariants(&cfg).unwrap();
+        assert_eq!(p.hierarchies[0].role, Role::Root);
+        // An Accept that names us as our own parent.
+        let mut p = Phone::new(3, 100_000, 1, &spec);
+        p.handle(&cfg, 0, Event::Boot, &mut out);
+        let root = Claim {
+            tier: Tier::Confirmed,
+            strength: u64::MAX,
+            peer: 0,
+            xid: 0,
+        };
+        let advert = Msg::Advert {
+            h: 0,
+            claim: root,
+            seq: 1,
+            verified: 2,
+        };
+        p.handle(
+            &cfg,
+            1,
+            Event::Recv {
+                from: 0,
+                msg: advert,
+            },
+            &mut out,
+        );
+        p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
+        let accept = |parent| Msg::Accept {
+            h: 0,
+            xid: 0,
+            parent,
+            depth: 1,
+        };
+        p.handle(
+            &cfg,
+            300_001,
+            Event::Recv {
+                from: 0,
+                msg: accept(3),
+            },
+            &mut out,
+        );
+        p.invariants(&cfg).unwrap();
+        assert_eq!(p.hierarchies[0].parent, None);
+        p.handle(
+            &cfg,
+            300_002,
+            Event::Recv {
+                from: 0,
+                msg: accept(0),
+            },
+            &mut out,
+        );
+        assert_eq!(
+            p.hierarchies[0].parent,
+            Some(0),
+            "a sane Accept still counts"
+        );
+        // Chunks 0, 1, then a "chunk 2" of a 2-chunk file.
+        for index in 0..3 {
+            let chunk = Msg::Chunk {
+                h: 0,
+                index,
+                have: 3,
+                ok: true,
+            };
+            p.handle(
+                &cfg,
+                300_010 + u64::from(index),
+                Event::Recv {
+                    from: 0,
+                    msg: chunk,
+                },
+                &mut out,
+            );
+            p.invariants(&cfg).unwrap();
+        }
+        assert_eq!(p.hierarchies[0].verified, 2);
     }
 
     /// Regression (found by `pfs simulate --swarm`): a grant after a long run of refusals was

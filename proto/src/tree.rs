@@ -204,6 +204,60 @@ impl Coordinator {
         }
     }
 
+    /// The placement's invariants (checked by tests and the fuzz target `tree`): no member has
+    /// more than `fanout` children; the root has no parent; parent pointers form no cycle;
+    /// a member's listed children point back at it; `open` holds exactly the capable members
+    /// with a free slot, under their current depth and order. `Err` names the first broken.
+    pub fn invariants(&self) -> Result<(), String> {
+        let fanout = usize::from(self.fanout);
+        if self
+            .members
+            .get(&self.root)
+            .is_none_or(|r| r.parent.is_some())
+        {
+            return Err("the root is missing or has a parent".into());
+        }
+        for (&id, m) in &self.members {
+            if m.kids.len() > fanout {
+                return Err(format!(
+                    "{id} has {} children > fanout {fanout}",
+                    m.kids.len()
+                ));
+            }
+            if let Some(&k) = m
+                .kids
+                .iter()
+                .find(|&&k| self.members.get(&k).is_some_and(|c| c.parent != Some(id)))
+            {
+                return Err(format!(
+                    "{id} lists {k} as a child, but {k} has another parent"
+                ));
+            }
+            // A walk up ends at the root or at a removed (dead) parent: never loops.
+            let mut cur = m.parent;
+            let mut steps = 0;
+            while let Some(p) = cur {
+                steps += 1;
+                if steps > self.members.len() {
+                    return Err(format!("{id} is on a parent cycle"));
+                }
+                cur = self.members.get(&p).and_then(|x| x.parent);
+            }
+            let should_be_open = m.capable && m.kids.len() < fanout;
+            if should_be_open != self.open.contains(&(m.depth, m.order, id)) {
+                return Err(format!(
+                    "{id}: open set disagrees (capable {}, {} kids)",
+                    m.capable,
+                    m.kids.len()
+                ));
+            }
+        }
+        if self.open.len() > self.members.len() {
+            return Err("open set holds non-members".into());
+        }
+        Ok(())
+    }
+
     /// Whether `node` lies in the subtree of `ancestor`.
     fn is_descendant(&self, node: u32, ancestor: u32) -> bool {
         let mut cur = Some(node);
@@ -228,6 +282,7 @@ mod tests {
     fn breadth_first_binary_tree() {
         let mut c = Coordinator::new(0, 2);
         let placed: Vec<_> = (1..=6).map(|j| c.join(j, 2, &[]).unwrap()).collect();
+        c.invariants().unwrap();
         assert_eq!(placed, vec![(0, 1), (0, 1), (1, 2), (1, 2), (2, 2), (2, 2)]);
         assert_eq!(c.join(7, 2, &[]), Some((3, 3)));
     }

@@ -78,6 +78,19 @@ enum Cmd {
     /// Setup, build (release), generate man pages and completions, then `cargo deb`: prints
     /// the path of the .deb.
     Deb,
+    /// Setup, then fuzz every target in fuzz/ (or one) with cargo-fuzz (libFuzzer, nightly)
+    /// for `--secs` each; prints executions per target and fails on the first crash, naming
+    /// the input that reproduces it (fuzz/artifacts/TARGET/).
+    Fuzz {
+        /// Seconds per target (a cap when `--runs` is given).
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Stop each target after this many executions (libFuzzer `-runs`).
+        #[arg(long)]
+        runs: Option<u64>,
+        /// One target (default: all of them, see fuzz/Cargo.toml).
+        target: Option<String>,
+    },
     /// Setup, then run a benchmark from benches/ in release mode.
     Bench {
         #[arg(trailing_var_arg = true)]
@@ -93,6 +106,9 @@ fn main() -> ExitCode {
         Cmd::Lab { args } => setup().and_then(|()| lab(&args)),
         Cmd::Demo => setup().and_then(|()| demo()),
         Cmd::Deb => setup().and_then(|()| deb()),
+        Cmd::Fuzz { secs, runs, target } => {
+            setup().and_then(|()| fuzz(secs, runs, target.as_deref()))
+        }
         Cmd::Bench { args } => setup().and_then(|()| bench(&args)),
     };
     match result {
@@ -182,6 +198,12 @@ fn setup() -> Result<()> {
             .context("installing cargo-deb (fix: cargo install cargo-deb --locked)")?;
     }
 
+    // 2c. cargo-fuzz, for `cargo xtask fuzz` (and the fuzz smoke run in `cargo xtask test`).
+    if output("cargo", &["fuzz", "--version"]).is_none() {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+            .context("installing cargo-fuzz (fix: cargo install cargo-fuzz --locked)")?;
+    }
+
     // 3. Debian packages.
     let absent: Vec<&str> = DEBIAN_PACKAGES
         .iter()
@@ -257,6 +279,9 @@ fn test(extra: &[String]) -> Result<()> {
     let mut cmd = cargo(&["test", "--workspace"]);
     cmd.args(extra);
     let (passed, failed) = run_counting_tests(&mut cmd)?;
+    // A smoke run of every fuzz target: builds them (so they cannot rot) and replays the
+    // corpus and regressions; the long runs are `cargo xtask fuzz`.
+    fuzz(FUZZ_SMOKE_SECS, None, None)?;
     eprintln!(
         "xtask: all checks passed in {:.1}s",
         start.elapsed().as_secs_f64()
@@ -265,6 +290,103 @@ fn test(extra: &[String]) -> Result<()> {
     println!("tests: {passed} passed, {failed} failed");
     if passed == 0 {
         bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SMOKE_SECS: u64 = 4;
+/// Every fuzz target (fuzz/fuzz_targets/NAME.rs), and which files of `../shared/real/` (real
+/// Cisco files, never committed) seed its corpus when they are present.
+const FUZZ_TARGETS: &[(&str, &[&str])] = &[
+    ("wire_udp", &[]),
+    ("wire_tcp", &[]),
+    ("tftp_packet", &[]),
+    ("manifest", &[]),
+    ("loads", &[".loads", ".LOADS"]),
+    ("cnf_xml", &[".xml"]),
+    ("site_toml", &[]),
+    ("phone_events", &[]),
+    ("tree", &[]),
+    ("tftp_server", &[]),
+    ("tftp_client", &[]),
+];
+
+/// `cargo xtask fuzz`: each target for `secs` seconds, without a sanitizer (safe Rust: the
+/// crashes looked for are panics, and libFuzzer runs several times faster without ASan).
+fn fuzz(secs: u64, runs: Option<u64>, only: Option<&str>) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let targets: Vec<_> = FUZZ_TARGETS
+        .iter()
+        .filter(|(t, _)| only.is_none_or(|o| o == *t))
+        .collect();
+    if targets.is_empty() {
+        let names: Vec<_> = FUZZ_TARGETS.iter().map(|(t, _)| *t).collect();
+        bail!("no fuzz target {only:?}; targets: {}", names.join(", "));
+    }
+    let fuzz_dir = root().join("fuzz");
+    let mut table = Vec::new();
+    for (target, seeds) in targets {
+        let corpus = fuzz_dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let seed_dir = root().join("target/fuzz-seeds").join(target);
+        let mut dirs = vec![corpus];
+        if !seeds.is_empty()
+            && let Ok(real) = std::fs::read_dir(root().join("../shared/real"))
+        {
+            std::fs::create_dir_all(&seed_dir)?;
+            for e in real.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if seeds.iter().any(|s| name.ends_with(s)) {
+                    std::fs::copy(e.path(), seed_dir.join(&name))?;
+                }
+            }
+            dirs.push(seed_dir);
+        }
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&fuzz_dir)
+            .args(["+nightly", "fuzz", "run", "--sanitizer", "none", target])
+            .args(&dirs)
+            .arg("--")
+            .arg(format!("-max_total_time={secs}"))
+            .args(runs.map(|n| format!("-runs={n}")))
+            .arg("-print_final_stats=1")
+            .env("PFS_SKIP_EBPF", "1")
+            .stderr(std::process::Stdio::piped());
+        eprintln!("xtask: running {cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {cmd:?}"))?;
+        let stderr = child.stderr.take().expect("piped");
+        let started = Instant::now();
+        let (mut executed, mut tail) = (None, std::collections::VecDeque::new());
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            // "stat::number_of_executed_units: N" (from -print_final_stats).
+            if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
+                executed = n.trim().parse::<u64>().ok();
+            }
+            if tail.len() == 40 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            for l in &tail {
+                eprintln!("{l}");
+            }
+            bail!(
+                "fuzz target {target} failed ({status}); the input is in fuzz/artifacts/{target}/ \
+                 (replay: cd fuzz && cargo +nightly fuzz run -s none {target} fuzz/artifacts/{target}/<file>)"
+            );
+        }
+        let executed = executed.with_context(|| format!("fuzz target {target}: no final stats"))?;
+        table.push((*target, executed, started.elapsed().as_secs_f64()));
+    }
+    println!("fuzz: up to {secs} s per target, no crash");
+    for (target, executed, took) in table {
+        println!("  {target:<14} {executed:>12} executions in {took:>6.0} s");
     }
     Ok(())
 }

@@ -77,12 +77,14 @@ impl ServerSession {
     pub fn new(cfg: &ServerConfig, file_len: u64, requested: Options) -> Self {
         let mut accepted = Options::default();
         if let Some(b) = requested.blksize {
-            accepted.blksize = Some(b.min(cfg.max_blksize));
+            // RFC 2348: 8..=65464; the codec refuses less, this keeps the session total.
+            accepted.blksize = Some(b.min(cfg.max_blksize).max(8));
         }
         if requested.tsize.is_some() {
             accepted.tsize = Some(file_len);
         }
-        accepted.timeout = requested.timeout;
+        // RFC 2349: 1..=255 s (the codec refuses 0; kept total here).
+        accepted.timeout = requested.timeout.map(|t| t.max(1));
         let blksize = u64::from(accepted.blksize.unwrap_or(DEFAULT_BLKSIZE));
         if let Some(w) = requested.windowsize {
             let by_bytes = (cfg.max_window_bytes / blksize).clamp(1, u64::from(u16::MAX)) as u16;
@@ -247,6 +249,23 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Regression found by the fuzz target `tftp_server`: `blksize 0` (which the codec
+    /// refuses, but the session took as given) divided by zero. Options are clamped to their
+    /// RFC ranges (blksize 8.., timeout 1..) whoever builds the session.
+    #[test]
+    fn out_of_range_options_are_clamped_not_trusted() {
+        let opts = Options {
+            blksize: Some(0),
+            timeout: Some(0),
+            ..Options::default()
+        };
+        let mut s = ServerSession::new(&ServerConfig::default(), 20, opts);
+        assert_eq!(s.total_blocks(), 3, "20 bytes in blocks of 8: 8, 8, 4");
+        let mut out = Vec::new();
+        s.start(0, &mut out);
+        assert!(out.iter().any(|a| matches!(a, ServerAction::SendOack(o) if o.blksize == Some(8) && o.timeout == Some(1))), "{out:?}");
     }
 
     #[test]
