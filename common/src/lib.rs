@@ -39,6 +39,27 @@ pub const WIRE_DIGEST_LEN: usize = 32;
 /// verified u32.
 pub const WIRE_ADVERT_TAIL: usize = 4 + 8 + 1 + 4 + 1 + 1 + 4;
 
+/// Message type codes: the wire header's fourth byte (docs/protocol.md, "Messages"). Defined
+/// here once for the codec (`proto/src/wire.rs`) and the XDP program. UDP: 0x01-0x0f; TCP
+/// stream frames: 0x10 and up.
+pub mod msg_type {
+    pub const ADVERT: u8 = 0x01;
+    pub const JOIN: u8 = 0x02;
+    pub const ACCEPT: u8 = 0x03;
+    pub const REJECT: u8 = 0x04;
+    pub const LEAVE: u8 = 0x05;
+    pub const HEARTBEAT: u8 = 0x06;
+    pub const LEASE: u8 = 0x07;
+    pub const REQUEST: u8 = 0x10;
+    pub const CHUNK: u8 = 0x11;
+    pub const HAVE: u8 = 0x12;
+    pub const ERROR: u8 = 0x13;
+    /// The UDP (election and lease) types, which the XDP program counts.
+    pub const fn is_udp(code: u8) -> bool {
+        matches!(code, ADVERT..=LEASE)
+    }
+}
+
 /// Key of the de-duplication map: one advert of one sender for one hierarchy.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +97,21 @@ pub enum Counter {
 }
 
 impl Counter {
+    /// The slot counting valid messages of a UDP type code ([`msg_type`]), `None` for TCP or
+    /// unknown codes.
+    pub const fn for_type(code: u8) -> Option<Counter> {
+        Some(match code {
+            msg_type::ADVERT => Counter::Advert,
+            msg_type::JOIN => Counter::Join,
+            msg_type::ACCEPT => Counter::Accept,
+            msg_type::REJECT => Counter::Reject,
+            msg_type::LEAVE => Counter::Leave,
+            msg_type::HEARTBEAT => Counter::Heartbeat,
+            msg_type::LEASE => Counter::Lease,
+            _ => return None,
+        })
+    }
+
     /// Every slot, in index order.
     pub const ALL: [Counter; 12] = [
         Counter::Udp4051,

@@ -21,7 +21,7 @@ use aya_ebpf::{
 use pfs_common::{
     CONFIG_FILTER_MODELS, CONFIG_SLOTS, COUNTER_SLOTS, Counter, DEDUP_ENTRIES, DedupKey,
     MAX_MODELS, MODEL_KEY_LEN, PFS_PORT, WIRE_ADVERT_TAIL, WIRE_DIGEST_LEN, WIRE_HEADER_LEN,
-    WIRE_MAGIC, WIRE_MAX_FILE, WIRE_MAX_MODEL, WIRE_MAX_UDP_BODY, WIRE_VERSION,
+    WIRE_MAGIC, WIRE_MAX_FILE, WIRE_MAX_MODEL, WIRE_MAX_UDP_BODY, WIRE_VERSION, msg_type,
 };
 
 #[map(name = "PFS_COUNTERS")]
@@ -38,7 +38,6 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
 const IPPROTO_UDP: u8 = 17;
 const UDP_HLEN: usize = 8;
-const TYPE_ADVERT: u8 = 1;
 
 #[xdp]
 pub fn pfs_xdp(ctx: XdpContext) -> u32 {
@@ -170,16 +169,8 @@ fn election(ctx: &XdpContext, udp: &Udp) -> Result<Counter, Counter> {
     if declared + WIRE_HEADER_LEN != total {
         return Err(BAD);
     }
-    let counter = match h[3] {
-        1 => Counter::Advert,
-        2 => Counter::Join,
-        3 => Counter::Accept,
-        4 => Counter::Reject,
-        5 => Counter::Leave,
-        6 => Counter::Heartbeat,
-        7 => Counter::Lease,
-        _ => return Err(BAD), // TCP types or unknown
-    };
+    // TCP types or unknown codes are malformed on UDP.
+    let counter = Counter::for_type(h[3]).ok_or(BAD)?;
     // Every UDP message starts with the hierarchy key: check its lengths fit.
     let body = p + WIRE_HEADER_LEN;
     let model_len = load::<1>(ctx, body).ok_or(BAD)?[0] as usize;
@@ -194,7 +185,7 @@ fn election(ctx: &XdpContext, udp: &Udp) -> Result<Counter, Counter> {
     if key_len > declared {
         return Err(BAD);
     }
-    if h[3] != TYPE_ADVERT {
+    if h[3] != msg_type::ADVERT {
         return Ok(counter);
     }
     if declared != key_len + WIRE_ADVERT_TAIL {

@@ -3,6 +3,8 @@
 //! Every decoder is total: any input yields a message or a typed [`DecodeError`], never a
 //! panic, never a read past the declared length, and every length has a cap.
 
+use pfs_common::msg_type;
+
 /// `PF` (shared with the XDP program, which validates the same header).
 pub const MAGIC: [u8; 2] = pfs_common::WIRE_MAGIC;
 pub const VERSION: u8 = pfs_common::WIRE_VERSION;
@@ -165,17 +167,17 @@ pub enum Message {
 /// The name docs/protocol.md gives a type code (`None` for an unknown code).
 pub fn type_name(code: u8) -> Option<&'static str> {
     Some(match code {
-        0x01 => "Advert",
-        0x02 => "Join",
-        0x03 => "Accept",
-        0x04 => "Reject",
-        0x05 => "Leave",
-        0x06 => "Heartbeat",
-        0x07 => "Lease",
-        0x10 => "Request",
-        0x11 => "Chunk",
-        0x12 => "Have",
-        0x13 => "Error",
+        msg_type::ADVERT => "Advert",
+        msg_type::JOIN => "Join",
+        msg_type::ACCEPT => "Accept",
+        msg_type::REJECT => "Reject",
+        msg_type::LEAVE => "Leave",
+        msg_type::HEARTBEAT => "Heartbeat",
+        msg_type::LEASE => "Lease",
+        msg_type::REQUEST => "Request",
+        msg_type::CHUNK => "Chunk",
+        msg_type::HAVE => "Have",
+        msg_type::ERROR => "Error",
         _ => return None,
     })
 }
@@ -208,17 +210,17 @@ impl Message {
 
     fn type_code(&self) -> u8 {
         match self {
-            Message::Advert { .. } => 0x01,
-            Message::Join { .. } => 0x02,
-            Message::Accept { .. } => 0x03,
-            Message::Reject { .. } => 0x04,
-            Message::Leave { .. } => 0x05,
-            Message::Heartbeat { .. } => 0x06,
-            Message::Lease { .. } => 0x07,
-            Message::Request { .. } => 0x10,
-            Message::Chunk { .. } => 0x11,
-            Message::Have { .. } => 0x12,
-            Message::Error { .. } => 0x13,
+            Message::Advert { .. } => msg_type::ADVERT,
+            Message::Join { .. } => msg_type::JOIN,
+            Message::Accept { .. } => msg_type::ACCEPT,
+            Message::Reject { .. } => msg_type::REJECT,
+            Message::Leave { .. } => msg_type::LEAVE,
+            Message::Heartbeat { .. } => msg_type::HEARTBEAT,
+            Message::Lease { .. } => msg_type::LEASE,
+            Message::Request { .. } => msg_type::REQUEST,
+            Message::Chunk { .. } => msg_type::CHUNK,
+            Message::Have { .. } => msg_type::HAVE,
+            Message::Error { .. } => msg_type::ERROR,
         }
     }
 
@@ -369,7 +371,7 @@ pub fn chunk_head(
     let mut out = [0u8; HEADER_LEN + 24];
     out[..2].copy_from_slice(&MAGIC);
     out[2] = VERSION;
-    out[3] = 0x11;
+    out[3] = msg_type::CHUNK;
     out[4..8].copy_from_slice(&((data_len + 24) as u32).to_be_bytes());
     out[8..16].copy_from_slice(&hierarchy.to_be_bytes());
     out[16..24].copy_from_slice(&offset.to_be_bytes());
@@ -383,7 +385,7 @@ pub fn chunk_head(
 /// Errors: as [`decode`] for a frame that is not exactly one well-formed `Chunk`.
 pub fn chunk_view(frame: &[u8]) -> Result<(u64, u64, u64, &[u8]), DecodeError> {
     let (kind, len) = decode_header(frame)?;
-    if kind != 0x11 || len < 24 || frame.len() != HEADER_LEN + len {
+    if kind != msg_type::CHUNK || len < 24 || frame.len() != HEADER_LEN + len {
         // Not a chunk, or not exactly one frame: the general decoder says what is wrong.
         return match decode(frame) {
             Ok(_) => Err(DecodeError::BadField {
@@ -403,9 +405,9 @@ pub fn chunk_view(frame: &[u8]) -> Result<(u64, u64, u64, &[u8]), DecodeError> {
 
 fn body_cap(type_code: u8) -> Option<usize> {
     match type_code {
-        0x01..=0x07 => Some(MAX_UDP_BODY),
-        0x11 => Some(MAX_CHUNK_DATA + 24),
-        0x10 | 0x12 | 0x13 => Some(MAX_CONTROL_BODY),
+        t if msg_type::is_udp(t) => Some(MAX_UDP_BODY),
+        msg_type::CHUNK => Some(MAX_CHUNK_DATA + 24),
+        msg_type::REQUEST | msg_type::HAVE | msg_type::ERROR => Some(MAX_CONTROL_BODY),
         _ => None,
     }
 }
@@ -453,7 +455,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         pos: 0,
     };
     let msg = match type_code {
-        0x01 => Message::Advert {
+        msg_type::ADVERT => Message::Advert {
             key: r.key()?,
             xid: r.u32()?,
             strength: r.u64()?,
@@ -473,7 +475,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             free_slots: r.u8()?,
             verified: r.u32()?,
         },
-        0x02 => {
+        msg_type::JOIN => {
             let key = r.key()?;
             let xid = r.u32()?;
             let max_children = r.u8()?;
@@ -499,49 +501,49 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 exclude,
             }
         }
-        0x03 => Message::Accept {
+        msg_type::ACCEPT => Message::Accept {
             key: r.key()?,
             xid: r.u32()?,
             parent: r.u32()?,
             port: r.u16()?,
             depth: r.u8()?,
         },
-        0x04 => Message::Reject {
+        msg_type::REJECT => Message::Reject {
             key: r.key()?,
             xid: r.u32()?,
             reason: r.u8()?,
         },
-        0x05 => Message::Leave {
+        msg_type::LEAVE => Message::Leave {
             key: r.key()?,
             xid: r.u32()?,
             reason: r.u8()?,
         },
-        0x06 => Message::Heartbeat {
+        msg_type::HEARTBEAT => Message::Heartbeat {
             key: r.key()?,
             xid: r.u32()?,
             verified: r.u32()?,
         },
-        0x07 => Message::Lease {
+        msg_type::LEASE => Message::Lease {
             key: r.key()?,
             xid: r.u32()?,
             op: r.u8()?,
         },
-        0x10 => Message::Request {
+        msg_type::REQUEST => Message::Request {
             hierarchy: r.u64()?,
             offset: r.u64()?,
             xid: r.u32()?,
         },
-        0x11 => Message::Chunk {
+        msg_type::CHUNK => Message::Chunk {
             hierarchy: r.u64()?,
             offset: r.u64()?,
             have: r.u64()?,
             data: r.rest().to_vec(),
         },
-        0x12 => Message::Have {
+        msg_type::HAVE => Message::Have {
             hierarchy: r.u64()?,
             verified: r.u64()?,
         },
-        0x13 => {
+        msg_type::ERROR => {
             let code = r.u16()?;
             let text = r.rest();
             if text.len() > MAX_ERROR_TEXT {
