@@ -1,0 +1,3 @@
+//! pfs-proto's integration tests: one binary, a module per subject.
+
+mod protocol_doc;
