@@ -1050,7 +1050,8 @@ impl Peer {
         // A child's stream ended: it is no longer our child in any hierarchy. The same peer
         // may be our parent in another hierarchy, over our own stream to it, which stays.
         for h in 0..self.files.len() as u32 {
-            let msg = Msg::Leave { h };
+            // The stream's end says nothing of a tree: xid 0 (any).
+            let msg = Msg::Leave { h, xid: 0 };
             self.feed(now, Event::Recv { from: c.peer, msg })?;
         }
         Ok(())
@@ -1218,6 +1219,8 @@ impl Peer {
                 tier,
                 seq,
                 verified,
+                depth,
+                free_slots,
                 ..
             } => Msg::Advert {
                 h,
@@ -1229,6 +1232,8 @@ impl Peer {
                 },
                 seq,
                 verified,
+                depth,
+                free_slots,
             },
             Message::Join {
                 xid,
@@ -1253,7 +1258,7 @@ impl Peer {
                 depth,
             },
             Message::Reject { xid, .. } => Msg::Reject { h, xid },
-            Message::Leave { .. } => Msg::Leave { h },
+            Message::Leave { xid, .. } => Msg::Leave { h, xid },
             Message::Lease { xid, op, .. } => {
                 let op = match op {
                     wire::LEASE_REQUEST => LeaseOp::Request,
@@ -1373,15 +1378,13 @@ impl Peer {
                     FallbackReason::NoPeer => "no usable parent; the root granted a lease",
                 });
             }
-            Action::BecameRoot { h } => {
-                let x = &self.phone.hierarchies[h as usize];
+            Action::BecameRoot { h, xid, serving } => {
                 let f = &mut self.files[h as usize];
                 f.report.became_root = true;
                 info!(
-                    "XID{:08X} root of {}: {}",
-                    x.joined_xid().unwrap_or(0),
+                    "XID{xid:08X} root of {}: {}",
                     f.entry.name,
-                    if x.done() {
+                    if serving {
                         "serving from the store"
                     } else {
                         "fetching from the origin"
@@ -1402,16 +1405,13 @@ impl Peer {
                     );
                 }
             }
-            Action::ConfirmedRoot { h } => {
-                let x = &self.phone.hierarchies[h as usize];
+            Action::ConfirmedRoot { h, xid } => {
                 let f = &mut self.files[h as usize];
                 f.report.confirmed_root = true;
                 f.report.confirmed_root_s = Some(self.start.elapsed().as_secs_f64());
                 info!(
-                    "@@@HROOT: {} XID{:08X} model {} confirmed root",
-                    f.entry.name,
-                    x.joined_xid().unwrap_or(0),
-                    self.opts.model
+                    "@@@HROOT: {} XID{xid:08X} model {} confirmed root",
+                    f.entry.name, self.opts.model
                 );
             }
         }
@@ -1421,12 +1421,13 @@ impl Peer {
     fn send_udp(&mut self, to: SocketAddrV4, msg: Msg) {
         let h = msg.hierarchy() as usize;
         let key = self.files[h].key.clone();
-        let x = &self.phone.hierarchies[h];
         let m = match msg {
             Msg::Advert {
                 claim,
                 seq,
                 verified,
+                depth,
+                free_slots,
                 ..
             } => Message::Advert {
                 key,
@@ -1434,8 +1435,8 @@ impl Peer {
                 strength: claim.strength,
                 tier: claim.tier,
                 seq,
-                depth: x.depth,
-                free_slots: self.cfg.fanout.saturating_sub(x.children().count() as u8),
+                depth,
+                free_slots,
                 verified,
             },
             Msg::Join {
@@ -1466,9 +1467,9 @@ impl Peer {
                 xid,
                 reason: 0,
             },
-            Msg::Leave { .. } => Message::Leave {
+            Msg::Leave { xid, .. } => Message::Leave {
                 key,
-                xid: x.joined_xid().unwrap_or(0),
+                xid,
                 reason: 0,
             },
             Msg::Lease { xid, op, .. } => Message::Lease {

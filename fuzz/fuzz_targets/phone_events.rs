@@ -32,6 +32,8 @@ fn msg(u: &mut Unstructured) -> Result<Msg> {
             },
             seq: u.int_in_range(0..=5)?,
             verified: small(u)?,
+            depth: u.arbitrary()?,
+            free_slots: u.arbitrary()?,
         },
         1 => Msg::Join {
             h,
@@ -61,7 +63,7 @@ fn msg(u: &mut Unstructured) -> Result<Msg> {
             have: small(u)?,
             ok: u.ratio(7, 8)?,
         },
-        6 => Msg::Leave { h },
+        6 => Msg::Leave { h, xid },
         _ => Msg::Lease {
             h,
             xid,

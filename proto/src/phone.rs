@@ -185,11 +185,14 @@ fn exclusion_from_u8(r: u8) -> Exclusion {
 /// TCP: `Request`, `Chunk`, `Leave`. `h` is the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Msg {
+    /// `depth` and `free_slots`: the sender's place in its tree (informational on the wire).
     Advert {
         h: u32,
         claim: Claim,
         seq: u32,
         verified: u32,
+        depth: u8,
+        free_slots: u8,
     },
     Join {
         h: u32,
@@ -221,8 +224,10 @@ pub enum Msg {
         have: u32,
         ok: bool,
     },
+    /// Child to parent: stop streaming to me in tree `xid` (0: unknown, any tree).
     Leave {
         h: u32,
+        xid: u32,
     },
     /// A fallback lease between a member and the root of tree `xid` (UDP unicast).
     Lease {
@@ -254,7 +259,7 @@ impl Msg {
             | Msg::Reject { h, .. }
             | Msg::Request { h, .. }
             | Msg::Chunk { h, .. }
-            | Msg::Leave { h }
+            | Msg::Leave { h, .. }
             | Msg::Lease { h, .. } => h,
         }
     }
@@ -343,13 +348,17 @@ pub enum Action {
         h: u32,
         reason: FallbackReason,
     },
-    /// Passed the guard: root of `h`, fetching from the origin.
+    /// Passed the guard: root of `h` in tree `xid`, fetching from the origin (or, `serving`,
+    /// holding the whole file already).
     BecameRoot {
         h: u32,
+        xid: u32,
+        serving: bool,
     },
-    /// Confirmed root of `h` (Cisco's `@@@HROOT`).
+    /// Confirmed root of `h` in tree `xid` (Cisco's `@@@HROOT`).
     ConfirmedRoot {
         h: u32,
+        xid: u32,
     },
     /// A member heard neither its root nor any data for `silent` µs, or (`corrupt`) its
     /// root sent a chunk that failed verification: re-electing without it.
@@ -440,13 +449,23 @@ impl Hierarchy {
     fn refresh_strength(&mut self) {
         self.me.strength = (u64::from(self.verified) << 32) | (self.me.strength & 0xffff_ffff);
     }
-    /// This phone's current claim, as broadcast.
-    fn advert(&self) -> Msg {
+    /// This phone's current claim, as broadcast, with its place in the tree.
+    fn advert(&self, fanout: u8) -> Msg {
+        assert!(self.children.len() <= usize::from(fanout));
         Msg::Advert {
             h: self.id,
             claim: self.me,
             seq: self.seq,
             verified: self.verified,
+            depth: self.depth,
+            free_slots: fanout - self.children.len() as u8,
+        }
+    }
+    /// `Leave` to the parent of the tree this phone joined.
+    fn leave(&self) -> Msg {
+        Msg::Leave {
+            h: self.id,
+            xid: self.joined_xid.unwrap_or(0),
         }
     }
     fn fetching(&self) -> bool {
@@ -732,7 +751,7 @@ impl Phone {
                 }
                 x.role = Role::Claimant;
                 x.seq = 1;
-                out.push(Action::Broadcast(x.advert()));
+                out.push(Action::Broadcast(x.advert(cfg.fanout)));
                 out.push(Action::Timer {
                     h,
                     kind: TimerKind::Guard,
@@ -753,9 +772,9 @@ impl Phone {
                 x.seq += 1;
                 if x.me.tier == Tier::Fetching && x.seq > cfg.confirm_adverts {
                     x.me.tier = Tier::Confirmed;
-                    out.push(Action::ConfirmedRoot { h });
+                    out.push(Action::ConfirmedRoot { h, xid: x.me.xid });
                 }
-                out.push(Action::Broadcast(x.advert()));
+                out.push(Action::Broadcast(x.advert(cfg.fanout)));
                 let next = if x.me.tier == Tier::Confirmed {
                     cfg.root_advert_interval
                 } else {
@@ -814,7 +833,7 @@ impl Phone {
         if let Some(old) = x.parent.take() {
             out.push(Action::Send {
                 to: old,
-                msg: Msg::Leave { h },
+                msg: x.leave(),
             });
         }
         x.role = Role::Root;
@@ -828,8 +847,12 @@ impl Phone {
         x.joined_xid = Some(x.me.xid);
         x.depth = 0;
         x.seq += 1;
-        out.push(Action::BecameRoot { h });
-        out.push(Action::Broadcast(x.advert()));
+        out.push(Action::BecameRoot {
+            h,
+            xid: x.me.xid,
+            serving: x.done(),
+        });
+        out.push(Action::Broadcast(x.advert(cfg.fanout)));
         out.push(Action::Timer {
             h,
             kind: TimerKind::Advert,
@@ -903,14 +926,14 @@ impl Phone {
                     return;
                 }
                 x.join_pending = false;
-                x.joined_xid = Some(xid);
-                x.last_rx = now;
                 if let Some(old) = x.parent.filter(|&p| p != parent) {
                     out.push(Action::Send {
                         to: old,
-                        msg: Msg::Leave { h },
+                        msg: x.leave(),
                     });
                 }
+                x.joined_xid = Some(xid);
+                x.last_rx = now;
                 x.parent = Some(parent);
                 x.depth = depth;
                 x.orphan_since = None;
@@ -1047,7 +1070,7 @@ impl Phone {
                     // once): stop fetching, keep what is verified, join it.
                     let h = x.id;
                     x.me.tier = Tier::Tentative;
-                    out.push(Action::Broadcast(x.advert()));
+                    out.push(Action::Broadcast(x.advert(cfg.fanout)));
                     x.coordinator = None;
                     x.children.clear();
                     if x.origin_open {
@@ -1127,7 +1150,7 @@ impl Phone {
             // Verification failed: never relay or install it; drop and blacklist the parent.
             out.push(Action::Send {
                 to: from,
-                msg: Msg::Leave { h },
+                msg: x.leave(),
             });
             x.parent = None;
             Self::exclude(x, from, Exclusion::Corrupt);
@@ -1168,7 +1191,7 @@ impl Phone {
             if now - since > cfg.slow_window {
                 out.push(Action::Send {
                     to: from,
-                    msg: Msg::Leave { h },
+                    msg: x.leave(),
                 });
                 x.parent = None;
                 x.lag_since = None;
@@ -1541,7 +1564,7 @@ impl Phone {
                     // cycle across two trees): leave it and get a fresh place from the root.
                     out.push(Action::Send {
                         to: parent,
-                        msg: Msg::Leave { h: x.id },
+                        msg: x.leave(),
                     });
                     x.parent = None;
                     x.starved_since = None;
@@ -1658,6 +1681,8 @@ mod tests {
             claim: root,
             seq: 1,
             verified: 2,
+            depth: 0,
+            free_slots: 0,
         };
         p.handle(
             &cfg,
@@ -1753,6 +1778,8 @@ mod tests {
                 claim: root,
                 seq: 9,
                 verified: 10,
+                depth: 0,
+                free_slots: 0,
             },
         };
         let lease = |op| Event::Recv {
@@ -1852,6 +1879,8 @@ mod tests {
             claim: root,
             seq: 9,
             verified: 1000,
+            depth: 0,
+            free_slots: 0,
         };
         p.handle(
             &cfg,

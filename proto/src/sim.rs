@@ -496,7 +496,7 @@ impl Sim {
                     let h = self.phones[p as usize].hierarchies[x].id;
                     let ev = Event::Recv {
                         from: p,
-                        msg: Msg::Leave { h },
+                        msg: Msg::Leave { h, xid: 0 },
                     };
                     self.push(at, SimEvent::Phone { to: old, ev });
                 }
@@ -651,7 +651,7 @@ impl Sim {
                 }
             }
             Action::BecameRoot { .. } => self.last_claim = self.last_claim.max(now),
-            Action::ConfirmedRoot { h } => {
+            Action::ConfirmedRoot { h, .. } => {
                 let seen = &mut self.confirmed[h as usize];
                 if !seen.contains(&p) {
                     seen.push(p);

@@ -315,11 +315,20 @@ impl UringReactor {
         }
     }
 
+    /// An operation counted by [`Self::op_started`] completed for good.
     fn op_ended(&mut self, token: Token) {
         if let Some(s) = self.socks.get_mut(&token) {
-            s.ops = s.ops.saturating_sub(1);
+            assert!(
+                s.ops > 0,
+                "operation count of {token:?} would go below zero"
+            );
+            s.ops -= 1;
         } else if let Some(s) = self.closing.get_mut(&token) {
-            s.ops = s.ops.saturating_sub(1);
+            assert!(
+                s.ops > 0,
+                "operation count of {token:?} would go below zero"
+            );
+            s.ops -= 1;
             if s.ops == 0 {
                 self.closing.remove(&token);
             }
@@ -464,8 +473,10 @@ impl UringReactor {
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32, on: &mut dyn FnMut(Completion<'_>)) {
         let more = cqueue::more(flags);
+        // A slot lives until its operation's last completion (multishot: the one without
+        // MORE; a zero-copy send: its notification), so a completion always finds one.
         let Some(op) = self.ops.get(ud as usize).and_then(|o| o.as_ref()) else {
-            return;
+            panic!("io_uring completion for user_data {ud} (res {res}) with no slot");
         };
         match *op {
             Op::Cancel => {
