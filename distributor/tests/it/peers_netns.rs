@@ -2,7 +2,7 @@
 //! deliver bytes that verify against the manifest on every phone, count from the same start,
 //! cross the WAN, write its exact command lines, and leave no process behind.
 
-mod common;
+use crate::common;
 
 use pfs::{
     lab::{Lab, LabConfig},
@@ -22,6 +22,7 @@ fn running(name: &str) -> Vec<u32> {
 
 #[test]
 fn udpcast_and_bittorrent_deliver_verified_bytes_to_10_phones() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("peers_netns") {
         return;
     }

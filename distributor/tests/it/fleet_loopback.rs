@@ -19,6 +19,7 @@ use pfs::{
 
 #[test]
 fn every_origin_transfer_ends_with_the_clients_final_ack() {
+    let _group = crate::common::group(module_path!());
     let base = std::env::temp_dir().join(format!("pfs-fleet-lo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let srv = base.join("srv");

@@ -2,7 +2,7 @@
 //! man pages and completions; `systemd-analyze verify` accepts the units once installed; the
 //! installed `pfs --version` runs; the package is removed again, whatever happened.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -31,6 +31,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn deb_builds_installs_runs_and_goes() {
+    let _group = crate::common::group(module_path!());
     if !nix::unistd::geteuid().is_root() {
         assert!(
             !ci(),

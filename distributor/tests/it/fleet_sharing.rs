@@ -4,7 +4,7 @@
 //! fleets form one site with no coordinator: every phone installs a verified load, and
 //! `pfs report merge` of their reports shows one root per hierarchy across both.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 
@@ -12,6 +12,7 @@ use pfs::netns::Netns;
 
 #[test]
 fn two_hosts_form_one_site() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("pfs fleet --peer-sharing") {
         return;
     }

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests (each test binary uses a subset).
+//! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
 /// Whether an external program is installed. Under `CI=true` a missing one is a failure.
@@ -201,4 +201,34 @@ pub fn check_against_doc(kind: &str, json: &serde_json::Value) {
     assert_eq!(json["kind"], kind);
     // Fields a report may leave out (skipped when empty or unset) are documented but may be
     // absent; everything a full report has is checked by the crate's own schema test.
+}
+
+/// Which module's tests run now, and how many of them.
+static GROUP: std::sync::Mutex<(Option<&'static str>, usize)> = std::sync::Mutex::new((None, 0));
+static GROUP_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Held by a test while it runs.
+pub struct GroupGuard;
+
+/// Waits until no other module's test runs, then lets this one run beside its own module's
+/// (`group` is the module path). Never deadlocks: a waiting test only waits for running ones.
+pub fn group(group: &'static str) -> GroupGuard {
+    let mut g = GROUP.lock().unwrap_or_else(|p| p.into_inner());
+    while g.1 > 0 && g.0 != Some(group) {
+        g = GROUP_CHANGED.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+    *g = (Some(group), g.1 + 1);
+    GroupGuard
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let mut g = GROUP.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(g.1 > 0, "a group guard without a count");
+        g.1 -= 1;
+        if g.1 == 0 {
+            g.0 = None;
+            GROUP_CHANGED.notify_all();
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! what the shaped link allows (so the figure measures the server path, not the clock). A
 //! second run against a load with a file missing must count the server's refusals and fail.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Command, Stdio},
@@ -53,6 +53,7 @@ fn fleet(site: &Site, load: &str, phones: usize, deadline_s: u32) -> (bool, serd
 
 #[test]
 fn twenty_pullers_measure_a_real_tftp_server_and_count_its_refusals() {
+    let _group = crate::common::group(module_path!());
     const PHONES: usize = 20;
     const WAN_KBIT: u32 = 80_000;
     if !common::privileged("fleet") || !common::tool("in.tftpd") || !common::tool("tc") {

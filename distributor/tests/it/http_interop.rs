@@ -2,7 +2,7 @@
 //! (GET, HEAD, Range, resume, path escapes, directories), and our client (`pfs fetch http://`)
 //! against our origin, `python3 -m http.server` and nginx. Loopback only.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Read,
@@ -83,6 +83,7 @@ fn curl(args: &[&str]) -> (u16, Vec<u8>) {
 
 #[test]
 fn curl_against_pfs_origin() {
+    let _group = crate::common::group(module_path!());
     if !tool("curl") {
         return;
     }
@@ -179,6 +180,7 @@ fn curl_against_pfs_origin() {
 
 #[test]
 fn wget_against_pfs_origin() {
+    let _group = crate::common::group(module_path!());
     if !tool("wget") {
         return;
     }
@@ -218,6 +220,7 @@ fn wget_against_pfs_origin() {
 
 #[test]
 fn connections_are_bounded() {
+    let _group = crate::common::group(module_path!());
     let (root, _) = fixture("http-bound");
     let origin = start(&root, 2);
     let idle: Vec<TcpStream> = (0..2)
@@ -310,6 +313,7 @@ fn wait_listening(addr: SocketAddr) {
 
 #[test]
 fn pfs_fetch_from_pfs_origin() {
+    let _group = crate::common::group(module_path!());
     let (root, data) = fixture("http-fetch-pfs");
     let origin = start(&root, 16);
     fetch_from(origin.addr, &root, &data, true);
@@ -318,6 +322,7 @@ fn pfs_fetch_from_pfs_origin() {
 
 #[test]
 fn pfs_fetch_from_python_http_server() {
+    let _group = crate::common::group(module_path!());
     if !tool("python3") {
         return;
     }
@@ -350,6 +355,7 @@ fn pfs_fetch_from_python_http_server() {
 
 #[test]
 fn pfs_fetch_from_nginx() {
+    let _group = crate::common::group(module_path!());
     if !tool("nginx") {
         return;
     }
@@ -389,6 +395,7 @@ fn pfs_fetch_from_nginx() {
 /// counts the HTTP requests by result.
 #[test]
 fn pfs_origin_cli_serves_http_and_counts_it() {
+    let _group = crate::common::group(module_path!());
     if !tool("curl") {
         return;
     }

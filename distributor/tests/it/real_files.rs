@@ -251,6 +251,7 @@ fn render(c: &pfs::loads::Component) -> String {
 
 #[test]
 fn every_real_loads_file_yields_its_components() {
+    let _group = crate::common::group(module_path!());
     let Some(dir) = real_dir() else { return };
     let files: Vec<String> = corpus(&dir).into_iter().filter(|n| is_loads(n)).collect();
     assert_eq!(files.len(), 14, "{files:?}");
@@ -684,6 +685,7 @@ const CONFIGS: &[(&str, Want)] = &[
 
 #[test]
 fn every_real_configuration_file_reads_right_or_is_refused() {
+    let _group = crate::common::group(module_path!());
     let Some(dir) = real_dir() else { return };
     let files: Vec<String> = corpus(&dir).into_iter().filter(|n| !is_loads(n)).collect();
     assert_eq!(files.len(), 44, "{files:?}");
@@ -747,6 +749,7 @@ fn every_real_configuration_file_reads_right_or_is_refused() {
 
 #[test]
 fn models_are_read_the_ways_people_write_them() {
+    let _group = crate::common::group(module_path!());
     for m in [
         "CP-7942G",
         "Cisco 7942",
@@ -770,6 +773,7 @@ fn models_are_read_the_ways_people_write_them() {
 /// lists are checked against the components.
 #[test]
 fn a_real_tftp_folder_with_many_loads() {
+    let _group = crate::common::group(module_path!());
     use pfs::manifest::{ManifestError, manifest_for_dir};
     let Some(dir) = real_dir() else { return };
     let tftp = std::env::temp_dir().join(format!("pfs-real-tftp-{}", std::process::id()));
@@ -832,6 +836,7 @@ fn a_real_tftp_folder_with_many_loads() {
 /// One changed byte in a 78xx/88xx `.loads` body breaks its SHA-256: refused.
 #[test]
 fn a_changed_5th_generation_load_is_refused() {
+    let _group = crate::common::group(module_path!());
     let Some(dir) = real_dir() else { return };
     for name in [
         "staskobzar__cisco_prov__sip_sip78xx.11-0-1-11.loads",

@@ -21,6 +21,7 @@ use pfs::{
 
 #[test]
 fn fetch_load_over_http_resumes_from_the_verified_prefix() {
+    let _group = crate::common::group(module_path!());
     let base = std::env::temp_dir().join(format!("pfs-http-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let srv = base.join("srv");
@@ -116,6 +117,7 @@ fn fleet(base: &std::path::Path, origin: String, port_base: u16) -> FleetConfig 
 
 #[test]
 fn phones_fetch_over_http_and_fall_back_to_tftp() {
+    let _group = crate::common::group(module_path!());
     let base = std::env::temp_dir().join(format!("pfs-http-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let srv = base.join("srv");
@@ -183,6 +185,7 @@ fn phones_fetch_over_http_and_fall_back_to_tftp() {
 /// The origin here is a test double that cuts the first transfer of one file short.
 #[test]
 fn a_reopened_http_transfer_asks_range_from_the_verified_prefix() {
+    let _group = crate::common::group(module_path!());
     use std::io::{BufRead, BufReader, Write};
     use std::sync::{Arc, Mutex};
     let base = std::env::temp_dir().join(format!("pfs-http-reopen-{}", std::process::id()));

@@ -2,14 +2,14 @@
 //! type with every field named as `docs/protocol.md` names it, and on a `pfs lab --pcap`
 //! capture its counts per message type equal the phones' own `messages_sent`.
 
-mod common;
+use crate::common;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command};
 
 use pfs::wire::{HierarchyKey, Message, Tier};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/wireshark/pfs.lua");
-const PROTOCOL: &str = include_str!("../../docs/protocol.md");
+const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
 
 /// tshark with the dissector on `pcap`; panics on a Lua error.
 fn tshark(pcap: &Path, args: &[&str]) -> String {
@@ -184,6 +184,7 @@ impl Pcap {
 
 #[test]
 fn protocol_md_tables_are_read() {
+    let _group = crate::common::group(module_path!());
     let m = documented_messages();
     assert_eq!(m.len(), 11, "{m:?}");
     assert_eq!(m[0].0, "Advert");
@@ -194,6 +195,7 @@ fn protocol_md_tables_are_read() {
 
 #[test]
 fn every_message_type_and_field_decodes_by_its_documented_name() {
+    let _group = crate::common::group(module_path!());
     if !common::tool("tshark") {
         return;
     }
@@ -364,6 +366,7 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
 
 #[test]
 fn lab_capture_counts_equal_what_the_phones_sent() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("pfs lab --pcap")
         || !common::tool("tc")
         || !common::tool("tcpdump")

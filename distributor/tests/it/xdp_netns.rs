@@ -1,6 +1,6 @@
 //! XDP counting on a real veth between two namespaces, driven through the `pfs` binary.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -40,6 +40,7 @@ impl Drop for Detach<'_> {
 
 #[test]
 fn counts_exactly_1000_broadcasts_to_4051_and_100_other_datagrams() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("xdp counts") {
         return;
     }
@@ -147,6 +148,7 @@ fn counts_exactly_1000_broadcasts_to_4051_and_100_other_datagrams() {
 
 #[test]
 fn namespaces_are_removed_when_the_guard_drops_even_on_panic() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("netns teardown") {
         return;
     }
@@ -167,6 +169,7 @@ fn namespaces_are_removed_when_the_guard_drops_even_on_panic() {
 
 #[test]
 fn cli_errors_are_one_clear_line() {
+    let _group = crate::common::group(module_path!());
     let out = pfs(&["xdp", "stats", "--iface", "pfs-no-such-if"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -209,6 +212,7 @@ fn advert(model: &str, seq: u32) -> Vec<u8> {
 
 #[test]
 fn validates_deduplicates_filters_and_counts_a_known_mix() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("xdp known mix") {
         return;
     }
@@ -364,6 +368,7 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
 /// with the process. It must fail and point to `--netns`, and leave nothing attached.
 #[test]
 fn attach_under_ip_netns_exec_fails_instead_of_vanishing() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("xdp attach under ip netns exec") || !pfs::xdp::is_built() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             assert!(

@@ -3,7 +3,7 @@
 //! gives on the same input. Real clients (tftp-hpa, curl) where a real client shows the fault.
 //! Loopback only; every loop is bounded.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -105,6 +105,7 @@ fn read_to_end(s: &UdpSocket, first: Vec<u8>, tid: SocketAddr, blksize: usize) -
 /// `get tftp://host/file`), as tftpd-hpa `-s` reads it; `/../x` stays refused.
 #[test]
 fn a_leading_slash_names_the_served_root() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("slash");
     std::fs::create_dir_all(root.join("boot")).unwrap();
     std::fs::write(root.join("f.bin"), b"top level file").unwrap();
@@ -164,6 +165,7 @@ fn a_leading_slash_names_the_served_root() {
 /// CR LF lines as 30 bytes. tsize in netascii announces the octets that will be sent.
 #[test]
 fn netascii_is_translated_for_tftp_hpa_and_tsize_counts_the_wire() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("netascii");
     let crlf = b"line one\r\nline two\r\nline 33333\r\n";
     assert_eq!(crlf.len(), 32);
@@ -206,6 +208,7 @@ fn netascii_is_translated_for_tftp_hpa_and_tsize_counts_the_wire() {
 /// options are ignored however many or long.
 #[test]
 fn option_negotiation_follows_rfc_2347_and_tftpd_hpa() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("options");
     let file: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(root.join("big.bin"), &file).unwrap();
@@ -253,6 +256,7 @@ fn option_negotiation_follows_rfc_2347_and_tftpd_hpa() {
 /// once. Every try must be served (0-45% were dropped).
 #[test]
 fn a_size_probe_then_the_real_request_from_the_same_port_is_served() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("probe");
     let file: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("boot.efi"), &file).unwrap();
@@ -296,6 +300,7 @@ fn probe_then_request(root: &Path, file: &[u8], loops: usize) {
 /// the old transfer's retransmissions run out (up to 32 s).
 #[test]
 fn a_new_request_after_a_lost_final_ack_is_served_at_once() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("finalack");
     let file: Vec<u8> = (0..1300u32).map(|i| i as u8).collect();
     std::fs::write(root.join("cfg.xml"), &file).unwrap();
@@ -339,6 +344,7 @@ fn a_new_request_after_a_lost_final_ack_is_served_at_once() {
 /// (IP_PKTINFO): 127.0.0.2 and 127.0.0.3 are both this host's, the origin listens on all.
 #[test]
 fn replies_leave_from_the_address_the_request_arrived_on() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("pktinfo");
     std::fs::write(root.join("f.bin"), vec![1u8; 700]).unwrap();
     let origin = start(&root, "0.0.0.0:0", 16);
@@ -361,6 +367,7 @@ fn replies_leave_from_the_address_the_request_arrived_on() {
 /// transfers that ran at once.
 #[test]
 fn at_capacity_requests_are_told_busy_and_the_peak_is_counted() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("busy");
     std::fs::write(root.join("f.bin"), vec![1u8; 5000]).unwrap();
     let origin = start(&root, "127.0.0.1:0", 3);
@@ -385,6 +392,7 @@ fn at_capacity_requests_are_told_busy_and_the_peak_is_counted() {
 /// 1000 concurrent transfers on one origin thread (all open at once), none failed.
 #[test]
 fn a_thousand_concurrent_transfers_all_complete() {
+    let _group = crate::common::group(module_path!());
     const N: usize = 1000;
     let root = common::scratch("thousand");
     let file: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 256) as u8).collect();
@@ -481,6 +489,7 @@ fn a_thousand_concurrent_transfers_all_complete() {
 /// after the timeout, with its exponential backoff, and the transfer then completes.
 #[test]
 fn an_unacknowledged_block_is_resent_after_the_timeout() {
+    let _group = crate::common::group(module_path!());
     let root = common::scratch("resend");
     let file: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
     std::fs::write(root.join("f.bin"), &file).unwrap();
@@ -509,6 +518,7 @@ fn an_unacknowledged_block_is_resent_after_the_timeout() {
 /// IPv6 too: requests on ::1 are served, replies from ::1.
 #[test]
 fn the_origin_serves_ipv6() {
+    let _group = crate::common::group(module_path!());
     if UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("SKIPPED: no IPv6 loopback here");
         return;
@@ -535,6 +545,7 @@ fn the_origin_serves_ipv6() {
 /// port, so the server stops at once instead of retransmitting the OACK until it gives up.
 #[test]
 fn pfs_fetch_answers_an_unacceptable_oack_with_error_8() {
+    let _group = crate::common::group(module_path!());
     let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
     listen
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -570,6 +581,7 @@ fn pfs_fetch_answers_an_unacceptable_oack_with_error_8() {
 /// goes on with the real server.
 #[test]
 fn pfs_fetch_does_not_pin_a_stray_first_datagram() {
+    let _group = crate::common::group(module_path!());
     let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
     listen
         .set_read_timeout(Some(Duration::from_secs(5)))

@@ -2,7 +2,7 @@
 //! (rsvg-convert), every plot's axes carry tick labels, names are the ones users type; and the
 //! JSON the binary prints holds exactly the fields `docs/report.md` documents.
 
-mod common;
+use crate::common;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
 
@@ -82,6 +82,7 @@ fn run(mode: Mode, phones: usize, t: f64) -> LabReport {
 
 #[test]
 fn every_lab_svg_renders_with_tick_labels_on_its_axes() {
+    let _group = crate::common::group(module_path!());
     if !common::tool("rsvg-convert") {
         return;
     }
@@ -162,6 +163,7 @@ fn every_lab_svg_renders_with_tick_labels_on_its_axes() {
 
 #[test]
 fn simulate_json_holds_exactly_the_documented_fields() {
+    let _group = crate::common::group(module_path!());
     let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
         .args(["simulate", "--phones", "16", "--json"])
         .output()

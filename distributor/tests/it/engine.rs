@@ -46,6 +46,7 @@ fn open(b: Backend, limits: Limits) -> Box<dyn Reactor> {
 /// accepted connection; a blocking reader checks every byte, in order.
 #[test]
 fn frames_arrive_in_order_with_mapped_bodies() {
+    let _group = crate::common::group(module_path!());
     for b in BACKENDS {
         let mut r = open(b, Limits::default());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -128,6 +129,7 @@ fn frames_arrive_in_order_with_mapped_bodies() {
 /// Connect, receive, datagrams both ways, and the peer's close are reported.
 #[test]
 fn connect_recv_datagrams_and_close() {
+    let _group = crate::common::group(module_path!());
     for b in BACKENDS {
         let mut r = open(b, Limits::default());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -179,6 +181,7 @@ fn connect_recv_datagrams_and_close() {
 /// io_uring dropped it, every origin transfer ended in the server's retransmissions.
 #[test]
 fn datagrams_sent_before_close_still_leave() {
+    let _group = crate::common::group(module_path!());
     for b in BACKENDS {
         let mut r = open(b, Limits::default());
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -216,6 +219,7 @@ fn datagrams_sent_before_close_still_leave() {
 /// everything; the queue bound refuses frames beyond it.
 #[test]
 fn a_stalled_child_is_cut_off_and_its_sibling_finishes() {
+    let _group = crate::common::group(module_path!());
     for b in BACKENDS {
         let limits = Limits {
             stall: Duration::from_millis(400),

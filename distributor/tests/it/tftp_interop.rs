@@ -1,7 +1,7 @@
 //! TFTP interop with implementations we did not write: curl and tftp-hpa's client against our
 //! origin, our client against tftpd-hpa; plus path confinement and hostile packets. Loopback only.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -64,6 +64,7 @@ fn start_origin(root: &Path) -> origin::OriginHandle {
 
 #[test]
 fn our_client_and_origin_agree_at_every_blksize_and_window_including_rollover() {
+    let _group = crate::common::group(module_path!());
     let root = tempdir("self");
     let files = fixture(&root);
     let origin = start_origin(&root);
@@ -90,6 +91,7 @@ fn our_client_and_origin_agree_at_every_blksize_and_window_including_rollover() 
 
 #[test]
 fn curl_and_tftp_hpa_fetch_byte_identical_files_from_our_origin() {
+    let _group = crate::common::group(module_path!());
     if !common::tool("curl") || !common::tool("tftp") {
         return;
     }
@@ -212,6 +214,7 @@ impl Drop for Daemon {
 
 #[test]
 fn our_client_fetches_byte_identical_files_from_tftpd_hpa() {
+    let _group = crate::common::group(module_path!());
     if !common::tool("in.tftpd") {
         return;
     }
@@ -251,6 +254,7 @@ fn error_code(reply: &[u8]) -> Option<u16> {
 /// transfer to the same endpoint (it would send the whole file twice over a slow WAN).
 #[test]
 fn a_repeated_request_does_not_start_a_second_transfer() {
+    let _group = crate::common::group(module_path!());
     use pfs::tftp::packet::{Options, ack, request};
     use std::sync::atomic::Ordering;
     let root = tempdir("dup");
@@ -305,6 +309,7 @@ fn a_repeated_request_does_not_start_a_second_transfer() {
 
 #[test]
 fn origin_refuses_escapes_and_writes_and_survives_garbage() {
+    let _group = crate::common::group(module_path!());
     let root = tempdir("hostile");
     fixture(&root);
     let outside = tempdir("outside");
@@ -375,6 +380,7 @@ fn origin_refuses_escapes_and_writes_and_survives_garbage() {
 
 #[test]
 fn pfs_fetch_fails_with_the_servers_message_and_leaves_no_file() {
+    let _group = crate::common::group(module_path!());
     let root = tempdir("cli");
     fixture(&root);
     let origin = start_origin(&root);
@@ -437,6 +443,7 @@ fn atftpd_path() -> Option<PathBuf> {
 
 #[test]
 fn our_client_fetches_byte_identical_files_from_atftpd_with_windows() {
+    let _group = crate::common::group(module_path!());
     let Some(atftpd) = atftpd_path() else { return };
     let Some((root, files, server)) = daemon_setup("atftpd") else {
         return;

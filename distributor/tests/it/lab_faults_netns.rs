@@ -2,7 +2,7 @@
 //! frozen parent. Survivors must install verified loads, nobody may be stuck, and recovery must
 //! take seconds (targets of issue 14: limit + 2 x root_timeout + 2 s for a dead or cut root).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -64,6 +64,7 @@ fn within_root_target(r: &serde_json::Value) {
 
 #[test]
 fn the_root_killed_mid_file_every_survivor_installs() {
+    let _group = crate::common::group(module_path!());
     let Some(r) = lab(&["--kill-root-at", "0.5"]) else {
         return;
     };
@@ -76,6 +77,7 @@ fn the_root_killed_mid_file_every_survivor_installs() {
 
 #[test]
 fn the_first_roots_cable_pulled_recovers_in_seconds() {
+    let _group = crate::common::group(module_path!());
     let Some(r) = lab(&["--cut-first-root-after-s", "1.5"]) else {
         return;
     };
@@ -87,6 +89,7 @@ fn the_first_roots_cable_pulled_recovers_in_seconds() {
 
 #[test]
 fn children_of_a_frozen_parent_reattach() {
+    let _group = crate::common::group(module_path!());
     let Some(r) = lab(&["--freeze-fraction", "0.1"]) else {
         return;
     };

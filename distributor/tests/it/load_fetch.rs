@@ -11,6 +11,7 @@ use pfs::{
 
 #[test]
 fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
+    let _group = crate::common::group(module_path!());
     let base = std::env::temp_dir().join(format!("pfs-load-fetch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let srv = base.join("srv");
@@ -90,6 +91,7 @@ fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
 /// configuration names, `.loads` first.
 #[test]
 fn a_phone_fetches_the_load_its_configuration_names_from_a_folder_of_loads() {
+    let _group = crate::common::group(module_path!());
     use pfs::fetch::fetch_named_load;
     use pfs::manifest::{manifest_file_for, manifest_for_dir};
     let base = std::env::temp_dir().join(format!("pfs-load-fetch-named-{}", std::process::id()));

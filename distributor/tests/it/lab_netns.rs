@@ -3,7 +3,7 @@
 //! no phone more than 2 children, and the WAN must carry the firmware about once per model.
 //! Its `--report` must render (see `report_svg.rs` for what is checked).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -52,6 +52,7 @@ fn strip_ansi(s: &str) -> String {
 
 #[test]
 fn roots_are_counted_from_log_lines() {
+    let _group = crate::common::group(module_path!());
     let log = "\u{1b}[1mphone\u{1b}[0m{ip=198.19.1.2}: pfs::peer: @@@HROOT: a.sbn XID1 model M confirmed root\n\
                phone{ip=198.19.1.3}: pfs::peer: @@@HROOT: a.sbn XID2 model M confirmed root\n\
                phone{ip=198.19.1.3}: pfs::peer: @@@HROOT: a.sbn XID3 model M confirmed root\n\
@@ -62,6 +63,7 @@ fn roots_are_counted_from_log_lines() {
 
 #[test]
 fn fifty_phones_two_models_pipelined() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("pfs lab") || !common::tool("tc") || !common::tool("rsvg-convert") {
         return;
     }

@@ -3,7 +3,7 @@
 //! fallback) and from a real nginx. Every phone installs a verified load and the WAN carries
 //! the firmware once.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -41,6 +41,7 @@ fn lab_over_http(origin: &str) {
 
 #[test]
 fn phones_fetch_over_http_from_pfs_origin() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("pfs lab") || !common::tool("tc") {
         return;
     }
@@ -49,6 +50,7 @@ fn phones_fetch_over_http_from_pfs_origin() {
 
 #[test]
 fn phones_fetch_over_http_from_nginx() {
+    let _group = crate::common::group(module_path!());
     if !common::privileged("pfs lab") || !common::tool("tc") || !common::tool("nginx") {
         return;
     }
@@ -57,6 +59,7 @@ fn phones_fetch_over_http_from_nginx() {
 
 #[test]
 fn tftpd_hpa_cannot_serve_http() {
+    let _group = crate::common::group(module_path!());
     let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
         .args([
             "lab",

@@ -1,7 +1,7 @@
 //! `--metrics`: a real Prometheus server scrapes a running `pfs serve` on loopback, and a
 //! counter reads back through its query API; `promtool check metrics` accepts the exposition.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read, Write},
@@ -52,6 +52,7 @@ fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 
 #[test]
 fn prometheus_scrapes_a_serving_peer() {
+    let _group = crate::common::group(module_path!());
     if !common::tool("prometheus") || !common::tool("promtool") {
         return;
     }

@@ -2,7 +2,7 @@
 //! bytecode, fed one hand-built Ethernet frame at a time, with its verdict and counters checked.
 //! Needs root and BPF; under CI=true their absence is a failure.
 
-mod common;
+use crate::common;
 
 use pfs::{
     wire::{HierarchyKey, Message, Tier},
@@ -73,6 +73,7 @@ fn load(models: &[&str]) -> Option<TestRun> {
 
 #[test]
 fn verdicts_and_counters_for_each_kind_of_frame() {
+    let _group = crate::common::group(module_path!());
     let Some(mut p) = load(&["CP-7961G"]) else {
         return;
     };
@@ -133,6 +134,7 @@ fn verdicts_and_counters_for_each_kind_of_frame() {
 
 #[test]
 fn without_a_model_filter_every_model_passes() {
+    let _group = crate::common::group(module_path!());
     let Some(mut p) = load(&[]) else { return };
     for model in ["CP-7961G", "CP-7941G", "CP-8845"] {
         let f = frame(false, A, 4051, &advert(model, 1));
@@ -143,6 +145,7 @@ fn without_a_model_filter_every_model_passes() {
 
 #[test]
 fn non_ipv4_and_short_frames_pass_untouched() {
+    let _group = crate::common::group(module_path!());
     let Some(mut p) = load(&["CP-7961G"]) else {
         return;
     };

@@ -11,6 +11,7 @@ fn pfs(args: &[&str]) -> Output {
 
 #[test]
 fn signed_synthetic_load_verifies_and_corruption_is_named() {
+    let _group = crate::common::group(module_path!());
     let base = std::env::temp_dir().join(format!("pfs-load-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
@@ -77,6 +78,7 @@ fn signed_synthetic_load_verifies_and_corruption_is_named() {
 
 #[test]
 fn inspect_and_config_show_print_plain_text_and_json() {
+    let _group = crate::common::group(module_path!());
     let base = std::env::temp_dir().join(format!("pfs-load-cli-inspect-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let dir = base.join("tftp");

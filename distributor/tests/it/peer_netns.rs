@@ -4,7 +4,7 @@
 //! root, and no phone may have more than 2 children. Namespaces go away when the test ends,
 //! however it ends.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Command, Stdio},
@@ -78,11 +78,13 @@ fn wait_all(mut guards: Vec<Guard>, limit: Duration) -> Vec<(String, String)> {
 
 #[test]
 fn seven_peers_on_io_uring_share_one_copy_of_the_load_over_a_shaped_wan() {
+    let _group = crate::common::group(module_path!());
     seven_peers("uring");
 }
 
 #[test]
 fn seven_peers_on_plain_syscalls_share_one_copy_of_the_load_over_a_shaped_wan() {
+    let _group = crate::common::group(module_path!());
     seven_peers("syscall");
 }
 
@@ -194,6 +196,7 @@ fn seven_peers(backend: &str) {
 /// download: XDP drops the junk before their sockets, and the election still converges.
 #[test]
 fn an_election_converges_under_a_million_junk_datagrams_with_xdp() {
+    let _group = crate::common::group(module_path!());
     const PEERS: usize = 3;
     const JUNK: u64 = 1_000_000;
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
