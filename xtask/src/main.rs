@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod sizes;
+
 /// bpf-linker 0.10.4 builds against the nightly's own LLVM; newer ones need a system LLVM.
 const BPF_LINKER_VERSION: &str = "0.10.4";
 const NIGHTLY: &str = "nightly";
@@ -91,6 +93,13 @@ enum Cmd {
         /// One target (default: all of them, see fuzz/Cargo.toml).
         target: Option<String>,
     },
+    /// Check the size limits: no source file over 800 lines, no function over 100 (unless
+    /// marked as a codec table), beyond the listed exceptions. Part of `test`.
+    Sizes {
+        /// Rewrite xtask/size-exceptions.txt with the current sizes (refused if any grew).
+        #[arg(long)]
+        update: bool,
+    },
     /// Setup, then run a benchmark from benches/ in release mode.
     Bench {
         #[arg(trailing_var_arg = true)]
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
         Cmd::Fuzz { secs, runs, target } => {
             setup().and_then(|()| fuzz(secs, runs, target.as_deref()))
         }
+        Cmd::Sizes { update } => sizes::check(&root(), update),
         Cmd::Bench { args } => setup().and_then(|()| bench(&args)),
     };
     match result {
@@ -268,6 +278,7 @@ fn setup() -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     let start = Instant::now();
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
+    sizes::check(&root(), false)?;
     run(&mut cargo(&[
         "clippy",
         "--workspace",
