@@ -9,5 +9,6 @@ pub mod election;
 pub mod phone;
 pub mod sim;
 pub mod tftp;
+pub mod time;
 pub mod tree;
 pub mod wire;

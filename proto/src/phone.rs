@@ -18,8 +18,7 @@ use crate::{
     wire::Tier,
 };
 
-/// Microseconds since the run started.
-pub type Time = u64;
+pub use crate::time::Time;
 /// A phone's address (IPv4 on a real LAN, an index in the simulator).
 pub type PeerId = u32;
 

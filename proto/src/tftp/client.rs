@@ -20,7 +20,7 @@ use super::{
     packet::{ack, error, request},
     wire_block,
 };
-use crate::phone::Time;
+use crate::time::Time;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

@@ -40,7 +40,7 @@ pub const MAX_BACKOFF: u32 = 8;
 /// 4.2.3.2 asks TFTP for exponential backoff: at a fixed timeout, hundreds of lock-step
 /// transfers into one congested WAN queue time out together, retransmit together and give up
 /// together (`pfs lab`, 40 traditional phones at 10 Mbit/s: no phone finished in 10 minutes).
-pub fn backoff(base: crate::phone::Time, retries: u32) -> crate::phone::Time {
+pub fn backoff(base: crate::time::Time, retries: u32) -> crate::time::Time {
     let factor = 1u64 << retries.min(MAX_BACKOFF.trailing_zeros());
     base.saturating_mul(factor)
 }

@@ -6,7 +6,7 @@
 //! can never multiply.
 
 use super::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Options, absolute_block, backoff, wire_block};
-use crate::phone::Time;
+use crate::time::Time;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
