@@ -38,13 +38,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "python3",
     "wget",
-    // `pfs lab --compare --peers udpcast,bittorrent` runs what people would pick instead.
+    // `pfs lab --compare --peers udpcast,bittorrent,uftp` runs what people would pick instead.
     // `pfs lab --loss` drops packets with nftables `numgen random` in the site router.
     "nftables",
     "udpcast",
     "aria2",
     "opentracker",
     "mktorrent",
+    "uftp",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
