@@ -669,7 +669,7 @@ fn uftp(
     // One session per model, from hq, at the slower of the WAN and a port (less 5%, as
     // udpcast is paced): the tunnel crosses the WAN and the bridge carries it to every port.
     // (uftp's own congestion control, `-C tfmcc:init=50000:max=95000`, did worse here: at 60
-    // phones and 100 Mbit/s no phone finished in the lab's 600 s, and 124 MB crossed the WAN.)
+    // phones and 100 Mbit/s no phone finished within 9 minutes, and 124 MB crossed the WAN.)
     let kbit = (cfg.wan_mbit.min(cfg.lan_mbit.unwrap_or(f64::INFINITY)) * 950.0) as u64;
     let kbit = kbit.max(1).to_string();
     let mut done = vec![None; n];
