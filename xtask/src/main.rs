@@ -201,6 +201,13 @@ fn setup() -> Result<()> {
                 .args(&absent)
                 .env("DEBIAN_FRONTEND", "noninteractive"))
             .with_context(|| format!("installing Debian packages (fix: {fix})"))?;
+            // Debian's uftp enables uftpd on installation: a daemon on every interface that
+            // accepts files from any sender. The lab runs its own in the phones' namespaces;
+            // the host's is stopped and disabled (where systemd runs at all).
+            if absent.contains(&"uftp") && Path::new("/run/systemd/system").exists() {
+                run(Command::new("systemctl").args(["disable", "--now", "uftp.service"]))
+                    .context("disabling the uftpd that Debian's uftp starts")?;
+            }
         } else {
             missing.push(format!("Debian packages {absent:?}: sudo sh -c '{fix}'"));
         }
