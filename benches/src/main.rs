@@ -752,20 +752,26 @@ fn agree(args: &[String]) {
     }
 }
 
-/// `peers` (issue 18): pfs pipelined against udpcast and BitTorrent on the same site, 60 and
-/// 200 phones of 1 model on 100 Mbit/s ports, WAN-bound (10 Mbit/s WAN) and LAN-bound (WAN as
-/// fast as a port). `--quick`: 10 phones, both regimes. One JSON object per run.
-fn peers(quick: bool) {
+/// `peers` (issue 18): pfs pipelined against udpcast, BitTorrent and uftp on the same site, 60
+/// and 200 phones of 1 model on 100 Mbit/s ports, WAN-bound (10 Mbit/s WAN) and LAN-bound (WAN
+/// as fast as a port). `--quick`: 10 phones; `--phones N`: N phones only; both regimes. One
+/// JSON object per run.
+fn peers(quick: bool, phones: Option<usize>) {
     use pfs::{
         lab::{Lab, LabConfig},
         peers::Peer,
     };
     assert!(pfs::netns::can_create(), "the peers benchmark needs root");
-    for p in [Peer::Udpcast, Peer::Bittorrent] {
+    const PEERS: [Peer; 3] = [Peer::Udpcast, Peer::Bittorrent, Peer::Uftp];
+    for p in PEERS {
         pfs::peers::check_installed(p).expect("cargo xtask setup installs it");
     }
-    let sizes: &[usize] = if quick { &[10] } else { &[60, 200] };
-    for &phones in sizes {
+    let sizes: Vec<usize> = match phones {
+        Some(n) => vec![n],
+        None if quick => vec![10],
+        None => vec![60, 200],
+    };
+    for phones in sizes {
         for (regime, wan) in [("wan-bound", 10.0), ("lan-bound", 100.0)] {
             let lab = Lab::build(LabConfig {
                 phones,
@@ -778,7 +784,7 @@ fn peers(quick: bool) {
             })
             .expect("lab");
             let mut runs = vec![lab.run(Mode::Pipelined, None).expect("pfs run")];
-            for p in [Peer::Udpcast, Peer::Bittorrent] {
+            for p in PEERS {
                 runs.push(pfs::peers::run(&lab, p).expect("peer run"));
             }
             for r in &runs {
@@ -831,7 +837,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("peers") => {
-            peers(quick);
+            // `--phones N`: one size only (the lab is held for one size at a time).
+            let phones = args
+                .iter()
+                .position(|a| a == "--phones")
+                .and_then(|i| args.get(i + 1)?.parse().ok());
+            peers(quick, phones);
             ExitCode::SUCCESS
         }
         Some("agree") => {
@@ -840,7 +851,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|peers|agree [--quick] [--json]\n\
+                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|peers|agree [--quick] [--json] [--phones N (peers)]\n\
                  (every benchmark prints one JSON object per line)"
             );
             ExitCode::from(2)

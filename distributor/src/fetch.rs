@@ -151,17 +151,28 @@ pub fn resume_path(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.pfs-partial"))
 }
 
+/// Where a resumable HTTP fetch keeps the strong entity tag of the file its partial file holds
+/// a prefix of (sent as `If-Range` on the resume).
+pub fn resume_etag_path(out: &Path) -> PathBuf {
+    let mut p = resume_path(out).into_os_string();
+    p.push(".etag");
+    PathBuf::from(p)
+}
+
 /// Fetches `url` into `out` over HTTP, atomically (temp file, fsync, rename), streaming the
 /// body to disk. With `resume`, a partial file left by an earlier run is continued with
-/// `Range: bytes=LEN-` (a server that ignores the range sends the whole file, which replaces
-/// it), and a failed run leaves its partial file for the next.
+/// `Range: bytes=LEN-` and, when that run kept the file's strong entity tag
+/// ([`resume_etag_path`]), `If-Range: TAG`: a file changed since comes whole and replaces the
+/// partial one rather than being spliced onto it (as does a server that ignores the range);
+/// a failed run leaves its partial file and tag for the next.
 pub fn fetch_http(
     url: &crate::http::HttpUrl,
     out: &Path,
     resume: bool,
     timeout: Duration,
 ) -> Result<HttpFetchReport, crate::http::HttpError> {
-    use crate::http::{HttpError, get};
+    use crate::http::{HttpError, get_resume};
+    let tag_path = resume_etag_path(out);
     let tmp = if resume {
         resume_path(out)
     } else {
@@ -180,9 +191,20 @@ pub fn fetch_http(
         // starts again at 0).
         let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut pending_at = have;
-        let report = get(url, have, timeout, &mut |at,
-                                                   data: &[u8]|
-         -> Result<(), HttpError> {
+        let kept = if resume && have > 0 {
+            fs::read_to_string(&tag_path).ok()
+        } else {
+            None
+        };
+        // The tag goes to disk before the first byte: a broken run leaves both for the next.
+        let mut keep_tag = |tag: &str| -> Result<(), HttpError> {
+            if resume && kept.as_deref().map(str::trim) != Some(tag) {
+                fs::write(&tag_path, tag)?;
+            }
+            Ok(())
+        };
+        let if_range = kept.as_deref().map(str::trim);
+        let mut sink = |at, data: &[u8]| -> Result<(), HttpError> {
             if at != pending_at + pending.len() as u64 || pending.len() >= 1 << 20 {
                 file.write_all_at(&pending, pending_at)?;
                 pending.clear();
@@ -190,7 +212,8 @@ pub fn fetch_http(
             }
             pending.extend_from_slice(data);
             Ok(())
-        })?;
+        };
+        let report = get_resume(url, have, if_range, &mut keep_tag, timeout, &mut sink)?;
         file.write_all_at(&pending, pending_at)?;
         let len = report.start + report.bytes;
         file.set_len(len)?;
@@ -209,6 +232,7 @@ pub fn fetch_http(
     match run() {
         Ok(report) => {
             fs::rename(&tmp, out)?;
+            let _ = fs::remove_file(&tag_path);
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 File::open(dir).and_then(|d| d.sync_all())?;
             }

@@ -456,6 +456,8 @@ pub struct FleetReport {
     pub origin_refused: u64,
     pub origin_timeouts: u64,
     pub origin_errors: u64,
+    /// Moves to the next origin after a failed HTTP transfer, by reason (`http_to_tftp`).
+    pub origin_switches: BTreeMap<String, u64>,
     pub prepare_s: f64,
     pub max_turn_ms: f64,
     pub backend: String,
@@ -564,6 +566,9 @@ pub fn merge(reports: &[FleetReport]) -> Option<FleetReport> {
         m.origin_refused += r.origin_refused;
         m.origin_timeouts += r.origin_timeouts;
         m.origin_errors += r.origin_errors;
+        for (why, n) in &r.origin_switches {
+            *m.origin_switches.entry(why.clone()).or_default() += n;
+        }
         m.prepare_s = m.prepare_s.max(r.prepare_s);
         m.max_turn_ms = m.max_turn_ms.max(r.max_turn_ms);
         m.completions.extend(&r.completions);
@@ -612,6 +617,7 @@ pub fn run_fleet(
     let mut times = Vec::new();
     let mut corrupt = 0;
     let (mut origin_bytes, mut refused, mut timeouts, mut errors) = (0, 0, 0, 0);
+    let mut switches: BTreeMap<String, u64> = BTreeMap::new();
     let mut backend = String::new();
     let mut last = run.start;
     let mut peer_bytes = 0;
@@ -641,6 +647,9 @@ pub fn run_fleet(
             refused += u64::from(f.origin_refused);
             timeouts += u64::from(f.origin_timeouts);
             errors += u64::from(f.origin_errors);
+            for (why, n) in &f.origin_switches {
+                *switches.entry(why.clone()).or_default() += u64::from(*n);
+            }
         }
     }
     let completed = times.len();
@@ -662,6 +671,7 @@ pub fn run_fleet(
         origin_refused: refused,
         origin_timeouts: timeouts,
         origin_errors: errors,
+        origin_switches: switches,
         prepare_s,
         max_turn_ms: run.max_turn.as_secs_f64() * 1e3,
         backend,

@@ -5,14 +5,17 @@
 //! to TFTP only when HTTP fails; HTTP also lets any web server, cache or CDN be the origin.
 //!
 //! Server: GET and HEAD, one `Range` per request (206, 416; a request for several ranges gets
-//! the whole file, which RFC 9110 allows), the same path rules as TFTP ([`crate::origin::resolve`]:
+//! the whole file, which RFC 9110 allows), a strong `ETag` on every file (size, modification
+//! time and inode) and `If-Range` (RFC 9110 13.1.5: the range only while the entity tag still
+//! matches, strongly; otherwise, or for a date or a weak tag, the whole file), the same path rules as TFTP ([`crate::origin::resolve`]:
 //! `..` and symlinks leading out are refused, directories are not found, nothing is listed),
 //! persistent connections with an idle timeout. One thread per connection, bounded by
 //! `max_connections`; a connection beyond it gets 503 with `Retry-After`. Bodies go out with
 //! `io::copy` from the file (sendfile on Linux). Requests are parsed by `httparse`.
 //!
 //! Client: one GET per transfer (`Connection: close`), `Range: bytes=OFFSET-` to resume from a
-//! verified prefix, the body streamed to a sink as it arrives; responses parsed by `httparse`.
+//! verified prefix (with `If-Range: ETAG` when the caller kept the file's strong entity tag,
+//! so a file changed since is sent whole rather than spliced), the body streamed to a sink as it arrives; responses parsed by `httparse`.
 //! Chunked transfer coding is refused (static file servers send `Content-Length`).
 
 use std::{
@@ -176,6 +179,7 @@ struct Ask {
     keep_alive: bool,
     target: String,
     range: Option<String>,
+    if_range: Option<String>,
 }
 
 fn serve_connection(mut stream: TcpStream, root: &Path, stats: &HttpStats) {
@@ -235,6 +239,7 @@ fn parse_ask(req: &httparse::Request) -> Result<Ask, (u16, &'static str)> {
     let http10 = req.version == Some(0);
     let mut keep_alive = !http10;
     let mut range = None;
+    let mut if_range = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("");
         if h.name.eq_ignore_ascii_case("connection") {
@@ -247,6 +252,8 @@ fn parse_ask(req: &httparse::Request) -> Result<Ask, (u16, &'static str)> {
             }
         } else if h.name.eq_ignore_ascii_case("range") {
             range = Some(value.trim().to_owned());
+        } else if h.name.eq_ignore_ascii_case("if-range") {
+            if_range = Some(value.trim().to_owned());
         } else if h.name.eq_ignore_ascii_case("transfer-encoding")
             || (h.name.eq_ignore_ascii_case("content-length") && value.trim() != "0")
         {
@@ -258,6 +265,7 @@ fn parse_ask(req: &httparse::Request) -> Result<Ask, (u16, &'static str)> {
         keep_alive,
         target: req.path.unwrap_or("").to_owned(),
         range,
+        if_range,
     })
 }
 
@@ -290,8 +298,16 @@ fn answer(stream: &mut TcpStream, root: &Path, ask: &Ask, stats: &HttpStats) -> 
     let Ok(mut file) = File::open(&file) else {
         return refuse(stream, 404, "Not Found");
     };
-    let len = file.metadata()?.len();
-    let (status, start, end) = match ask.range.as_deref().map(|r| parse_range(r, len)) {
+    let meta = file.metadata()?;
+    let len = meta.len();
+    let etag = entity_tag(&meta);
+    // If-Range: the range holds only for the representation the client has (a strong match
+    // of its entity tag); a date, a weak tag or another tag gets the whole file.
+    let range = ask
+        .range
+        .as_deref()
+        .filter(|_| ask.if_range.as_deref().is_none_or(|v| v == etag));
+    let (status, start, end) = match range.map(|r| parse_range(r, len)) {
         None | Some(RangeAsk::Whole) => (200, 0, len),
         Some(RangeAsk::Part(s, e)) => (206, s, e),
         Some(RangeAsk::Unsatisfiable) => {
@@ -306,7 +322,7 @@ fn answer(stream: &mut TcpStream, root: &Path, ask: &Ask, stats: &HttpStats) -> 
     };
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\n\
-         Accept-Ranges: bytes\r\nContent-Length: {}\r\n",
+         Accept-Ranges: bytes\r\nETag: {etag}\r\nContent-Length: {}\r\n",
         if status == 206 {
             "Partial Content"
         } else {
@@ -338,6 +354,14 @@ fn answer(stream: &mut TcpStream, root: &Path, ask: &Ask, stats: &HttpStats) -> 
     stats.bytes.fetch_add(sent as usize, Ordering::Relaxed);
     // A file that shrank under us: the framing promised more, so the connection cannot go on.
     Ok(sent == end - start)
+}
+
+/// A strong entity tag for a file as it is now: its size, modification time (ns) and inode,
+/// so a file rewritten or replaced (rename) gets a new tag.
+fn entity_tag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    format!("\"{:x}-{:x}-{:x}\"", meta.len(), mtime_ns, meta.ino())
 }
 
 /// The decoded path of an origin-form target (`/a/b?q`): query dropped, `%XX` decoded.
@@ -534,6 +558,8 @@ pub struct GetReport {
     pub bytes: u64,
     /// The file's size, when the server said.
     pub total: Option<u64>,
+    /// The file's strong entity tag, when the server gave one (for `If-Range` on a resume).
+    pub etag: Option<String>,
 }
 
 /// Percent-encodes a path for the request line (unreserved characters and `/` as they are).
@@ -564,12 +590,45 @@ pub fn get<E: From<HttpError>>(
     get_on(stream, url, offset, timeout, sink)
 }
 
+/// [`get`] resuming a file whose strong entity tag the caller kept: `If-Range: if_range` with
+/// the range, so a server whose file has changed sends it whole from 0 (the sink sees offset 0).
+/// `on_etag` hears the response's strong entity tag before the first body byte reaches the
+/// sink, so a caller can keep it with the bytes even if the transfer breaks.
+pub fn get_resume<E: From<HttpError>>(
+    url: &HttpUrl,
+    offset: u64,
+    if_range: Option<&str>,
+    on_etag: &mut dyn FnMut(&str) -> Result<(), E>,
+    timeout: Duration,
+    sink: &mut Sink<'_, E>,
+) -> Result<GetReport, E> {
+    let stream = TcpStream::connect_timeout(&url.addr, timeout).map_err(HttpError::from)?;
+    get_with(stream, url, offset, if_range, on_etag, timeout, sink)
+}
+
 /// [`get`] on a stream already connected to `url`'s server (made, for example, inside a
 /// phone's network namespace).
 pub fn get_on<E: From<HttpError>>(
+    stream: TcpStream,
+    url: &HttpUrl,
+    offset: u64,
+    timeout: Duration,
+    sink: &mut Sink<'_, E>,
+) -> Result<GetReport, E> {
+    get_with(stream, url, offset, None, &mut |_| Ok(()), timeout, sink)
+}
+
+/// A strong entity tag (`"..."`, not `W/"..."`): the only kind `If-Range` may carry.
+fn strong_etag(v: &str) -> Option<&str> {
+    (v.len() >= 2 && v.starts_with('"') && v.ends_with('"')).then_some(v)
+}
+
+fn get_with<E: From<HttpError>>(
     mut stream: TcpStream,
     url: &HttpUrl,
     offset: u64,
+    if_range: Option<&str>,
+    on_etag: &mut dyn FnMut(&str) -> Result<(), E>,
     timeout: Duration,
     sink: &mut Sink<'_, E>,
 ) -> Result<GetReport, E> {
@@ -588,13 +647,16 @@ pub fn get_on<E: From<HttpError>>(
     );
     if offset > 0 {
         req.push_str(&format!("Range: bytes={offset}-\r\n"));
+        if let Some(tag) = if_range.and_then(strong_etag) {
+            req.push_str(&format!("If-Range: {tag}\r\n"));
+        }
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).map_err(HttpError::from)?;
 
     let mut buf = vec![0u8; 64 << 10];
     let mut filled = 0;
-    let (status, head_len, length, content_range) = loop {
+    let (status, head_len, length, content_range, etag) = loop {
         let n = stream.read(&mut buf[filled..]).map_err(HttpError::from)?;
         if n == 0 {
             return Err(
@@ -608,6 +670,7 @@ pub fn get_on<E: From<HttpError>>(
             Ok(httparse::Status::Complete(used)) => {
                 let mut length = None;
                 let mut content_range = None;
+                let mut etag = None;
                 for h in resp.headers.iter() {
                     let value = std::str::from_utf8(h.value).unwrap_or("").trim();
                     if h.name.eq_ignore_ascii_case("content-length") {
@@ -616,13 +679,15 @@ pub fn get_on<E: From<HttpError>>(
                         })?);
                     } else if h.name.eq_ignore_ascii_case("content-range") {
                         content_range = Some(value.to_owned());
+                    } else if h.name.eq_ignore_ascii_case("etag") {
+                        etag = strong_etag(value).map(str::to_owned);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding")
                         && !value.eq_ignore_ascii_case("identity")
                     {
                         return Err(HttpError::Chunked.into());
                     }
                 }
-                break (resp.code.unwrap_or(0), used, length, content_range);
+                break (resp.code.unwrap_or(0), used, length, content_range, etag);
             }
             Ok(httparse::Status::Partial) if filled < MAX_HEAD => {}
             Ok(httparse::Status::Partial) => {
@@ -657,12 +722,16 @@ pub fn get_on<E: From<HttpError>>(
                     start: offset,
                     bytes: 0,
                     total,
+                    etag,
                 });
             }
             return Err(HttpError::Status(416).into());
         }
         s => return Err(HttpError::Status(s).into()),
     };
+    if let Some(tag) = &etag {
+        on_etag(tag)?;
+    }
     let mut got = 0u64;
     let mut pending = &buf[head_len..filled];
     loop {
@@ -690,6 +759,7 @@ pub fn get_on<E: From<HttpError>>(
         start,
         bytes: got,
         total,
+        etag,
     })
 }
 

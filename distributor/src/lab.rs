@@ -144,6 +144,9 @@ pub struct LabReport {
     pub origin_fallbacks: u32,
     /// Fallbacks by reason (every one was leased by a live root), from the phones' events.
     pub fallbacks_by_reason: BTreeMap<String, u32>,
+    /// Moves to the next origin of a phone's list after a failed HTTP transfer, by reason
+    /// (`http_to_tftp`: HTTP first, then TFTP, as a phone does), over all phones and files.
+    pub origin_switches: BTreeMap<String, u32>,
     /// Members that caught their root sending corrupt chunks and re-elected without it.
     pub roots_rejected_corrupt: u32,
     /// Roots of one hierarchy at the end of the run (a snapshot; see `roots_elected_max`).
@@ -857,6 +860,7 @@ impl Lab {
         let (mut zc_sends, mut zc_copied) = (0, 0);
         let mut confirmed: BTreeMap<String, u32> = BTreeMap::new();
         let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
+        let mut origin_switches: BTreeMap<String, u32> = BTreeMap::new();
         let mut roots_rejected_corrupt = 0;
         let mut backend = String::new();
         let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
@@ -900,6 +904,9 @@ impl Lab {
                         .unwrap_or_default();
                     *fallbacks_by_reason.entry(name).or_default() += 1;
                 }
+                for (why, n) in &f.origin_switches {
+                    *origin_switches.entry(why.clone()).or_default() += n;
+                }
                 roots_rejected_corrupt += f.roots_rejected_corrupt;
                 if f.confirmed_root {
                     *confirmed.entry(h.clone()).or_default() += 1;
@@ -928,6 +935,7 @@ impl Lab {
             corrupt_installs: corrupt,
             origin_fallbacks: fallbacks,
             fallbacks_by_reason,
+            origin_switches,
             roots_rejected_corrupt,
             roots_max: roots.values().copied().max().unwrap_or(0),
             roots_elected_max: confirmed.values().copied().max().unwrap_or(0),

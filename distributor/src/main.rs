@@ -443,13 +443,27 @@ struct OriginArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     max_window: u16,
     /// Also serve the root read-only over HTTP at IP[:PORT] (port 6970 when omitted, where
-    /// Cisco phones look): GET, HEAD, one Range, the same path rules, no listing.
-    #[arg(long, value_name = "ADDR", value_parser = pfs::http::parse_listen)]
-    http: Option<std::net::SocketAddr>,
+    /// Cisco phones look): GET, HEAD, one Range, the same path rules, no listing. The
+    /// packaged service sets it from PFS_ORIGIN_HTTP in /etc/default/pfs-origin (empty: off).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_listen, env = "PFS_ORIGIN_HTTP")]
+    http: Option<HttpListen>,
     /// Concurrent HTTP connections; more get 503 with Retry-After.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     http_max_connections: u32,
 }
+
+/// `--http` / PFS_ORIGIN_HTTP: IP[:PORT], or empty for off (an unset setting in
+/// /etc/default/pfs-origin reaches the program as an empty variable).
+fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
+    if s.trim().is_empty() {
+        return Ok(HttpListen(None));
+    }
+    pfs::http::parse_listen(s.trim()).map(|a| HttpListen(Some(a)))
+}
+
+/// Where `pfs origin` serves HTTP; `None`: off.
+#[derive(Debug, Clone, Copy)]
+struct HttpListen(Option<std::net::SocketAddr>);
 
 #[derive(Args, Debug)]
 struct FetchArgs {
@@ -1734,7 +1748,7 @@ fn run_origin(a: OriginArgs) -> anyhow::Result<ExitCode> {
     })?;
     pfs::metrics::set_origin(handle.stats.clone());
     eprintln!("serving {} read-only on {}", a.root.display(), handle.addr);
-    let _http = match a.http {
+    let _http = match a.http.and_then(|h| h.0) {
         Some(listen) => {
             let h = pfs::http::spawn(pfs::http::HttpConfig {
                 root: a.root.clone(),

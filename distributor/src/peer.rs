@@ -130,6 +130,10 @@ pub struct FileReport {
     pub origin_timeouts: u32,
     /// Origin transfers that broke the protocol.
     pub origin_errors: u32,
+    /// Failed HTTP origin transfers after which the phone moved on to another origin of its
+    /// list, by reason: `http_to_tftp` (HTTP first, then TFTP, as a phone does) or
+    /// `http_to_http`. Not counted in `origin_errors`.
+    pub origin_switches: BTreeMap<String, u32>,
     pub installed_s: Option<f64>,
 }
 
@@ -1744,10 +1748,27 @@ impl Peer {
                         self.origin_close(i as u32);
                     }
                     HttpMsg::Done(Err(e)) => {
+                        let next = self.next_origin_scheme(i);
                         let f = &mut self.files[i];
-                        f.report.origin_errors += 1;
                         f.origin_pick += 1;
-                        warn!(file = %f.entry.name, "origin transfer failed: {e}");
+                        match next {
+                            // The list names another origin: the phone's own fallback (HTTP
+                            // first, then TFTP), counted under its reason.
+                            Some(scheme) => {
+                                *f.report
+                                    .origin_switches
+                                    .entry(format!("http_to_{scheme}"))
+                                    .or_default() += 1;
+                                warn!(
+                                    file = %f.entry.name,
+                                    "origin transfer failed: {e}; falling back to {scheme}"
+                                );
+                            }
+                            None => {
+                                f.report.origin_errors += 1;
+                                warn!(file = %f.entry.name, "origin transfer failed: {e}");
+                            }
+                        }
                         self.origin_close(i as u32);
                         self.feed(now, Event::OriginBusy { h: i as u32 })?;
                         break;
@@ -1756,6 +1777,24 @@ impl Peer {
             }
         }
         Ok(())
+    }
+
+    /// The scheme (`tftp`, `http`) of the origin file `i` would move on to after a failure,
+    /// when its origin list names another.
+    fn next_origin_scheme(&self, i: usize) -> Option<&'static str> {
+        let Source::Origin(spec) = &self.opts.source else {
+            return None;
+        };
+        let urls = origin_urls(spec);
+        if urls.len() < 2 {
+            return None;
+        }
+        let next = urls[(self.files[i].origin_pick + 1) % urls.len()];
+        Some(if next.starts_with("http://") {
+            "http"
+        } else {
+            "tftp"
+        })
     }
 
     fn origin_close(&mut self, h: u32) {

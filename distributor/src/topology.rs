@@ -9,7 +9,8 @@ use crate::netns::{HostTuning, Netns, NetnsError, check_lab_addr};
 
 /// hq's end of the WAN link (the origin's address).
 pub const ORIGIN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The site router's end of the WAN link.
+pub const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The site router on the phone LAN (198.19.0.0/16).
 pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 /// Interface name of every phone's LAN port inside its namespace.

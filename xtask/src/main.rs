@@ -40,13 +40,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "python3",
     "wget",
-    // `pfs lab --compare --peers udpcast,bittorrent` runs what people would pick instead.
+    // `pfs lab --compare --peers udpcast,bittorrent,uftp` runs what people would pick instead.
     // `pfs lab --loss` drops packets with nftables `numgen random` in the site router.
     "nftables",
     "udpcast",
     "aria2",
     "opentracker",
     "mktorrent",
+    "uftp",
 ];
 /// Where atftpd is unpacked (its Debian package conflicts with tftpd-hpa's).
 const ATFTPD: &str = "target/tools/atftpd/usr/sbin/atftpd";
@@ -232,6 +233,13 @@ fn setup() -> Result<()> {
                 .args(&absent)
                 .env("DEBIAN_FRONTEND", "noninteractive"))
             .with_context(|| format!("installing Debian packages (fix: {fix})"))?;
+            // Debian's uftp enables uftpd on installation: a daemon on every interface that
+            // accepts files from any sender. The lab runs its own in the phones' namespaces;
+            // the host's is stopped and disabled (where systemd runs at all).
+            if absent.contains(&"uftp") && Path::new("/run/systemd/system").exists() {
+                run(Command::new("systemctl").args(["disable", "--now", "uftp.service"]))
+                    .context("disabling the uftpd that Debian's uftp starts")?;
+            }
         } else {
             missing.push(format!("Debian packages {absent:?}: sudo sh -c '{fix}'"));
         }

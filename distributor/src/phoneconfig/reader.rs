@@ -83,19 +83,7 @@ pub fn read_cnf_xml(bytes: &[u8]) -> Result<CnfXml, ConfigError> {
                 }
             }
             Event::GeneralRef(r) => {
-                let resolved = if r.is_char_ref() {
-                    r.resolve_char_ref()
-                        .map_err(|e| xml_err(&e, at))?
-                        .map(String::from)
-                } else {
-                    quick_xml::escape::resolve_predefined_entity(&r).map(str::to_owned)
-                };
-                let Some(resolved) = resolved else {
-                    return Err(ConfigError::Xml(format!(
-                        "unknown entity &{}; (at byte {at})",
-                        &*r
-                    )));
-                };
+                let resolved = resolve_ref(&r, at)?;
                 if let Some(f) = stack.last_mut() {
                     f.text.push_str(&resolved);
                 }
@@ -205,4 +193,17 @@ fn close_element(
         pfs[l] = pfs[l].or(Some(v));
     }
     Ok(())
+}
+
+/// `&#NN;`, `&#xNN;` or one of XML's five predefined entities; anything else is refused.
+fn resolve_ref(r: &quick_xml::events::BytesRef<'_>, at: u64) -> Result<String, ConfigError> {
+    let xml_err = |e: &dyn std::fmt::Display| ConfigError::Xml(format!("{e} (at byte {at})"));
+    let resolved = if r.is_char_ref() {
+        r.resolve_char_ref()
+            .map_err(|e| xml_err(&e))?
+            .map(String::from)
+    } else {
+        quick_xml::escape::resolve_predefined_entity(r).map(str::to_owned)
+    };
+    resolved.ok_or_else(|| ConfigError::Xml(format!("unknown entity &{}; (at byte {at})", &**r)))
 }

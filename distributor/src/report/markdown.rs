@@ -133,7 +133,7 @@ pub fn lab(
     let external: Vec<&LabReport> = runs.iter().filter(|r| !r.commands.is_empty()).collect();
     if !external.is_empty() {
         s.push_str("\n## How each was run\n\n");
-        s.push_str("pfs runs in this process, one virtual phone per namespace (see above). The other systems ran on the same site, phones, shaping and loads, counted from the phones' power-on (after hq's tracker and seed were up), each phone's files verified against the manifest afterwards; WAN bytes are hq's transmit counter on the WAN link.\n\n");
+        s.push_str("pfs runs in this process, one virtual phone per namespace (see above). The other systems ran on the same site, phones, shaping and loads, counted from the phones' power-on (after hq's tracker and seed were up), each phone's files verified against the manifest afterwards; WAN bytes are hq's transmit counter on the WAN link. A pfs run's WAN link bytes also hold what every phone read before power-on (its cnf.xml and its load's manifest, `wan_manifest_bytes`), which the other systems' phones here do not read.\n\n");
         for r in &external {
             let _ = writeln!(
                 s,

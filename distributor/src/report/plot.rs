@@ -51,6 +51,7 @@ fn mode_color(m: crate::peers::System) -> RGBColor {
         System::Pfs(Mode::Pipelined) => color(2),
         System::Udpcast => color(3),
         System::Bittorrent => color(4),
+        System::Uftp => color(5),
     }
 }
 

@@ -162,6 +162,7 @@ mod tests {
             origin_resent_blocks: Some(3),
             origin_peak_sessions: Some(12),
             fallbacks_by_reason: BTreeMap::from([("no_peer".to_owned(), 1)]),
+            origin_switches: BTreeMap::from([("http_to_tftp".to_owned(), 1)]),
             lan_mbit: Some(100.0),
             host_tuning: vec![("net.core.rmem_max".into(), 1, 2)],
             trees,
@@ -211,6 +212,7 @@ mod tests {
             origin_refused: 0,
             origin_timeouts: 0,
             origin_errors: 0,
+            origin_switches: BTreeMap::from([("http_to_tftp".to_owned(), 1)]),
             prepare_s: 0.1,
             max_turn_ms: 1.0,
             backend: "io_uring".into(),
@@ -234,6 +236,7 @@ mod tests {
             files: vec![FileReport {
                 parent: Some(Ipv4Addr::new(198, 19, 0, 3)),
                 installed_s: Some(1.0),
+                origin_switches: BTreeMap::from([("http_to_tftp".to_owned(), 1)]),
                 ..FileReport::default()
             }],
             engine: Default::default(),

@@ -75,6 +75,7 @@ fn deb_builds_installs_runs_and_goes() {
         "./usr/bin/pfs",
         "./lib/systemd/system/pfs-origin.service",
         "./lib/systemd/system/pfs-serve.service",
+        "./etc/default/pfs-origin",
         "./usr/share/man/man1/pfs.1",
         "./usr/share/man/man1/pfs-origin.1",
         "./usr/share/man/man1/pfs-serve.1",
@@ -105,6 +106,13 @@ fn deb_builds_installs_runs_and_goes() {
     let origin = std::fs::read_to_string("/lib/systemd/system/pfs-origin.service").unwrap();
     assert!(origin.contains("DynamicUser=yes"));
     assert!(origin.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"));
+    // HTTP is one setting away: the unit passes PFS_ORIGIN_HTTP (empty: off) and the shipped
+    // /etc/default/pfs-origin (a conffile) documents it.
+    assert!(origin.contains(" PFS_ORIGIN_HTTP= "), "{origin}");
+    let defaults = std::fs::read_to_string("/etc/default/pfs-origin").unwrap();
+    assert!(defaults.contains("#PFS_ORIGIN_HTTP=0.0.0.0"), "{defaults}");
+    let conffiles = run(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "pfs"]));
+    assert!(conffiles.contains("/etc/default/pfs-origin"), "{conffiles}");
     let serve = std::fs::read_to_string("/lib/systemd/system/pfs-serve.service").unwrap();
     assert!(serve.contains("CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN\n"));
     let version = run(Command::new("/usr/bin/pfs").arg("--version"));

@@ -14,7 +14,7 @@ use std::{
 
 use common::{Guard, scratch, tool};
 use pfs::{
-    fetch::{fetch_http, resume_path},
+    fetch::{fetch_http, resume_etag_path, resume_path},
     http::{self, HttpConfig, HttpUrl},
 };
 
@@ -257,7 +257,17 @@ fn connections_are_bounded() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// `pfs fetch http://` against `server`: whole, resumed from a partial file, missing file.
+/// The strong entity tag `server` gives `path` now, if any.
+fn etag_of(server: SocketAddr, path: &str) -> Option<String> {
+    let url = HttpUrl::parse(&format!("http://{server}/{path}")).unwrap();
+    http::get::<http::HttpError>(&url, 0, Duration::from_secs(5), &mut |_, _| Ok(()))
+        .unwrap()
+        .etag
+}
+
+/// `pfs fetch http://` against `server`: whole, resumed from a partial file, missing file;
+/// with a server that gives entity tags, a resume sends `If-Range` and a file changed since
+/// the partial one was written comes whole (not spliced).
 fn fetch_from(server: SocketAddr, root: &Path, data: &[u8], ranges: bool) {
     let url = HttpUrl::parse(&format!("http://{server}/apps41.sbn")).unwrap();
     let out = root.with_extension(format!("fetched-{}", server.port()));
@@ -291,6 +301,45 @@ fn fetch_from(server: SocketAddr, root: &Path, data: &[u8], ranges: bool) {
         let r = fetch_http(&url, &out, true, Duration::from_secs(10)).unwrap();
         assert_eq!(r.bytes, 0);
         assert!(std::fs::read(&out).unwrap() == data);
+    }
+    if let Some(tag) = etag_of(server, "apps41.sbn") {
+        assert!(ranges);
+        // The tag kept with the partial file still matches: the range holds.
+        std::fs::write(&partial, &data[..1_000_000]).unwrap();
+        std::fs::write(resume_etag_path(&out), &tag).unwrap();
+        let r = fetch_http(&url, &out, true, Duration::from_secs(10)).unwrap();
+        assert_eq!(r.resumed_from, 1_000_000, "If-Range {tag} matched");
+        assert!(std::fs::read(&out).unwrap() == data);
+        assert!(
+            !resume_etag_path(&out).exists(),
+            "the tag goes with the partial file"
+        );
+        // The file changes on the server (same size, a later time: nginx's tag is seconds and
+        // size): the old prefix with the old tag must not be continued.
+        let changed = bytes(data.len(), 0x9e37_79b9_7f4a_7c15);
+        let file = root.join("apps41.sbn");
+        std::fs::write(&file, &changed).unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_ne!(etag_of(server, "apps41.sbn").as_deref(), Some(tag.as_str()));
+        std::fs::write(&partial, &data[..1_000_000]).unwrap();
+        std::fs::write(resume_etag_path(&out), &tag).unwrap();
+        let r = fetch_http(&url, &out, true, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (r.resumed_from, r.bytes),
+            (0, data.len() as u64),
+            "changed file"
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == changed,
+            "a spliced file: old prefix, new tail"
+        );
+        std::fs::write(&file, data).unwrap();
     }
     let missing = HttpUrl::parse(&format!("http://{server}/missing.bin")).unwrap();
     let e = fetch_http(
@@ -391,6 +440,51 @@ fn pfs_fetch_from_nginx() {
     let _ = std::fs::remove_dir_all(&prefix);
 }
 
+/// `pfs origin --http`: a strong `ETag` that changes with the file, and `If-Range` as RFC 9110
+/// 13.1.5 says, seen by curl: the range only for a strongly matching tag; another tag, a weak
+/// one or a date gets the whole file with 200.
+#[test]
+fn etag_and_if_range_with_curl() {
+    let _group = crate::common::group(module_path!());
+    if !tool("curl") {
+        return;
+    }
+    let (root, data) = fixture("http-etag");
+    let origin = start(&root, 16);
+    let url = format!("http://{}/apps41.sbn", origin.addr);
+    let head = Command::new("curl")
+        .args(["-sSI", "--max-time", "10", &url])
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    let tag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: "))
+        .unwrap_or_else(|| panic!("no ETag in:\n{head}"))
+        .trim()
+        .to_owned();
+    assert!(tag.starts_with('"') && tag.ends_with('"'), "strong: {tag}");
+    let if_range = |v: &str| curl(&["-r", "1000-", "-H", &format!("If-Range: {v}"), &url]);
+    let (code, body) = if_range(&tag);
+    assert_eq!((code, body == data[1000..]), (206, true));
+    for other in [
+        "\"other\"".to_owned(),
+        format!("W/{tag}"),
+        "Sun, 29 Nov 2026 12:00:00 GMT".to_owned(),
+    ] {
+        let (code, body) = if_range(&other);
+        assert_eq!((code, body == data), (200, true), "If-Range: {other}");
+    }
+    // Without If-Range the range is served as before.
+    assert_eq!(curl(&["-r", "1000-", &url]).0, 206);
+    // The file replaced: the old tag no longer matches.
+    std::fs::write(root.join("new.sbn"), b"another load").unwrap();
+    std::fs::rename(root.join("new.sbn"), root.join("apps41.sbn")).unwrap();
+    let (code, body) = if_range(&tag);
+    assert_eq!((code, body.as_slice()), (200, &b"another load"[..]));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// `pfs origin --http` from the command line serves TFTP and HTTP at once, and `/metrics`
 /// counts the HTTP requests by result.
 #[test]
@@ -431,5 +525,45 @@ fn pfs_origin_cli_serves_http_and_counts_it() {
             "{line} not in:\n{scrape}"
         );
     }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The packaged service turns HTTP on with PFS_ORIGIN_HTTP (its /etc/default file): `pfs
+/// origin` takes it as `--http`; set empty, as the unit's default, HTTP stays off.
+#[test]
+fn pfs_origin_takes_http_from_pfs_origin_http() {
+    let _group = crate::common::group(module_path!());
+    if !tool("curl") {
+        return;
+    }
+    let (root, data) = fixture("http-env");
+    let (web, metrics) = (free_port(), free_port());
+    let spawn = |http: &str| {
+        Command::new(env!("CARGO_BIN_EXE_pfs"))
+            .args(["origin", "--listen", "127.0.0.1:0", "--root"])
+            .arg(&root)
+            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .env("PFS_ORIGIN_HTTP", http)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pfs origin")
+    };
+    let guard = Guard(spawn(&format!("127.0.0.1:{web}")));
+    wait_listening(format!("127.0.0.1:{web}").parse().unwrap());
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{web}/apps41.sbn")]);
+    assert_eq!((code, body == data), (200, true));
+    drop(guard);
+    let mut child = spawn("");
+    wait_listening(format!("127.0.0.1:{metrics}").parse().unwrap());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "an empty PFS_ORIGIN_HTTP is not an error"
+    );
+    assert!(
+        TcpStream::connect(format!("127.0.0.1:{web}")).is_err(),
+        "HTTP is off"
+    );
+    drop(Guard(child));
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -147,6 +147,7 @@ fn phones_fetch_over_http_and_fall_back_to_tftp() {
     let report = run_fleet(&cfg, ready, prepare_s, None).unwrap();
     assert_eq!(report.completed, 3, "{report:?}");
     assert_eq!(report.corrupt_installs, 0);
+    assert!(report.origin_switches.is_empty(), "{report:?}");
     assert_eq!(tftp.stats.transfers_ok.load(Ordering::Relaxed), 0);
     // Loopback phones share no LAN here: each fetches the manifest and every file, whole.
     assert_eq!(
@@ -178,6 +179,15 @@ fn phones_fetch_over_http_and_fall_back_to_tftp() {
     assert_eq!(report.completed, 3, "{report:?}");
     assert_eq!(report.corrupt_installs, 0);
     assert!(tftp.stats.transfers_ok.load(Ordering::Relaxed) >= 3 + manifest.files.len());
+    // Each phone's first transfer of each file failed over HTTP and went on over TFTP: the
+    // phone's own fallback, counted under its reason, not as an origin error.
+    let files = manifest.files.len() as u64;
+    assert_eq!(
+        report.origin_switches,
+        std::collections::BTreeMap::from([("http_to_tftp".to_owned(), 3 * files)]),
+        "{report:?}"
+    );
+    assert_eq!(report.origin_errors, 0, "{report:?}");
     let _ = std::fs::remove_dir_all(&base);
 }
 

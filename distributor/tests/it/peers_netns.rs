@@ -1,4 +1,4 @@
-//! `pfs lab --compare --peers`: a 10-phone site runs udpcast and BitTorrent, and each must
+//! `pfs lab --compare --peers`: a 10-phone site runs udpcast, BitTorrent and uftp, and each must
 //! deliver bytes that verify against the manifest on every phone, count from the same start,
 //! cross the WAN, write its exact command lines, and leave no process behind.
 
@@ -21,7 +21,7 @@ fn running(name: &str) -> Vec<u32> {
 }
 
 #[test]
-fn udpcast_and_bittorrent_deliver_verified_bytes_to_10_phones() {
+fn udpcast_bittorrent_and_uftp_deliver_verified_bytes_to_10_phones() {
     let _group = crate::common::group(module_path!());
     if !common::privileged("peers_netns") {
         return;
@@ -32,12 +32,23 @@ fn udpcast_and_bittorrent_deliver_verified_bytes_to_10_phones() {
         "opentracker",
         "aria2c",
         "mktorrent",
+        "uftp",
+        "uftpd",
+        "uftpproxyd",
     ] {
         if !common::tool(prog) {
             return;
         }
     }
-    let tools = ["udp-sender", "udp-receiver", "opentracker", "aria2c"];
+    let tools = [
+        "udp-sender",
+        "udp-receiver",
+        "opentracker",
+        "aria2c",
+        "uftp",
+        "uftpd",
+        "uftpproxyd",
+    ];
     let before: Vec<Vec<u32>> = tools.iter().map(|t| running(t)).collect();
     let lab = Lab::build(LabConfig {
         phones: 10,
@@ -49,7 +60,7 @@ fn udpcast_and_bittorrent_deliver_verified_bytes_to_10_phones() {
         ..LabConfig::default()
     })
     .expect("lab");
-    for p in [Peer::Udpcast, Peer::Bittorrent] {
+    for p in [Peer::Udpcast, Peer::Bittorrent, Peer::Uftp] {
         let r = pfs::peers::run(&lab, p).expect("run");
         eprintln!(
             "{}: {}/{} in {:.2} s, WAN link {:.1} MB",
