@@ -121,8 +121,8 @@ impl Default for SimConfig {
             slow_mbit: 2.0,
             chunk_size: 64 * 1024,
             file_sizes: LOAD_7961.to_vec(),
-            fanout: 2,
-            fallback_slots: 4,
+            fanout: Config::default().fanout,
+            fallback_slots: Config::default().fallback_slots,
             origin_max_sessions: 1024,
             tftp_window_bytes: {
                 let c = crate::tftp::client::ClientConfig::default();
@@ -131,8 +131,9 @@ impl Default for SimConfig {
             manifest_bytes: 10_592,
             peer_timeout_ms: 1000,
             partition_fraction: 0.0,
-            partition_at_s: 0.0,
-            partition_for_s: 0.0,
+            // Used only with `partition_fraction` > 0.
+            partition_at_s: 2.0,
+            partition_for_s: 5.0,
             max_sim_s: 36_000.0,
             kill_root_at: 0.0,
             freeze_fraction: 0.0,

@@ -1,0 +1,380 @@
+//! `pfs lab`: the namespace site, its runs and their table.
+
+use super::*;
+use pfs::xdp;
+
+#[derive(Args, Debug)]
+pub(super) struct LabArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    #[arg(long, default_value_t = 60)]
+    phones: usize,
+    /// Models (comma-separated); phones take them in turn, each model its own hierarchies.
+    #[arg(long, value_delimiter = ',', default_value = "CP-7961G,CP-7941G")]
+    models: Vec<String>,
+    #[arg(long, default_value_t = 50.0)]
+    wan_mbit: f64,
+    /// WAN token-bucket size in KiB: how much may leave back to back at line rate (default:
+    /// 10 ms at the rate, at least 32).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1_048_576))]
+    wan_burst_kib: Option<u32>,
+    /// Each phone's port (0: unshaped).
+    #[arg(long, default_value_t = 100.0)]
+    lan_mbit: f64,
+    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
+    mode: Mode,
+    /// Run traditional, store-and-forward and pipelined one after another and compare.
+    #[arg(long)]
+    compare: bool,
+    /// With --compare: also run these systems on the same site (comma-separated; each needs
+    /// its Debian packages, see `cargo xtask setup`).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
+    peers: Vec<pfs::peers::Peer>,
+    #[arg(long, value_enum, default_value_t = pfs::lab::OriginKind::Pfs)]
+    origin: pfs::lab::OriginKind,
+    /// How phones fetch from the origin (nginx serves only HTTP, tftpd-hpa only TFTP).
+    #[arg(long, value_enum, default_value_t = pfs::lab::OriginProto::Tftp)]
+    origin_proto: pfs::lab::OriginProto,
+    #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
+    backend: pfs::engine::Backend,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    fanout: u8,
+    /// Attach the XDP election filter on every phone's port.
+    #[arg(long)]
+    xdp: bool,
+    /// Print one JSON object per run instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Draw each hierarchy's tree.
+    #[arg(long)]
+    tree: bool,
+    /// Write report.md and SVG plots here.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// Draw only this hierarchy in the report's tree.svg (default: every hierarchy).
+    #[arg(long, value_name = "MODEL/FILE", requires = "report")]
+    tree_of: Option<String>,
+    /// Stop a run that has not finished after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    deadline_s: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Capture the site bridge (port 4051: elections and chunk streams) into this pcap file
+    /// with tcpdump; read it with contrib/wireshark/pfs.lua.
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    pcap: Option<std::path::PathBuf>,
+    /// Bytes kept of each captured frame (0: whole frames; the dissector needs them to follow
+    /// chunk streams, a small snaplen keeps only the election traffic whole).
+    #[arg(long, default_value_t = 0, requires = "pcap")]
+    pcap_snaplen: u32,
+    /// Fault plan: this fraction of phones crash (sockets closed, phone stopped).
+    #[arg(long, default_value_t = 0.0)]
+    crash_fraction: f64,
+    /// When the crashing phones crash (default: a seeded time within the limit).
+    #[arg(long)]
+    crash_at_s: Option<f64>,
+    /// This fraction of phones hang (sockets open, nothing processed).
+    #[arg(long, default_value_t = 0.0)]
+    freeze_fraction: f64,
+    /// This fraction of phones have their link cut in their namespace (half-open, no RST).
+    #[arg(long, default_value_t = 0.0)]
+    cut_fraction: f64,
+    /// Bring cut links back up after this long.
+    #[arg(long)]
+    cut_for_s: Option<f64>,
+    /// This fraction of phones have their port shaped to --slow-mbit.
+    #[arg(long, default_value_t = 0.0)]
+    slow_fraction: f64,
+    #[arg(long, default_value_t = 2.0)]
+    slow_mbit: f64,
+    /// Phones that relay chunks with flipped bytes.
+    #[arg(long, default_value_t = 0)]
+    corrupt_peers: usize,
+    /// The root of every hierarchy crashes when it holds this fraction of its file.
+    #[arg(long)]
+    kill_root_at: Option<f64>,
+    /// The root of every hierarchy has its link cut when it holds this fraction of its file.
+    #[arg(long)]
+    cut_root_at: Option<f64>,
+    /// The first phone to confirm itself root has its link cut this many seconds later.
+    #[arg(long)]
+    cut_first_root_after_s: Option<f64>,
+    /// Random packet loss (0..1) on the site bridge and the WAN (nftables numgen in the
+    /// site router).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+}
+
+pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
+    use pfs::lab::{Lab, LabConfig};
+    pfs::peer::install_signal_handlers();
+    let cfg = LabConfig {
+        phones: a.phones,
+        models: a.models,
+        wan_mbit: a.wan_mbit,
+        wan_burst_kib: a.wan_burst_kib,
+        lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
+        fanout: a.fanout,
+        origin: a.origin,
+        origin_proto: a.origin_proto,
+        backend: a.backend,
+        xdp: a.xdp,
+        seed: a.seed,
+        deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
+        progress: !a.json,
+        pcap: a.pcap.clone(),
+        pcap_snaplen: a.pcap_snaplen,
+        faults: pfs::faults::FaultPlan {
+            seed: a.seed,
+            crash_fraction: a.crash_fraction,
+            crash_at_s: a.crash_at_s,
+            freeze_fraction: a.freeze_fraction,
+            cut_fraction: a.cut_fraction,
+            cut_for_s: a.cut_for_s,
+            slow_fraction: a.slow_fraction,
+            slow_mbit: a.slow_mbit,
+            corrupt_peers: a.corrupt_peers,
+            kill_root_at: a.kill_root_at,
+            cut_root_at: a.cut_root_at,
+            cut_first_root_after_s: a.cut_first_root_after_s,
+            loss: a.loss,
+        },
+    };
+    let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
+    let show = !a.json;
+    if show {
+        eprintln!(
+            "building the site: {} phones ({}), WAN {} Mbit/s, phone ports {} ...",
+            cfg.phones,
+            cfg.models.join(", "),
+            cfg.wan_mbit,
+            cfg.lan_mbit
+                .map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
+        );
+    }
+    // A missing tool fails before minutes of setup, naming its package.
+    for p in &a.peers {
+        pfs::peers::check_installed(*p)?;
+    }
+    start_metrics(a.metrics)?;
+    let lab = Lab::build(cfg)?;
+    if let Some(stats) = lab.origin_stats() {
+        pfs::metrics::set_origin(stats);
+    }
+    if let Some(stats) = lab.origin_http_stats() {
+        pfs::metrics::set_origin_http(stats);
+    }
+    let _xdp = if a.xdp {
+        let x = LabXdp::attach(&lab);
+        xdp_metrics(x.0.clone());
+        Some(x)
+    } else {
+        None
+    };
+    let modes = if a.compare {
+        vec![Mode::Traditional, Mode::StoreAndForward, Mode::Pipelined]
+    } else {
+        vec![a.mode]
+    };
+    let mut runs = Vec::new();
+    for mode in modes {
+        if pfs::peer::stop_requested() {
+            break;
+        }
+        let progress = lab.progress();
+        let bars = show.then(|| {
+            ProgressBars::start(
+                progress.clone(),
+                lab.config().phones as u64,
+                format!("{mode}: installed"),
+            )
+        });
+        let result = lab.run(mode, Some(progress));
+        if let Some(b) = bars {
+            b.finish();
+        }
+        let r = result?;
+        if show && pfs::peer::stop_requested() {
+            eprintln!("interrupted: partial results of the {mode} run");
+        }
+        if a.json {
+            let mut brief = r.clone();
+            if !a.tree {
+                brief.trees.clear();
+            }
+            println!("{}", pfs::report::schema::to_json_line("lab", &brief)?);
+        } else {
+            print_lab_run(&r);
+        }
+        if a.tree {
+            print!("{}", pfs::lab::text_trees(&r));
+        }
+        runs.push(r);
+    }
+    for p in &a.peers {
+        if pfs::peer::stop_requested() {
+            break;
+        }
+        if show {
+            eprintln!(
+                "{}: running on the same site ...",
+                pfs::peers::System::from(*p)
+            );
+        }
+        let r = pfs::peers::run(&lab, *p)?;
+        if a.json {
+            println!("{}", pfs::report::schema::to_json_line("lab", &r)?);
+        } else {
+            print_lab_run(&r);
+        }
+        runs.push(r);
+    }
+    if show && runs.len() > 1 {
+        print_lab_compare(&runs);
+    }
+    if let Some(dir) = &a.report {
+        pfs::report::write_lab_report(dir, &runs, &info, a.tree_of.as_deref())?;
+        if let (Some(want), Some(r)) = (&a.tree_of, pfs::report::plot::tree_run(&runs))
+            && !r.trees.contains_key(want)
+        {
+            let names: Vec<&str> = r.trees.keys().map(String::as_str).collect();
+            eprintln!(
+                "warning: no hierarchy {want} in the {} run; it has: {}",
+                r.mode,
+                names.join(", ")
+            );
+        }
+        if show {
+            eprintln!("report written to {}", dir.join("report.md").display());
+        }
+    }
+    let ok = !runs.is_empty()
+        && runs
+            .iter()
+            .all(|r| r.stuck == 0 && r.corrupt_installs == 0 && r.violations.is_empty());
+    for r in &runs {
+        for v in &r.violations {
+            eprintln!("pfs: {} run: {v}", r.mode);
+        }
+    }
+    if show {
+        eprintln!("tearing down the site ...");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// XDP on every phone's port for the lab's lifetime.
+pub(super) struct LabXdp(Vec<Target>);
+
+impl LabXdp {
+    pub(super) fn attach(lab: &pfs::lab::Lab) -> LabXdp {
+        let models = lab.config().models.clone();
+        let mut done = Vec::new();
+        for ns in &lab.site.phones {
+            let t = Target {
+                iface: pfs::topology::PHONE_IFACE.into(),
+                netns: Some(ns.name().to_owned()),
+            };
+            match xdp::attach(&t, AttachMode::Auto, &models) {
+                Ok(_) => done.push(t),
+                Err(e) => {
+                    eprintln!("pfs: XDP unavailable ({e}); running without it");
+                    break;
+                }
+            }
+        }
+        LabXdp(done)
+    }
+}
+
+impl Drop for LabXdp {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            let _ = xdp::detach(t);
+        }
+    }
+}
+
+pub(super) fn print_lab_run(r: &pfs::lab::LabReport) {
+    println!(
+        "{}: {}/{} phones installed a verified load in {:.2} s ({:.2} x the WAN limit {:.2} s); completion p50 {:.2} s p90 {:.2} s p99 {:.2} s",
+        r.mode,
+        r.completed,
+        r.phones,
+        r.makespan_s,
+        r.makespan_s / r.limit_s,
+        r.limit_s,
+        r.completion_p50_s,
+        r.completion_p90_s,
+        r.completion_p99_s
+    );
+    println!(
+        "  WAN: firmware {:.1} MB = {:.3} x (models x load), link {:.1} MB; roots per hierarchy (ever confirmed) {}, max children {}, max depth {}, fallbacks {}, corrupt installs {}",
+        r.wan_bytes as f64 / 1e6,
+        r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
+        r.wan_link_bytes as f64 / 1e6,
+        r.roots_elected_max,
+        r.max_children,
+        r.max_depth,
+        r.origin_fallbacks,
+        r.corrupt_installs
+    );
+    if !r.fault_events.is_empty() || r.slow > 0 || r.corrupt_peers > 0 {
+        println!(
+            "  faults: crashed {}, frozen {}, cut {}, slow {}, corrupt peers {}; stuck {}; normal phones' makespan {:.2} s ({:.2} x limit); recovery p50 {:.2} s max {:.2} s over {} orphans; origin peak sessions {:?} (bound {})",
+            r.crashed,
+            r.frozen,
+            r.cut,
+            r.slow,
+            r.corrupt_peers,
+            r.stuck,
+            r.normal_makespan_s,
+            r.normal_makespan_s / r.limit_s,
+            r.recovery_p50_s,
+            r.recovery_max_s,
+            r.recoveries,
+            r.origin_peak_sessions,
+            r.origin_session_bound
+        );
+        for e in &r.fault_events {
+            println!(
+                "    {:.2} s {} {} ({}), {} children orphaned",
+                e.at_s, e.phone, e.kind, e.why, e.orphans
+            );
+        }
+    }
+}
+
+pub(super) fn print_lab_compare(runs: &[pfs::lab::LabReport]) {
+    println!();
+    println!(
+        "{:<18} {:>10} {:>9} {:>8} {:>8} {:>12} {:>12} {:>9}",
+        "mode", "makespan", "x limit", "p50", "p99", "WAN x load", "WAN link MB", "speed-up"
+    );
+    let base = runs
+        .iter()
+        .find(|r| r.mode == Mode::Traditional)
+        .map(|r| r.makespan_s);
+    for r in runs {
+        println!(
+            "{:<18} {:>9.2}s {:>9.2} {:>7.2}s {:>7.2}s {:>12.3} {:>12.1} {:>9}",
+            r.mode.to_string(),
+            r.makespan_s,
+            r.makespan_s / r.limit_s,
+            r.completion_p50_s,
+            r.completion_p99_s,
+            r.wan_bytes as f64 / (f64::from(r.models) * r.load_bytes as f64),
+            r.wan_link_bytes as f64 / 1e6,
+            match base {
+                // A run where not every phone installed has no makespan to compare.
+                Some(b) if r.completed == r.phones => format!("{:.1}x", b / r.makespan_s.max(1e-9)),
+                _ => "-".into(),
+            }
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! `pfs simulate`: the simulator, one seed or a swarm of them.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub(super) struct SimulateArgs {
+    #[arg(long, default_value_t = SimConfig::default().phones, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    phones: u32,
+    #[arg(long, default_value_t = SimConfig::default().seed)]
+    seed: u64,
+    /// Run this many random seeds (drawn from the OS) with the other settings, checking each
+    /// run (`sim::check` and the phones' invariants after every event); stops at the first
+    /// failure and prints `reproduce: pfs simulate --seed S ...`. Exit 1 on a failure.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    swarm: Option<u32>,
+    #[arg(long, value_parser = mode_parser(), default_value_t = SimConfig::default().mode)]
+    mode: Mode,
+    /// Phone models (each forms its own hierarchies).
+    #[arg(long, default_value_t = SimConfig::default().models, value_parser = clap::value_parser!(u32).range(1..=64))]
+    models: u32,
+    #[arg(long, default_value_t = SimConfig::default().wan_mbit)]
+    wan_mbit: f64,
+    #[arg(long, default_value_t = SimConfig::default().wan_rtt_ms)]
+    wan_rtt_ms: f64,
+    #[arg(long, default_value_t = SimConfig::default().lan_mbit)]
+    lan_mbit: f64,
+    #[arg(long, default_value_t = SimConfig::default().lan_latency_us)]
+    lan_latency_us: u64,
+    /// Packet loss probability on every link.
+    #[arg(long, default_value_t = SimConfig::default().loss)]
+    loss: f64,
+    #[arg(long, default_value_t = SimConfig::default().crash_fraction)]
+    crash_fraction: f64,
+    /// Phones that hang with their sockets open (peers see silence on live streams).
+    #[arg(long, default_value_t = SimConfig::default().freeze_fraction)]
+    freeze_fraction: f64,
+    /// Phones whose link goes down (half-open streams, noticed after TCP_USER_TIMEOUT).
+    #[arg(long, default_value_t = SimConfig::default().cut_fraction)]
+    cut_fraction: f64,
+    #[arg(long, default_value_t = SimConfig::default().corrupt_peers)]
+    corrupt_peers: u32,
+    #[arg(long, default_value_t = SimConfig::default().slow_fraction)]
+    slow_fraction: f64,
+    #[arg(long, default_value_t = SimConfig::default().slow_mbit)]
+    slow_mbit: f64,
+    #[arg(long, default_value_t = SimConfig::default().fanout, value_parser = clap::value_parser!(u8).range(1..=64))]
+    fanout: u8,
+    #[arg(long, default_value_t = SimConfig::default().chunk_size, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    chunk_size: u32,
+    /// Fraction of phones cut off (with the site router) by a partition.
+    #[arg(long, default_value_t = SimConfig::default().partition_fraction)]
+    partition_fraction: f64,
+    /// When the partition starts (simulated seconds).
+    #[arg(long, default_value_t = SimConfig::default().partition_at_s)]
+    partition_at_s: f64,
+    /// How long it lasts (simulated seconds).
+    #[arg(long, default_value_t = SimConfig::default().partition_for_s)]
+    partition_for_s: f64,
+    /// Stop the virtual clock here even if phones are unfinished.
+    #[arg(long, default_value_t = SimConfig::default().max_sim_s)]
+    max_sim_s: f64,
+    /// The root of every hierarchy crashes when it holds this fraction of its file (0: never).
+    #[arg(long, default_value_t = SimConfig::default().kill_root_at)]
+    kill_root_at: f64,
+    /// K: fallback leases each root grants at once.
+    #[arg(long, default_value_t = SimConfig::default().fallback_slots)]
+    fallback_slots: u32,
+    /// The origin's own limit on concurrent transfers, answered with "busy" (0: none, as
+    /// tftpd-hpa).
+    #[arg(long, default_value_t = SimConfig::default().origin_max_sessions)]
+    origin_max_sessions: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    for (name, p) in [
+        ("loss", a.loss),
+        ("crash-fraction", a.crash_fraction),
+        ("slow-fraction", a.slow_fraction),
+    ] {
+        anyhow::ensure!((0.0..=1.0).contains(&p), "--{name} must be within 0..=1");
+    }
+    for (name, r) in [
+        ("wan-mbit", a.wan_mbit),
+        ("lan-mbit", a.lan_mbit),
+        ("slow-mbit", a.slow_mbit),
+    ] {
+        anyhow::ensure!(r > 0.0 && r.is_finite(), "--{name} must be positive");
+    }
+    anyhow::ensure!(
+        a.wan_rtt_ms >= 0.0 && a.max_sim_s > 0.0,
+        "times must be positive"
+    );
+    let cfg = SimConfig {
+        phones: a.phones,
+        seed: a.seed,
+        mode: a.mode,
+        models: a.models,
+        wan_mbit: a.wan_mbit,
+        wan_rtt_ms: a.wan_rtt_ms,
+        lan_mbit: a.lan_mbit,
+        lan_latency_us: a.lan_latency_us,
+        loss: a.loss,
+        crash_fraction: a.crash_fraction,
+        freeze_fraction: a.freeze_fraction,
+        cut_fraction: a.cut_fraction,
+        corrupt_peers: a.corrupt_peers.min(a.phones),
+        slow_fraction: a.slow_fraction,
+        slow_mbit: a.slow_mbit,
+        chunk_size: a.chunk_size,
+        fanout: a.fanout,
+        max_sim_s: a.max_sim_s,
+        partition_fraction: a.partition_fraction,
+        partition_at_s: a.partition_at_s,
+        partition_for_s: a.partition_for_s,
+        kill_root_at: a.kill_root_at,
+        fallback_slots: a.fallback_slots,
+        origin_max_sessions: a.origin_max_sessions,
+        ..SimConfig::default()
+    };
+    if let Some(n) = a.swarm {
+        return swarm(&cfg, n);
+    }
+    let wall = std::time::Instant::now();
+    let mut r = sim::run(&cfg);
+    r.wall_s = wall.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", pfs::report::schema::to_json_line("simulate", &r)?);
+    } else {
+        println!(
+            "{} phones, {} model(s), mode {}, seed {}",
+            r.phones, r.models, r.mode, r.seed
+        );
+        println!(
+            "completed {} crashed {} corrupt installs {} origin fallbacks {}",
+            r.completed, r.crashed, r.corrupt_installs, r.origin_fallbacks
+        );
+        println!(
+            "makespan {:.2} s (limit {:.2} s, ratio {:.3})",
+            r.makespan_s,
+            r.limit_s,
+            r.makespan_s / r.limit_s
+        );
+        println!(
+            "WAN bytes {} = {:.3} x load",
+            r.wan_bytes,
+            r.wan_bytes as f64 / r.load_bytes as f64
+        );
+        println!(
+            "election converged {:.3} s with {} broadcasts; roots max {}, children max {}, depth max {}",
+            r.election_converged_s, r.election_broadcasts, r.roots_max, r.max_children, r.max_depth
+        );
+        println!("{} events in {:.2} s wall", r.events, r.wall_s);
+    }
+    let failures = sim::check(&r);
+    for f in &failures {
+        eprintln!("error: {f}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `pfs simulate --swarm N`: N runs of `cfg` with random seeds; the first failure (a
+/// `sim::check` failure or a panic, e.g. a broken invariant) is printed with the command line
+/// that reproduces it.
+pub(super) fn swarm(cfg: &SimConfig, n: u32) -> anyhow::Result<ExitCode> {
+    let mut entropy = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+        .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the swarm's seeds: {e}"))?;
+    let first = u64::from_le_bytes(entropy);
+    // The command line as given, without --swarm and --seed: the reproduce line adds the seed.
+    let mut rest = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--swarm" | "--seed" => {
+                args.next();
+            }
+            a if a.starts_with("--swarm=") || a.starts_with("--seed=") => {}
+            _ => rest.push(arg),
+        }
+    }
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let seed = first.wrapping_add(u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let run = SimConfig {
+            seed,
+            ..cfg.clone()
+        };
+        let failures = match std::panic::catch_unwind(|| sim::run(&run)) {
+            Ok(r) => sim::check(&r),
+            Err(panic) => vec![
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into()),
+            ],
+        };
+        if !failures.is_empty() {
+            eprintln!("swarm: run {} of {n} (seed {seed}) failed:", i + 1);
+            for f in &failures {
+                eprintln!("  {f}");
+            }
+            println!("reproduce: pfs {} --seed {seed}", rest.join(" "));
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!(
+        "swarm: {n} seeds passed (from {first}, {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
