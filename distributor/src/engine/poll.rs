@@ -245,89 +245,112 @@ impl Reactor for PollReactor {
                         }
                     }
                 }
-                Some(Sock::Stream {
-                    stream, connecting, ..
-                }) => {
-                    if *connecting {
-                        if !flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR) {
-                            continue;
-                        }
-                        *connecting = false;
-                        let result = match stream.take_error() {
-                            Ok(None) => Ok(()),
-                            Ok(Some(e)) | Err(e) => Err(e),
-                        };
-                        let failed = result.is_err();
-                        on(Completion::Connected {
-                            conn: token,
-                            result,
-                        });
-                        if failed {
-                            self.close(token);
-                            continue;
-                        }
-                    }
-                    if flags.contains(EpollFlags::EPOLLOUT) {
-                        let (frames, err) = self.flush(token);
-                        if frames > 0 {
-                            on(Completion::Sent {
-                                conn: token,
-                                frames,
-                            });
-                        }
-                        if let Some(e) = err {
-                            self.close(token);
-                            on(Completion::Closed {
-                                conn: token,
-                                error: Some(e),
-                            });
-                            continue;
-                        }
-                    }
-                    if !flags.intersects(
-                        EpollFlags::EPOLLIN
-                            | EpollFlags::EPOLLRDHUP
-                            | EpollFlags::EPOLLHUP
-                            | EpollFlags::EPOLLERR,
-                    ) {
-                        continue;
-                    }
-                    for _ in 0..READ_BURST {
-                        let Some(Sock::Stream { stream, .. }) = self.socks.get_mut(&token) else {
-                            break;
-                        };
-                        match stream.read(&mut self.scratch) {
-                            Ok(0) => {
-                                self.close(token);
-                                on(Completion::Closed {
-                                    conn: token,
-                                    error: None,
-                                });
-                                break;
-                            }
-                            Ok(len) => {
-                                self.stats.bytes_received += len as u64;
-                                on(Completion::Data {
-                                    conn: token,
-                                    bytes: &self.scratch[..len],
-                                });
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                self.close(token);
-                                on(Completion::Closed {
-                                    conn: token,
-                                    error: Some(e),
-                                });
-                                break;
-                            }
-                        }
-                    }
+                Some(Sock::Stream { .. }) => self.stream_ready(token, flags, on),
+            }
+        }
+        self.cut_stalled(on);
+        Ok(())
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.stats.clone()
+    }
+}
+
+impl PollReactor {
+    /// A stream's readiness: finish a connect, flush what is queued, read what arrived.
+    fn stream_ready(
+        &mut self,
+        token: Token,
+        flags: EpollFlags,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) {
+        let Some(Sock::Stream {
+            stream, connecting, ..
+        }) = self.socks.get_mut(&token)
+        else {
+            return;
+        };
+        if *connecting {
+            if !flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR) {
+                return;
+            }
+            *connecting = false;
+            let result = match stream.take_error() {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) | Err(e) => Err(e),
+            };
+            let failed = result.is_err();
+            on(Completion::Connected {
+                conn: token,
+                result,
+            });
+            if failed {
+                self.close(token);
+                return;
+            }
+        }
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            let (frames, err) = self.flush(token);
+            if frames > 0 {
+                on(Completion::Sent {
+                    conn: token,
+                    frames,
+                });
+            }
+            if let Some(e) = err {
+                self.close(token);
+                on(Completion::Closed {
+                    conn: token,
+                    error: Some(e),
+                });
+                return;
+            }
+        }
+        if !flags.intersects(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLHUP
+                | EpollFlags::EPOLLERR,
+        ) {
+            return;
+        }
+        for _ in 0..READ_BURST {
+            let Some(Sock::Stream { stream, .. }) = self.socks.get_mut(&token) else {
+                break;
+            };
+            match stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.close(token);
+                    on(Completion::Closed {
+                        conn: token,
+                        error: None,
+                    });
+                    break;
+                }
+                Ok(len) => {
+                    self.stats.bytes_received += len as u64;
+                    on(Completion::Data {
+                        conn: token,
+                        bytes: &self.scratch[..len],
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(token);
+                    on(Completion::Closed {
+                        conn: token,
+                        error: Some(e),
+                    });
+                    break;
                 }
             }
         }
-        // Cut off connections that took nothing for too long, so their siblings keep going.
+    }
+
+    /// Cuts off connections that took nothing for too long, so their siblings keep going.
+    fn cut_stalled(&mut self, on: &mut dyn FnMut(Completion<'_>)) {
         let now = Instant::now();
         let stalled: Vec<Token> = self
             .socks
@@ -348,10 +371,5 @@ impl Reactor for PollReactor {
                 )),
             });
         }
-        Ok(())
-    }
-
-    fn stats(&self) -> EngineStats {
-        self.stats.clone()
     }
 }

@@ -21,6 +21,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::{Completion, EngineError, EngineStats, Limits, Payload, Reactor, SendQueue, Token};
 
+mod reactor;
+
 /// Stream receives: few large buffers (a chunk frame is 64 KiB).
 const BUF_GROUP: u16 = 0;
 const BUF_COUNT: u16 = 256;
@@ -482,123 +484,150 @@ impl UringReactor {
             Op::Cancel => {
                 self.release(ud);
             }
-            Op::Accept(token) => {
-                if !more {
-                    self.release(ud);
-                    self.op_ended(token);
-                }
-                if res >= 0 {
-                    // SAFETY: the kernel handed us a new descriptor.
-                    let stream = unsafe { TcpStream::from_raw_fd(res) };
-                    if self.socks.contains_key(&token)
-                        && let Ok(from) = stream.peer_addr()
-                    {
-                        on(Completion::Accepted {
-                            listener: token,
-                            stream,
-                            from,
-                        });
-                    }
-                }
-                if !more && self.socks.contains_key(&token) {
-                    self.arm_recv(token);
-                }
-            }
-            Op::Recv(token) | Op::RecvMsg(token) => {
-                let is_msg = matches!(op, Op::RecvMsg(_));
-                if !more {
-                    self.release(ud);
-                    self.op_ended(token);
-                }
-                let alive = self.socks.contains_key(&token);
-                if res > 0 {
-                    let bid = cqueue::buffer_select(flags).unwrap_or(0);
-                    let bufs = if is_msg { &self.dgram_bufs } else { &self.bufs };
-                    let data = bufs.buf(bid, res as usize);
-                    self.stats.bytes_received += res as u64;
-                    if alive {
-                        if is_msg {
-                            match types::RecvMsgOut::parse(data, &self.recvmsg_tmpl) {
-                                Ok(msg) if msg.is_payload_truncated() => {
-                                    self.stats.recv_truncated += 1;
-                                }
-                                Ok(msg) => {
-                                    if let Some(from) = sockaddr_in(msg.name_data()) {
-                                        on(Completion::Datagram {
-                                            sock: token,
-                                            from: SocketAddr::V4(from),
-                                            bytes: msg.payload_data(),
-                                        });
-                                    }
-                                }
-                                Err(()) => self.stats.recv_truncated += 1,
-                            }
-                        } else {
-                            on(Completion::Data {
-                                conn: token,
-                                bytes: data,
-                            });
-                        }
-                    }
-                    let bufs = if is_msg {
-                        &mut self.dgram_bufs
-                    } else {
-                        &mut self.bufs
-                    };
-                    bufs.add(bid);
-                    bufs.commit();
-                    if !more && self.socks.contains_key(&token) {
-                        self.arm_recv(token);
-                    }
-                } else if res == -libc::ENOBUFS {
-                    self.stats.recv_no_buffers += 1;
-                    if !more && alive {
-                        self.arm_recv(token);
-                    }
-                } else if alive && !is_msg {
-                    self.retire(token);
-                    on(Completion::Closed {
-                        conn: token,
-                        error: (res < 0).then(|| io::Error::from_raw_os_error(-res)),
-                    });
-                } else if alive && !more {
-                    self.arm_recv(token);
-                }
-            }
-            Op::Connect(token, _) => {
-                self.release(ud);
-                self.op_ended(token);
-                if !self.socks.contains_key(&token) {
-                    return;
-                }
-                if res < 0 {
-                    self.socks.remove(&token);
-                    on(Completion::Connected {
-                        conn: token,
-                        result: Err(io::Error::from_raw_os_error(-res)),
-                    });
-                    return;
-                }
-                if let Some(Sock {
-                    kind: Kind::Stream { connecting, .. },
-                    ..
-                }) = self.sock_mut(token)
-                {
-                    *connecting = false;
-                }
-                on(Completion::Connected {
-                    conn: token,
-                    result: Ok(()),
-                });
-                self.arm_recv(token);
-                self.start_send(token);
-            }
+            Op::Accept(token) => self.accepted(ud, token, res, more, on),
+            Op::Recv(token) => self.received(ud, token, false, res, flags, on),
+            Op::RecvMsg(token) => self.received(ud, token, true, res, flags, on),
+            Op::Connect(token, _) => self.connected(ud, token, res, on),
             Op::Datagram(token, _) => {
                 self.release(ud);
                 self.op_ended(token);
             }
             Op::Send { .. } => self.send_done(ud, res, flags, on),
         }
+    }
+
+    /// A multishot accept's completion: a new stream, or its end (re-armed).
+    fn accepted(
+        &mut self,
+        ud: u64,
+        token: Token,
+        res: i32,
+        more: bool,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) {
+        if !more {
+            self.release(ud);
+            self.op_ended(token);
+        }
+        if res >= 0 {
+            // SAFETY: the kernel handed us a new descriptor.
+            let stream = unsafe { TcpStream::from_raw_fd(res) };
+            if self.socks.contains_key(&token)
+                && let Ok(from) = stream.peer_addr()
+            {
+                on(Completion::Accepted {
+                    listener: token,
+                    stream,
+                    from,
+                });
+            }
+        }
+        if !more && self.socks.contains_key(&token) {
+            self.arm_recv(token);
+        }
+    }
+
+    /// A multishot receive's completion (stream bytes, or a datagram with `is_msg`): hand the
+    /// bytes over, give the buffer back, re-arm; a stream's end or error closes it.
+    fn received(
+        &mut self,
+        ud: u64,
+        token: Token,
+        is_msg: bool,
+        res: i32,
+        flags: u32,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) {
+        let more = cqueue::more(flags);
+        if !more {
+            self.release(ud);
+            self.op_ended(token);
+        }
+        let alive = self.socks.contains_key(&token);
+        if res > 0 {
+            let bid = cqueue::buffer_select(flags).unwrap_or(0);
+            let bufs = if is_msg { &self.dgram_bufs } else { &self.bufs };
+            let data = bufs.buf(bid, res as usize);
+            self.stats.bytes_received += res as u64;
+            if alive {
+                if is_msg {
+                    match types::RecvMsgOut::parse(data, &self.recvmsg_tmpl) {
+                        Ok(msg) if msg.is_payload_truncated() => {
+                            self.stats.recv_truncated += 1;
+                        }
+                        Ok(msg) => {
+                            if let Some(from) = sockaddr_in(msg.name_data()) {
+                                on(Completion::Datagram {
+                                    sock: token,
+                                    from: SocketAddr::V4(from),
+                                    bytes: msg.payload_data(),
+                                });
+                            }
+                        }
+                        Err(()) => self.stats.recv_truncated += 1,
+                    }
+                } else {
+                    on(Completion::Data {
+                        conn: token,
+                        bytes: data,
+                    });
+                }
+            }
+            let bufs = if is_msg {
+                &mut self.dgram_bufs
+            } else {
+                &mut self.bufs
+            };
+            bufs.add(bid);
+            bufs.commit();
+            if !more && self.socks.contains_key(&token) {
+                self.arm_recv(token);
+            }
+        } else if res == -libc::ENOBUFS {
+            self.stats.recv_no_buffers += 1;
+            if !more && alive {
+                self.arm_recv(token);
+            }
+        } else if alive && !is_msg {
+            self.retire(token);
+            on(Completion::Closed {
+                conn: token,
+                error: (res < 0).then(|| io::Error::from_raw_os_error(-res)),
+            });
+        } else if alive && !more {
+            self.arm_recv(token);
+        }
+    }
+
+    /// A connect's completion: the stream is usable (receive armed, queued frames sent), or
+    /// it failed and is dropped.
+    fn connected(&mut self, ud: u64, token: Token, res: i32, on: &mut dyn FnMut(Completion<'_>)) {
+        self.release(ud);
+        self.op_ended(token);
+        if !self.socks.contains_key(&token) {
+            return;
+        }
+        if res < 0 {
+            self.socks.remove(&token);
+            on(Completion::Connected {
+                conn: token,
+                result: Err(io::Error::from_raw_os_error(-res)),
+            });
+            return;
+        }
+        if let Some(Sock {
+            kind: Kind::Stream { connecting, .. },
+            ..
+        }) = self.sock_mut(token)
+        {
+            *connecting = false;
+        }
+        on(Completion::Connected {
+            conn: token,
+            result: Ok(()),
+        });
+        self.arm_recv(token);
+        self.start_send(token);
     }
 
     fn send_done(&mut self, ud: u64, res: i32, flags: u32, on: &mut dyn FnMut(Completion<'_>)) {
@@ -726,210 +755,4 @@ fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     sa.sin_port = a.port().to_be();
     sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
     sa
-}
-
-impl Reactor for UringReactor {
-    fn listen(&mut self, token: Token, listener: TcpListener) -> io::Result<()> {
-        self.socks.insert(
-            token,
-            Sock {
-                kind: Kind::Listener(listener),
-                ops: 0,
-            },
-        );
-        self.arm_recv(token);
-        Ok(())
-    }
-
-    fn register(&mut self, token: Token, stream: TcpStream) -> io::Result<()> {
-        stream.set_nodelay(true)?;
-        self.socks.insert(
-            token,
-            Sock {
-                kind: Kind::Stream {
-                    stream,
-                    queue: SendQueue::new(Instant::now()),
-                    sending: false,
-                    waiting: false,
-                    connecting: false,
-                },
-                ops: 0,
-            },
-        );
-        self.arm_recv(token);
-        Ok(())
-    }
-
-    fn connect(&mut self, token: Token, socket: OwnedFd, to: SocketAddrV4) -> io::Result<()> {
-        let stream = TcpStream::from(socket);
-        let fd = stream.as_raw_fd();
-        stream.set_nodelay(true)?;
-        let addr = Box::new(to_sockaddr(to));
-        let e = opcode::Connect::new(
-            types::Fd(fd),
-            (&*addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-        .build();
-        self.socks.insert(
-            token,
-            Sock {
-                kind: Kind::Stream {
-                    stream,
-                    queue: SendQueue::new(Instant::now()),
-                    sending: false,
-                    waiting: false,
-                    connecting: true,
-                },
-                ops: 0,
-            },
-        );
-        let ud = self.slot(Op::Connect(token, addr));
-        self.op_started(token);
-        self.push(e.user_data(ud));
-        Ok(())
-    }
-
-    fn udp(&mut self, token: Token, socket: UdpSocket) -> io::Result<()> {
-        self.socks.insert(
-            token,
-            Sock {
-                kind: Kind::Udp(socket),
-                ops: 0,
-            },
-        );
-        self.arm_recv(token);
-        Ok(())
-    }
-
-    fn send_to(&mut self, sock: Token, to: SocketAddr, bytes: &[u8]) -> Result<(), EngineError> {
-        let Some(s) = self.socks.get(&sock) else {
-            return Err(EngineError::UnknownToken(sock));
-        };
-        let SocketAddr::V4(to) = to else {
-            return Err(EngineError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "IPv4 only",
-            )));
-        };
-        let fd = types::Fd(s.fd());
-        // SAFETY: zeroed msghdr is valid; fields set below.
-        let mut st = Box::new(SendState {
-            hdr: unsafe { std::mem::zeroed() },
-            iov: Vec::with_capacity(1),
-            addr: to_sockaddr(to),
-            keep: vec![Payload::Owned(bytes.to_vec())],
-        });
-        let (data, _) = st.keep[0].parts();
-        let iov = libc::iovec {
-            iov_base: data.as_ptr() as *mut _,
-            iov_len: data.len(),
-        };
-        st.iov.push(iov);
-        st.hdr.msg_iov = st.iov.as_mut_ptr();
-        st.hdr.msg_iovlen = 1;
-        st.hdr.msg_name = (&mut st.addr as *mut libc::sockaddr_in).cast();
-        st.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let e = opcode::SendMsg::new(fd, &st.hdr).build();
-        let ud = self.slot(Op::Datagram(sock, st));
-        self.op_started(sock);
-        self.push(e.user_data(ud));
-        self.stats.sends += 1;
-        self.stats.bytes_sent += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn send(&mut self, conn: Token, frame: Payload) -> Result<(), EngineError> {
-        let limits = self.limits.clone();
-        let Some(Sock {
-            kind: Kind::Stream { queue, .. },
-            ..
-        }) = self.socks.get_mut(&conn)
-        else {
-            return Err(EngineError::UnknownToken(conn));
-        };
-        queue.push(conn, frame, &limits)?;
-        self.start_send(conn);
-        Ok(())
-    }
-
-    fn queued(&self, conn: Token) -> usize {
-        match self.socks.get(&conn) {
-            Some(Sock {
-                kind: Kind::Stream { queue, .. },
-                ..
-            }) => queue.frames.len(),
-            _ => 0,
-        }
-    }
-
-    fn close(&mut self, token: Token) {
-        self.retire(token);
-    }
-
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on: &mut dyn FnMut(Completion<'_>),
-    ) -> io::Result<()> {
-        self.flush_overflow();
-        let ready = !self.ring.completion().is_empty();
-        let ts;
-        let waited = if ready {
-            self.ring.submitter().submit()
-        } else if let Some(t) = timeout {
-            ts = types::Timespec::from(t);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            self.ring.submitter().submit_with_args(1, &args)
-        } else {
-            self.ring.submitter().submit_and_wait(1)
-        };
-        match waited {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
-        // Drain every completion before running any callback.
-        self.cqes.clear();
-        for cqe in self.ring.completion() {
-            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
-        let cqes = std::mem::take(&mut self.cqes);
-        for &(ud, res, flags) in &cqes {
-            self.complete(ud, res, flags, on);
-        }
-        self.cqes = cqes;
-        let now = Instant::now();
-        if now.duration_since(self.last_stall_check) >= Duration::from_millis(100) {
-            self.last_stall_check = now;
-            let stalled: Vec<Token> = self
-                .socks
-                .iter()
-                .filter_map(|(t, s)| match &s.kind {
-                    Kind::Stream { queue, .. } if queue.stalled(now, self.limits.stall) => Some(*t),
-                    _ => None,
-                })
-                .collect();
-            for token in stalled {
-                self.stats.stalled_cutoffs += 1;
-                self.retire(token);
-                on(Completion::Closed {
-                    conn: token,
-                    error: Some(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no send progress: cut off",
-                    )),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn stats(&self) -> EngineStats {
-        self.stats.clone()
-    }
 }
