@@ -242,79 +242,13 @@ fn raise_fd_limit(want: usize) {
     }
 }
 
+mod source;
+use source::{Source, open_source};
+
 const LISTENER: u64 = u64::MAX;
 /// Datagrams read from one socket per readiness event, so one busy client cannot starve the
 /// others.
 const READ_BUDGET: usize = 64;
-
-/// The file a transfer serves: read in place through a small read-ahead (one `pread` per
-/// 64 KiB rather than per block: a lock-step transfer pays a system call per block for
-/// everything else already), or its netascii form in memory.
-enum Source {
-    File {
-        file: File,
-        ahead: Vec<u8>,
-        ahead_at: u64,
-    },
-    Text(Vec<u8>),
-}
-
-/// Largest file served in netascii (it is translated in memory).
-const MAX_NETASCII: u64 = 64 << 20;
-/// Bytes read ahead per transfer.
-const READ_AHEAD: usize = 64 << 10;
-
-impl Source {
-    fn file(file: File) -> Source {
-        Source::File {
-            file,
-            ahead: Vec::new(),
-            ahead_at: 0,
-        }
-    }
-
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        match self {
-            Source::File {
-                file,
-                ahead,
-                ahead_at,
-            } => {
-                let end = offset + buf.len() as u64;
-                let cached = offset >= *ahead_at && end <= *ahead_at + ahead.len() as u64;
-                if !cached {
-                    // Refill from `offset` (a rewind reads again from where it goes back to).
-                    ahead.resize(READ_AHEAD.max(buf.len()), 0);
-                    let mut got = 0;
-                    while got < ahead.len() {
-                        match file.read_at(&mut ahead[got..], offset + got as u64) {
-                            Ok(0) => break,
-                            Ok(n) => got += n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    ahead.truncate(got);
-                    *ahead_at = offset;
-                    if got < buf.len() {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
-                }
-                let start = (offset - *ahead_at) as usize;
-                buf.copy_from_slice(&ahead[start..start + buf.len()]);
-                Ok(())
-            }
-            Source::Text(t) => {
-                let start = offset as usize;
-                let src = t
-                    .get(start..start + buf.len())
-                    .ok_or(io::ErrorKind::UnexpectedEof)?;
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-        }
-    }
-}
 
 struct Transfer {
     socket: UdpSocket,
@@ -513,22 +447,26 @@ impl Server {
         }
     }
 
-    fn on_request(&mut self, bytes: &[u8], req: Request, generation: u64) {
-        if req.peer.port() == 0 {
-            return;
-        }
-        let peer = req.peer;
-        let (filename, mode, options) = match decode(bytes) {
+    /// A datagram on the listener as a read request: (filename, mode, options), or `None`
+    /// after answering what is not one (a write, another packet, request-shaped garbage).
+    fn read_request(
+        &mut self,
+        bytes: &[u8],
+        req: &Request,
+    ) -> Option<(String, String, crate::tftp::Options)> {
+        match decode(bytes) {
             Ok(Packet::Rrq {
                 filename,
                 mode,
                 options,
-            }) => (filename.to_owned(), mode.to_owned(), options),
+            }) => Some((filename.to_owned(), mode.to_owned(), options)),
             Ok(Packet::Wrq { .. }) => {
-                return self.reply(&req, ErrorCode::AccessViolation, "read-only server");
+                self.reply(req, ErrorCode::AccessViolation, "read-only server");
+                None
             }
             Ok(_) => {
-                return self.reply(&req, ErrorCode::IllegalOperation, "expected a read request");
+                self.reply(req, ErrorCode::IllegalOperation, "expected a read request");
+                None
             }
             Err(e) => {
                 // Request-shaped garbage gets an answer; anything else is dropped.
@@ -538,11 +476,16 @@ impl Server {
                         TftpError::BadOption { .. } => ErrorCode::OptionNegotiation,
                         _ => ErrorCode::IllegalOperation,
                     };
-                    self.reply(&req, code, &e.to_string());
+                    self.reply(req, code, &e.to_string());
                 }
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// A request from an endpoint with a transfer open: `true` when it is that transfer's own
+    /// request again (dropped); otherwise the old transfer ends, and the request is served.
+    fn supersede(&mut self, peer: SocketAddr, bytes: &[u8]) -> bool {
         // A transfer already open for this endpoint: hear what the client sent it first (an
         // ERROR ending it, or the final ACK), then decide. Only the few datagrams queued
         // before this request matter: a fast client must not run its whole transfer here.
@@ -557,7 +500,7 @@ impl Server {
                 self.stats
                     .duplicate_requests
                     .fetch_add(1, Ordering::Relaxed);
-                return;
+                return true;
             }
             self.stats.restarted.fetch_add(1, Ordering::Relaxed);
             // The client moved on: if it had every block, only the final ACK went missing.
@@ -567,6 +510,20 @@ impl Server {
                 Err("the client sent a new request".to_owned())
             };
             self.finish(slot, result);
+        }
+        false
+    }
+
+    fn on_request(&mut self, bytes: &[u8], req: Request, generation: u64) {
+        if req.peer.port() == 0 {
+            return;
+        }
+        let peer = req.peer;
+        let Some((filename, mode, options)) = self.read_request(bytes, &req) else {
+            return;
+        };
+        if self.supersede(peer, bytes) {
+            return;
         }
         let path = match resolve(&self.root, &filename) {
             Ok(p) => p,
@@ -791,27 +748,6 @@ fn send(socket: &UdpSocket, bytes: &[u8]) {
     }
 }
 
-fn open_source(path: &Path, netascii_mode: bool) -> Result<Source, (ErrorCode, String)> {
-    let denied = |_| (ErrorCode::AccessViolation, "cannot open file".to_owned());
-    let file = File::open(path).map_err(denied)?;
-    if !netascii_mode {
-        return Ok(Source::file(file));
-    }
-    let len = file.metadata().map_err(denied)?.len();
-    if len > MAX_NETASCII {
-        return Err((
-            ErrorCode::NotDefined,
-            format!("larger than {MAX_NETASCII} bytes: fetch it in octet mode"),
-        ));
-    }
-    let mut local = Vec::with_capacity(len as usize);
-    (&file)
-        .take(MAX_NETASCII + 1)
-        .read_to_end(&mut local)
-        .map_err(denied)?;
-    Ok(Source::Text(netascii::encode(&local)))
-}
-
 /// The transfer's own socket: a new port (the transfer id) on the address the request came
 /// to, connected to the client so only its datagrams arrive.
 fn transfer_socket(local: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
@@ -841,67 +777,4 @@ fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_read_ahead_returns_the_files_bytes_through_rewinds_and_the_end() {
-        let path = std::env::temp_dir().join(format!("pfs-ahead-{}", std::process::id()));
-        let data: Vec<u8> = (0..200_003u32).map(|i| (i * 31 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let mut src = Source::file(File::open(&path).unwrap());
-        let mut check = |offset: u64, len: usize| {
-            let mut buf = vec![0u8; len];
-            src.read_at(&mut buf, offset).unwrap();
-            assert_eq!(
-                buf,
-                data[offset as usize..offset as usize + len],
-                "{offset}+{len}"
-            );
-        };
-        let blk = 1428u64;
-        for b in 0..100 {
-            check(b * blk, blk as usize);
-        }
-        check(3 * blk, blk as usize); // a rewind
-        check(199_000, 1003); // the short last block
-        check(200_003, 0); // the empty block after an exact multiple
-        check(0, 65_464); // a block larger than the read-ahead's refill point
-        check(65_000, 65_464);
-        let mut past = vec![0u8; 10];
-        assert!(src.read_at(&mut past, 200_000).is_err(), "past the end");
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn leading_slashes_name_the_root_and_dotdot_stays_refused() {
-        let dir = std::env::temp_dir().join(format!("pfs-resolve-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("boot")).unwrap();
-        std::fs::write(dir.join("f.bin"), b"x").unwrap();
-        std::fs::write(dir.join("boot/x.bin"), b"y").unwrap();
-        let root = dir.canonicalize().unwrap();
-        assert_eq!(resolve(&root, "/f.bin").unwrap(), root.join("f.bin"));
-        assert_eq!(resolve(&root, "//f.bin").unwrap(), root.join("f.bin"));
-        assert_eq!(
-            resolve(&root, "/boot/x.bin").unwrap(),
-            root.join("boot/x.bin")
-        );
-        assert_eq!(
-            resolve(&root, "boot/x.bin").unwrap(),
-            root.join("boot/x.bin")
-        );
-        for bad in ["/../x", "../x", "/boot/../../x", "/", "", "boot/../f.bin"] {
-            assert_eq!(
-                resolve(&root, bad).unwrap_err().0,
-                ErrorCode::AccessViolation,
-                "{bad:?}"
-            );
-        }
-        assert_eq!(
-            resolve(&root, "/nope.bin").unwrap_err().0,
-            ErrorCode::FileNotFound
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -33,6 +33,10 @@ use crate::{
     topology::{BRIDGE, ORIGIN_ADDR, PHONE_IFACE},
 };
 
+mod bittorrent;
+mod udpcast;
+mod uftp;
+
 /// An external system `--peers` can add to a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
@@ -239,7 +243,7 @@ impl Drop for Procs {
 
 /// Multicast routes for the run: the site router (no default route) on its bridge, and every
 /// phone on its port (udpcast's rendezvous, aria2's local peer discovery); removed on drop.
-struct McastRoutes<'a>(&'a Lab);
+pub(super) struct McastRoutes<'a>(&'a Lab);
 
 const MCAST: &str = "224.0.0.0/4";
 
@@ -267,7 +271,7 @@ impl Drop for McastRoutes<'_> {
 }
 
 /// Appends a line of pfs's own to a tool's log.
-fn note(log: &Path, line: &str) {
+pub(super) fn note(log: &Path, line: &str) {
     use std::io::Write as _;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .append(true)
@@ -279,11 +283,11 @@ fn note(log: &Path, line: &str) {
 }
 
 /// The words of a command line, and how it reads in the report.
-fn argv(words: &[&str]) -> Vec<String> {
+pub(super) fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
 }
 
-fn shown(ns: &str, argv: &[String]) -> String {
+pub(super) fn shown(ns: &str, argv: &[String]) -> String {
     let words: Vec<String> = argv
         .iter()
         .map(|w| {
@@ -317,9 +321,9 @@ pub fn run(lab: &Lab, p: Peer) -> Result<LabReport, LabError> {
     let mut start = Instant::now();
     let routes = McastRoutes::add(lab);
     let out = match p {
-        Peer::Udpcast => udpcast(lab, &dir, &mut procs, &mut start),
-        Peer::Bittorrent => bittorrent(lab, &dir, &mut procs, &mut start),
-        Peer::Uftp => uftp(lab, &dir, &mut procs, &mut start),
+        Peer::Udpcast => udpcast::udpcast(lab, &dir, &mut procs, &mut start),
+        Peer::Bittorrent => bittorrent::bittorrent(lab, &dir, &mut procs, &mut start),
+        Peer::Uftp => uftp::uftp(lab, &dir, &mut procs, &mut start),
     };
     drop(routes);
     let stray = procs.stop();
@@ -362,560 +366,24 @@ const LOGS: [&str; 3] = ["udpcast.log", "bittorrent.log", "uftp.log"];
 
 /// What a run produced: when each phone finished (from the common start), where its files
 /// are, and the exact commands.
-struct Outcome {
-    done: Vec<Option<f64>>,
+pub(super) struct Outcome {
+    pub(super) done: Vec<Option<f64>>,
     /// Each phone's folder holding its model's files by their manifest names.
-    dirs: Vec<PathBuf>,
+    pub(super) dirs: Vec<PathBuf>,
     /// Firmware bytes fetched from the origin, when the system says (udpcast's stage 1).
-    origin_bytes: Option<u64>,
-    commands: Vec<String>,
+    pub(super) origin_bytes: Option<u64>,
+    pub(super) commands: Vec<String>,
 }
 
 /// Phones of model `m` (phones take the models in turn).
-fn phones_of(lab: &Lab, m: usize) -> Vec<usize> {
+pub(super) fn phones_of(lab: &Lab, m: usize) -> Vec<usize> {
     (m..lab.config().phones)
         .step_by(lab.manifests().len())
         .collect()
 }
 
-fn udpcast(
-    lab: &Lab,
-    dir: &Path,
-    procs: &mut Procs,
-    start: &mut Instant,
-) -> Result<Outcome, LabError> {
-    *start = Instant::now();
-    let start = *start;
-    let deadline = start + lab.config().deadline;
-    let n = lab.config().phones;
-    let router = lab.site.router.name().to_owned();
-    let log = dir.join("udpcast.log");
-    let mut commands = vec![format!(
-        "stage 1, in {router}: pfs's TFTP client (windowed, as a pfs root) fetches each model's \
-         load from tftp://{ORIGIN_ADDR}/<load folder> into the router's store"
-    )];
-    // Stage 1: the site host fetches every model's load across the WAN.
-    let mut origin_bytes = 0;
-    let mut sources = Vec::new();
-    for (m, (_, folder, man)) in lab.manifests().iter().enumerate() {
-        let store = crate::store::Store::new(&dir.join(format!("site-{m}")));
-        let folder = folder.clone();
-        let s2 = store.clone();
-        let rep = lab
-            .site
-            .router
-            .run(move || {
-                crate::fetch::fetch_load(
-                    (ORIGIN_ADDR, 69).into(),
-                    &folder,
-                    &s2,
-                    None,
-                    crate::tftp::client::ClientConfig::default(),
-                )
-            })?
-            .map_err(|e| LabError::Setup(format!("udpcast stage 1 (WAN fetch): {e}")))?;
-        origin_bytes += rep.bytes;
-        sources.push(store.load_dir(&man.load));
-    }
-    // Stage 2: one multicast session per file, to every phone of its model at once.
-    let rate = lab.config().lan_mbit.map(|m| ((m * 0.95) as u64).max(1));
-    let mut done = vec![None; n];
-    let mut missed = vec![false; n];
-    let dirs: Vec<PathBuf> = (0..n)
-        .map(|i| {
-            let m = &lab.manifests()[i % lab.manifests().len()].2;
-            dir.join(format!("phone{i}")).join(&m.load)
-        })
-        .collect();
-    for d in &dirs {
-        std::fs::create_dir_all(d).map_err(|e| LabError::Setup(format!("{d:?}: {e}")))?;
-    }
-    let timeout = deadline
-        .saturating_duration_since(Instant::now())
-        .as_secs()
-        .max(5)
-        .to_string();
-    for (m, (_, _, man)) in lab.manifests().iter().enumerate() {
-        let phones = phones_of(lab, m);
-        let portbase = (9000 + 2 * m).to_string();
-        // One session for the whole load, as a lab sends an image: a session costs a fixed
-        // ~2.5 s of rendezvous and teardown (measured: 2.5 s for a 1 KiB file), so one per
-        // file would charge udpcast 6 of them. The site host packs the fetched load with tar
-        // (counted), each receiver unpacks it as it arrives.
-        let tarball = dir.join(format!("load-{m}.tar"));
-        let packed = Command::new("tar")
-            .arg("cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&sources[m])
-            .args(man.files.iter().map(|f| f.name.as_str()))
-            .status()
-            .map_err(|e| LabError::Setup(format!("tar: {e}")))?;
-        if !packed.success() {
-            return Err(LabError::Setup(
-                "tar could not pack the fetched load".into(),
-            ));
-        }
-        commands.push(format!(
-            "in {router}: tar cf {} -C {} <the manifest's files>",
-            tarball.display(),
-            sources[m].display()
-        ));
-        {
-            let f = &man;
-            let src = &tarball;
-            let count = phones.len().to_string();
-            let mut a = argv(&[
-                "udp-sender",
-                "--interface",
-                BRIDGE,
-                "--portbase",
-                &portbase,
-                "--mcast-rdv-address",
-                RDV,
-                "--nokbd",
-                "--no-progress",
-                "--min-receivers",
-                &count,
-                "--max-wait",
-                &timeout,
-                "--file",
-                &src.to_string_lossy(),
-            ]);
-            if let Some(mbit) = rate {
-                a.extend(argv(&["--max-bitrate", &format!("{mbit}m")]));
-            }
-            commands.push(shown(&router, &a));
-            // The sender first, as a lab scripts it: it waits for every receiver, and each
-            // receiver's first hello finds it listening.
-            let tx = procs.spawn(&router, &a, &log)?;
-            std::thread::sleep(Duration::from_millis(20));
-            let mut rx = Vec::new();
-            for &i in &phones {
-                let unpack = format!("tar x -C {}", dirs[i].display());
-                let a = argv(&[
-                    "udp-receiver",
-                    "--interface",
-                    PHONE_IFACE,
-                    "--portbase",
-                    &portbase,
-                    "--mcast-rdv-address",
-                    RDV,
-                    "--nokbd",
-                    "--no-progress",
-                    "--start-timeout",
-                    &timeout,
-                    "--receive-timeout",
-                    "30",
-                    "--pipe",
-                    &unpack,
-                ]);
-                let ns = lab.site.phones[i].name().to_owned();
-                if i == phones[0] {
-                    commands.push(shown(&ns, &a));
-                }
-                rx.push((i, procs.spawn(&ns, &a, &log)?));
-            }
-            let t_file = Instant::now();
-            let mut sender_done = false;
-            let mut left = rx.len();
-            let mut failed = 0;
-            while left > 0 || !sender_done {
-                if failed == rx.len() || Instant::now() > deadline {
-                    return Err(LabError::Setup(format!(
-                        "udpcast: of {} receivers of {}, {failed} failed and {left} still ran \
-                         at the end (sender done: {sender_done})",
-                        rx.len(),
-                        f.load
-                    )));
-                }
-                if !sender_done && procs.poll(tx).is_some() {
-                    sender_done = true;
-                }
-                for (i, k) in rx.iter_mut() {
-                    if *k == usize::MAX {
-                        continue;
-                    }
-                    if let Some(ok) = procs.poll(*k) {
-                        // The last file's end is the phone's completion; a failed receiver
-                        // leaves the phone incomplete (and its bytes unverified).
-                        done[*i] = ok.then(|| start.elapsed().as_secs_f64());
-                        missed[*i] |= !ok;
-                        failed += usize::from(!ok);
-                        *k = usize::MAX;
-                        left -= 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            note(
-                &log,
-                &format!(
-                    "pfs: {} took {:.2} s",
-                    f.load,
-                    t_file.elapsed().as_secs_f64()
-                ),
-            );
-        }
-    }
-    // A phone that missed an earlier file is not complete either.
-    for (d, bad) in done.iter_mut().zip(&missed) {
-        if *bad {
-            *d = None;
-        }
-    }
-    Ok(Outcome {
-        done,
-        dirs,
-        origin_bytes: Some(origin_bytes),
-        commands,
-    })
-}
-
-/// hq's loopback carries the uftp server's multicast to the server proxy beside it; the
-/// flag and the route go when the run ends.
-struct HqLoopbackMcast<'a>(&'a Lab);
-
-impl<'a> HqLoopbackMcast<'a> {
-    fn add(lab: &'a Lab) -> Result<HqLoopbackMcast<'a>, LabError> {
-        let hq = &lab.site.hq;
-        hq.ip(&["link", "set", "lo", "multicast", "on"])
-            .and_then(|_| hq.ip(&["route", "add", MCAST, "dev", "lo"]))
-            .map_err(|e| LabError::Setup(format!("uftp: multicast on hq's loopback: {e}")))?;
-        Ok(HqLoopbackMcast(lab))
-    }
-}
-
-impl Drop for HqLoopbackMcast<'_> {
-    fn drop(&mut self) {
-        let hq = &self.0.site.hq;
-        let _ = hq.ip(&["route", "del", MCAST, "dev", "lo"]);
-        let _ = hq.ip(&["link", "set", "lo", "multicast", "off"]);
-    }
-}
-
-/// A uftp member id: the address as 0xNNNNNNNN (what uftp derives by default).
-fn uftp_id(a: std::net::Ipv4Addr) -> String {
-    format!("0x{:08X}", u32::from(a))
-}
-
-fn uftp(
-    lab: &Lab,
-    dir: &Path,
-    procs: &mut Procs,
-    start: &mut Instant,
-) -> Result<Outcome, LabError> {
-    let cfg = lab.config();
-    let n = cfg.phones;
-    let hq = lab.site.hq.name().to_owned();
-    let router = lab.site.router.name().to_owned();
-    let log = dir.join("uftp.log");
-    let mut commands = Vec::new();
-    let _lo = HqLoopbackMcast::add(lab)?;
-    commands.push(format!(
-        "ip netns exec {hq} ip link set lo multicast on; \
-         ip netns exec {hq} ip route add {MCAST} dev lo"
-    ));
-    // The tunnel, as hq and the site would already run it: a client proxy on the site
-    // router multicasting on the bridge, a server proxy in hq sending to it across the WAN.
-    let proxy_id = uftp_id(crate::topology::ROUTER_WAN);
-    let a = argv(&["uftpproxyd", "-c", "-d", "-U", &proxy_id, "-O", BRIDGE]);
-    commands.push(shown(&router, &a));
-    let client_proxy = procs.spawn(&router, &a, &log)?;
-    let dest = crate::topology::ROUTER_WAN.to_string();
-    let a = argv(&["uftpproxyd", "-s", &dest, "-d", "-I", "lo"]);
-    commands.push(shown(&hq, &a));
-    let server_proxy = procs.spawn(&hq, &a, &log)?;
-    std::thread::sleep(Duration::from_millis(300));
-    if procs.poll(client_proxy).is_some() || procs.poll(server_proxy).is_some() {
-        return Err(LabError::Setup("uftpproxyd exited at start".into()));
-    }
-    let proxies = dir.join("proxies");
-    std::fs::write(&proxies, format!("{proxy_id}\n"))
-        .map_err(|e| LabError::Setup(format!("{proxies:?}: {e}")))?;
-    // Power-on: every phone starts its receiver daemon.
-    *start = Instant::now();
-    let start = *start;
-    let deadline = start + cfg.deadline;
-    let mut dirs = Vec::with_capacity(n);
-    for i in 0..n {
-        let m = i % lab.manifests().len();
-        let base = dir.join(format!("phone{i}"));
-        let (dst, tmp) = (base.join("dest"), base.join("tmp"));
-        for d in [&dst, &tmp] {
-            std::fs::create_dir_all(d).map_err(|e| LabError::Setup(format!("{d:?}: {e}")))?;
-        }
-        dirs.push(dst.join(&lab.manifests()[m].1));
-        // -T: files arrive in tmp and move to dest when the session completes.
-        let a = argv(&[
-            "uftpd",
-            "-d",
-            "-q",
-            "-U",
-            &uftp_id(lab.site.phone_addrs[i]),
-            "-I",
-            PHONE_IFACE,
-            "-D",
-            &dst.to_string_lossy(),
-            "-T",
-            &tmp.to_string_lossy(),
-        ]);
-        let ns = lab.site.phones[i].name().to_owned();
-        if i == 0 {
-            commands.push(shown(&ns, &a));
-        }
-        procs.spawn(&ns, &a, &log)?;
-    }
-    // One session per model, from hq, at the slower of the WAN and a port (less 5%, as
-    // udpcast is paced): the tunnel crosses the WAN and the bridge carries it to every port.
-    // (uftp's own congestion control, `-C tfmcc:init=50000:max=95000`, did worse here: at 60
-    // phones and 100 Mbit/s no phone finished within 9 minutes, and 124 MB crossed the WAN.)
-    let kbit = (cfg.wan_mbit.min(cfg.lan_mbit.unwrap_or(f64::INFINITY)) * 950.0) as u64;
-    let kbit = kbit.max(1).to_string();
-    let mut done = vec![None; n];
-    let mut left: Vec<usize> = (0..n).collect();
-    for (m, (_, folder, man)) in lab.manifests().iter().enumerate() {
-        let phones = phones_of(lab, m);
-        let hosts = dir.join(format!("hosts-{m}"));
-        let ids: String = phones
-            .iter()
-            .map(|&i| uftp_id(lab.site.phone_addrs[i]) + "\n")
-            .collect();
-        std::fs::write(&hosts, ids).map_err(|e| LabError::Setup(format!("{hosts:?}: {e}")))?;
-        let a = argv(&[
-            "uftp",
-            "-I",
-            "lo",
-            "-U",
-            &uftp_id(ORIGIN_ADDR),
-            "-R",
-            &kbit,
-            "-H",
-            &format!("@{}", hosts.display()),
-            "-j",
-            &proxies.to_string_lossy(),
-            folder,
-        ]);
-        commands.push(format!(
-            "(in {}) {}",
-            lab.origin_root().display(),
-            shown(&hq, &a)
-        ));
-        let tx = procs.spawn_in(&hq, &a, &log, &lab.origin_root())?;
-        let mut ended: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            left.retain(|&i| {
-                let complete = i % lab.manifests().len() != m
-                    || man.files.iter().all(|f| {
-                        std::fs::metadata(dirs[i].join(&f.name)).is_ok_and(|md| md.len() == f.size)
-                    });
-                if complete && i % lab.manifests().len() == m {
-                    done[i] = Some(start.elapsed().as_secs_f64());
-                }
-                !complete
-            });
-            if left.iter().all(|&i| i % lab.manifests().len() != m) || now > deadline {
-                break;
-            }
-            if ended.is_none() && procs.poll(tx).is_some() {
-                ended = Some(now);
-            }
-            // The server has said DONE to everyone; a phone that has not moved its files in
-            // by then is not going to.
-            if ended.is_some_and(|t| now > t + Duration::from_secs(3)) {
-                note(&log, &format!("pfs: uftp server for {} ended", man.load));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        note(
-            &log,
-            &format!(
-                "pfs: {} done at {:.2} s",
-                man.load,
-                start.elapsed().as_secs_f64()
-            ),
-        );
-    }
-    Ok(Outcome {
-        done,
-        dirs,
-        origin_bytes: None,
-        commands,
-    })
-}
-
-const TRACKER_PORT: u16 = 6969;
-
-/// Where udp-sender and udp-receivers find each other: the phones' addresses have no
-/// broadcast address (as `ip addr add` leaves them), so the all-hosts group on the LAN.
-const RDV: &str = "224.0.0.1";
-
-fn bittorrent(
-    lab: &Lab,
-    dir: &Path,
-    procs: &mut Procs,
-    start: &mut Instant,
-) -> Result<Outcome, LabError> {
-    let n = lab.config().phones;
-    let hq = lab.site.hq.name().to_owned();
-    let log = dir.join("bittorrent.log");
-    let announce = format!("http://{ORIGIN_ADDR}:{TRACKER_PORT}/announce");
-    let mut commands = Vec::new();
-    // One torrent per model, of the origin's load folder (256 KiB pieces).
-    let mut torrents = Vec::new();
-    for (m, (_, folder, _)) in lab.manifests().iter().enumerate() {
-        let t = dir.join(format!("model{m}.torrent"));
-        let src = lab.origin_root().join(folder);
-        let a = argv(&[
-            "mktorrent",
-            "-l",
-            "18",
-            "-a",
-            &announce,
-            "-o",
-            &t.to_string_lossy(),
-            &src.to_string_lossy(),
-        ]);
-        let st = Command::new(&a[0])
-            .args(&a[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| LabError::Setup(format!("mktorrent: {e}")))?;
-        if !st.success() {
-            return Err(LabError::Setup(format!(
-                "mktorrent failed: {}",
-                a.join(" ")
-            )));
-        }
-        commands.push(a.join(" "));
-        torrents.push(t);
-    }
-    // Debian's opentracker serves only the torrents its whitelist names (by info hash); it
-    // chroots to -d, so the list is named relative to it (and to the working directory).
-    let tracker_dir = dir.join("tracker");
-    std::fs::create_dir_all(&tracker_dir).map_err(|e| LabError::Setup(e.to_string()))?;
-    let mut hashes = String::new();
-    for t in &torrents {
-        hashes.push_str(&info_hash(t)?);
-        hashes.push('\n');
-    }
-    std::fs::write(tracker_dir.join("whitelist"), hashes)
-        .map_err(|e| LabError::Setup(format!("the tracker's whitelist: {e}")))?;
-    let port = TRACKER_PORT.to_string();
-    let a = argv(&[
-        "opentracker",
-        "-i",
-        &ORIGIN_ADDR.to_string(),
-        "-p",
-        &port,
-        "-P",
-        &port,
-        "-d",
-        &tracker_dir.to_string_lossy(),
-        "-u",
-        "nobody",
-        "-w",
-        "whitelist",
-    ]);
-    commands.push(format!("(in {}) {}", tracker_dir.display(), shown(&hq, &a)));
-    let tracker = procs.spawn_in(&hq, &a, &log, &tracker_dir)?;
-    wait_listening(lab, TRACKER_PORT, Duration::from_secs(5))?;
-    if procs.poll(tracker).is_some() {
-        return Err(LabError::Setup("opentracker exited at start".into()));
-    }
-    let timeout = lab.config().deadline.as_secs().max(5).to_string();
-    let common = [
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        "--bt-enable-lpd=true",
-        "--file-allocation=none",
-        "--summary-interval=0",
-        "--console-log-level=warn",
-        "--allow-overwrite=true",
-        "--auto-file-renaming=false",
-        "--bt-tracker-connect-timeout=10",
-        "--bt-tracker-interval=5",
-        "--timeout=30",
-    ];
-    // The seed in hq: the origin's own files, hashed once before it seeds.
-    let seed_dir = lab.origin_root();
-    for t in &torrents {
-        let mut a = argv(&["aria2c", "--check-integrity=true", "--seed-ratio=0.0"]);
-        a.extend(argv(&common));
-        a.push(format!("--dir={}", seed_dir.display()));
-        a.push(format!("--stop={timeout}"));
-        a.push(t.to_string_lossy().into_owned());
-        commands.push(shown(&hq, &a));
-        procs.spawn(&hq, &a, &log)?;
-    }
-    // Power-on: the tracker and the seed are up, as they would be at hq.
-    *start = Instant::now();
-    let start = *start;
-    let deadline = start + lab.config().deadline;
-    let mut done = vec![None; n];
-    let mut dirs = Vec::with_capacity(n);
-    let mut leechers = Vec::with_capacity(n);
-    for i in 0..n {
-        let m = i % lab.manifests().len();
-        let out = dir.join(format!("phone{i}"));
-        std::fs::create_dir_all(&out).map_err(|e| LabError::Setup(e.to_string()))?;
-        dirs.push(out.join(&lab.manifests()[m].1));
-        let mut a = argv(&["aria2c", "--seed-time=0"]);
-        a.extend(argv(&common));
-        a.push(format!("--bt-stop-timeout={timeout}"));
-        a.push(format!("--stop={timeout}"));
-        a.push(format!("--dir={}", out.display()));
-        a.push(torrents[m].to_string_lossy().into_owned());
-        let ns = lab.site.phones[i].name().to_owned();
-        if i < lab.manifests().len() {
-            commands.push(shown(&ns, &a));
-        }
-        leechers.push(procs.spawn(&ns, &a, &log)?);
-    }
-    let mut left = n;
-    while left > 0 {
-        if Instant::now() > deadline {
-            break;
-        }
-        for (i, k) in leechers.iter_mut().enumerate() {
-            if *k == usize::MAX {
-                continue;
-            }
-            if let Some(ok) = procs.poll(*k) {
-                done[i] = ok.then(|| start.elapsed().as_secs_f64());
-                *k = usize::MAX;
-                left -= 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(Outcome {
-        done,
-        dirs,
-        origin_bytes: None,
-        commands,
-    })
-}
-
-/// A torrent's info hash in hex, as `aria2c --show-files` prints it.
-fn info_hash(torrent: &Path) -> Result<String, LabError> {
-    let out = Command::new("aria2c")
-        .arg("--show-files=true")
-        .arg(torrent)
-        .output()
-        .map_err(|e| LabError::Setup(format!("aria2c --show-files: {e}")))?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Info Hash: ").map(str::to_owned))
-        .filter(|h| h.len() == 40)
-        .ok_or_else(|| LabError::Setup(format!("no info hash in {}", torrent.display())))
-}
-
 /// Waits until something listens on TCP `port` in `ns` (bounded).
-fn wait_listening(lab: &Lab, port: u16, max: Duration) -> Result<(), LabError> {
+pub(super) fn wait_listening(lab: &Lab, port: u16, max: Duration) -> Result<(), LabError> {
     let t0 = Instant::now();
     while t0.elapsed() < max {
         let up = lab
