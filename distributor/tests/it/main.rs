@@ -20,6 +20,7 @@ mod load_fetch;
 mod metrics_prometheus;
 mod peer_netns;
 mod peers_netns;
+mod real_configs;
 mod real_files;
 mod report_svg;
 mod simulate_cli;
