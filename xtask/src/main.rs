@@ -169,10 +169,9 @@ fn is_root() -> bool {
     output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0")
 }
 
-fn setup() -> Result<()> {
-    let start = Instant::now();
-    let mut missing: Vec<String> = Vec::new();
-
+/// Setup's Rust side: nightly rust-src, the pinned bpf-linker, cargo-deb, cargo-fuzz. What
+/// cannot be installed here is added to `missing`.
+fn rust_tools(missing: &mut Vec<String>) -> Result<()> {
     // 1. Nightly with rust-src, for -Z build-std=core on bpfel-unknown-none.
     match output("rustup", &["component", "list", "--toolchain", NIGHTLY, "--installed"]) {
         Some(list) if list.lines().any(|l| l.starts_with("rust-src")) => {}
@@ -214,6 +213,14 @@ fn setup() -> Result<()> {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
             .context("installing cargo-fuzz (fix: cargo install cargo-fuzz --locked)")?;
     }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    let start = Instant::now();
+    let mut missing: Vec<String> = Vec::new();
+
+    rust_tools(&mut missing)?;
 
     // 3. Debian packages.
     let absent: Vec<&str> = DEBIAN_PACKAGES
