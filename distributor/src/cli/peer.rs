@@ -162,38 +162,7 @@ pub(super) fn run_peer(
     if run.json {
         println!("{}", pfs::report::schema::to_json_line("peer", &report)?);
     } else {
-        println!(
-            "{} {} load {}: {} in {:.2} s ({} backend, {} zero-copy sends, {} copied by the kernel)",
-            report.peer,
-            report.model,
-            report.load,
-            if report.installed {
-                "installed"
-            } else {
-                "NOT installed"
-            },
-            report.seconds,
-            report.engine.backend,
-            report.engine.zc_sends,
-            report.engine.zc_copied
-        );
-        for f in &report.files {
-            println!(
-                "  {:<28} {:<11} children<={} origin {} B, peers {} B{}",
-                f.file,
-                f.role,
-                f.max_children,
-                f.origin_bytes,
-                f.peer_bytes,
-                f.parent
-                    .map(|p| format!(", parent {p}"))
-                    .unwrap_or_default()
-            );
-        }
-        if let Some(serde_json::Value::Object(counters)) = &report.xdp {
-            let list: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!("  XDP counted: {}", list.join(", "));
-        }
+        print_peer_report(&report);
     }
     Ok(if report.installed {
         ExitCode::SUCCESS
@@ -232,4 +201,40 @@ pub(super) fn run_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         None,
         None,
     )
+}
+
+/// The human-readable summary of a `pfs peer` / `pfs serve` run.
+fn print_peer_report(report: &pfs::peer::PeerReport) {
+    println!(
+        "{} {} load {}: {} in {:.2} s ({} backend, {} zero-copy sends, {} copied by the kernel)",
+        report.peer,
+        report.model,
+        report.load,
+        if report.installed {
+            "installed"
+        } else {
+            "NOT installed"
+        },
+        report.seconds,
+        report.engine.backend,
+        report.engine.zc_sends,
+        report.engine.zc_copied
+    );
+    for f in &report.files {
+        println!(
+            "  {:<28} {:<11} children<={} origin {} B, peers {} B{}",
+            f.file,
+            f.role,
+            f.max_children,
+            f.origin_bytes,
+            f.peer_bytes,
+            f.parent
+                .map(|p| format!(", parent {p}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(serde_json::Value::Object(counters)) = &report.xdp {
+        let list: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  XDP counted: {}", list.join(", "));
+    }
 }

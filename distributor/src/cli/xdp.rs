@@ -104,43 +104,7 @@ pub(super) fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
             json,
             watch: Some(every),
             count,
-        } => {
-            pfs::peer::install_signal_handlers();
-            let every = std::time::Duration::from_secs_f64(every.max(0.05));
-            let mut last = xdp::stats(&iface.target())?;
-            let mut at = std::time::Instant::now();
-            let mut n = 0u64;
-            while !pfs::peer::stop_requested() && count.is_none_or(|c| n < c) {
-                std::thread::sleep(every);
-                let now = xdp::stats(&iface.target())?;
-                let secs = at.elapsed().as_secs_f64();
-                at = std::time::Instant::now();
-                n += 1;
-                let rates: std::collections::BTreeMap<&str, f64> = now
-                    .counters
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            *k,
-                            (v - last.counters.get(k).copied().unwrap_or(0)) as f64 / secs,
-                        )
-                    })
-                    .collect();
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"iface": now.iface, "counters": now.counters, "per_second": rates})
-                    );
-                } else {
-                    println!("{:<16} {:>14} {:>12}", "counter", "packets", "per second");
-                    for (name, value) in &now.counters {
-                        println!("{name:<16} {value:>14} {:>12.0}", rates[name]);
-                    }
-                    println!();
-                }
-                last = now;
-            }
-        }
+        } => watch_stats(&iface, json, every, count)?,
         XdpCommand::Detach { iface } => {
             xdp::detach(&iface.target())?;
             println!("detached from {}", iface.iface);
@@ -181,4 +145,49 @@ pub(super) fn run_xdp(cmd: XdpCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pfs xdp stats --watch S [--count N]`: the counters and their rates every S seconds.
+fn watch_stats(
+    iface: &IfaceArgs,
+    json: bool,
+    every: f64,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    pfs::peer::install_signal_handlers();
+    let every = std::time::Duration::from_secs_f64(every.max(0.05));
+    let mut last = xdp::stats(&iface.target())?;
+    let mut at = std::time::Instant::now();
+    let mut n = 0u64;
+    while !pfs::peer::stop_requested() && count.is_none_or(|c| n < c) {
+        std::thread::sleep(every);
+        let now = xdp::stats(&iface.target())?;
+        let secs = at.elapsed().as_secs_f64();
+        at = std::time::Instant::now();
+        n += 1;
+        let rates: std::collections::BTreeMap<&str, f64> = now
+            .counters
+            .iter()
+            .map(|(k, v)| {
+                (
+                    *k,
+                    (v - last.counters.get(k).copied().unwrap_or(0)) as f64 / secs,
+                )
+            })
+            .collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"iface": now.iface, "counters": now.counters, "per_second": rates})
+            );
+        } else {
+            println!("{:<16} {:>14} {:>12}", "counter", "packets", "per second");
+            for (name, value) in &now.counters {
+                println!("{name:<16} {value:>14} {:>12.0}", rates[name]);
+            }
+            println!();
+        }
+        last = now;
+    }
+    Ok(())
 }
