@@ -444,6 +444,60 @@ fn md5_file(path: &Path) -> Result<String, ManifestError> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The files of the load `lp` names, `.loads` first, each found in `entries` and checked
+/// against the size and MD5 the `.loads` lists.
+fn files_of_load(lp: &Path, entries: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
+    let bytes = fs::read(lp).map_err(|source| ManifestError::Io {
+        path: lp.to_owned(),
+        source,
+    })?;
+    let parsed = crate::loads::parse_loads_file(&bytes)
+        .map_err(|e| ManifestError::Loads(format!("{}: {e}", lp.display())))?;
+    let mut files = vec![lp.to_owned()];
+    for c in parsed.distinct_components() {
+        let found = entries
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case(&c.name))
+            })
+            .ok_or_else(|| {
+                ManifestError::Loads(format!(
+                    "{} is listed by {} but missing",
+                    c.name,
+                    lp.display()
+                ))
+            })?;
+        if let Some(size) = c.size {
+            let actual = found
+                .metadata()
+                .map_err(|source| ManifestError::Io {
+                    path: found.clone(),
+                    source,
+                })?
+                .len();
+            if actual != size {
+                return Err(ManifestError::WrongSize {
+                    file: c.name.clone(),
+                    expected: size,
+                    actual,
+                });
+            }
+        }
+        if let Some(want) = &c.md5 {
+            let got = md5_file(found)?;
+            if got != *want {
+                return Err(ManifestError::Loads(format!(
+                    "{}: MD5 {got} differs from the {want} its .loads lists",
+                    c.name
+                )));
+            }
+        }
+        files.push(found.clone());
+    }
+    Ok(files)
+}
+
 /// Builds the manifest for a directory.
 ///
 /// With `load` (the name a configuration's `loadInformation` gives, without `.loads`; matched
@@ -500,51 +554,7 @@ pub fn manifest_for_dir(
         None => all_loads.first().cloned(),
     };
     let (load, files) = match chosen {
-        Some(lp) => {
-            let bytes = fs::read(&lp).map_err(|source| ManifestError::Io {
-                path: lp.clone(),
-                source,
-            })?;
-            let parsed = crate::loads::parse_loads_file(&bytes)
-                .map_err(|e| ManifestError::Loads(format!("{}: {e}", lp.display())))?;
-            let mut files = vec![lp.clone()];
-            for c in parsed.distinct_components() {
-                let found = entries
-                    .iter()
-                    .find(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case(&c.name))
-                    })
-                    .ok_or_else(|| {
-                        ManifestError::Loads(format!(
-                            "{} is listed by {} but missing",
-                            c.name,
-                            lp.display()
-                        ))
-                    })?;
-                if let Some(size) = c.size {
-                    let actual = found.metadata().map_err(io)?.len();
-                    if actual != size {
-                        return Err(ManifestError::WrongSize {
-                            file: c.name.clone(),
-                            expected: size,
-                            actual,
-                        });
-                    }
-                }
-                if let Some(want) = &c.md5 {
-                    let got = md5_file(found)?;
-                    if got != *want {
-                        return Err(ManifestError::Loads(format!(
-                            "{}: MD5 {got} differs from the {want} its .loads lists",
-                            c.name
-                        )));
-                    }
-                }
-                files.push(found.clone());
-            }
-            (stem(&lp), files)
-        }
+        Some(lp) => (stem(&lp), files_of_load(&lp, &entries)?),
         None => {
             let files: Vec<PathBuf> = entries
                 .into_iter()
