@@ -466,6 +466,33 @@ impl From<crate::http::HttpError> for FetchError {
 type ReadFn<'a> =
     dyn FnMut(&str, u64, &mut crate::http::Sink<'_, FetchError>) -> Result<(), FetchError> + 'a;
 
+/// Reads and checks the manifest at `mpath` (at most `MAX_MANIFEST_BYTES`, signed by `key`
+/// when one is given).
+fn read_manifest(
+    server: SocketAddr,
+    mpath: &str,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    read: &mut ReadFn<'_>,
+) -> Result<crate::manifest::Manifest, FetchError> {
+    let mut bytes = Vec::new();
+    read(mpath, 0, &mut |_, d| {
+        if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
+            return Err(FetchError::Manifest {
+                server,
+                file: mpath.to_owned(),
+                source: crate::manifest::ManifestError::Invalid("larger than 64 MiB".into()),
+            });
+        }
+        bytes.extend_from_slice(d);
+        Ok(())
+    })?;
+    crate::manifest::Manifest::parse(&bytes, key).map_err(|source| FetchError::Manifest {
+        server,
+        file: mpath.to_owned(),
+        source,
+    })
+}
+
 fn load_from(
     server: SocketAddr,
     dir: &str,
@@ -487,24 +514,7 @@ fn load_from(
         || crate::manifest::MANIFEST_FILE.to_owned(),
         crate::manifest::manifest_file_for,
     ));
-    let mut bytes = Vec::new();
-    read(&mpath, 0, &mut |_, d| {
-        if bytes.len() + d.len() > crate::manifest::MAX_MANIFEST_BYTES {
-            return Err(FetchError::Manifest {
-                server,
-                file: mpath.clone(),
-                source: crate::manifest::ManifestError::Invalid("larger than 64 MiB".into()),
-            });
-        }
-        bytes.extend_from_slice(d);
-        Ok(())
-    })?;
-    let manifest =
-        crate::manifest::Manifest::parse(&bytes, key).map_err(|source| FetchError::Manifest {
-            server,
-            file: mpath.clone(),
-            source,
-        })?;
+    let manifest = read_manifest(server, &mpath, key, read)?;
     if let Some(want) = load
         && !manifest.load.eq_ignore_ascii_case(want)
     {
