@@ -138,6 +138,16 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the workspace root when
+/// relative), else `target/` (found by a fresh-user trial: the lab ran a binary that was
+/// never built there).
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 /// A cargo command in the workspace root, with the eBPF object made mandatory.
 fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -351,6 +361,14 @@ fn fuzz(secs: u64, runs: Option<u64>, only: Option<&str>) -> Result<()> {
         bail!("no fuzz target {only:?}; targets: {}", names.join(", "));
     }
     let fuzz_dir = root().join("fuzz");
+    // Build first, so the time per target is fuzzing time (the build takes minutes).
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&fuzz_dir)
+        .args(["+nightly", "fuzz", "build", "--sanitizer", "none"])
+        .args(only)
+        .env("PFS_SKIP_EBPF", "1");
+    run(&mut build)?;
     let mut table = Vec::new();
     for (target, seeds) in targets {
         let corpus = fuzz_dir.join("corpus").join(target);
@@ -456,7 +474,7 @@ fn count_of(text: &str, label: &str) -> u64 {
 /// say (target/release/assets), then cargo-deb packs what is built.
 fn deb() -> Result<()> {
     run(&mut cargo(&["build", "--release", "-p", "pfs"]))?;
-    let release = root().join("target/release");
+    let release = target_dir().join("release");
     run(Command::new(release.join("pfs"))
         .arg("generate-assets")
         .arg(release.join("assets")))?;
@@ -465,7 +483,7 @@ fn deb() -> Result<()> {
 
 fn demo() -> Result<()> {
     run(&mut cargo(&["build", "--package", "pfs"]))?;
-    let pfs = root().join("target/debug/pfs");
+    let pfs = target_dir().join("debug/pfs");
     let mut cmd = Command::new(pfs);
     cmd.args(["-v", "xdp", "demo"]);
     if !is_root() {
@@ -479,7 +497,7 @@ fn lab(args: &[String]) -> Result<()> {
         bail!("pfs lab builds network namespaces: run it as root");
     }
     run(&mut cargo(&["build", "--release", "--package", "pfs"]))?;
-    let mut cmd = Command::new(root().join("target/release/pfs"));
+    let mut cmd = Command::new(target_dir().join("release/pfs"));
     cmd.args(["lab", "--compare", "--report"])
         .arg(root().join("target/lab-report"))
         .args(args);

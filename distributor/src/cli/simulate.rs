@@ -6,12 +6,14 @@ use super::*;
 pub(super) struct SimulateArgs {
     #[arg(long, default_value_t = SimConfig::default().phones, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     phones: u32,
-    #[arg(long, default_value_t = SimConfig::default().seed)]
-    seed: u64,
-    /// Run this many random seeds (drawn from the OS) with the other settings, checking each
-    /// run (`sim::check` and the phones' invariants after every event); stops at the first
-    /// failure and prints `reproduce: pfs simulate --seed S ...`. Exit 1 on a failure.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// The run's seed [default: 1]; with --swarm, where the swarm's seeds start (default:
+    /// drawn from the OS).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run this many seeds with the other settings, checking each run (`sim::check` and the
+    /// phones' invariants after every event); stops at the first failure and prints
+    /// `reproduce: pfs simulate --seed S ...`. Exit 1 on a failure.
+    #[arg(long, value_name = "N", conflicts_with = "json", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     swarm: Option<u32>,
     #[arg(long, value_parser = mode_parser(), default_value_t = SimConfig::default().mode)]
     mode: Mode,
@@ -94,7 +96,7 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     );
     let cfg = SimConfig {
         phones: a.phones,
-        seed: a.seed,
+        seed: a.seed.unwrap_or(SimConfig::default().seed),
         mode: a.mode,
         models: a.models,
         wan_mbit: a.wan_mbit,
@@ -120,7 +122,7 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         ..SimConfig::default()
     };
     if let Some(n) = a.swarm {
-        return swarm(&cfg, n);
+        return swarm(&cfg, n, a.seed);
     }
     let wall = std::time::Instant::now();
     let mut r = sim::run(&cfg);
@@ -167,12 +169,17 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
 /// `pfs simulate --swarm N`: N runs of `cfg` with random seeds; the first failure (a
 /// `sim::check` failure or a panic, e.g. a broken invariant) is printed with the command line
 /// that reproduces it.
-pub(super) fn swarm(cfg: &SimConfig, n: u32) -> anyhow::Result<ExitCode> {
-    let mut entropy = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
-        .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the swarm's seeds: {e}"))?;
-    let first = u64::from_le_bytes(entropy);
+pub(super) fn swarm(cfg: &SimConfig, n: u32, first: Option<u64>) -> anyhow::Result<ExitCode> {
+    let first = match first {
+        Some(seed) => seed,
+        None => {
+            let mut entropy = [0u8; 8];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+                .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the swarm's seeds: {e}"))?;
+            u64::from_le_bytes(entropy)
+        }
+    };
     // The command line as given, without --swarm and --seed: the reproduce line adds the seed.
     let mut rest = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -212,7 +219,7 @@ pub(super) fn swarm(cfg: &SimConfig, n: u32) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "swarm: {n} seeds passed (from {first}, {:.1} s)",
+        "swarm: {n} seeds passed (from {first}; again: --swarm {n} --seed {first}; {:.1} s)",
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
