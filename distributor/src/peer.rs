@@ -2348,10 +2348,7 @@ fn tftp_origin_thread(
         file: path.clone(),
         why: "transfer closed".into(),
     };
-    let mut sink = |data: &[u8]| {
-        tx.send(HttpMsg::Data(data.to_vec()))
-            .map_err(|_| closed())
-    };
+    let mut sink = |data: &[u8]| tx.send(HttpMsg::Data(data.to_vec())).map_err(|_| closed());
     let result = place.run(|| fetch::transfer(server, &path, cfg, &mut sink));
     let end = match result {
         Ok(Ok(_)) => HttpMsg::Done(Ok(())),
