@@ -11,7 +11,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Barrier,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -171,15 +171,30 @@ pub fn run_with(
     }
     // Every core boots its phones at the same instant (a barrier), the makespan's zero.
     let barrier = Arc::new(Barrier::new(cores + 1));
+    // Which cores have finished their own phones: a core keeps running its phones until all
+    // have, since phones on other cores may still need its roots and parents.
+    let finished: Arc<Vec<AtomicBool>> =
+        Arc::new((0..cores).map(|_| AtomicBool::new(false)).collect());
     let threads: Vec<_> = shares
         .into_iter()
         .enumerate()
         .map(|(core, share)| {
             let (progress, barrier) = (progress.clone(), barrier.clone());
-            let faults = faults.clone();
+            let (faults, finished) = (faults.clone(), finished.clone());
             std::thread::spawn(move || {
                 engine::pin_to_core(core);
-                run_core(backend, deadline, share, barrier, progress, faults)
+                let run = run_core(
+                    backend,
+                    deadline,
+                    share,
+                    barrier,
+                    progress,
+                    faults,
+                    (&finished, core),
+                );
+                // A core that failed must not hold the others up.
+                finished[core].store(true, Ordering::Relaxed);
+                run
             })
         })
         .collect();
@@ -221,6 +236,7 @@ fn run_core(
     barrier: Arc<Barrier>,
     progress: Option<Arc<Progress>>,
     faults: Option<Arc<crate::faults::FaultRuntime>>,
+    (finished, me): (&[AtomicBool], usize),
 ) -> Result<CoreRun, FleetError> {
     let blksize = share
         .iter()
@@ -287,12 +303,16 @@ fn run_core(
         // sharing with other hosts, until every phone has lingered).
         let gone = |p: &Peer| faults.as_ref().is_some_and(|f| f.gone(p));
         let lingered = || peers.iter().all(|p| p.lingered() || gone(p));
-        (done_at
+        let mine = done_at
             .iter()
             .zip(peers.iter())
             .all(|(d, p)| d.is_some() || gone(p))
-            && lingered())
-            || now >= deadline
+            && lingered();
+        // Every core stops together: a core that stopped alone took its roots with it, and
+        // the other core's members (most already installed) all re-elected at once (1961
+        // re-elections in the last second of a 1000-phone run).
+        finished[me].store(mine, Ordering::Relaxed);
+        (mine && finished.iter().all(|f| f.load(Ordering::Relaxed))) || now >= deadline
     })?;
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);

@@ -98,6 +98,9 @@ pub struct LabConfig {
     pub pcap_snaplen: u32,
     /// Faults to inject (crashes, freezes, cuts, slow ports, corrupt peers, loss).
     pub faults: crate::faults::FaultPlan,
+    /// Phones resolve each other with ARP broadcasts instead of static neighbour entries
+    /// (see [`Site::static_neighbours`]).
+    pub dynamic_arp: bool,
 }
 
 impl Default for LabConfig {
@@ -119,6 +122,7 @@ impl Default for LabConfig {
             pcap: None,
             pcap_snaplen: 0,
             faults: crate::faults::FaultPlan::default(),
+            dynamic_arp: false,
         }
     }
 }
@@ -389,6 +393,9 @@ impl Lab {
             wan_burst: cfg.wan_burst_kib.map(|k| k.saturating_mul(1024)),
             lan_kbit: cfg.lan_mbit.map(|m| (m * 1000.0) as u32),
         })?;
+        if !cfg.dynamic_arp {
+            site.static_neighbours()?;
+        }
         // tmpfs when there is one: stores and the origin root stay in memory.
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")

@@ -442,6 +442,20 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
+    /// Moves the silence clocks forward by `deaf` µs the phone was not run (never past `now`).
+    fn skip_deaf(&mut self, now: Time, deaf: Time) {
+        let skip = |t: &mut Time| *t = t.saturating_add(deaf).min(now);
+        skip(&mut self.root_seen_at);
+        skip(&mut self.last_rx);
+        skip(&mut self.last_progress);
+        skip(&mut self.last_origin_rx);
+        if let Some(t) = &mut self.starved_since {
+            skip(t);
+        }
+        if let Some(t) = &mut self.orphan_since {
+            skip(t);
+        }
+    }
     /// A root's strength carries its verified progress at election in the high bits (a
     /// re-elected survivor with data beats a fresh claimant). It is then frozen: strengths that
     /// moved while two roots compared them would let the order flip and members flap.
@@ -501,6 +515,9 @@ pub struct Phone {
     /// `Event::Boot` was handled (a second one is ignored: found by the fuzz target
     /// `phone_events`, it left a root's coordinator on a waiting phone).
     booted: bool,
+    /// When the watchdog is due: how late it fires is how long the driver did not run this
+    /// phone (a loaded host's late turn).
+    watchdog_due: Option<Time>,
 }
 
 impl Phone {
@@ -552,6 +569,7 @@ impl Phone {
             rng: ChaCha8Rng::seed_from_u64(seed),
             hierarchies,
             booted: false,
+            watchdog_due: None,
         }
     }
 
@@ -703,6 +721,7 @@ impl Phone {
         if cfg.mode == Mode::Traditional {
             self.open_next_traditional(out);
         } else {
+            self.watchdog_due = Some(now + cfg.watchdog);
             out.push(Action::Timer {
                 h: 0,
                 kind: TimerKind::Watchdog,
@@ -1495,6 +1514,17 @@ impl Phone {
     }
 
     fn watchdog(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        // Time the driver did not run this phone is not silence: a phone that could not
+        // listen (its host's turn took seconds) heard nothing because it did not look, not
+        // because its root or parent died. Its silence clocks skip that time. At 1000 phones
+        // on 2 cores turns of 1-7 s made every member presume its root dead at once, and the
+        // re-election's broadcasts made the turns longer still (`pfs lab`).
+        let deaf = self.watchdog_due.map_or(0, |due| now.saturating_sub(due));
+        if deaf > 0 {
+            for x in &mut self.hierarchies {
+                x.skip_deaf(now, deaf);
+            }
+        }
         for i in 0..self.hierarchies.len() {
             let x = &mut self.hierarchies[i];
             match x.role {
@@ -1613,6 +1643,7 @@ impl Phone {
                 self.request_lease(cfg, now, i, out);
             }
         }
+        self.watchdog_due = Some(now + cfg.watchdog);
         out.push(Action::Timer {
             h: 0,
             kind: TimerKind::Watchdog,
@@ -1986,5 +2017,104 @@ mod tests {
             });
         }
         assert!(claimed, "a dead tree must trigger a re-election");
+    }
+
+    /// A member whose driver did not run it for seconds (a loaded host's late turn) heard
+    /// nothing because it did not listen: the watchdog's lateness is not counted as its
+    /// root's silence. Silence it was awake for still is.
+    #[test]
+    fn a_late_driver_is_not_a_dead_root() {
+        let cfg = Config::default();
+        let mut p = Phone::new(
+            2,
+            100_000,
+            9,
+            &[HierarchySpec {
+                id: 0,
+                chunks: 1000,
+            }],
+        );
+        let mut out = Vec::new();
+        p.handle(&cfg, 0, Event::Boot, &mut out);
+        let root = Claim {
+            tier: Tier::Confirmed,
+            strength: u64::MAX,
+            peer: 7,
+            xid: 77,
+        };
+        let advert = Msg::Advert {
+            h: 0,
+            claim: root,
+            seq: 9,
+            verified: 1000,
+            depth: 0,
+            free_slots: 0,
+        };
+        p.handle(
+            &cfg,
+            1_000,
+            Event::Recv {
+                from: 7,
+                msg: advert,
+            },
+            &mut out,
+        );
+        let join = Event::Timer {
+            h: 0,
+            kind: TimerKind::Join,
+        };
+        p.handle(&cfg, 300_000, join, &mut out);
+        let accept = Msg::Accept {
+            h: 0,
+            xid: 77,
+            parent: 7,
+            depth: 1,
+        };
+        p.handle(
+            &cfg,
+            301_000,
+            Event::Recv {
+                from: 7,
+                msg: accept,
+            },
+            &mut out,
+        );
+        assert_eq!(p.hierarchies[0].role, Role::Member);
+        let watchdog = Event::Timer {
+            h: 0,
+            kind: TimerKind::Watchdog,
+        };
+        let claims = |out: &[Action]| {
+            out.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Timer {
+                        kind: TimerKind::Claim,
+                        ..
+                    }
+                ) || matches!(a, Action::RootLost { .. })
+            })
+        };
+        // The watchdog was due at 500 ms; the driver runs it 6 s later.
+        out.clear();
+        p.handle(&cfg, 6_500_000, watchdog, &mut out);
+        assert!(!claims(&out), "a late turn presumed the root dead");
+        // Then on time: more than root_timeout of silence it listened through.
+        let (mut now, mut lost_at) = (6_500_000, None);
+        while now < 12_000_000 && lost_at.is_none() {
+            now += cfg.watchdog;
+            out.clear();
+            p.handle(&cfg, now, watchdog, &mut out);
+            if claims(&out) {
+                lost_at = Some(now);
+            }
+        }
+        let lost_at = lost_at.expect("a root silent while the phone listened is lost");
+        assert!(
+            lost_at - 6_500_000 > cfg.root_timeout - cfg.watchdog
+                && lost_at - 6_500_000 <= cfg.root_timeout + 2 * cfg.watchdog,
+            "lost after {} µs of listening",
+            lost_at - 6_500_000
+        );
     }
 }

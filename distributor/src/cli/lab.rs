@@ -104,6 +104,11 @@ pub(super) struct LabArgs {
     /// site router).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Phones find each other with ARP broadcasts (default: static neighbour entries, as
+    /// Mininet's autoStaticArp; a thousand phones' ARP floods cost seconds of kernel time on
+    /// two cores).
+    #[arg(long)]
+    dynamic_arp: bool,
 }
 
 pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
@@ -140,6 +145,7 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             cut_first_root_after_s: a.cut_first_root_after_s,
             loss: a.loss,
         },
+        dynamic_arp: a.dynamic_arp,
     };
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
