@@ -98,6 +98,8 @@ pub struct LabConfig {
     pub pcap_snaplen: u32,
     /// Faults to inject (crashes, freezes, cuts, slow ports, corrupt peers, loss).
     pub faults: crate::faults::FaultPlan,
+    /// WAN round trip (ms), made by a delay line in this process (`None`: a plain veth).
+    pub wan_rtt_ms: Option<f64>,
 }
 
 impl Default for LabConfig {
@@ -119,6 +121,7 @@ impl Default for LabConfig {
             pcap: None,
             pcap_snaplen: 0,
             faults: crate::faults::FaultPlan::default(),
+            wan_rtt_ms: None,
         }
     }
 }
@@ -234,6 +237,19 @@ pub struct LabReport {
     /// Host-wide kernel settings raised for the run (and restored after): key, before, set.
     pub host_tuning: Vec<(String, u64, u64)>,
     pub wan_mbit: f64,
+    /// With `--wan-rtt-ms`: the WAN round trip the delay line was set to (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_rtt_ms: Option<f64>,
+    /// With `--wan-rtt-ms`: the median round trip `ping` measured from a phone to the origin
+    /// before the run (ms); more than 10% off the set value is a violation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_rtt_ping_ms: Option<f64>,
+    /// With `--wan-rtt-ms`: the latest the delay line sent a packet after its due time
+    /// since the site was built (ms), and the packets it dropped (queue full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_delay_late_max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_delay_dropped: Option<u64>,
     pub lan_mbit: Option<f64>,
     pub backend: String,
     pub zc_sends: u64,
@@ -298,6 +314,13 @@ impl LabReport {
                 self.completed, self.phones, self.corrupt_installs
             ));
         }
+        if let (Some(set), Some(got)) = (self.wan_rtt_ms, self.wan_rtt_ping_ms)
+            && (got - set).abs() > 0.1 * set
+        {
+            v.push(format!(
+                "the WAN was set to a {set} ms round trip, but ping measured {got} ms"
+            ));
+        }
         if self.mode.mode().is_some_and(|m| m != Mode::Traditional)
             && self.completed > 0
             && self.roots_elected_max == 0
@@ -318,6 +341,8 @@ pub struct Lab {
     manifests: Vec<(String, String, Manifest)>,
     origin: OriginGuard,
     setup_s: f64,
+    /// With `--wan-rtt-ms`: the median round trip ping measured once the site was up (ms).
+    wan_rtt_ping_ms: Option<f64>,
 }
 
 enum OriginGuard {
@@ -385,7 +410,20 @@ impl Lab {
             wan_kbit: Some((cfg.wan_mbit * 1000.0) as u32),
             wan_burst: cfg.wan_burst_kib.map(|k| k.saturating_mul(1024)),
             lan_kbit: cfg.lan_mbit.map(|m| (m * 1000.0) as u32),
+            wan_rtt_ms: cfg.wan_rtt_ms,
         })?;
+        // The delay is real only if ping sees it: from the first phone to the origin.
+        let wan_rtt_ping_ms = cfg.wan_rtt_ms.and_then(|set| {
+            let got = crate::delayline::ping_rtt_ms(site.phones[0].name(), ORIGIN_ADDR, 5)
+                .map(|(_min, median)| median);
+            match got {
+                Some(ms) => tracing::info!("WAN round trip set {set} ms, ping measured {ms} ms"),
+                None => tracing::warn!(
+                    "could not measure the WAN round trip with ping (apt-get install iputils-ping)"
+                ),
+            }
+            got
+        });
         // tmpfs when there is one: stores and the origin root stay in memory.
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -493,6 +531,7 @@ impl Lab {
             manifests,
             origin,
             setup_s: t0.elapsed().as_secs_f64(),
+            wan_rtt_ping_ms,
         })
     }
 
@@ -736,6 +775,13 @@ impl Lab {
             let stats = c.stop().map_err(setup("stopping the capture"))?;
             r.pcap_frames = Some(stats.captured);
             r.pcap_dropped = Some(stats.dropped_by_kernel);
+        }
+        r.wan_rtt_ms = self.cfg.wan_rtt_ms;
+        r.wan_rtt_ping_ms = self.wan_rtt_ping_ms;
+        if let Some(d) = &self.site.wan_delay {
+            use std::sync::atomic::Ordering::Relaxed;
+            r.wan_delay_late_max_ms = Some(d.stats.late_max_us.load(Relaxed) as f64 / 1e3);
+            r.wan_delay_dropped = Some(d.stats.dropped.iter().map(|x| x.load(Relaxed)).sum());
         }
         r.violations = r.cross_check();
         r.host_tuning = self.site.tuning.changed().to_vec();
@@ -981,6 +1027,10 @@ impl Lab {
             threads: 0,
             host_tuning: Vec::new(),
             wan_mbit: self.cfg.wan_mbit,
+            wan_rtt_ms: None,
+            wan_rtt_ping_ms: None,
+            wan_delay_late_max_ms: None,
+            wan_delay_dropped: None,
             lan_mbit: self.cfg.lan_mbit,
             backend,
             zc_sends,

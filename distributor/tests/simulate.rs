@@ -343,3 +343,30 @@ fn the_seed_7_fault_plan_leaves_nobody_stuck() {
     assert_eq!(r.corrupt_installs, 0, "{ctx}");
     assert!(r.origin_peak_sessions <= 2 * 5 * (1 + 4), "{ctx}");
 }
+
+/// A phone's own TFTP client is lock-step (one 1428 B block per round trip), as the lab's
+/// traditional phones are: at 100 ms the lab measured 14.0 KB/s per phone on real sockets
+/// (`lab_wan_rtt_netns`), so a load takes minutes however fast the WAN is; pfs's root fetches
+/// with a 16-block window.
+#[test]
+fn traditional_over_a_long_wan_is_capped_at_a_block_per_round_trip() {
+    let t = sim::run(&SimConfig {
+        mode: Mode::Traditional,
+        wan_mbit: 10.0,
+        wan_rtt_ms: 100.0,
+        ..cfg(4, 5)
+    });
+    let lock_step = t.load_bytes as f64 / (1428.0 / 0.1);
+    assert!(
+        (t.makespan_s - lock_step).abs() <= 0.1 * lock_step,
+        "{} s, lock-step predicts {lock_step} s: {}",
+        t.makespan_s,
+        without_wall(&t)
+    );
+    let p = sim::run(&SimConfig {
+        wan_mbit: 10.0,
+        wan_rtt_ms: 100.0,
+        ..cfg(4, 5)
+    });
+    assert!(p.makespan_s < t.makespan_s / 10.0, "{}", without_wall(&p));
+}

@@ -7,7 +7,7 @@
 //!   its first chunk (TFTP cannot seek, so a reopened transfer re-sends the verified prefix,
 //!   as on real sockets) until the phone closes it. A transfer sends at most one TFTP window
 //!   (`tftp_window_bytes`) per RTT (RFC 7440), and transfers take turns on the link chunk by
-//!   chunk.
+//!   chunk. Traditional phones fetch lock-step (one block per RTT), as a phone's own client.
 //! - Origin admission: `origin_max_sessions` concurrent transfers, as `pfs origin
 //!   --max-sessions` enforces (it answers "server busy"); 0 for a server without a limit
 //!   (tftpd-hpa). The origin protects itself no further: the bound on fallbacks is the core's
@@ -421,9 +421,16 @@ impl Sim {
             },
         );
         if index + 1 < self.chunks_of(h as usize % self.files) {
-            // Window-limited: at most `tftp_window_bytes` per RTT for one transfer.
+            // Window-limited: at most `tftp_window_bytes` per RTT for one transfer; a phone
+            // upgrading traditionally uses its own lock-step client (RFC 1350: one block per
+            // RTT), as `pfs lab` does (`windowsize 1`; 100 ms measured there: 14 KB/s).
+            let window = if self.cfg.mode == Mode::Traditional {
+                u64::from(crate::tftp::client::ClientConfig::default().blksize)
+            } else {
+                self.cfg.tftp_window_bytes
+            };
             let paced = if self.rtt > 0 {
-                start + (bytes as f64 * self.rtt as f64 / self.cfg.tftp_window_bytes as f64) as Time
+                start + (bytes as f64 * self.rtt as f64 / window as f64) as Time
             } else {
                 start
             };
