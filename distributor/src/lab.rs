@@ -149,6 +149,9 @@ pub struct LabReport {
     pub fallbacks_by_reason: BTreeMap<String, u32>,
     /// Members that caught their root sending corrupt chunks and re-elected without it.
     pub roots_rejected_corrupt: u32,
+    /// Members whose root, their parent, fed them nothing or a trickle of what it claimed to
+    /// hold, and who re-elected without it.
+    pub roots_rejected_stalled: u32,
     /// Roots of one hierarchy at the end of the run (a snapshot; see `roots_elected_max`).
     pub roots_max: u32,
     /// The most distinct phones that confirmed themselves root (`@@@HROOT`) of one hierarchy
@@ -188,6 +191,8 @@ pub struct LabReport {
     pub cut: u32,
     pub slow: u32,
     pub corrupt_peers: u32,
+    /// Hostile phones (`--liar-peers`); neither completed nor stuck.
+    pub liars: u32,
     /// Phones neither installed nor faulted (crashed, frozen or cut): must be 0.
     pub stuck: u32,
     /// From a fault to the first chunk each orphaned child received again.
@@ -844,11 +849,19 @@ impl Lab {
         r.cut = counts.get("cut").copied().unwrap_or(0);
         r.slow = f.assignment.slow.len() as u32;
         r.corrupt_peers = f.assignment.corrupt.len() as u32;
+        r.liars = f.assignment.liars.len() as u32;
+        let liars: std::collections::HashSet<Ipv4Addr> = f
+            .assignment
+            .liars
+            .iter()
+            .map(|&i| self.site.phone_addrs[i])
+            .collect();
         let special: std::collections::HashSet<Ipv4Addr> = f
             .assignment
             .slow
             .iter()
             .chain(&f.assignment.corrupt)
+            .chain(&f.assignment.liars)
             .map(|&i| self.site.phone_addrs[i])
             .collect();
         r.stuck = 0;
@@ -860,7 +873,7 @@ impl Lab {
                         r.normal_makespan_s = r.normal_makespan_s.max(s);
                     }
                 }
-                None if faulted.contains(&t.phone) => {}
+                None if faulted.contains(&t.phone) || liars.contains(&t.phone) => {}
                 None => r.stuck += 1,
             }
         }
@@ -904,6 +917,7 @@ impl Lab {
         let mut confirmed: BTreeMap<String, u32> = BTreeMap::new();
         let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
         let mut roots_rejected_corrupt = 0;
+        let mut roots_rejected_stalled = 0;
         let mut backend = String::new();
         let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r, done) in &results {
@@ -947,6 +961,7 @@ impl Lab {
                     *fallbacks_by_reason.entry(name).or_default() += 1;
                 }
                 roots_rejected_corrupt += f.roots_rejected_corrupt;
+                roots_rejected_stalled += f.roots_rejected_stalled;
                 if f.confirmed_root {
                     *confirmed.entry(h.clone()).or_default() += 1;
                 }
@@ -975,6 +990,7 @@ impl Lab {
             origin_fallbacks: fallbacks,
             fallbacks_by_reason,
             roots_rejected_corrupt,
+            roots_rejected_stalled,
             roots_max: roots.values().copied().max().unwrap_or(0),
             roots_elected_max: confirmed.values().copied().max().unwrap_or(0),
             origin_peak_sessions: None,
@@ -997,6 +1013,7 @@ impl Lab {
             cut: 0,
             slow: 0,
             corrupt_peers: 0,
+            liars: 0,
             stuck: 0,
             recoveries: 0,
             recovery_p50_s: 0.0,

@@ -244,6 +244,10 @@ struct LabArgs {
     /// Phones that relay chunks with flipped bytes.
     #[arg(long, default_value_t = 0)]
     corrupt_peers: usize,
+    /// Hostile phones that claim root with the strongest adverts, accept children, then send
+    /// them nothing (the first, third, ...) or a trickle (the second, ...).
+    #[arg(long, default_value_t = 0)]
+    liar_peers: usize,
     /// The root of every hierarchy crashes when it holds this fraction of its file.
     #[arg(long)]
     kill_root_at: Option<f64>,
@@ -522,6 +526,10 @@ struct SimulateArgs {
     cut_fraction: f64,
     #[arg(long, default_value_t = 0)]
     corrupt_peers: u32,
+    /// Hostile phones claiming root with the strongest adverts, then feeding their children
+    /// nothing (even-numbered) or a trickle (odd-numbered), as `pfs lab --liar-peers`.
+    #[arg(long, default_value_t = 0)]
+    liar_peers: u32,
     #[arg(long, default_value_t = 0.0)]
     slow_fraction: f64,
     #[arg(long, default_value_t = 2.0)]
@@ -1086,6 +1094,7 @@ fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             slow_fraction: a.slow_fraction,
             slow_mbit: a.slow_mbit,
             corrupt_peers: a.corrupt_peers,
+            liar_peers: a.liar_peers,
             kill_root_at: a.kill_root_at,
             cut_root_at: a.cut_root_at,
             cut_first_root_after_s: a.cut_first_root_after_s,
@@ -1629,6 +1638,7 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         freeze_fraction: a.freeze_fraction,
         cut_fraction: a.cut_fraction,
         corrupt_peers: a.corrupt_peers.min(a.phones),
+        liar_peers: a.liar_peers.min(a.phones.saturating_sub(a.corrupt_peers)),
         slow_fraction: a.slow_fraction,
         slow_mbit: a.slow_mbit,
         chunk_size: a.chunk_size,
@@ -1653,8 +1663,16 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             r.phones, r.models, r.mode, r.seed
         );
         println!(
-            "completed {} crashed {} corrupt installs {} origin fallbacks {}",
-            r.completed, r.crashed, r.corrupt_installs, r.origin_fallbacks
+            "completed {} crashed {} frozen {} cut {} liars {} corrupt installs {} origin fallbacks {}; roots rejected: corrupt {}, stalled {}",
+            r.completed,
+            r.crashed,
+            r.frozen,
+            r.cut,
+            r.liars,
+            r.corrupt_installs,
+            r.origin_fallbacks,
+            r.roots_rejected_corrupt,
+            r.roots_rejected_stalled
         );
         println!(
             "makespan {:.2} s (limit {:.2} s, ratio {:.3})",
@@ -1673,7 +1691,8 @@ fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         );
         println!("{} events in {:.2} s wall", r.events, r.wall_s);
     }
-    let healthy = r.completed + r.crashed == r.phones && r.corrupt_installs == 0;
+    let healthy =
+        r.completed + r.crashed + r.frozen + r.cut + r.liars == r.phones && r.corrupt_installs == 0;
     Ok(if healthy {
         ExitCode::SUCCESS
     } else {

@@ -370,3 +370,30 @@ fn traditional_over_a_long_wan_is_capped_at_a_block_per_round_trip() {
     });
     assert!(p.makespan_s < t.makespan_s / 10.0, "{}", without_wall(&p));
 }
+
+/// Liars (`--liar-peers`): hostile phones claiming root with the strongest adverts. One silent
+/// liar costs its victims one unanswered stall probe and a re-election (1.8 x the limit at 60
+/// phones); two (one silent, one trickling, which also fetches its own copy over the WAN) are
+/// caught one after the other (2.4 to 3.7 x). Everyone else installs, nothing corrupt.
+#[test]
+fn liars_claiming_root_stall_nobody() {
+    for seed in 1..=5 {
+        for liars in [1, 2] {
+            let r = sim::run(&SimConfig {
+                liar_peers: liars,
+                ..cfg(60, seed)
+            });
+            let ctx = without_wall(&r);
+            assert_eq!(r.liars, liars, "{ctx}");
+            assert_eq!(r.completed, 60 - liars, "{ctx}");
+            assert_eq!(r.corrupt_installs, 0, "{ctx}");
+            assert!(r.roots_rejected_stalled > 0, "{ctx}");
+            let (copies, bound) = if liars == 1 { (1, 2.0) } else { (2, 4.0) };
+            assert!(
+                r.wan_bytes <= copies * r.load_bytes + r.load_bytes / 10,
+                "{ctx}"
+            );
+            assert!(r.makespan_s <= bound * r.limit_s, "{ctx}");
+        }
+    }
+}

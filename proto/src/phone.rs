@@ -357,8 +357,33 @@ pub enum Action {
         h: u32,
         silent: Time,
         corrupt: bool,
+        /// The root itself, our parent, fed us nothing (or a trickle far behind what it
+        /// claims to hold) although its adverts go on: a liar, blacklisted like a corrupt root.
+        stalled: bool,
     },
 }
+
+/// A hostile phone (fault injection, `--liar-peers`): it claims root of every hierarchy with
+/// the strongest possible advert (confirmed tier, maximal strength, the whole file held),
+/// accepts every joiner under itself, and then feeds its children nothing (`Silent`) or one
+/// chunk per `trickle` interval (`Trickle`, fetching the real file from the origin as a root
+/// does, so what it sends verifies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liar {
+    Silent,
+    Trickle,
+}
+
+/// A trickling liar sends each child one chunk this often: just under `stall_timeout`, so
+/// the child's stall probe never fires.
+pub const LIAR_TRICKLE: Time = 1_500_000;
+/// A member whose parent is the root itself and who stays more than this many chunks behind
+/// what the root claims for `slow_window` rejects the root (it trickles; an honest root sends
+/// each chunk on as it verifies it, at LAN speed).
+const ROOT_LAG_CHUNKS: u32 = 4;
+/// A liar accepts at most this many children per hierarchy (its memory is bounded too).
+const LIAR_MAX_CHILDREN: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -425,6 +450,10 @@ pub struct Hierarchy {
     /// The first request not yet answered by a grant: a grant lasts from here, which is no
     /// later than when the root received any request it answers.
     lease_asked_at: Option<Time>,
+    /// A liar's hierarchy: its adverts claim the whole file.
+    lies: bool,
+    /// A trickling liar's next chunk to its children.
+    trickle_at: Time,
 }
 
 impl Hierarchy {
@@ -440,7 +469,11 @@ impl Hierarchy {
             h: self.id,
             claim: self.me,
             seq: self.seq,
-            verified: self.verified,
+            verified: if self.lies {
+                self.chunks
+            } else {
+                self.verified
+            },
         }
     }
     fn fetching(&self) -> bool {
@@ -472,6 +505,8 @@ pub struct Phone {
     pub link_kbit: u32,
     /// Fault injection: relays chunks that fail verification (a broken or hostile peer).
     pub corrupt: bool,
+    /// Fault injection: a hostile root (see [`Liar`]).
+    pub liar: Option<Liar>,
     rng: ChaCha8Rng,
     pub hierarchies: Vec<Hierarchy>,
 }
@@ -515,12 +550,15 @@ impl Phone {
                 wants_lease: false,
                 lease_until: 0,
                 lease_asked_at: None,
+                lies: false,
+                trickle_at: 0,
             })
             .collect();
         Phone {
             id,
             link_kbit,
             corrupt: false,
+            liar: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             hierarchies,
         }
@@ -558,7 +596,11 @@ impl Phone {
             }
             Event::Recv { from, msg } => {
                 if let Some(i) = self.index(msg.hierarchy()) {
-                    self.recv(cfg, now, i, from, msg, out);
+                    if self.liar.is_some() {
+                        self.liar_recv(i, from, msg, out);
+                    } else {
+                        self.recv(cfg, now, i, from, msg, out);
+                    }
                 }
             }
             Event::OriginReady { h } => {
@@ -603,6 +645,10 @@ impl Phone {
     }
 
     fn boot(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        if let Some(kind) = self.liar {
+            self.liar_boot(cfg, now, kind, out);
+            return;
+        }
         for i in 0..self.hierarchies.len() {
             if cfg.mode == Mode::Traditional {
                 self.hierarchies[i].role = Role::Traditional;
@@ -1018,6 +1064,143 @@ impl Phone {
         });
     }
 
+    /// Leaves a root that is our parent and feeds us nothing it claims to hold; blacklists it
+    /// (its adverts are ignored from now on) and re-elects, as for a corrupt root. No fallback:
+    /// that would bypass the bound on origin transfers.
+    fn reject_stalled_root(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        root: PeerId,
+        silent: Time,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        let h = x.id;
+        out.push(Action::Send {
+            to: root,
+            msg: Msg::Leave { h },
+        });
+        x.parent = None;
+        x.starved_since = None;
+        x.lag_since = None;
+        Self::exclude(x, root, Exclusion::Dead);
+        if !x.blacklist.contains(&root) && x.blacklist.len() < 64 {
+            x.blacklist.push(root);
+        }
+        x.best = None;
+        x.joined_xid = None;
+        x.join_pending = false;
+        x.wants_lease = false;
+        x.lease_asked_at = None;
+        x.orphan_since.get_or_insert(now);
+        out.push(Action::RootLost {
+            h,
+            silent,
+            corrupt: false,
+            stalled: true,
+        });
+        self.arm_claim(cfg, now, i, 0, out);
+    }
+
+    /// A liar powers on already "root" of everything, with the strongest claim there is.
+    fn liar_boot(&mut self, cfg: &Config, now: Time, kind: Liar, out: &mut Vec<Action>) {
+        for i in 0..self.hierarchies.len() {
+            let xid: u32 = self.rng.random();
+            let x = &mut self.hierarchies[i];
+            x.role = Role::Root;
+            x.lies = true;
+            x.me = Claim {
+                tier: Tier::Confirmed,
+                strength: u64::MAX,
+                peer: self.id,
+                xid,
+            };
+            x.best = Some(x.me);
+            x.joined_xid = Some(xid);
+            x.seq = 1;
+            out.push(Action::Broadcast(x.advert()));
+            out.push(Action::Timer {
+                h: x.id,
+                kind: TimerKind::Advert,
+                at: now + cfg.advert_interval,
+            });
+            if kind == Liar::Trickle && !x.done() {
+                out.push(Action::OriginOpen {
+                    h: x.id,
+                    fallback: false,
+                });
+            }
+        }
+        out.push(Action::Timer {
+            h: 0,
+            kind: TimerKind::Watchdog,
+            at: now + cfg.watchdog,
+        });
+    }
+
+    /// A liar answers every join with itself as the parent, takes every child, and ignores
+    /// everything else (adverts, leases: it never steps down and never grants).
+    fn liar_recv(&mut self, i: usize, from: PeerId, msg: Msg, out: &mut Vec<Action>) {
+        let me = self.id;
+        let x = &mut self.hierarchies[i];
+        match msg {
+            Msg::Join { h, xid, .. } if xid == x.me.xid => out.push(Action::Send {
+                to: from,
+                msg: Msg::Accept {
+                    h,
+                    xid,
+                    parent: me,
+                    depth: 1,
+                },
+            }),
+            Msg::Request {
+                from: start, xid, ..
+            } => {
+                if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
+                    c.next = c.next.max(start);
+                } else if x.children.len() < LIAR_MAX_CHILDREN {
+                    x.children.push(Child {
+                        peer: from,
+                        next: start,
+                        xid,
+                    });
+                }
+            }
+            Msg::Leave { .. } => x.children.retain(|c| c.peer != from),
+            _ => {}
+        }
+    }
+
+    /// A trickling liar sends each child one verified chunk per [`LIAR_TRICKLE`], claiming
+    /// to hold the whole file.
+    fn liar_watchdog(&mut self, now: Time, out: &mut Vec<Action>) {
+        if self.liar != Some(Liar::Trickle) {
+            return;
+        }
+        for x in &mut self.hierarchies {
+            if now < x.trickle_at {
+                continue;
+            }
+            x.trickle_at = now + LIAR_TRICKLE;
+            for c in &mut x.children {
+                if c.next < x.verified {
+                    out.push(Action::Send {
+                        to: c.peer,
+                        msg: Msg::Chunk {
+                            h: x.id,
+                            index: c.next,
+                            have: x.chunks,
+                            ok: true,
+                        },
+                    });
+                    c.next += 1;
+                }
+            }
+        }
+    }
+
     fn exclude(x: &mut Hierarchy, peer: PeerId, why: Exclusion) {
         x.excludes.push(peer, why);
         // Only corrupt peers are ignored for good: a peer presumed dead may come back (a healed
@@ -1064,6 +1247,7 @@ impl Phone {
                     h,
                     silent: 0,
                     corrupt: true,
+                    stalled: false,
                 });
                 self.arm_claim(cfg, now, i, 0, out);
             } else {
@@ -1082,9 +1266,20 @@ impl Phone {
         let own_link_ok = self.link_kbit >= cfg.leaf_below_kbit;
         let x = &mut self.hierarchies[i];
         // A parent that falls far behind what it holds itself is slow: re-attach elsewhere.
-        if own_link_ok && !x.done() && have > x.verified + cfg.slow_lag_chunks {
+        // The root as our parent streams each chunk as it verifies it, so it is held to a
+        // small lag (a trickling liar on a short file never falls 16 chunks behind).
+        let root_is_parent = x.best.is_some_and(|b| b.peer == from);
+        let lag = if root_is_parent {
+            ROOT_LAG_CHUNKS
+        } else {
+            cfg.slow_lag_chunks
+        };
+        if own_link_ok && !x.done() && have > x.verified + lag {
             let since = *x.lag_since.get_or_insert(now);
-            if now - since > cfg.slow_window {
+            if now - since > cfg.slow_window && root_is_parent {
+                // The root itself trickles far behind what it claims: as a silent root.
+                self.reject_stalled_root(cfg, now, i, from, now - since, out);
+            } else if now - since > cfg.slow_window {
                 out.push(Action::Send {
                     to: from,
                     msg: Msg::Leave { h },
@@ -1183,6 +1378,9 @@ impl Phone {
     /// Sends every child the verified chunks it lacks (all of them once the file is complete in
     /// store-and-forward mode). Only verified chunks are ever relayed.
     fn pump(&mut self, cfg: &Config, i: usize, out: &mut Vec<Action>) {
+        if self.liar.is_some() {
+            return; // it feeds its children from the watchdog, if at all
+        }
         let corrupt = self.corrupt;
         let x = &mut self.hierarchies[i];
         let limit = match cfg.mode {
@@ -1369,6 +1567,15 @@ impl Phone {
     }
 
     fn watchdog(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        if self.liar.is_some() {
+            self.liar_watchdog(now, out);
+            out.push(Action::Timer {
+                h: 0,
+                kind: TimerKind::Watchdog,
+                at: now + cfg.watchdog,
+            });
+            return;
+        }
         for i in 0..self.hierarchies.len() {
             let x = &mut self.hierarchies[i];
             match x.role {
@@ -1383,6 +1590,7 @@ impl Phone {
                         h: x.id,
                         silent: now.saturating_sub(x.root_seen_at.max(x.last_progress)),
                         corrupt: false,
+                        stalled: false,
                     });
                     x.wants_lease = false;
                     x.lease_asked_at = None;
@@ -1432,6 +1640,25 @@ impl Phone {
                     cfg.starve_timeout
                 } + Time::from(x.depth) * cfg.watchdog;
                 let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
+                // The root as our parent answers a stall probe at once with what it holds (it
+                // pumps on every Request), so one unanswered probe is enough in pipelined mode.
+                let root_limit = if cfg.mode == Mode::StoreAndForward {
+                    limit
+                } else {
+                    cfg.stall_timeout
+                };
+                if x.root_verified > x.verified
+                    && root_fed
+                    && now.saturating_sub(since) > root_limit
+                    && x.best.is_some_and(|b| b.peer == parent)
+                {
+                    // Our parent is the root itself: it adverts data it does not send us. No
+                    // other placement can help (it places us under itself again), so it is
+                    // blacklisted and the members it starves elect a root among themselves.
+                    let silent = now.saturating_sub(x.last_progress.max(since));
+                    self.reject_stalled_root(cfg, now, i, parent, silent, out);
+                    continue;
+                }
                 if x.root_verified > x.verified && root_fed && now.saturating_sub(since) > limit {
                     // The chain above us leads to no data (a stale placement, possibly a
                     // cycle across two trees): leave it and get a fresh place from the root.

@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub loss: f64,
     pub crash_fraction: f64,
     pub corrupt_peers: u32,
+    /// Hostile phones that claim root with the strongest adverts and feed their children
+    /// nothing (even-numbered liars) or a trickle (odd), as `pfs lab --liar-peers` does.
+    pub liar_peers: u32,
     pub slow_fraction: f64,
     pub slow_mbit: f64,
     pub chunk_size: u32,
@@ -117,6 +120,7 @@ impl Default for SimConfig {
             loss: 0.0,
             crash_fraction: 0.0,
             corrupt_peers: 0,
+            liar_peers: 0,
             slow_fraction: 0.0,
             slow_mbit: 2.0,
             chunk_size: 64 * 1024,
@@ -155,6 +159,10 @@ pub struct Report {
     pub fallbacks_no_peer: u32,
     /// Members that caught their root sending corrupt chunks and re-elected without it.
     pub roots_rejected_corrupt: u32,
+    /// Liars in the run (they are neither completed nor stuck), and the times a member
+    /// caught its root (its parent) feeding it nothing or a trickle and re-elected without it.
+    pub liars: u32,
+    pub roots_rejected_stalled: u32,
     /// The most distinct phones that confirmed themselves root (`ConfirmedRoot`) of one
     /// hierarchy over the whole run, counted from the events.
     pub roots_elected_max: u32,
@@ -643,7 +651,9 @@ impl Sim {
                     self.report.corrupt_installs += 1;
                 }
                 self.installed[p as usize] += 1;
-                if usize::from(self.installed[p as usize]) == self.files {
+                if usize::from(self.installed[p as usize]) == self.files
+                    && self.phones[p as usize].liar.is_none()
+                {
                     self.completion[p as usize] = Some(now);
                     self.report.completed += 1;
                 }
@@ -661,9 +671,14 @@ impl Sim {
                     seen.push(p);
                 }
             }
-            Action::RootLost { corrupt, .. } => {
+            Action::RootLost {
+                corrupt, stalled, ..
+            } => {
                 if corrupt {
                     self.report.roots_rejected_corrupt += 1;
+                }
+                if stalled {
+                    self.report.roots_rejected_stalled += 1;
                 }
             }
         }
@@ -785,6 +800,19 @@ pub fn run(cfg: &SimConfig) -> Report {
     for &i in order.iter().take(cfg.corrupt_peers as usize) {
         phones[i as usize].corrupt = true;
     }
+    // Liars: drawn from the phones that are not corrupt.
+    let mut k = 0;
+    for &i in order.iter().skip(cfg.corrupt_peers as usize) {
+        if k >= cfg.liar_peers {
+            break;
+        }
+        phones[i as usize].liar = Some(if k % 2 == 0 {
+            crate::phone::Liar::Silent
+        } else {
+            crate::phone::Liar::Trickle
+        });
+        k += 1;
+    }
     let mut by_model = vec![Vec::new(); cfg.models as usize];
     for i in 0..cfg.phones {
         by_model[(i % cfg.models) as usize].push(i);
@@ -846,6 +874,8 @@ pub fn run(cfg: &SimConfig) -> Report {
             origin_fallbacks: 0,
             fallbacks_no_peer: 0,
             roots_rejected_corrupt: 0,
+            liars: 0,
+            roots_rejected_stalled: 0,
             roots_elected_max: 0,
             origin_peak_sessions: 0,
             origin_busy: 0,
@@ -877,6 +907,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         actions: Vec::new(),
         cfg: cfg.clone(),
     };
+    sim.report.liars = k;
     for i in 0..cfg.phones {
         sim.push(
             0,
@@ -970,7 +1001,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             }
             SimEvent::Crash { phone } => {
                 let i = phone as usize;
-                if sim.completion[i].is_some() || !sim.alive[i] {
+                if sim.completion[i].is_some() || !sim.alive[i] || sim.phones[i].liar.is_some() {
                     continue; // already upgraded: a later power loss does not undo it
                 }
                 sim.alive[i] = false;
@@ -991,7 +1022,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             }
             SimEvent::Freeze { phone } | SimEvent::Cut { phone } => {
                 let i = phone as usize;
-                if sim.completion[i].is_some() || !sim.alive[i] {
+                if sim.completion[i].is_some() || !sim.alive[i] || sim.phones[i].liar.is_some() {
                     continue;
                 }
                 sim.alive[i] = false;
@@ -1044,7 +1075,11 @@ pub fn run(cfg: &SimConfig) -> Report {
                 sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
             }
         }
-        if sim.report.completed + sim.report.crashed + sim.report.frozen + sim.report.cut
+        if sim.report.completed
+            + sim.report.crashed
+            + sim.report.frozen
+            + sim.report.cut
+            + sim.report.liars
             == cfg.phones
         {
             break;
