@@ -182,7 +182,8 @@ pub struct Report {
     pub load_bytes: u64,
     pub models: u32,
     pub makespan_s: f64,
-    /// Last completion among phones with a normal-speed link.
+    /// Last completion among phones the plan left alone (normal-speed link, not corrupt, not
+    /// a liar).
     pub normal_makespan_s: f64,
     pub limit_s: f64,
     pub election_converged_s: f64,
@@ -241,6 +242,23 @@ enum SimEvent {
     },
     PartitionStart,
     Sample,
+    /// The origin gives up on transfer `t` of a hung or cut-off phone (no ACK, no ICMP): its
+    /// retransmissions ran out (stale unless `generation`).
+    OriginGiveUp {
+        t: usize,
+        generation: u32,
+    },
+}
+
+/// How long the embedded origin keeps retransmitting to a phone that answers nothing (hung,
+/// or its link down: no ACK and no ICMP) before it ends the transfer: `max_retries` + 1
+/// timeouts, doubling up to the cap (1 + 2 + 4 + 8 + 8 + 8 = 31 s by default). A crashed
+/// phone's kernel answers ICMP port unreachable instead, which ends the transfer at once.
+fn origin_give_up() -> Time {
+    let c = crate::tftp::server::ServerConfig::default();
+    (0..=c.max_retries)
+        .map(|r| crate::tftp::backoff(c.timeout, r))
+        .sum()
 }
 
 struct Entry {
@@ -1027,7 +1045,17 @@ pub fn run(cfg: &SimConfig) -> Report {
                 }
                 sim.alive[i] = false;
                 for h in 0..files {
-                    sim.close_origin(i * files + h);
+                    // Nothing more crosses the WAN for it (the server's window waits for ACKs
+                    // that never come), but the session lasts until the server gives up.
+                    let t = i * files + h;
+                    if sim.origin_open[t] {
+                        sim.origin_gen[t] += 1;
+                        let generation = sim.origin_gen[t];
+                        sim.push(
+                            now + origin_give_up(),
+                            SimEvent::OriginGiveUp { t, generation },
+                        );
+                    }
                 }
                 if matches!(ev, SimEvent::Freeze { .. }) {
                     sim.frozen[i] = true;
@@ -1070,6 +1098,11 @@ pub fn run(cfg: &SimConfig) -> Report {
                     }
                 }
             }
+            SimEvent::OriginGiveUp { t, generation } => {
+                if sim.origin_gen[t] == generation {
+                    sim.close_origin(t);
+                }
+            }
             SimEvent::Sample => {
                 sim.sample(now, false);
                 sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
@@ -1108,12 +1141,15 @@ pub fn run(cfg: &SimConfig) -> Report {
     let r = &mut sim.report;
     let done = |t: &Option<Time>| t.map(|t| t as f64 / 1e6);
     r.makespan_s = sim.completion.iter().filter_map(done).fold(0.0, f64::max);
+    // As the lab counts it: phones the plan left alone (not slow, corrupt or lying; crashed,
+    // frozen and cut phones never complete).
     r.normal_makespan_s = sim
         .completion
         .iter()
         .zip(&sim.slow)
-        .filter(|(_, s)| !**s)
-        .filter_map(|(t, _)| done(t))
+        .zip(&sim.phones)
+        .filter(|((_, s), p)| !**s && !p.corrupt && p.liar.is_none())
+        .filter_map(|((t, _), _)| done(t))
         .fold(0.0, f64::max);
     r.election_converged_s = sim.last_claim as f64 / 1e6;
     r.roots_elected_max = sim
