@@ -212,8 +212,11 @@ impl FaultRuntime {
         let now = Instant::now();
         let elapsed = now.duration_since(start);
         for (k, p) in peers.iter_mut().enumerate() {
-            if p.fault() != crate::peer::Fault::None || p.liar().is_some() {
-                continue; // a liar is a fault of its own, never a root to kill
+            if p.fault() != crate::peer::Fault::None || p.liar().is_some() || p.is_installed() {
+                // A liar is a fault of its own, never a root to kill. A phone that already
+                // installed is upgraded: a later power loss does not undo it, and counting it
+                // would count the phone twice (installed and faulted), as the simulator does not.
+                continue;
             }
             let planned = self
                 .assignment

@@ -682,7 +682,19 @@ impl Phone {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
         let xid: u32 = self.rng.random();
         let hier = &mut self.hierarchies[i];
-        let (delay, strength) = claim_draw(x, cfg.claim_window, cfg.n_max, hier.verified);
+        let (mut delay, mut strength) = claim_draw(x, cfg.claim_window, cfg.n_max, hier.verified);
+        // A phone on a slow port would fetch the whole file through it and feed the tree at
+        // its rate (a 2 Mbit/s root held a 100-phone site to 2.4 x the WAN limit in the
+        // simulator): it claims one claim window later and weaker than any phone that is not
+        // slow, so it becomes root only if no such phone claims (data held still counts first).
+        let low = strength & 0xffff_ffff;
+        strength &= !0xffff_ffff;
+        if self.link_kbit < cfg.leaf_below_kbit {
+            delay += cfg.claim_window;
+            strength |= low >> 1;
+        } else {
+            strength |= 0x8000_0000 | (low >> 1);
+        }
         hier.role = Role::Waiting;
         hier.me = Claim {
             tier: Tier::Tentative,
@@ -1619,13 +1631,19 @@ impl Phone {
                 _ => {}
             }
             let x = &mut self.hierarchies[i];
+            let probe_due = now.saturating_sub(x.last_rx) > cfg.stall_timeout;
             if x.role == Role::Member
                 && !x.done()
                 && let Some(parent) = x.parent
-                && now.saturating_sub(x.last_rx) > cfg.stall_timeout
+                && (probe_due || x.starved_since.is_some())
             {
-                // Nothing from the parent for a while: ask again from our verified offset.
-                x.last_rx = now;
+                // Nothing from the parent for a while: ask again from our verified offset
+                // (every `stall_timeout`), and judge the starvation on every watchdog turn, not
+                // only when a probe is due (that added up to a probe interval to every rescue:
+                // a depth-5 member under a hung parent waited 9.5 s in the simulator).
+                if probe_due {
+                    x.last_rx = now;
+                }
                 if x.starved_since.is_none() {
                     x.starved_since = Some(now);
                     x.starved_root_mark = x.root_verified;
@@ -1676,14 +1694,16 @@ impl Phone {
                     self.rejoin(now, i, out);
                     continue;
                 }
-                out.push(Action::Send {
-                    to: parent,
-                    msg: Msg::Request {
-                        h: x.id,
-                        from: x.verified,
-                        xid: x.joined_xid.unwrap_or(0),
-                    },
-                });
+                if probe_due {
+                    out.push(Action::Send {
+                        to: parent,
+                        msg: Msg::Request {
+                            h: x.id,
+                            from: x.verified,
+                            xid: x.joined_xid.unwrap_or(0),
+                        },
+                    });
+                }
             }
             let x = &mut self.hierarchies[i];
             if x.fetching()

@@ -1124,7 +1124,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         for (i, p) in sim.phones.iter().enumerate() {
             for x in &p.hierarchies {
                 if matches!(x.role, Role::Root | Role::Claimant | Role::Fallback) {
-                    tracing::debug!(phone = i, alive = sim.alive[i], h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, "root-like state at the end");
+                    tracing::debug!(phone = i, alive = sim.alive[i], h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, state = ?x, "root-like state at the end");
                 }
             }
         }
@@ -1133,7 +1133,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             if sim.alive[i] && !p.done() && shown < 12 {
                 shown += 1;
                 for x in &p.hierarchies {
-                    tracing::debug!(phone = i, h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, parent = ?x.parent, "unfinished phone at the end");
+                    tracing::debug!(phone = i, h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, parent = ?x.parent, state = ?x, "unfinished phone at the end");
                 }
             }
         }

@@ -87,6 +87,23 @@ impl Coordinator {
             self.release_slot(old, joiner);
         }
         let excluded = |p: u32| exclude.iter().any(|&(e, _)| e == p);
+        // A leaf never takes the tree's last free slot: two slow phones that joined a fresh
+        // root first filled both its slots and closed the tree to everyone else (each member
+        // then fell back to the origin, K at a time: 339 s and 4.4 loads over the WAN for a
+        // 13 s limit in the simulator). A refused leaf asks again; a capable member's join
+        // opens two more slots.
+        if max_children == 0 {
+            let free: usize = self
+                .open
+                .iter()
+                .filter(|&&(_, _, p)| p != joiner && !excluded(p))
+                .filter_map(|&(_, _, p)| self.members.get(&p))
+                .map(|m| usize::from(self.fanout).saturating_sub(m.kids.len()))
+                .sum();
+            if free < 2 {
+                return None;
+            }
+        }
         let mut pick = None;
         for &(depth, order, peer) in &self.open {
             if peer == joiner || excluded(peer) || self.is_descendant(peer, joiner) {
