@@ -177,7 +177,12 @@ fn sim_failures(r: &sim::Report) -> Vec<String> {
 }
 
 pub fn chaos(args: &[String]) {
-    assert!(pfs::netns::can_create(), "the chaos benchmark needs root");
+    // `--sim-only`: the simulator's side of every plan, without a lab (no root needed).
+    let sim_only = args.iter().any(|a| a == "--sim-only");
+    assert!(
+        sim_only || pfs::netns::can_create(),
+        "the chaos benchmark needs root (or --sim-only)"
+    );
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
@@ -215,6 +220,27 @@ pub fn chaos(args: &[String]) {
             loss: c.plan.loss,
             ..SimConfig::default()
         });
+        if sim_only {
+            let sf = sim_failures(&s);
+            let v = serde_json::json!({
+                "case": c.name, "seed": c.plan.seed, "phones": c.phones,
+                "plan": fault_flags(&c.plan).trim(),
+                "sim": {"completed": s.completed, "crashed": s.crashed, "frozen": s.frozen,
+                        "cut": s.cut, "liars": s.liars, "corrupt_installs": s.corrupt_installs,
+                        "limit_s": s.limit_s, "makespan_s": s.makespan_s,
+                        "normal_makespan_s": s.normal_makespan_s,
+                        "origin_peak_sessions": s.origin_peak_sessions,
+                        "fallbacks": s.origin_fallbacks, "wan_bytes": s.wan_bytes,
+                        "failures": sf},
+                "ok": sf.is_empty(),
+                "sim_command": sim_command(c),
+            });
+            println!("{v}");
+            if !sf.is_empty() {
+                eprintln!("reproduce: {}", sim_command(c));
+            }
+            continue;
+        }
         let lab = Lab::build(LabConfig {
             phones: c.phones,
             wan_mbit: c.wan_mbit,
