@@ -390,7 +390,7 @@ fn liars_claiming_root_stall_nobody() {
             assert!(r.roots_rejected_stalled > 0, "{ctx}");
             let (copies, bound) = if liars == 1 { (1, 2.0) } else { (2, 4.0) };
             assert!(
-                r.wan_bytes <= copies * r.load_bytes + r.load_bytes / 10,
+                r.wan_bytes <= copies * r.load_bytes + r.load_bytes / 5,
                 "{ctx}"
             );
             assert!(r.makespan_s <= bound * r.limit_s, "{ctx}");

@@ -378,9 +378,9 @@ pub enum Liar {
 /// A trickling liar sends each child one chunk this often: just under `stall_timeout`, so
 /// the child's stall probe never fires.
 pub const LIAR_TRICKLE: Time = 1_500_000;
-/// A member whose parent is the root itself and who stays more than this many chunks behind
-/// what the root claims for `slow_window` rejects the root (it trickles; an honest root sends
-/// each chunk on as it verifies it, at LAN speed).
+/// A member whose parent is the root itself, which claims the whole file, and who stays more
+/// than this many chunks behind for twice `slow_window` rejects the root (it trickles; an
+/// honest root that holds the file streams it at LAN speed).
 const ROOT_LAG_CHUNKS: u32 = 4;
 /// A liar accepts at most this many children per hierarchy (its memory is bounded too).
 const LIAR_MAX_CHILDREN: usize = 1024;
@@ -1280,7 +1280,9 @@ impl Phone {
         // A parent that falls far behind what it holds itself is slow: re-attach elsewhere.
         // The root as our parent streams each chunk as it verifies it, so it is held to a
         // small lag (a trickling liar on a short file never falls 16 chunks behind).
-        let root_is_parent = x.best.is_some_and(|b| b.peer == from);
+        // Only a root that claims the whole file is held to it: one still fetching may lag a
+        // little behind its own verified count under loss, and is not a liar for it.
+        let root_is_parent = x.best.is_some_and(|b| b.peer == from) && have == x.chunks;
         let lag = if root_is_parent {
             ROOT_LAG_CHUNKS
         } else {
@@ -1288,10 +1290,11 @@ impl Phone {
         };
         if own_link_ok && !x.done() && have > x.verified + lag {
             let since = *x.lag_since.get_or_insert(now);
-            if now - since > cfg.slow_window && root_is_parent {
+            if now - since > 2 * cfg.slow_window && root_is_parent {
                 // The root itself trickles far behind what it claims: as a silent root.
                 self.reject_stalled_root(cfg, now, i, from, now - since, out);
-            } else if now - since > cfg.slow_window {
+            } else if now - since > cfg.slow_window && !root_is_parent {
+                // (Leaving the root for a fresh place would land under it again.)
                 out.push(Action::Send {
                     to: from,
                     msg: Msg::Leave { h },
