@@ -14,8 +14,6 @@ struct Member {
     /// Children as placed by this coordinator (a moved member keeps them).
     kids: Vec<u32>,
     capable: bool,
-    /// It declared itself a leaf (`max_children == 0`), as opposed to being excluded.
-    leaf: bool,
     /// Position in `open` while it has free slots.
     order: u64,
 }
@@ -58,7 +56,6 @@ impl Coordinator {
                 depth: 0,
                 kids: Vec::new(),
                 capable: true,
-                leaf: false,
                 order: 0,
             },
         );
@@ -115,26 +112,6 @@ impl Coordinator {
             pick = Some((depth, order, peer));
             break;
         }
-        // No open slot left: every capable member was excluded by some joiner (slow, or full
-        // when asked), which on a loaded host drains the whole tree within a minute and sends
-        // every later joiner to the origin on a lease (70 fallbacks, 10 loads over the WAN in
-        // `pfs lab`, seed 1, 74 phones). Such an exclusion speaks for one joiner: place this
-        // one under the shallowest member with a free slot that it did not exclude itself and
-        // that did not declare itself a leaf.
-        if pick.is_none() && max_children > 0 {
-            pick = self
-                .members
-                .iter()
-                .filter(|&(&p, m)| {
-                    p != joiner
-                        && !m.leaf
-                        && m.kids.len() < usize::from(self.fanout)
-                        && !excluded(p)
-                        && !self.is_descendant(p, joiner)
-                })
-                .map(|(&p, m)| (m.depth, m.order, p))
-                .min();
-        }
         let (depth, order, parent) = pick?;
         let p = self.members.get_mut(&parent).expect("open members exist");
         p.kids.push(joiner);
@@ -151,7 +128,6 @@ impl Coordinator {
             depth: child_depth,
             kids: Vec::new(),
             capable,
-            leaf: !capable,
             order: child_order,
         });
         // A re-attaching member keeps its children; re-key it in `open` at its new depth.
@@ -159,7 +135,6 @@ impl Coordinator {
         entry.parent = Some(parent);
         entry.depth = child_depth;
         entry.capable &= capable;
-        entry.leaf = !capable;
         entry.order = child_order;
         if entry.capable && entry.kids.len() < usize::from(self.fanout) {
             self.open.insert((child_depth, child_order, joiner));
