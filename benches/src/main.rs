@@ -1,5 +1,7 @@
 //! Benchmark harness (`cargo xtask bench NAME [--quick]`). Prints one JSON object per line.
 //!
+//! `chaos`: seeded fault plans in the lab and the simulator side by side (see [`chaos`]).
+//!
 //! `fanout`: see [`fanout`].
 //!
 //! `peers`: pfs pipelined against udpcast and BitTorrent on one lab site (see [`peers`]).
@@ -8,6 +10,7 @@
 //! (with store-and-forward and traditional measured in the same run for the ratios), the
 //! 10,000-phone fault case, the slow-phone case, and election broadcasts at 1k/10k/100k.
 
+mod chaos;
 mod fanout;
 
 use std::process::ExitCode;
@@ -849,9 +852,13 @@ fn main() -> ExitCode {
             agree(&args[1..]);
             ExitCode::SUCCESS
         }
+        Some("chaos") => {
+            chaos::chaos(&args[1..]);
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|peers|agree [--quick] [--json] [--phones N (peers)]\n\
+                "usage: cargo xtask bench simulate|origin|origin-scale|xdp|fanout|lab|peers|agree|chaos [--quick] [--json] [--phones N (peers)]\n\
                  (every benchmark prints one JSON object per line)"
             );
             ExitCode::from(2)

@@ -33,6 +33,9 @@ pub struct FaultPlan {
     pub slow_mbit: f64,
     /// Phones that relay chunks with flipped bytes.
     pub corrupt_peers: usize,
+    /// Hostile phones claiming root with the strongest adverts, then feeding their children
+    /// nothing (even-numbered liars) or a trickle (odd-numbered).
+    pub liar_peers: usize,
     /// The root of every hierarchy crashes when it holds this fraction of its file.
     pub kill_root_at: Option<f64>,
     /// The root of every hierarchy has its link cut when it holds this fraction of its file.
@@ -51,6 +54,7 @@ impl FaultPlan {
             && self.cut_fraction <= 0.0
             && self.slow_fraction <= 0.0
             && self.corrupt_peers == 0
+            && self.liar_peers == 0
             && self.kill_root_at.is_none()
             && self.cut_root_at.is_none()
             && self.cut_first_root_after_s.is_none()
@@ -73,6 +77,10 @@ impl FaultPlan {
         let slow = take(self.slow_fraction);
         let corrupt = {
             let k = self.corrupt_peers.min(order.len());
+            order.drain(..k).collect::<Vec<_>>()
+        };
+        let liars = {
+            let k = self.liar_peers.min(order.len());
             order.drain(..k).collect::<Vec<_>>()
         };
         let h = horizon.as_secs_f64().max(1.0);
@@ -105,6 +113,7 @@ impl FaultPlan {
             scheduled,
             slow,
             corrupt,
+            liars,
         }
     }
 }
@@ -130,6 +139,7 @@ pub struct Assignment {
     pub scheduled: Vec<Option<PhoneFault>>,
     pub slow: Vec<usize>,
     pub corrupt: Vec<usize>,
+    pub liars: Vec<usize>,
 }
 
 /// What happened to one phone.
@@ -186,12 +196,26 @@ impl FaultRuntime {
         self.assignment.corrupt.contains(&phone)
     }
 
+    /// Phone `phone`'s liar kind, if it is one: the first liar is silent, the second trickles,
+    /// and so on (as the simulator's).
+    pub fn liar_of(&self, phone: usize) -> Option<crate::phone::Liar> {
+        let k = self.assignment.liars.iter().position(|&i| i == phone)?;
+        Some(if k % 2 == 0 {
+            crate::phone::Liar::Silent
+        } else {
+            crate::phone::Liar::Trickle
+        })
+    }
+
     /// Called by a core every turn with its phones and their indices.
     pub fn tick(&self, start: Instant, peers: &mut [crate::peer::Peer], index: &[usize]) {
         let now = Instant::now();
         let elapsed = now.duration_since(start);
         for (k, p) in peers.iter_mut().enumerate() {
-            if p.fault() != crate::peer::Fault::None {
+            if p.fault() != crate::peer::Fault::None || p.liar().is_some() || p.is_installed() {
+                // A liar is a fault of its own, never a root to kill. A phone that already
+                // installed is upgraded: a later power loss does not undo it, and counting it
+                // would count the phone twice (installed and faulted), as the simulator does not.
                 continue;
             }
             let planned = self
@@ -337,6 +361,9 @@ impl FaultRuntime {
     /// Down for good: crashed, frozen, or cut with no restore due.
     pub fn gone(&self, p: &crate::peer::Peer) -> bool {
         use crate::peer::Fault;
+        if p.liar().is_some() {
+            return true; // never waited for: it is no phone
+        }
         match p.fault() {
             Fault::Crashed | Fault::Frozen => true,
             Fault::Cut => p

@@ -262,6 +262,11 @@ fn run_core(
             {
                 p.set_corrupt();
             }
+            if let Some(kind) = f.liar_of(i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_liar(kind);
+            }
             if f.assignment.slow.contains(&i)
                 && let Some(p) = h.peers.get_mut(k)
             {

@@ -101,6 +101,8 @@ pub struct LabConfig {
     /// Phones resolve each other with ARP broadcasts instead of static neighbour entries
     /// (see [`Site::static_neighbours`]).
     pub dynamic_arp: bool,
+    /// WAN round trip (ms), made by a delay line in this process (`None`: a plain veth).
+    pub wan_rtt_ms: Option<f64>,
 }
 
 impl Default for LabConfig {
@@ -123,6 +125,7 @@ impl Default for LabConfig {
             pcap_snaplen: 0,
             faults: crate::faults::FaultPlan::default(),
             dynamic_arp: false,
+            wan_rtt_ms: None,
         }
     }
 }
@@ -153,6 +156,9 @@ pub struct LabReport {
     pub origin_switches: BTreeMap<String, u32>,
     /// Members that caught their root sending corrupt chunks and re-elected without it.
     pub roots_rejected_corrupt: u32,
+    /// Members whose root, their parent, fed them nothing or a trickle of what it claimed to
+    /// hold, and who re-elected without it.
+    pub roots_rejected_stalled: u32,
     /// Roots of one hierarchy at the end of the run (a snapshot; see `roots_elected_max`).
     pub roots_max: u32,
     /// The most distinct phones that confirmed themselves root (`@@@HROOT`) of one hierarchy
@@ -192,6 +198,8 @@ pub struct LabReport {
     pub cut: u32,
     pub slow: u32,
     pub corrupt_peers: u32,
+    /// Hostile phones (`--liar-peers`); neither completed nor stuck.
+    pub liars: u32,
     /// Phones neither installed nor faulted (crashed, frozen or cut): must be 0.
     pub stuck: u32,
     /// From a fault to the first chunk each orphaned child received again.
@@ -241,6 +249,19 @@ pub struct LabReport {
     /// Host-wide kernel settings raised for the run (and restored after): key, before, set.
     pub host_tuning: Vec<(String, u64, u64)>,
     pub wan_mbit: f64,
+    /// With `--wan-rtt-ms`: the WAN round trip the delay line was set to (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_rtt_ms: Option<f64>,
+    /// With `--wan-rtt-ms`: the median round trip `ping` measured from a phone to the origin
+    /// before the run (ms); more than 10% off the set value is a violation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_rtt_ping_ms: Option<f64>,
+    /// With `--wan-rtt-ms`: the latest the delay line sent a packet after its due time
+    /// since the site was built (ms), and the packets it dropped (queue full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_delay_late_max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_delay_dropped: Option<u64>,
     pub lan_mbit: Option<f64>,
     pub backend: String,
     pub zc_sends: u64,
@@ -305,6 +326,13 @@ impl LabReport {
                 self.completed, self.phones, self.corrupt_installs
             ));
         }
+        if let (Some(set), Some(got)) = (self.wan_rtt_ms, self.wan_rtt_ping_ms)
+            && (got - set).abs() > 0.1 * set
+        {
+            v.push(format!(
+                "the WAN was set to a {set} ms round trip, but ping measured {got} ms"
+            ));
+        }
         if self.mode.mode().is_some_and(|m| m != Mode::Traditional)
             && self.completed > 0
             && self.roots_elected_max == 0
@@ -325,6 +353,8 @@ pub struct Lab {
     manifests: Vec<(String, String, Manifest)>,
     origin: OriginGuard,
     setup_s: f64,
+    /// With `--wan-rtt-ms`: the median round trip ping measured once the site was up (ms).
+    wan_rtt_ping_ms: Option<f64>,
 }
 
 enum OriginGuard {
@@ -392,10 +422,23 @@ impl Lab {
             wan_kbit: Some((cfg.wan_mbit * 1000.0) as u32),
             wan_burst: cfg.wan_burst_kib.map(|k| k.saturating_mul(1024)),
             lan_kbit: cfg.lan_mbit.map(|m| (m * 1000.0) as u32),
+            wan_rtt_ms: cfg.wan_rtt_ms,
         })?;
         if !cfg.dynamic_arp {
             site.static_neighbours()?;
         }
+        // The delay is real only if ping sees it: from the first phone to the origin.
+        let wan_rtt_ping_ms = cfg.wan_rtt_ms.and_then(|set| {
+            let got = crate::delayline::ping_rtt_ms(site.phones[0].name(), ORIGIN_ADDR, 5)
+                .map(|(_min, median)| median);
+            match got {
+                Some(ms) => tracing::info!("WAN round trip set {set} ms, ping measured {ms} ms"),
+                None => tracing::warn!(
+                    "could not measure the WAN round trip with ping (apt-get install iputils-ping)"
+                ),
+            }
+            got
+        });
         // tmpfs when there is one: stores and the origin root stay in memory.
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -503,6 +546,7 @@ impl Lab {
             manifests,
             origin,
             setup_s: t0.elapsed().as_secs_f64(),
+            wan_rtt_ping_ms,
         })
     }
 
@@ -747,6 +791,13 @@ impl Lab {
             r.pcap_frames = Some(stats.captured);
             r.pcap_dropped = Some(stats.dropped_by_kernel);
         }
+        r.wan_rtt_ms = self.cfg.wan_rtt_ms;
+        r.wan_rtt_ping_ms = self.wan_rtt_ping_ms;
+        if let Some(d) = &self.site.wan_delay {
+            use std::sync::atomic::Ordering::Relaxed;
+            r.wan_delay_late_max_ms = Some(d.stats.late_max_us.load(Relaxed) as f64 / 1e3);
+            r.wan_delay_dropped = Some(d.stats.dropped.iter().map(|x| x.load(Relaxed)).sum());
+        }
         r.violations = r.cross_check();
         r.host_tuning = self.site.tuning.changed().to_vec();
         if let (Some(before), Some(after)) = (resends0, self.origin_resends()) {
@@ -808,11 +859,19 @@ impl Lab {
         r.cut = counts.get("cut").copied().unwrap_or(0);
         r.slow = f.assignment.slow.len() as u32;
         r.corrupt_peers = f.assignment.corrupt.len() as u32;
+        r.liars = f.assignment.liars.len() as u32;
+        let liars: std::collections::HashSet<Ipv4Addr> = f
+            .assignment
+            .liars
+            .iter()
+            .map(|&i| self.site.phone_addrs[i])
+            .collect();
         let special: std::collections::HashSet<Ipv4Addr> = f
             .assignment
             .slow
             .iter()
             .chain(&f.assignment.corrupt)
+            .chain(&f.assignment.liars)
             .map(|&i| self.site.phone_addrs[i])
             .collect();
         r.stuck = 0;
@@ -824,7 +883,7 @@ impl Lab {
                         r.normal_makespan_s = r.normal_makespan_s.max(s);
                     }
                 }
-                None if faulted.contains(&t.phone) => {}
+                None if faulted.contains(&t.phone) || liars.contains(&t.phone) => {}
                 None => r.stuck += 1,
             }
         }
@@ -869,6 +928,7 @@ impl Lab {
         let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
         let mut origin_switches: BTreeMap<String, u32> = BTreeMap::new();
         let mut roots_rejected_corrupt = 0;
+        let mut roots_rejected_stalled = 0;
         let mut backend = String::new();
         let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r, done) in &results {
@@ -915,6 +975,7 @@ impl Lab {
                     *origin_switches.entry(why.clone()).or_default() += n;
                 }
                 roots_rejected_corrupt += f.roots_rejected_corrupt;
+                roots_rejected_stalled += f.roots_rejected_stalled;
                 if f.confirmed_root {
                     *confirmed.entry(h.clone()).or_default() += 1;
                 }
@@ -944,6 +1005,7 @@ impl Lab {
             fallbacks_by_reason,
             origin_switches,
             roots_rejected_corrupt,
+            roots_rejected_stalled,
             roots_max: roots.values().copied().max().unwrap_or(0),
             roots_elected_max: confirmed.values().copied().max().unwrap_or(0),
             origin_peak_sessions: None,
@@ -966,6 +1028,7 @@ impl Lab {
             cut: 0,
             slow: 0,
             corrupt_peers: 0,
+            liars: 0,
             stuck: 0,
             recoveries: 0,
             recovery_p50_s: 0.0,
@@ -996,6 +1059,10 @@ impl Lab {
             threads: 0,
             host_tuning: Vec::new(),
             wan_mbit: self.cfg.wan_mbit,
+            wan_rtt_ms: None,
+            wan_rtt_ping_ms: None,
+            wan_delay_late_max_ms: None,
+            wan_delay_dropped: None,
             lan_mbit: self.cfg.lan_mbit,
             backend,
             zc_sends,

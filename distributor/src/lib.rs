@@ -4,6 +4,7 @@
 //! the library behind the `pfs` binary; `src/main.rs` is only argument parsing and output.
 
 pub mod capture;
+pub mod delayline;
 pub mod demo;
 pub mod engine;
 pub mod faults;

@@ -122,6 +122,9 @@ pub struct FileReport {
     pub roots_lost: u32,
     /// Of those, roots that sent a chunk failing verification.
     pub roots_rejected_corrupt: u32,
+    /// Of those, roots that were this phone's parent and fed it nothing, or a trickle, of
+    /// what they claimed to hold (a liar).
+    pub roots_rejected_stalled: u32,
     /// When this phone confirmed itself root (`@@@HROOT`), in seconds from its boot.
     pub confirmed_root_s: Option<f64>,
     /// Origin transfers the server refused with a TFTP error (busy, not found, ...).
@@ -774,6 +777,16 @@ impl Peer {
         self.phone.corrupt = true;
     }
 
+    /// Fault injection: a hostile phone that claims root of every file with the strongest
+    /// adverts, accepts every child and feeds it nothing or a trickle (before boot).
+    pub fn set_liar(&mut self, kind: crate::phone::Liar) {
+        self.phone.liar = Some(kind);
+    }
+
+    pub fn liar(&self) -> Option<crate::phone::Liar> {
+        self.phone.liar
+    }
+
     /// Fault injection: the phone dies. Its sockets are closed at once (the kernel sends FIN,
     /// or RST where unread data remains), without polling the shared reactor.
     pub fn crash(&mut self) {
@@ -823,8 +836,9 @@ impl Peer {
         self.files.iter().all(|f| f.installed)
     }
 
+    /// Installed a verified load (a liar's own install does not count: it is no phone).
     pub fn is_installed(&self) -> bool {
-        self.installed()
+        self.installed() && self.phone.liar.is_none()
     }
 
     /// Runs alone until installed and idle for `linger`, a signal, or the deadline.
@@ -1304,8 +1318,12 @@ impl Peer {
         result?;
         for (i, x) in self.phone.hierarchies.iter().enumerate() {
             let r = &mut self.files[i].report;
-            r.max_children = r.max_children.max(x.children().count());
-            assert!(x.children().count() <= usize::from(self.cfg.fanout));
+            // An honest phone never takes more children than the fanout; a liar takes all and
+            // is left out of the count (the report's bound is about honest phones).
+            if self.phone.liar.is_none() {
+                r.max_children = r.max_children.max(x.children().count());
+                assert!(x.children().count() <= usize::from(self.cfg.fanout));
+            }
         }
         self.drop_idle_parents();
         Ok(())
@@ -1403,12 +1421,24 @@ impl Peer {
                     }
                 );
             }
-            Action::RootLost { h, silent, corrupt } => {
+            Action::RootLost {
+                h,
+                silent,
+                corrupt,
+                stalled,
+            } => {
                 let f = &mut self.files[h as usize];
                 f.report.roots_lost += 1;
                 if corrupt {
                     f.report.roots_rejected_corrupt += 1;
                     warn!(file = %f.entry.name, "the root sent a corrupt chunk: re-electing without it");
+                } else if stalled {
+                    f.report.roots_rejected_stalled += 1;
+                    warn!(
+                        file = %f.entry.name,
+                        "the root, our parent, fed us nothing it claims to hold for {:.1} s: re-electing without it",
+                        silent as f64 / 1e6
+                    );
                 } else {
                     info!(
                         file = %f.entry.name,

@@ -32,11 +32,17 @@ pub struct SiteSpec {
     pub wan_burst: Option<u32>,
     /// Each phone port's rate (tbf on both ends of its veth); `None` leaves it unshaped.
     pub lan_kbit: Option<u32>,
+    /// WAN round-trip delay (ms): the WAN becomes a TUN pair with a delay line in this
+    /// process ([`crate::delayline`]); `None`: a plain veth.
+    pub wan_rtt_ms: Option<f64>,
 }
 
 #[derive(Debug)]
 pub struct Site {
-    // Dropped in order: phones first, then the router, then hq.
+    // Dropped in order: the delay line (its TUN devices vanish with its descriptors), phones,
+    // then the router, then hq.
+    /// With `wan_rtt_ms`: the thread that carries the WAN's packets.
+    pub wan_delay: Option<crate::delayline::DelayLine>,
     pub phones: Vec<Netns>,
     pub router: Netns,
     pub hq: Netns,
@@ -158,18 +164,36 @@ impl Site {
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         }
         router.sysctl("net.ipv4.ip_forward", "1")?;
-        hq.ip(&[
-            "link",
-            "add",
-            HQ_WAN_IFACE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wan1",
-            "netns",
-            router.name(),
-        ])?;
+        let wan_delay = match spec.wan_rtt_ms {
+            None => {
+                hq.ip(&[
+                    "link",
+                    "add",
+                    HQ_WAN_IFACE,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "wan1",
+                    "netns",
+                    router.name(),
+                ])?;
+                None
+            }
+            Some(rtt) => {
+                let a = crate::delayline::open_tun(&hq, HQ_WAN_IFACE)?;
+                let b = crate::delayline::open_tun(&router, "wan1")?;
+                let one_way = std::time::Duration::from_secs_f64(rtt.max(0.0) / 2e3);
+                Some(
+                    crate::delayline::DelayLine::start(a, b, one_way).map_err(|source| {
+                        NetnsError::Open {
+                            name: "the WAN delay line thread".into(),
+                            source,
+                        }
+                    })?,
+                )
+            }
+        };
         hq.ip(&[
             "addr",
             "add",
@@ -226,6 +250,7 @@ impl Site {
         router.ip(&["addr", "add", &format!("{ROUTER_LAN}/16"), "dev", "br0"])?;
         router.ip(&["link", "set", "br0", "up"])?;
         let mut site = Site {
+            wan_delay,
             phones: Vec::with_capacity(spec.phones),
             router,
             hq,

@@ -365,8 +365,33 @@ pub enum Action {
         h: u32,
         silent: Time,
         corrupt: bool,
+        /// The root itself, our parent, fed us nothing (or a trickle far behind what it
+        /// claims to hold) although its adverts go on: a liar, blacklisted like a corrupt root.
+        stalled: bool,
     },
 }
+
+/// A hostile phone (fault injection, `--liar-peers`): it claims root of every hierarchy with
+/// the strongest possible advert (confirmed tier, maximal strength, the whole file held),
+/// accepts every joiner under itself, and then feeds its children nothing (`Silent`) or one
+/// chunk per `trickle` interval (`Trickle`, fetching the real file from the origin as a root
+/// does, so what it sends verifies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liar {
+    Silent,
+    Trickle,
+}
+
+/// A trickling liar sends each child one chunk this often: just under `stall_timeout`, so
+/// the child's stall probe never fires.
+pub const LIAR_TRICKLE: Time = 1_500_000;
+/// A member whose parent is the root itself, which claims the whole file, and who stays more
+/// than this many chunks behind for twice `slow_window` rejects the root (it trickles; an
+/// honest root that holds the file streams it at LAN speed).
+const ROOT_LAG_CHUNKS: u32 = 4;
+/// A liar accepts at most this many children per hierarchy (its memory is bounded too).
+const LIAR_MAX_CHILDREN: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -439,6 +464,10 @@ pub struct Hierarchy {
     lease_asked_at: Option<Time>,
     /// `Action::Install`s emitted: at most one per hierarchy.
     installs: u32,
+    /// A liar's hierarchy: its adverts claim the whole file.
+    lies: bool,
+    /// A trickling liar's next chunk to its children.
+    trickle_at: Time,
 }
 
 impl Hierarchy {
@@ -464,14 +493,20 @@ impl Hierarchy {
     }
     /// This phone's current claim, as broadcast, with its place in the tree.
     fn advert(&self, fanout: u8) -> Msg {
-        assert!(self.children.len() <= usize::from(fanout));
+        // A liar takes more children than `fanout` on purpose (fault injection).
+        assert!(self.lies || self.children.len() <= usize::from(fanout));
         Msg::Advert {
             h: self.id,
             claim: self.me,
             seq: self.seq,
-            verified: self.verified,
+            verified: if self.lies {
+                self.chunks
+            } else {
+                self.verified
+            },
             depth: self.depth,
-            free_slots: fanout - self.children.len() as u8,
+            free_slots: u8::try_from(usize::from(fanout).saturating_sub(self.children.len()))
+                .unwrap_or(0),
         }
     }
     /// `Leave` to the parent of the tree this phone joined.
@@ -510,6 +545,8 @@ pub struct Phone {
     pub link_kbit: u32,
     /// Fault injection: relays chunks that fail verification (a broken or hostile peer).
     pub corrupt: bool,
+    /// Fault injection: a hostile root (see [`Liar`]).
+    pub liar: Option<Liar>,
     rng: ChaCha8Rng,
     pub hierarchies: Vec<Hierarchy>,
     /// `Event::Boot` was handled (a second one is ignored: found by the fuzz target
@@ -560,12 +597,15 @@ impl Phone {
                 lease_until: 0,
                 lease_asked_at: None,
                 installs: 0,
+                lies: false,
+                trickle_at: 0,
             })
             .collect();
         Phone {
             id,
             link_kbit,
             corrupt: false,
+            liar: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             hierarchies,
             booted: false,
@@ -595,6 +635,9 @@ impl Phone {
     /// and never this phone; nothing relayed beyond what is verified; at most one install,
     /// and only of a complete file; at most `fallback_slots` leases out.
     pub fn invariants(&self, cfg: &Config) -> Result<(), String> {
+        if self.liar.is_some() {
+            return Ok(()); // a hostile phone (fault injection) breaks the rules on purpose
+        }
         for x in &self.hierarchies {
             let h = x.id;
             let fail = |what: String| Err(format!("phone {} hierarchy {h}: {what}", self.id));
@@ -661,7 +704,11 @@ impl Phone {
             }
             Event::Recv { from, msg } => {
                 if let Some(i) = self.index(msg.hierarchy()) {
-                    self.recv(cfg, now, i, from, msg, out);
+                    if self.liar.is_some() {
+                        self.liar_recv(i, from, msg, out);
+                    } else {
+                        self.recv(cfg, now, i, from, msg, out);
+                    }
                 }
             }
             Event::OriginReady { h } => {
@@ -710,6 +757,10 @@ impl Phone {
             return; // power-on happens once; a rebooted phone is a new `Phone`
         }
         self.booted = true;
+        if let Some(kind) = self.liar {
+            self.liar_boot(cfg, now, kind, out);
+            return;
+        }
         for i in 0..self.hierarchies.len() {
             if cfg.mode == Mode::Traditional {
                 self.hierarchies[i].role = Role::Traditional;
@@ -744,7 +795,19 @@ impl Phone {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
         let xid: u32 = self.rng.random();
         let hier = &mut self.hierarchies[i];
-        let (delay, strength) = claim_draw(x, cfg.claim_window, cfg.n_max, hier.verified);
+        let (mut delay, mut strength) = claim_draw(x, cfg.claim_window, cfg.n_max, hier.verified);
+        // A phone on a slow port would fetch the whole file through it and feed the tree at
+        // its rate (a 2 Mbit/s root held a 100-phone site to 2.4 x the WAN limit in the
+        // simulator): it claims one claim window later and weaker than any phone that is not
+        // slow, so it becomes root only if no such phone claims (data held still counts first).
+        let low = strength & 0xffff_ffff;
+        strength &= !0xffff_ffff;
+        if self.link_kbit < cfg.leaf_below_kbit {
+            delay += cfg.claim_window;
+            strength |= low >> 1;
+        } else {
+            strength |= 0x8000_0000 | (low >> 1);
+        }
         hier.role = Role::Waiting;
         hier.me = Claim {
             tier: Tier::Tentative,
@@ -1138,6 +1201,145 @@ impl Phone {
         });
     }
 
+    /// Leaves a root that is our parent and feeds us nothing it claims to hold; blacklists it
+    /// (its adverts are ignored from now on) and re-elects, as for a corrupt root. No fallback:
+    /// that would bypass the bound on origin transfers.
+    fn reject_stalled_root(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        root: PeerId,
+        silent: Time,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        let h = x.id;
+        out.push(Action::Send {
+            to: root,
+            msg: x.leave(),
+        });
+        x.parent = None;
+        x.starved_since = None;
+        x.lag_since = None;
+        Self::exclude(x, root, Exclusion::Dead);
+        if !x.blacklist.contains(&root) && x.blacklist.len() < 64 {
+            x.blacklist.push(root);
+        }
+        x.best = None;
+        x.joined_xid = None;
+        x.join_pending = false;
+        x.wants_lease = false;
+        x.lease_asked_at = None;
+        x.orphan_since.get_or_insert(now);
+        out.push(Action::RootLost {
+            h,
+            silent,
+            corrupt: false,
+            stalled: true,
+        });
+        self.arm_claim(cfg, now, i, 0, out);
+    }
+
+    /// A liar powers on already "root" of everything, with the strongest claim there is.
+    fn liar_boot(&mut self, cfg: &Config, now: Time, kind: Liar, out: &mut Vec<Action>) {
+        for i in 0..self.hierarchies.len() {
+            let xid: u32 = self.rng.random();
+            let x = &mut self.hierarchies[i];
+            x.role = Role::Root;
+            x.lies = true;
+            x.me = Claim {
+                tier: Tier::Confirmed,
+                strength: u64::MAX,
+                peer: self.id,
+                xid,
+            };
+            x.best = Some(x.me);
+            x.joined_xid = Some(xid);
+            x.seq = 1;
+            out.push(Action::Broadcast(x.advert(cfg.fanout)));
+            out.push(Action::Timer {
+                h: x.id,
+                kind: TimerKind::Advert,
+                at: now + cfg.advert_interval,
+            });
+            if kind == Liar::Trickle && !x.done() {
+                out.push(Action::OriginOpen {
+                    h: x.id,
+                    fallback: false,
+                });
+            }
+        }
+        out.push(Action::Timer {
+            h: 0,
+            kind: TimerKind::Watchdog,
+            at: now + cfg.watchdog,
+        });
+    }
+
+    /// A liar answers every join with itself as the parent, takes every child, and ignores
+    /// everything else (adverts, leases: it never steps down and never grants).
+    fn liar_recv(&mut self, i: usize, from: PeerId, msg: Msg, out: &mut Vec<Action>) {
+        let me = self.id;
+        let x = &mut self.hierarchies[i];
+        match msg {
+            Msg::Join { h, xid, .. } if xid == x.me.xid => out.push(Action::Send {
+                to: from,
+                msg: Msg::Accept {
+                    h,
+                    xid,
+                    parent: me,
+                    depth: 1,
+                },
+            }),
+            Msg::Request {
+                from: start, xid, ..
+            } => {
+                if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
+                    c.next = c.next.max(start);
+                } else if x.children.len() < LIAR_MAX_CHILDREN {
+                    x.children.push(Child {
+                        peer: from,
+                        next: start,
+                        relayed: 0,
+                        xid,
+                    });
+                }
+            }
+            Msg::Leave { .. } => x.children.retain(|c| c.peer != from),
+            _ => {}
+        }
+    }
+
+    /// A trickling liar sends each child one verified chunk per [`LIAR_TRICKLE`], claiming
+    /// to hold the whole file.
+    fn liar_watchdog(&mut self, now: Time, out: &mut Vec<Action>) {
+        if self.liar != Some(Liar::Trickle) {
+            return;
+        }
+        for x in &mut self.hierarchies {
+            if now < x.trickle_at {
+                continue;
+            }
+            x.trickle_at = now + LIAR_TRICKLE;
+            for c in &mut x.children {
+                if c.next < x.verified {
+                    out.push(Action::Send {
+                        to: c.peer,
+                        msg: Msg::Chunk {
+                            h: x.id,
+                            index: c.next,
+                            have: x.chunks,
+                            ok: true,
+                        },
+                    });
+                    c.next += 1;
+                    c.relayed = c.next;
+                }
+            }
+        }
+    }
+
     fn exclude(x: &mut Hierarchy, peer: PeerId, why: Exclusion) {
         x.excludes.push(peer, why);
         // Only corrupt peers are ignored for good: a peer presumed dead may come back (a healed
@@ -1184,6 +1386,7 @@ impl Phone {
                     h,
                     silent: 0,
                     corrupt: true,
+                    stalled: false,
                 });
                 self.arm_claim(cfg, now, i, 0, out);
             } else {
@@ -1204,9 +1407,23 @@ impl Phone {
         let own_link_ok = self.link_kbit >= cfg.leaf_below_kbit;
         let x = &mut self.hierarchies[i];
         // A parent that falls far behind what it holds itself is slow: re-attach elsewhere.
-        if own_link_ok && !x.done() && have > x.verified + cfg.slow_lag_chunks {
+        // The root as our parent streams each chunk as it verifies it, so it is held to a
+        // small lag (a trickling liar on a short file never falls 16 chunks behind).
+        // Only a root that claims the whole file is held to it: one still fetching may lag a
+        // little behind its own verified count under loss, and is not a liar for it.
+        let root_is_parent = x.best.is_some_and(|b| b.peer == from) && have == x.chunks;
+        let lag = if root_is_parent {
+            ROOT_LAG_CHUNKS
+        } else {
+            cfg.slow_lag_chunks
+        };
+        if own_link_ok && !x.done() && have > x.verified + lag {
             let since = *x.lag_since.get_or_insert(now);
-            if now - since > cfg.slow_window {
+            if now - since > 2 * cfg.slow_window && root_is_parent {
+                // The root itself trickles far behind what it claims: as a silent root.
+                self.reject_stalled_root(cfg, now, i, from, now - since, out);
+            } else if now - since > cfg.slow_window && !root_is_parent {
+                // (Leaving the root for a fresh place would land under it again.)
                 out.push(Action::Send {
                     to: from,
                     msg: x.leave(),
@@ -1306,6 +1523,9 @@ impl Phone {
     /// Sends every child the verified chunks it lacks (all of them once the file is complete in
     /// store-and-forward mode). Only verified chunks are ever relayed.
     fn pump(&mut self, cfg: &Config, i: usize, out: &mut Vec<Action>) {
+        if self.liar.is_some() {
+            return; // it feeds its children from the watchdog, if at all
+        }
         let corrupt = self.corrupt;
         let x = &mut self.hierarchies[i];
         let limit = match cfg.mode {
@@ -1514,6 +1734,15 @@ impl Phone {
     }
 
     fn watchdog(&mut self, cfg: &Config, now: Time, out: &mut Vec<Action>) {
+        if self.liar.is_some() {
+            self.liar_watchdog(now, out);
+            out.push(Action::Timer {
+                h: 0,
+                kind: TimerKind::Watchdog,
+                at: now + cfg.watchdog,
+            });
+            return;
+        }
         // Time the driver did not run this phone is not silence: a phone that could not
         // listen (its host's turn took seconds) heard nothing because it did not look, not
         // because its root or parent died. Its silence clocks skip that time. At 1000 phones
@@ -1539,6 +1768,7 @@ impl Phone {
                         h: x.id,
                         silent: now.saturating_sub(x.root_seen_at.max(x.last_progress)),
                         corrupt: false,
+                        stalled: false,
                     });
                     x.wants_lease = false;
                     x.lease_asked_at = None;
@@ -1567,13 +1797,19 @@ impl Phone {
                 _ => {}
             }
             let x = &mut self.hierarchies[i];
+            let probe_due = now.saturating_sub(x.last_rx) > cfg.stall_timeout;
             if x.role == Role::Member
                 && !x.done()
                 && let Some(parent) = x.parent
-                && now.saturating_sub(x.last_rx) > cfg.stall_timeout
+                && (probe_due || x.starved_since.is_some())
             {
-                // Nothing from the parent for a while: ask again from our verified offset.
-                x.last_rx = now;
+                // Nothing from the parent for a while: ask again from our verified offset
+                // (every `stall_timeout`), and judge the starvation on every watchdog turn, not
+                // only when a probe is due (that added up to a probe interval to every rescue:
+                // a depth-5 member under a hung parent waited 9.5 s in the simulator).
+                if probe_due {
+                    x.last_rx = now;
+                }
                 if x.starved_since.is_none() {
                     x.starved_since = Some(now);
                     x.starved_root_mark = x.root_verified;
@@ -1588,6 +1824,25 @@ impl Phone {
                     cfg.starve_timeout
                 } + Time::from(x.depth) * cfg.watchdog;
                 let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
+                // The root as our parent answers a stall probe at once with what it holds (it
+                // pumps on every Request), so one unanswered probe is enough in pipelined mode.
+                let root_limit = if cfg.mode == Mode::StoreAndForward {
+                    limit
+                } else {
+                    cfg.stall_timeout
+                };
+                if x.root_verified > x.verified
+                    && root_fed
+                    && now.saturating_sub(since) > root_limit
+                    && x.best.is_some_and(|b| b.peer == parent)
+                {
+                    // Our parent is the root itself: it adverts data it does not send us. No
+                    // other placement can help (it places us under itself again), so it is
+                    // blacklisted and the members it starves elect a root among themselves.
+                    let silent = now.saturating_sub(x.last_progress.max(since));
+                    self.reject_stalled_root(cfg, now, i, parent, silent, out);
+                    continue;
+                }
                 if x.root_verified > x.verified && root_fed && now.saturating_sub(since) > limit {
                     // The chain above us leads to no data (a stale placement, possibly a
                     // cycle across two trees): leave it and get a fresh place from the root.
@@ -1605,14 +1860,16 @@ impl Phone {
                     self.rejoin(now, i, out);
                     continue;
                 }
-                out.push(Action::Send {
-                    to: parent,
-                    msg: Msg::Request {
-                        h: x.id,
-                        from: x.verified,
-                        xid: x.joined_xid.unwrap_or(0),
-                    },
-                });
+                if probe_due {
+                    out.push(Action::Send {
+                        to: parent,
+                        msg: Msg::Request {
+                            h: x.id,
+                            from: x.verified,
+                            xid: x.joined_xid.unwrap_or(0),
+                        },
+                    });
+                }
             }
             let x = &mut self.hierarchies[i];
             if x.fetching()

@@ -7,7 +7,7 @@
 //!   its first chunk (TFTP cannot seek, so a reopened transfer re-sends the verified prefix,
 //!   as on real sockets) until the phone closes it. A transfer sends at most one TFTP window
 //!   (`tftp_window_bytes`) per RTT (RFC 7440), and transfers take turns on the link chunk by
-//!   chunk.
+//!   chunk. Traditional phones fetch lock-step (one block per RTT), as a phone's own client.
 //! - Origin admission: `origin_max_sessions` concurrent transfers, as `pfs origin
 //!   --max-sessions` enforces (it answers "server busy"); 0 for a server without a limit
 //!   (tftpd-hpa). The origin protects itself no further: the bound on fallbacks is the core's
@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub loss: f64,
     pub crash_fraction: f64,
     pub corrupt_peers: u32,
+    /// Hostile phones that claim root with the strongest adverts and feed their children
+    /// nothing (even-numbered liars) or a trickle (odd), as `pfs lab --liar-peers` does.
+    pub liar_peers: u32,
     pub slow_fraction: f64,
     pub slow_mbit: f64,
     pub chunk_size: u32,
@@ -117,6 +120,7 @@ impl Default for SimConfig {
             loss: 0.0,
             crash_fraction: 0.0,
             corrupt_peers: 0,
+            liar_peers: 0,
             slow_fraction: 0.0,
             slow_mbit: 2.0,
             chunk_size: 64 * 1024,
@@ -156,6 +160,10 @@ pub struct Report {
     pub fallbacks_no_peer: u32,
     /// Members that caught their root sending corrupt chunks and re-elected without it.
     pub roots_rejected_corrupt: u32,
+    /// Liars in the run (they are neither completed nor stuck), and the times a member
+    /// caught its root (its parent) feeding it nothing or a trickle and re-elected without it.
+    pub liars: u32,
+    pub roots_rejected_stalled: u32,
     /// The most distinct phones that confirmed themselves root (`ConfirmedRoot`) of one
     /// hierarchy over the whole run, counted from the events.
     pub roots_elected_max: u32,
@@ -175,7 +183,8 @@ pub struct Report {
     pub load_bytes: u64,
     pub models: u32,
     pub makespan_s: f64,
-    /// Last completion among phones with a normal-speed link.
+    /// Last completion among phones the plan left alone (normal-speed link, not corrupt, not
+    /// a liar).
     pub normal_makespan_s: f64,
     pub limit_s: f64,
     pub election_converged_s: f64,
@@ -234,6 +243,23 @@ enum SimEvent {
     },
     PartitionStart,
     Sample,
+    /// The origin gives up on transfer `t` of a hung or cut-off phone (no ACK, no ICMP): its
+    /// retransmissions ran out (stale unless `generation`).
+    OriginGiveUp {
+        t: usize,
+        generation: u32,
+    },
+}
+
+/// How long the embedded origin keeps retransmitting to a phone that answers nothing (hung,
+/// or its link down: no ACK and no ICMP) before it ends the transfer: `max_retries` + 1
+/// timeouts, doubling up to the cap (1 + 2 + 4 + 8 + 8 + 8 = 31 s by default). A crashed
+/// phone's kernel answers ICMP port unreachable instead, which ends the transfer at once.
+fn origin_give_up() -> Time {
+    let c = crate::tftp::server::ServerConfig::default();
+    (0..=c.max_retries)
+        .map(|r| crate::tftp::backoff(c.timeout, r))
+        .sum()
 }
 
 struct Entry {
@@ -422,9 +448,16 @@ impl Sim {
             },
         );
         if index + 1 < self.chunks_of(h as usize % self.files) {
-            // Window-limited: at most `tftp_window_bytes` per RTT for one transfer.
+            // Window-limited: at most `tftp_window_bytes` per RTT for one transfer; a phone
+            // upgrading traditionally uses its own lock-step client (RFC 1350: one block per
+            // RTT), as `pfs lab` does (`windowsize 1`; 100 ms measured there: 14 KB/s).
+            let window = if self.cfg.mode == Mode::Traditional {
+                u64::from(crate::tftp::client::ClientConfig::default().blksize)
+            } else {
+                self.cfg.tftp_window_bytes
+            };
             let paced = if self.rtt > 0 {
-                start + (bytes as f64 * self.rtt as f64 / self.cfg.tftp_window_bytes as f64) as Time
+                start + (bytes as f64 * self.rtt as f64 / window as f64) as Time
             } else {
                 start
             };
@@ -640,7 +673,9 @@ impl Sim {
                     self.report.corrupt_installs += 1;
                 }
                 self.installed[p as usize] += 1;
-                if usize::from(self.installed[p as usize]) == self.files {
+                if usize::from(self.installed[p as usize]) == self.files
+                    && self.phones[p as usize].liar.is_none()
+                {
                     self.completion[p as usize] = Some(now);
                     self.report.completed += 1;
                 }
@@ -658,9 +693,14 @@ impl Sim {
                     seen.push(p);
                 }
             }
-            Action::RootLost { corrupt, .. } => {
+            Action::RootLost {
+                corrupt, stalled, ..
+            } => {
                 if corrupt {
                     self.report.roots_rejected_corrupt += 1;
+                }
+                if stalled {
+                    self.report.roots_rejected_stalled += 1;
                 }
             }
         }
@@ -745,7 +785,7 @@ impl Sim {
 /// [`run`] itself, which panics on the first one broken.
 pub fn check(r: &Report) -> Vec<String> {
     let mut failures = Vec::new();
-    let settled = r.completed + r.crashed + r.frozen + r.cut;
+    let settled = r.completed + r.crashed + r.frozen + r.cut + r.liars;
     if settled < r.phones {
         failures.push(format!(
             "{} of {} phones neither installed nor faulted (stuck)",
@@ -811,6 +851,19 @@ pub fn run(cfg: &SimConfig) -> Report {
     for &i in order.iter().take(cfg.corrupt_peers as usize) {
         phones[i as usize].corrupt = true;
     }
+    // Liars: drawn from the phones that are not corrupt.
+    let mut k = 0;
+    for &i in order.iter().skip(cfg.corrupt_peers as usize) {
+        if k >= cfg.liar_peers {
+            break;
+        }
+        phones[i as usize].liar = Some(if k % 2 == 0 {
+            crate::phone::Liar::Silent
+        } else {
+            crate::phone::Liar::Trickle
+        });
+        k += 1;
+    }
     let mut by_model = vec![Vec::new(); cfg.models as usize];
     for i in 0..cfg.phones {
         by_model[(i % cfg.models) as usize].push(i);
@@ -872,6 +925,8 @@ pub fn run(cfg: &SimConfig) -> Report {
             origin_fallbacks: 0,
             fallbacks_no_peer: 0,
             roots_rejected_corrupt: 0,
+            liars: 0,
+            roots_rejected_stalled: 0,
             roots_elected_max: 0,
             origin_peak_sessions: 0,
             origin_busy: 0,
@@ -903,6 +958,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         actions: Vec::new(),
         cfg: cfg.clone(),
     };
+    sim.report.liars = k;
     for i in 0..cfg.phones {
         sim.push(
             0,
@@ -996,7 +1052,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             }
             SimEvent::Crash { phone } => {
                 let i = phone as usize;
-                if sim.completion[i].is_some() || !sim.alive[i] {
+                if sim.completion[i].is_some() || !sim.alive[i] || sim.phones[i].liar.is_some() {
                     continue; // already upgraded: a later power loss does not undo it
                 }
                 sim.alive[i] = false;
@@ -1017,12 +1073,22 @@ pub fn run(cfg: &SimConfig) -> Report {
             }
             SimEvent::Freeze { phone } | SimEvent::Cut { phone } => {
                 let i = phone as usize;
-                if sim.completion[i].is_some() || !sim.alive[i] {
+                if sim.completion[i].is_some() || !sim.alive[i] || sim.phones[i].liar.is_some() {
                     continue;
                 }
                 sim.alive[i] = false;
                 for h in 0..files {
-                    sim.close_origin(i * files + h);
+                    // Nothing more crosses the WAN for it (the server's window waits for ACKs
+                    // that never come), but the session lasts until the server gives up.
+                    let t = i * files + h;
+                    if sim.origin_open[t] {
+                        sim.origin_gen[t] += 1;
+                        let generation = sim.origin_gen[t];
+                        sim.push(
+                            now + origin_give_up(),
+                            SimEvent::OriginGiveUp { t, generation },
+                        );
+                    }
                 }
                 if matches!(ev, SimEvent::Freeze { .. }) {
                     sim.frozen[i] = true;
@@ -1065,12 +1131,21 @@ pub fn run(cfg: &SimConfig) -> Report {
                     }
                 }
             }
+            SimEvent::OriginGiveUp { t, generation } => {
+                if sim.origin_gen[t] == generation {
+                    sim.close_origin(t);
+                }
+            }
             SimEvent::Sample => {
                 sim.sample(now, false);
                 sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
             }
         }
-        if sim.report.completed + sim.report.crashed + sim.report.frozen + sim.report.cut
+        if sim.report.completed
+            + sim.report.crashed
+            + sim.report.frozen
+            + sim.report.cut
+            + sim.report.liars
             == cfg.phones
         {
             break;
@@ -1082,7 +1157,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         for (i, p) in sim.phones.iter().enumerate() {
             for x in &p.hierarchies {
                 if matches!(x.role, Role::Root | Role::Claimant | Role::Fallback) {
-                    tracing::debug!(phone = i, alive = sim.alive[i], h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, "root-like state at the end");
+                    tracing::debug!(phone = i, alive = sim.alive[i], h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, state = ?x, "root-like state at the end");
                 }
             }
         }
@@ -1091,7 +1166,7 @@ pub fn run(cfg: &SimConfig) -> Report {
             if sim.alive[i] && !p.done() && shown < 12 {
                 shown += 1;
                 for x in &p.hierarchies {
-                    tracing::debug!(phone = i, h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, parent = ?x.parent, "unfinished phone at the end");
+                    tracing::debug!(phone = i, h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, parent = ?x.parent, state = ?x, "unfinished phone at the end");
                 }
             }
         }
@@ -1099,12 +1174,15 @@ pub fn run(cfg: &SimConfig) -> Report {
     let r = &mut sim.report;
     let done = |t: &Option<Time>| t.map(|t| t as f64 / 1e6);
     r.makespan_s = sim.completion.iter().filter_map(done).fold(0.0, f64::max);
+    // As the lab counts it: phones the plan left alone (not slow, corrupt or lying; crashed,
+    // frozen and cut phones never complete).
     r.normal_makespan_s = sim
         .completion
         .iter()
         .zip(&sim.slow)
-        .filter(|(_, s)| !**s)
-        .filter_map(|(t, _)| done(t))
+        .zip(&sim.phones)
+        .filter(|((_, s), p)| !**s && !p.corrupt && p.liar.is_none())
+        .filter_map(|((t, _), _)| done(t))
         .fold(0.0, f64::max);
     r.election_converged_s = sim.last_claim as f64 / 1e6;
     r.roots_elected_max = sim

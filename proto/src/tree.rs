@@ -100,8 +100,10 @@ impl Coordinator {
             && self.open.len() <= 1;
         if max_children == 0 && fills_last_slot {
             // The last free slot is kept for a joiner that can take children: a leaf in it
-            // would leave nobody to place anyone under (found by `pfs simulate --swarm`: two
-            // slow phones under the root rejected every later join). The leaf asks again.
+            // would leave nobody to place anyone under. Found twice: by `pfs simulate
+            // --swarm` (two slow phones under the root, 193 of 200 stuck) and by the chaos
+            // plans (each member then fell back, K at a time: 339 s and 4.4 loads over the
+            // WAN for a 13 s limit). The leaf asks again; a capable joiner opens two slots.
             return None;
         }
         let p = self.members.get_mut(&parent).expect("open members exist");

@@ -43,6 +43,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // `pfs lab --compare --peers udpcast,bittorrent,uftp` runs what people would pick instead.
     // `pfs lab --loss` drops packets with nftables `numgen random` in the site router.
     "nftables",
+    // `pfs lab --wan-rtt-ms` checks its delay line with ping from a phone.
+    "iputils-ping",
     "udpcast",
     "aria2",
     "opentracker",

@@ -91,6 +91,10 @@ pub(super) struct LabArgs {
     /// Phones that relay chunks with flipped bytes.
     #[arg(long, default_value_t = 0)]
     corrupt_peers: usize,
+    /// Hostile phones that claim root with the strongest adverts, accept children, then send
+    /// them nothing (the first, third, ...) or a trickle (the second, ...).
+    #[arg(long, default_value_t = 0)]
+    liar_peers: usize,
     /// The root of every hierarchy crashes when it holds this fraction of its file.
     #[arg(long)]
     kill_root_at: Option<f64>,
@@ -109,6 +113,19 @@ pub(super) struct LabArgs {
     /// two cores).
     #[arg(long)]
     dynamic_arp: bool,
+    /// WAN round trip in ms (half each way): the WAN becomes a TUN pair with a delay line in
+    /// this process (the kernel has no netem); ping from a phone checks it before the run.
+    #[arg(long, value_parser = parse_rtt)]
+    wan_rtt_ms: Option<f64>,
+}
+
+fn parse_rtt(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=10_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a round trip from 0 to 10000 ms".into())
+    }
 }
 
 pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
@@ -140,21 +157,25 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
             slow_fraction: a.slow_fraction,
             slow_mbit: a.slow_mbit,
             corrupt_peers: a.corrupt_peers,
+            liar_peers: a.liar_peers,
             kill_root_at: a.kill_root_at,
             cut_root_at: a.cut_root_at,
             cut_first_root_after_s: a.cut_first_root_after_s,
             loss: a.loss,
         },
         dynamic_arp: a.dynamic_arp,
+        wan_rtt_ms: a.wan_rtt_ms,
     };
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
     if show {
         eprintln!(
-            "building the site: {} phones ({}), WAN {} Mbit/s, phone ports {} ...",
+            "building the site: {} phones ({}), WAN {} Mbit/s{}, phone ports {} ...",
             cfg.phones,
             cfg.models.join(", "),
             cfg.wan_mbit,
+            cfg.wan_rtt_ms
+                .map_or(String::new(), |r| format!(" with a {r} ms round trip")),
             cfg.lan_mbit
                 .map_or("unshaped".into(), |m| format!("{m} Mbit/s"))
         );
@@ -330,6 +351,15 @@ pub(super) fn print_lab_run(r: &pfs::lab::LabReport) {
         r.origin_fallbacks,
         r.corrupt_installs
     );
+    if let Some(set) = r.wan_rtt_ms {
+        println!(
+            "  WAN round trip: set {set} ms, ping measured {}; delay line late by at most {:.2} ms, {} packets dropped",
+            r.wan_rtt_ping_ms
+                .map_or("nothing (no ping)".into(), |p| format!("{p} ms")),
+            r.wan_delay_late_max_ms.unwrap_or(0.0),
+            r.wan_delay_dropped.unwrap_or(0)
+        );
+    }
     if !r.fault_events.is_empty() || r.slow > 0 || r.corrupt_peers > 0 {
         println!(
             "  faults: crashed {}, frozen {}, cut {}, slow {}, corrupt peers {}; stuck {}; normal phones' makespan {:.2} s ({:.2} x limit); recovery p50 {:.2} s max {:.2} s over {} orphans; origin peak sessions {:?} (bound {})",

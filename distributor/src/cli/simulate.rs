@@ -41,6 +41,10 @@ pub(super) struct SimulateArgs {
     cut_fraction: f64,
     #[arg(long, default_value_t = SimConfig::default().corrupt_peers)]
     corrupt_peers: u32,
+    /// Hostile phones claiming root with the strongest adverts, then feeding their children
+    /// nothing (even-numbered) or a trickle (odd-numbered), as `pfs lab --liar-peers`.
+    #[arg(long, default_value_t = SimConfig::default().liar_peers)]
+    liar_peers: u32,
     #[arg(long, default_value_t = SimConfig::default().slow_fraction)]
     slow_fraction: f64,
     #[arg(long, default_value_t = SimConfig::default().slow_mbit)]
@@ -108,6 +112,7 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         freeze_fraction: a.freeze_fraction,
         cut_fraction: a.cut_fraction,
         corrupt_peers: a.corrupt_peers.min(a.phones),
+        liar_peers: a.liar_peers.min(a.phones.saturating_sub(a.corrupt_peers)),
         slow_fraction: a.slow_fraction,
         slow_mbit: a.slow_mbit,
         chunk_size: a.chunk_size,
@@ -135,8 +140,16 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             r.phones, r.models, r.mode, r.seed
         );
         println!(
-            "completed {} crashed {} corrupt installs {} origin fallbacks {}",
-            r.completed, r.crashed, r.corrupt_installs, r.origin_fallbacks
+            "completed {} crashed {} frozen {} cut {} liars {} corrupt installs {} origin fallbacks {}; roots rejected: corrupt {}, stalled {}",
+            r.completed,
+            r.crashed,
+            r.frozen,
+            r.cut,
+            r.liars,
+            r.corrupt_installs,
+            r.origin_fallbacks,
+            r.roots_rejected_corrupt,
+            r.roots_rejected_stalled
         );
         println!(
             "makespan {:.2} s (limit {:.2} s, ratio {:.3})",

@@ -65,6 +65,7 @@ fn twenty_pullers_measure_a_real_tftp_server_and_count_its_refusals() {
         wan_kbit: Some(WAN_KBIT),
         wan_burst: None,
         lan_kbit: None,
+        wan_rtt_ms: None,
     })
     .expect("build the site");
     let root = scratch("fleet-origin");

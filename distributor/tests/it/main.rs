@@ -15,6 +15,7 @@ mod http_origin;
 mod lab_faults_netns;
 mod lab_http;
 mod lab_netns;
+mod lab_wan_rtt_netns;
 mod load_cli;
 mod load_fetch;
 mod metrics_prometheus;

@@ -104,6 +104,7 @@ fn seven_peers(backend: &str) {
         wan_kbit: Some(40_000),
         wan_burst: None,
         lan_kbit: None,
+        wan_rtt_ms: None,
     })
     .expect("build the site");
     let root = scratch(&format!("origin-{backend}"));
@@ -209,6 +210,7 @@ fn an_election_converges_under_a_million_junk_datagrams_with_xdp() {
         wan_kbit: Some(40_000),
         wan_burst: None,
         lan_kbit: None,
+        wan_rtt_ms: None,
     })
     .expect("build the site");
     let root = scratch("origin-flood");

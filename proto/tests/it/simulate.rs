@@ -364,3 +364,57 @@ fn regression_swarm_slow_leaves_under_the_root() {
     assert_eq!(r.origin_fallbacks, 0, "{ctx}");
     assert_eq!(r.wan_bytes, r.load_bytes, "{ctx}");
 }
+
+/// A phone's own TFTP client is lock-step (one 1428 B block per round trip), as the lab's
+/// traditional phones are: at 100 ms the lab measured 14.0 KB/s per phone on real sockets
+/// (`lab_wan_rtt_netns`), so a load takes minutes however fast the WAN is; pfs's root fetches
+/// with a 16-block window.
+#[test]
+fn traditional_over_a_long_wan_is_capped_at_a_block_per_round_trip() {
+    let t = sim::run(&SimConfig {
+        mode: Mode::Traditional,
+        wan_mbit: 10.0,
+        wan_rtt_ms: 100.0,
+        ..cfg(4, 5)
+    });
+    let lock_step = t.load_bytes as f64 / (1428.0 / 0.1);
+    assert!(
+        (t.makespan_s - lock_step).abs() <= 0.1 * lock_step,
+        "{} s, lock-step predicts {lock_step} s: {}",
+        t.makespan_s,
+        without_wall(&t)
+    );
+    let p = sim::run(&SimConfig {
+        wan_mbit: 10.0,
+        wan_rtt_ms: 100.0,
+        ..cfg(4, 5)
+    });
+    assert!(p.makespan_s < t.makespan_s / 10.0, "{}", without_wall(&p));
+}
+
+/// Liars (`--liar-peers`): hostile phones claiming root with the strongest adverts. One silent
+/// liar costs its victims one unanswered stall probe and a re-election (1.8 x the limit at 60
+/// phones); two (one silent, one trickling, which also fetches its own copy over the WAN) are
+/// caught one after the other (2.4 to 3.7 x). Everyone else installs, nothing corrupt.
+#[test]
+fn liars_claiming_root_stall_nobody() {
+    for seed in 1..=5 {
+        for liars in [1, 2] {
+            let r = sim::run(&SimConfig {
+                liar_peers: liars,
+                ..cfg(60, seed)
+            });
+            let ctx = without_wall(&r);
+            assert_eq!(r.liars, liars, "{ctx}");
+            assert_eq!(r.completed, 60 - liars, "{ctx}");
+            assert_eq!(r.corrupt_installs, 0, "{ctx}");
+            assert!(r.roots_rejected_stalled > 0, "{ctx}");
+            let (copies, bound) = if liars == 1 { (1, 2.0) } else { (2, 4.0) };
+            assert!(
+                r.wan_bytes <= copies * r.load_bytes + r.load_bytes / 5,
+                "{ctx}"
+            );
+            assert!(r.makespan_s <= bound * r.limit_s, "{ctx}");
+        }
+    }
+}
