@@ -1,0 +1,463 @@
+use super::*;
+
+#[test]
+fn modes_display_parse_and_serialize_alike() {
+    for m in Mode::ALL {
+        assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+        assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+    }
+    assert_eq!(Mode::StoreAndForward.to_string(), "store-and-forward");
+    assert!(
+        "store_and_forward"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("pipelined")
+    );
+}
+
+/// Regressions found by the fuzz target `phone_events` (each was a broken invariant or a
+/// failed assertion): a second `Boot` left a root's coordinator on a waiting phone; an
+/// `Accept` naming ourselves as parent was taken; a chunk past the file's end was counted.
+#[test]
+fn fuzz_regressions_phone_events() {
+    let cfg = Config {
+        claim_window: 1,
+        ..Config::default()
+    };
+    let spec = [HierarchySpec { id: 0, chunks: 2 }];
+    let mut out = Vec::new();
+    let timer = |kind| Event::Timer { h: 0, kind };
+    // Boot twice, the second time as root.
+    let mut p = Phone::new(3, 100_000, 1, &spec);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
+    p.handle(
+        &cfg,
+        cfg.claim_guard + 20,
+        timer(TimerKind::Guard),
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[0].role, Role::Root);
+    p.handle(&cfg, cfg.claim_guard + 30, Event::Boot, &mut out);
+    p.invariants(&cfg).unwrap();
+    assert_eq!(p.hierarchies[0].role, Role::Root);
+    // An Accept that names us as our own parent.
+    let mut p = Phone::new(3, 100_000, 1, &spec);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: 0,
+        xid: 0,
+    };
+    let advert = Msg::Advert {
+        h: 0,
+        claim: root,
+        seq: 1,
+        verified: 2,
+        depth: 0,
+        free_slots: 0,
+    };
+    p.handle(
+        &cfg,
+        1,
+        Event::Recv {
+            from: 0,
+            msg: advert,
+        },
+        &mut out,
+    );
+    p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
+    let accept = |parent| Msg::Accept {
+        h: 0,
+        xid: 0,
+        parent,
+        depth: 1,
+    };
+    p.handle(
+        &cfg,
+        300_001,
+        Event::Recv {
+            from: 0,
+            msg: accept(3),
+        },
+        &mut out,
+    );
+    p.invariants(&cfg).unwrap();
+    assert_eq!(p.hierarchies[0].parent, None);
+    p.handle(
+        &cfg,
+        300_002,
+        Event::Recv {
+            from: 0,
+            msg: accept(0),
+        },
+        &mut out,
+    );
+    assert_eq!(
+        p.hierarchies[0].parent,
+        Some(0),
+        "a sane Accept still counts"
+    );
+    // Chunks 0, 1, then a "chunk 2" of a 2-chunk file.
+    for index in 0..3 {
+        let chunk = Msg::Chunk {
+            h: 0,
+            index,
+            have: 3,
+            ok: true,
+        };
+        p.handle(
+            &cfg,
+            300_010 + u64::from(index),
+            Event::Recv {
+                from: 0,
+                msg: chunk,
+            },
+            &mut out,
+        );
+        p.invariants(&cfg).unwrap();
+    }
+    assert_eq!(p.hierarchies[0].verified, 2);
+}
+
+/// Regression (found by `pfs simulate --swarm`): a grant after a long run of refusals was
+/// dated from the first request, had expired on arrival, and the member fell back and
+/// stopped at once, again and again, while the root held the slot. A refusal answers the
+/// requests before it; the grant lasts from a later one.
+#[test]
+fn a_grant_after_refusals_is_a_live_lease() {
+    let cfg = Config::default();
+    let mut p = Phone::new(
+        2,
+        100_000,
+        9,
+        &[HierarchySpec {
+            id: 0,
+            chunks: 1000,
+        }],
+    );
+    let mut out = Vec::new();
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: 7,
+        xid: 77,
+    };
+    let advert = Event::Recv {
+        from: 7,
+        msg: Msg::Advert {
+            h: 0,
+            claim: root,
+            seq: 9,
+            verified: 10,
+            depth: 0,
+            free_slots: 0,
+        },
+    };
+    let lease = |op| Event::Recv {
+        from: 7,
+        msg: Msg::Lease { h: 0, xid: 77, op },
+    };
+    let timer = |kind| Event::Timer { h: 0, kind };
+    p.handle(&cfg, 1_000, advert, &mut out);
+    p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
+    let reject = Event::Recv {
+        from: 7,
+        msg: Msg::Reject { h: 0, xid: 77 },
+    };
+    p.handle(&cfg, 301_000, reject, &mut out);
+    // Orphaned past fallback_after, refused for three lease times, then granted.
+    let refuse_until = 301_000 + cfg.fallback_after + 3 * cfg.lease_time;
+    let mut now = 301_000;
+    let mut requests = 0;
+    let mut fell_back_at = None;
+    let mut grants = 0;
+    while now < refuse_until + 3_000_000 {
+        now += 100_000;
+        out.clear();
+        p.handle(&cfg, now, advert, &mut out);
+        p.handle(&cfg, now, timer(TimerKind::Watchdog), &mut out);
+        p.handle(&cfg, now, timer(TimerKind::Lease), &mut out);
+        let asked = out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Msg::Lease {
+                        op: LeaseOp::Request,
+                        ..
+                    },
+                    ..
+                }
+            )
+        });
+        if !asked {
+            continue;
+        }
+        requests += 1;
+        let op = if now < refuse_until {
+            LeaseOp::Refuse
+        } else {
+            LeaseOp::Grant
+        };
+        grants += u32::from(op == LeaseOp::Grant);
+        out.clear();
+        p.handle(&cfg, now + 100, lease(op), &mut out);
+        if out.iter().any(|a| matches!(a, Action::Fallback { .. })) {
+            fell_back_at = Some(now);
+            break;
+        }
+    }
+    assert_eq!(grants, 1, "the first grant was taken");
+    assert!(requests > 3, "the member kept asking ({requests} requests)");
+    let granted = fell_back_at.expect("the grant started a fallback");
+    assert_eq!(p.hierarchies[0].role, Role::Fallback);
+    // The lease runs for lease_time from the granted request: still fetching just before.
+    out.clear();
+    p.handle(
+        &cfg,
+        granted + cfg.lease_renew,
+        timer(TimerKind::Lease),
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[0].role, Role::Fallback, "{out:?}");
+    assert!(p.invariants(&cfg).is_ok());
+}
+
+/// A member fed by its parent keeps its tree although the root's adverts stop arriving
+/// (a saturated uplink drops them, seen in `pfs lab`); once the data stops too, the root
+/// is presumed dead and the member re-elects.
+#[test]
+fn a_fed_member_outlives_lost_adverts_but_not_a_dead_tree() {
+    let cfg = Config::default();
+    let mut p = Phone::new(
+        2,
+        100_000,
+        9,
+        &[HierarchySpec {
+            id: 0,
+            chunks: 1000,
+        }],
+    );
+    let mut out = Vec::new();
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: 7,
+        xid: 77,
+    };
+    let advert = Msg::Advert {
+        h: 0,
+        claim: root,
+        seq: 9,
+        verified: 1000,
+        depth: 0,
+        free_slots: 0,
+    };
+    p.handle(
+        &cfg,
+        1_000,
+        Event::Recv {
+            from: 7,
+            msg: advert,
+        },
+        &mut out,
+    );
+    p.handle(
+        &cfg,
+        300_000,
+        Event::Timer {
+            h: 0,
+            kind: TimerKind::Join,
+        },
+        &mut out,
+    );
+    let accept = Msg::Accept {
+        h: 0,
+        xid: 77,
+        parent: 7,
+        depth: 1,
+    };
+    p.handle(
+        &cfg,
+        301_000,
+        Event::Recv {
+            from: 7,
+            msg: accept,
+        },
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[0].role, Role::Member);
+    assert_eq!(p.hierarchies[0].parent, Some(7));
+    // Ten seconds of chunks every 100 ms and the watchdog every 500 ms; no advert at all.
+    let mut now = 301_000;
+    for k in 0..100u32 {
+        now += 100_000;
+        // A pipelined parent just ahead of us (not a slow one sitting on data).
+        let chunk = Msg::Chunk {
+            h: 0,
+            index: k,
+            have: k + 1,
+            ok: true,
+        };
+        p.handle(
+            &cfg,
+            now,
+            Event::Recv {
+                from: 7,
+                msg: chunk,
+            },
+            &mut out,
+        );
+        if k % 5 == 0 {
+            out.clear();
+            p.handle(
+                &cfg,
+                now,
+                Event::Timer {
+                    h: 0,
+                    kind: TimerKind::Watchdog,
+                },
+                &mut out,
+            );
+            assert!(
+                !out.iter().any(|a| matches!(
+                    a,
+                    Action::Timer {
+                        kind: TimerKind::Claim,
+                        ..
+                    }
+                )),
+                "re-elected while fed, at {now}"
+            );
+        }
+    }
+    assert_eq!(p.hierarchies[0].role, Role::Member);
+    assert_eq!(p.hierarchies[0].verified, 100);
+    // Now nothing at all: within root_timeout plus a watchdog period it re-elects.
+    let mut claimed = false;
+    for _ in 0..10 {
+        now += cfg.watchdog;
+        out.clear();
+        p.handle(
+            &cfg,
+            now,
+            Event::Timer {
+                h: 0,
+                kind: TimerKind::Watchdog,
+            },
+            &mut out,
+        );
+        claimed |= out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Timer {
+                    kind: TimerKind::Claim,
+                    ..
+                }
+            )
+        });
+    }
+    assert!(claimed, "a dead tree must trigger a re-election");
+}
+
+/// A member whose driver did not run it for seconds (a loaded host's late turn) heard
+/// nothing because it did not listen: the watchdog's lateness is not counted as its
+/// root's silence. Silence it was awake for still is.
+#[test]
+fn a_late_driver_is_not_a_dead_root() {
+    let cfg = Config::default();
+    let mut p = Phone::new(
+        2,
+        100_000,
+        9,
+        &[HierarchySpec {
+            id: 0,
+            chunks: 1000,
+        }],
+    );
+    let mut out = Vec::new();
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: 7,
+        xid: 77,
+    };
+    let advert = Msg::Advert {
+        h: 0,
+        claim: root,
+        seq: 9,
+        verified: 1000,
+        depth: 0,
+        free_slots: 0,
+    };
+    p.handle(
+        &cfg,
+        1_000,
+        Event::Recv {
+            from: 7,
+            msg: advert,
+        },
+        &mut out,
+    );
+    let join = Event::Timer {
+        h: 0,
+        kind: TimerKind::Join,
+    };
+    p.handle(&cfg, 300_000, join, &mut out);
+    let accept = Msg::Accept {
+        h: 0,
+        xid: 77,
+        parent: 7,
+        depth: 1,
+    };
+    p.handle(
+        &cfg,
+        301_000,
+        Event::Recv {
+            from: 7,
+            msg: accept,
+        },
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[0].role, Role::Member);
+    let watchdog = Event::Timer {
+        h: 0,
+        kind: TimerKind::Watchdog,
+    };
+    let claims = |out: &[Action]| {
+        out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Timer {
+                    kind: TimerKind::Claim,
+                    ..
+                }
+            ) || matches!(a, Action::RootLost { .. })
+        })
+    };
+    // The watchdog was due at 500 ms; the driver runs it 6 s later.
+    out.clear();
+    p.handle(&cfg, 6_500_000, watchdog, &mut out);
+    assert!(!claims(&out), "a late turn presumed the root dead");
+    // Then on time: more than root_timeout of silence it listened through.
+    let (mut now, mut lost_at) = (6_500_000, None);
+    while now < 12_000_000 && lost_at.is_none() {
+        now += cfg.watchdog;
+        out.clear();
+        p.handle(&cfg, now, watchdog, &mut out);
+        if claims(&out) {
+            lost_at = Some(now);
+        }
+    }
+    let lost_at = lost_at.expect("a root silent while the phone listened is lost");
+    assert!(
+        lost_at - 6_500_000 > cfg.root_timeout - cfg.watchdog
+            && lost_at - 6_500_000 <= cfg.root_timeout + 2 * cfg.watchdog,
+        "lost after {} µs of listening",
+        lost_at - 6_500_000
+    );
+}
