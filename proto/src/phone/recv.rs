@@ -1,0 +1,271 @@
+//! Messages from peers: adverts and the election, joins and placement, the tree's control.
+
+use super::*;
+
+impl Phone {
+    pub(super) fn recv(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        msg: Msg,
+        out: &mut Vec<Action>,
+    ) {
+        match msg {
+            Msg::Advert {
+                claim, verified, ..
+            } => {
+                let x = &mut self.hierarchies[i];
+                if x.best.is_some_and(|b| b.peer == from) {
+                    x.root_verified = verified;
+                }
+                self.advert(cfg, now, i, from, claim, out);
+            }
+            Msg::Join {
+                h,
+                xid,
+                max_children,
+                exclude,
+                ..
+            } => {
+                let x = &mut self.hierarchies[i];
+                let placed = match (&mut x.coordinator, x.role) {
+                    (Some(c), Role::Root) if xid == x.me.xid => {
+                        let ex: Vec<_> = exclude.iter().collect();
+                        c.join(from, max_children, &ex)
+                    }
+                    _ => None,
+                };
+                let msg = match placed {
+                    Some((parent, depth)) => Msg::Accept {
+                        h,
+                        xid,
+                        parent,
+                        depth,
+                    },
+                    None => Msg::Reject { h, xid },
+                };
+                out.push(Action::Send { to: from, msg });
+            }
+            Msg::Accept {
+                h,
+                xid,
+                parent,
+                depth,
+            } => {
+                let x = &mut self.hierarchies[i];
+                let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
+                if x.role != Role::Member || !x.join_pending || !expected {
+                    return;
+                }
+                if parent == self.id || x.blacklist.contains(&parent) {
+                    // A root that places us under ourselves or under a peer we caught sending
+                    // corrupt data (found by the fuzz target `phone_events`): ignored as if
+                    // lost; the Join timer asks again.
+                    return;
+                }
+                x.join_pending = false;
+                if let Some(old) = x.parent.filter(|&p| p != parent) {
+                    out.push(Action::Send {
+                        to: old,
+                        msg: x.leave(),
+                    });
+                }
+                x.joined_xid = Some(xid);
+                x.last_rx = now;
+                x.parent = Some(parent);
+                x.depth = depth;
+                x.orphan_since = None;
+                x.lag_since = None;
+                out.push(Action::Send {
+                    to: parent,
+                    msg: Msg::Request {
+                        h,
+                        from: x.verified,
+                        xid,
+                    },
+                });
+            }
+            Msg::Reject { xid, .. } => {
+                // From the root: the Join timer retries and adverts tell us if the root
+                // changed. From our parent: it refused our Request, so re-attach elsewhere.
+                let x = &mut self.hierarchies[i];
+                if x.parent == Some(from) && x.role == Role::Member && x.joined_xid == Some(xid) {
+                    x.parent = None;
+                    Self::exclude(x, from, Exclusion::Slow);
+                    self.rejoin(now, i, out);
+                }
+            }
+            Msg::Request {
+                h,
+                from: start,
+                xid,
+            } => {
+                let x = &mut self.hierarchies[i];
+                if x.role == Role::Traditional {
+                    return;
+                }
+                let current = x.joined_xid;
+                if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
+                    // Already streaming to it: what is in the socket will arrive, so a repeat
+                    // Request (a stall probe) never rewinds and never duplicates.
+                    c.next = c.next.max(start);
+                    c.xid = xid;
+                } else if x.children.len() < usize::from(cfg.fanout) {
+                    x.children.push(Child {
+                        peer: from,
+                        next: start,
+                        relayed: 0,
+                        xid,
+                    });
+                } else if let Some(stale) = x.children.iter_mut().find(|c| Some(c.xid) != current) {
+                    // Full, but one child belongs to an older tree: it is rejoining anyway.
+                    out.push(Action::Send {
+                        to: stale.peer,
+                        msg: Msg::Reject { h, xid: stale.xid },
+                    });
+                    *stale = Child {
+                        peer: from,
+                        next: start,
+                        relayed: 0,
+                        xid,
+                    };
+                } else {
+                    // Full (the root's bookkeeping was stale). Answer in the child's tree, so
+                    // it re-attaches elsewhere instead of waiting on us.
+                    out.push(Action::Send {
+                        to: from,
+                        msg: Msg::Reject { h, xid },
+                    });
+                    return;
+                }
+                assert!(x.children.len() <= usize::from(cfg.fanout));
+                self.pump(cfg, i, out);
+            }
+            Msg::Chunk {
+                index, have, ok, ..
+            } => self.chunk(cfg, now, i, from, index, have, ok, out),
+            Msg::Lease { xid, op, .. } => self.lease(cfg, now, i, from, xid, op, out),
+            Msg::Leave { .. } => {
+                self.hierarchies[i].children.retain(|c| c.peer != from);
+            }
+        }
+    }
+
+    pub(super) fn advert(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        claim: Claim,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        if x.blacklist.contains(&from) || claim.peer != from {
+            return;
+        }
+        // A member stays with its live root: only roots compare themselves with other roots,
+        // and the loser says so (a step-down advert) before its members move. Members judging
+        // roots themselves would flap between two trees while the roots settle.
+        let loyal = x.role == Role::Member
+            && x.best.is_some_and(|b| {
+                b.peer != from
+                    && b.tier >= Tier::Fetching
+                    && now.saturating_sub(x.root_seen_at) <= cfg.root_timeout
+            });
+        if loyal {
+            return;
+        }
+        match x.best {
+            Some(b) if b.peer == from => {
+                x.best = Some(claim);
+                x.root_seen_at = now;
+            }
+            Some(b) if b >= claim => return,
+            _ => {
+                x.best = Some(claim);
+                x.root_seen_at = now;
+            }
+        }
+        let best = x.best.expect("set above");
+        match x.role {
+            Role::Waiting => {
+                if best.tier >= Tier::Fetching {
+                    self.follow(cfg, now, i, out);
+                }
+            }
+            Role::Claimant => {
+                if best > x.me {
+                    x.role = Role::Waiting;
+                    if best.tier >= Tier::Fetching {
+                        self.follow(cfg, now, i, out);
+                    }
+                }
+            }
+            Role::Root => {
+                if best > x.me {
+                    // A stronger root exists (only possible when two passed their guards at
+                    // once): stop fetching, keep what is verified, join it.
+                    let h = x.id;
+                    x.me.tier = Tier::Tentative;
+                    out.push(Action::Broadcast(x.advert(cfg.fanout)));
+                    x.coordinator = None;
+                    x.children.clear();
+                    if x.origin_open {
+                        x.origin_open = false;
+                        out.push(Action::OriginClose { h });
+                    }
+                    self.follow(cfg, now, i, out);
+                }
+            }
+            Role::Member => {
+                if best.tier >= Tier::Fetching && x.joined_xid != Some(best.xid) && !x.join_pending
+                {
+                    self.follow(cfg, now, i, out);
+                }
+            }
+            Role::Fallback | Role::Traditional => {}
+        }
+    }
+
+    /// Starts joining the best root after a random spread (no join implosion at the root).
+    pub(super) fn follow(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let spread = self.rng.random_range(0..=cfg.join_spread);
+        let x = &mut self.hierarchies[i];
+        x.role = Role::Member;
+        x.join_pending = true;
+        x.orphan_since.get_or_insert(now);
+        out.push(Action::Timer {
+            h: x.id,
+            kind: TimerKind::Join,
+            at: now + spread,
+        });
+    }
+
+    /// Lost or dropped the parent: ask the root again at once, keeping children and data.
+    pub(super) fn rejoin(&mut self, now: Time, i: usize, out: &mut Vec<Action>) {
+        let x = &mut self.hierarchies[i];
+        if x.role != Role::Member || x.done() {
+            return;
+        }
+        x.orphan_since.get_or_insert(now);
+        x.join_pending = true;
+        let h = x.id;
+        out.push(Action::Timer {
+            h,
+            kind: TimerKind::Join,
+            at: now,
+        });
+    }
+
+    pub(super) fn exclude(x: &mut Hierarchy, peer: PeerId, why: Exclusion) {
+        x.excludes.push(peer, why);
+        // Only corrupt peers are ignored for good: a peer presumed dead may come back (a healed
+        // partition, a reboot) and must be heard again.
+        if why == Exclusion::Corrupt && !x.blacklist.contains(&peer) && x.blacklist.len() < 64 {
+            x.blacklist.push(peer);
+        }
+    }
+}
