@@ -1,0 +1,322 @@
+//! The network model: lossy links, partitions, the origin's transfers paced per TFTP window, delivery to the phones and what each action does on the wire.
+
+use super::*;
+
+impl Sim {
+    pub(super) fn lossy(&mut self, packets: u64) -> bool {
+        self.cfg.loss > 0.0 && {
+            let p_ok = (1.0 - self.cfg.loss).powf(packets as f64);
+            self.rng.random::<f64>() > p_ok
+        }
+    }
+
+    pub(super) fn partitioned(&self, now: Time) -> bool {
+        (self.partition.0..self.partition.1).contains(&now)
+    }
+
+    /// Whether the partition separates `a` from `b` at `now`.
+    pub(super) fn blocked(&self, now: Time, a: u32, b: u32) -> bool {
+        self.partitioned(now) && self.cut[a as usize] != self.cut[b as usize]
+    }
+
+    /// Whether `p` cannot reach the origin at `now`.
+    pub(super) fn origin_blocked(&self, now: Time, p: u32) -> bool {
+        self.partitioned(now) && self.cut[p as usize]
+    }
+
+    /// Ends the transfer of (phone, file) `t`, if one is open.
+    pub(super) fn close_origin(&mut self, t: usize) {
+        if std::mem::take(&mut self.origin_open[t]) {
+            self.origin_gen[t] += 1;
+            assert!(self.origin_sessions > 0, "origin session count underflow");
+            self.origin_sessions -= 1;
+        }
+    }
+
+    /// The origin sends chunk `index` of an open transfer: it queues on the WAN behind what
+    /// is there, paced to one TFTP window per RTT; the next chunk follows when this one has
+    /// left (transfers interleave chunk by chunk).
+    pub(super) fn origin_send(&mut self, now: Time, p: u32, h: u32, index: u32, generation: u32) {
+        let t = self.truth_index(p, h);
+        if !self.origin_open[t] || self.origin_gen[t] != generation {
+            return;
+        }
+        let bytes = self.chunk_bytes(h, index);
+        self.report.wan_bytes += bytes;
+        let start = now.max(self.wan_free);
+        self.wan_free = start + (bytes as f64 / self.wan_rate).ceil() as Time;
+        let mut arrive = self.wan_free + self.rtt / 2;
+        let pi = p as usize;
+        arrive = arrive.max(self.ingress_free[pi] + (bytes as f64 / self.rate[pi]) as Time);
+        if self.lossy(bytes.div_ceil(PACKET)) {
+            arrive += self.rtt.max(1000);
+        }
+        self.ingress_free[pi] = arrive;
+        self.push(
+            arrive,
+            SimEvent::OriginArrive {
+                to: p,
+                h,
+                index,
+                generation,
+            },
+        );
+        if index + 1 < self.chunks_of(h as usize % self.files) {
+            // Window-limited: at most `tftp_window_bytes` per RTT for one transfer; a phone
+            // upgrading traditionally uses its own lock-step client (RFC 1350: one block per
+            // RTT), as `pfs lab` does (`windowsize 1`; 100 ms measured there: 14 KB/s).
+            let window = if self.cfg.mode == Mode::Traditional {
+                u64::from(crate::tftp::client::ClientConfig::default().blksize)
+            } else {
+                self.cfg.tftp_window_bytes
+            };
+            let paced = if self.rtt > 0 {
+                start + (bytes as f64 * self.rtt as f64 / window as f64) as Time
+            } else {
+                start
+            };
+            let next = SimEvent::OriginSend {
+                to: p,
+                h,
+                index: index + 1,
+                generation,
+            };
+            self.push(paced.max(self.wan_free), next);
+        }
+    }
+
+    pub(super) fn deliver(&mut self, now: Time, to: u32, ev: Event) {
+        if !self.alive[to as usize] {
+            return;
+        }
+        match ev {
+            Event::Recv {
+                msg: Msg::Chunk { h, index, ok, .. },
+                ..
+            }
+            | Event::OriginChunk { h, index, ok } => {
+                let t = self.truth_index(to, h);
+                if ok && index == self.truth[t] {
+                    self.truth[t] += 1;
+                }
+            }
+            _ => {}
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.phones[to as usize].handle(&self.core, now, ev, &mut actions);
+        if let Err(broken) = self.phones[to as usize].invariants(&self.core) {
+            panic!("invariant broken at t={now} µs after {ev:?}: {broken}");
+        }
+        for a in actions.drain(..) {
+            self.act(now, to, a);
+        }
+        self.actions = actions;
+        self.close_idle_parent_streams(now, to);
+    }
+
+    /// The runtime closes its stream to a peer that is no longer its parent in any unfinished
+    /// hierarchy (`Peer::drop_idle_parents`), and the parent's side sees the close (a FIN)
+    /// whether or not the `Leave` datagram arrived: it stops streaming to that child. Without
+    /// this a parent whose child had left kept filling the child's link with stale chunks.
+    pub(super) fn close_idle_parent_streams(&mut self, now: Time, p: u32) {
+        let mut parents: Vec<u32> = self.phones[p as usize]
+            .hierarchies
+            .iter()
+            .filter(|x| !x.done())
+            .filter_map(|x| x.parent)
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        let before = std::mem::replace(&mut self.parents_of[p as usize], parents);
+        for old in before {
+            if self.parents_of[p as usize].contains(&old) {
+                continue;
+            }
+            // The closed stream's queued bytes are discarded (RST): they no longer hold the
+            // phone's link, though their already scheduled arrivals are ignored as stale.
+            self.ingress_free[p as usize] = self.ingress_free[p as usize].min(now);
+            if self.alive[old as usize] {
+                // The parent sees its child's stream end: that child leaves it in every
+                // hierarchy (the same pair may be the other way round in another one).
+                let at = now + self.cfg.lan_latency_us;
+                for x in 0..self.phones[p as usize].hierarchies.len() {
+                    let h = self.phones[p as usize].hierarchies[x].id;
+                    let ev = Event::Recv {
+                        from: p,
+                        msg: Msg::Leave { h, xid: 0 },
+                    };
+                    self.push(at, SimEvent::Phone { to: old, ev });
+                }
+            }
+        }
+    }
+
+    pub(super) fn act(&mut self, now: Time, p: u32, action: Action) {
+        let lat = self.cfg.lan_latency_us;
+        match action {
+            Action::Broadcast(msg) => {
+                self.report.election_broadcasts += 1;
+                if let Msg::Advert { claim, .. } = msg
+                    && claim.tier == crate::wire::Tier::Tentative
+                {
+                    self.last_claim = self.last_claim.max(now);
+                }
+                self.push(now + lat, SimEvent::Broadcast { from: p, msg });
+            }
+            Action::Send { to, msg } if self.blocked(now, p, to) => {
+                // Nothing crosses the cut; a connection attempt fails after the TCP timeout.
+                if let Msg::Request { .. } = msg {
+                    let ev = Event::PeerLost { peer: to };
+                    let at = now + self.cfg.peer_timeout_ms * 1000;
+                    self.push(at, SimEvent::Phone { to: p, ev });
+                }
+            }
+            Action::Send {
+                to,
+                msg: Msg::Chunk { .. },
+            } if self.frozen[to as usize] => {
+                // A hung child reads nothing: its window closes, nothing more leaves, and the
+                // parent's engine cuts the stream off after its stall limit (10 s).
+                if self.stalled.insert((p, to)) {
+                    let ev = Event::PeerLost { peer: to };
+                    self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
+                }
+            }
+            Action::Send { to, msg } => {
+                let ev = Event::Recv { from: p, msg };
+                match msg {
+                    Msg::Chunk { h, index, .. } => {
+                        let bytes = self.chunk_bytes(h, index) as f64;
+                        let (pi, ti) = (p as usize, to as usize);
+                        let start = now.max(self.egress_free[pi]);
+                        let end = start + (bytes / self.rate[pi]).ceil() as Time;
+                        self.egress_free[pi] = end;
+                        let in_start = (start + lat).max(self.ingress_free[ti]);
+                        let mut arrive =
+                            (in_start + (bytes / self.rate[ti]).ceil() as Time).max(end + lat);
+                        if self.lossy((bytes as u64).div_ceil(PACKET)) {
+                            arrive += 2 * lat + 1000;
+                        }
+                        self.ingress_free[ti] = arrive;
+                        self.push(arrive, SimEvent::Phone { to, ev });
+                    }
+                    Msg::Request { .. } if self.frozen[to as usize] => {
+                        // A hung phone's kernel accepts the connection; nothing answers.
+                    }
+                    Msg::Request { .. } if !self.alive[to as usize] => {
+                        // Connecting to a dead phone fails after the TCP timeout.
+                        let ev = Event::PeerLost { peer: to };
+                        let at = now + self.cfg.peer_timeout_ms * 1000;
+                        self.push(at, SimEvent::Phone { to: p, ev });
+                    }
+                    Msg::Request { .. } => {
+                        if !self.tcp_peers[p as usize].contains(&to) {
+                            self.tcp_peers[p as usize].push(to);
+                            self.tcp_peers[to as usize].push(p);
+                        }
+                        self.push(now + lat, SimEvent::Phone { to, ev });
+                    }
+                    // Leave and Lease are UDP datagrams on real sockets too: lossy.
+                    Msg::Join { .. }
+                    | Msg::Accept { .. }
+                    | Msg::Reject { .. }
+                    | Msg::Leave { .. }
+                    | Msg::Lease { .. } => {
+                        self.report.unicast_control += 1;
+                        if !self.lossy(1) {
+                            self.push(now + lat, SimEvent::Phone { to, ev });
+                        }
+                    }
+                    Msg::Advert { .. } => unreachable!("adverts are broadcast"),
+                }
+            }
+            Action::OriginOpen { h, .. } if self.origin_blocked(now, p) => {
+                // The RRQ goes unanswered; the client gives up after a TFTP timeout.
+                let ev = Event::OriginBusy { h };
+                self.push(now + 1_000_000, SimEvent::Phone { to: p, ev });
+            }
+            Action::OriginOpen { h, .. } => {
+                let t = self.truth_index(p, h);
+                self.close_origin(t);
+                let max = self.cfg.origin_max_sessions;
+                if max > 0 && self.origin_sessions >= max {
+                    self.report.origin_busy += 1;
+                    let ev = Event::OriginBusy { h };
+                    self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
+                } else {
+                    self.origin_sessions += 1;
+                    self.report.origin_peak_sessions =
+                        self.report.origin_peak_sessions.max(self.origin_sessions);
+                    self.origin_open[t] = true;
+                    self.origin_gen[t] += 1;
+                    let generation = self.origin_gen[t];
+                    let ev = Event::OriginReady { h };
+                    self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
+                    let first = SimEvent::OriginSend {
+                        to: p,
+                        h,
+                        index: 0,
+                        generation,
+                    };
+                    self.push(now + self.rtt, first);
+                }
+            }
+            Action::OriginClose { h } => {
+                let t = self.truth_index(p, h);
+                self.close_origin(t);
+            }
+            Action::Timer { h, kind, at } => {
+                let g = self.timer_slot(p, h, kind);
+                self.timer_gen[g] += 1;
+                let generation = self.timer_gen[g];
+                self.push(
+                    at.max(now),
+                    SimEvent::Timer {
+                        to: p,
+                        h,
+                        kind,
+                        generation,
+                    },
+                );
+            }
+            Action::Install { h } => {
+                let t = self.truth_index(p, h);
+                let chunks = self.chunks_of(h as usize % self.files);
+                if self.truth[t] != chunks {
+                    self.report.corrupt_installs += 1;
+                }
+                self.installed[p as usize] += 1;
+                if usize::from(self.installed[p as usize]) == self.files
+                    && self.phones[p as usize].liar.is_none()
+                {
+                    self.completion[p as usize] = Some(now);
+                    self.report.completed += 1;
+                }
+            }
+            Action::Fallback { reason, .. } => {
+                self.report.origin_fallbacks += 1;
+                match reason {
+                    FallbackReason::NoPeer => self.report.fallbacks_no_peer += 1,
+                }
+            }
+            Action::BecameRoot { .. } => self.last_claim = self.last_claim.max(now),
+            Action::ConfirmedRoot { h, .. } => {
+                let seen = &mut self.confirmed[h as usize];
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+            Action::RootLost {
+                corrupt, stalled, ..
+            } => {
+                if corrupt {
+                    self.report.roots_rejected_corrupt += 1;
+                }
+                if stalled {
+                    self.report.roots_rejected_stalled += 1;
+                }
+            }
+        }
+    }
+}
