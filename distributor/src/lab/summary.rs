@@ -1,0 +1,296 @@
+//! A run's report counted from what happened: every phone's events, the origin's and the WAN's own counters, the fault plan.
+
+use super::*;
+
+/// Text drawing of every hierarchy's tree (`--tree`).
+pub fn text_trees(r: &LabReport) -> String {
+    let mut out = String::new();
+    for (name, nodes) in &r.trees {
+        out.push_str(&format!("{name}\n"));
+        let kids = |p: Option<Ipv4Addr>| -> Vec<&TreeNode> {
+            let mut v: Vec<&TreeNode> = nodes.iter().filter(|n| n.parent == p).collect();
+            v.sort_by_key(|n| n.phone);
+            v
+        };
+        let mut stack: Vec<(&TreeNode, usize)> = kids(None)
+            .into_iter()
+            .filter(|n| n.role == "root" || n.role == "fallback" || n.role == "traditional")
+            .map(|n| (n, 0))
+            .collect();
+        let mut shown = 0;
+        while let Some((n, d)) = stack.pop() {
+            shown += 1;
+            if shown > 10_000 {
+                break; // bounded even if reports disagree
+            }
+            out.push_str(&format!("{}{} ({})\n", "  ".repeat(d + 1), n.phone, n.role));
+            for k in kids(Some(n.phone)).into_iter().rev() {
+                if d < 255 {
+                    stack.push((k, d + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// User + system CPU seconds of this process so far.
+pub(super) fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage(2) fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// A numeric field of /proc/self/status (kB for memory fields).
+pub(super) fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Lab {
+    /// The fault plan's part of the report.
+    pub(super) fn fault_summary(&self, r: &mut LabReport, f: Option<&crate::faults::FaultRuntime>) {
+        let Some(f) = f else {
+            r.normal_makespan_s = r.makespan_s;
+            r.stuck = r.phones - r.completed;
+            return;
+        };
+        let events = f.events.lock().expect("lock").clone();
+        let faulted: std::collections::HashSet<Ipv4Addr> = events.iter().map(|e| e.phone).collect();
+        let counts = f.counts();
+        r.crashed = counts.get("crash").copied().unwrap_or(0);
+        r.frozen = counts.get("freeze").copied().unwrap_or(0);
+        r.cut = counts.get("cut").copied().unwrap_or(0);
+        r.slow = f.assignment.slow.len() as u32;
+        r.corrupt_peers = f.assignment.corrupt.len() as u32;
+        r.liars = f.assignment.liars.len() as u32;
+        let liars: std::collections::HashSet<Ipv4Addr> = f
+            .assignment
+            .liars
+            .iter()
+            .map(|&i| self.site.phone_addrs[i])
+            .collect();
+        let special: std::collections::HashSet<Ipv4Addr> = f
+            .assignment
+            .slow
+            .iter()
+            .chain(&f.assignment.corrupt)
+            .chain(&f.assignment.liars)
+            .map(|&i| self.site.phone_addrs[i])
+            .collect();
+        r.stuck = 0;
+        r.normal_makespan_s = 0.0;
+        for t in &r.phone_times {
+            match t.installed_s {
+                Some(s) => {
+                    if !faulted.contains(&t.phone) && !special.contains(&t.phone) {
+                        r.normal_makespan_s = r.normal_makespan_s.max(s);
+                    }
+                }
+                None if faulted.contains(&t.phone) || liars.contains(&t.phone) => {}
+                None => r.stuck += 1,
+            }
+        }
+        let rec = f.recoveries.lock().expect("lock").clone();
+        r.recoveries = rec.len() as u32;
+        r.recovery_p50_s = crate::faults::quantile(&rec, 0.5);
+        r.recovery_max_s = crate::faults::quantile(&rec, 1.0);
+        r.fault_events = events;
+    }
+
+    /// DATA blocks the embedded origin has resent so far (counted as each transfer ends).
+    pub(super) fn origin_resends(&self) -> Option<u64> {
+        match &self.origin {
+            OriginGuard::Pfs(h, _) => Some(
+                h.stats
+                    .resent_blocks
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            ),
+            OriginGuard::Process(_) => None,
+        }
+    }
+
+    pub(super) fn summarise(
+        &self,
+        mode: Mode,
+        start: Instant,
+        results: Vec<(usize, PeerReport, Option<Instant>)>,
+        wan_link_bytes: u64,
+        stores: &Path,
+    ) -> LabReport {
+        let load_bytes = self.manifests[0].2.load_bytes();
+        let models = self.manifests.len() as u32;
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        let mut completions = Vec::new();
+        let mut phone_times = Vec::new();
+        let mut corrupt = 0;
+        let mut roots: BTreeMap<String, u32> = BTreeMap::new();
+        let mut trees: BTreeMap<String, Vec<TreeNode>> = BTreeMap::new();
+        let (mut max_children, mut max_depth, mut fallbacks, mut wan) = (0, 0, 0, 0);
+        let (mut zc_sends, mut zc_copied) = (0, 0);
+        let mut confirmed: BTreeMap<String, u32> = BTreeMap::new();
+        let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
+        let mut origin_switches: BTreeMap<String, u32> = BTreeMap::new();
+        let mut roots_rejected_corrupt = 0;
+        let mut roots_rejected_stalled = 0;
+        let mut backend = String::new();
+        let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
+        for (i, r, done) in &results {
+            for (k, v) in &r.messages_sent {
+                *messages_sent.entry(k.clone()).or_default() += v;
+            }
+            if let Some(at) = done {
+                let s = at.duration_since(start).as_secs_f64();
+                completions.push(s);
+                let _ = hist.record(((s * 1e6) as u64).max(1));
+                // Verify what the phone installed against its manifest, independently.
+                let (_, _, m) = &self.manifests[self.model_of(*i)];
+                let dir =
+                    crate::store::Store::new(&stores.join(format!("phone{i}"))).load_dir(&m.load);
+                if m.verify_dir(&dir).is_err() {
+                    corrupt += 1;
+                }
+            }
+            phone_times.push(crate::report::PhoneTime {
+                phone: r.peer,
+                model: r.model.clone(),
+                installed_s: done.map(|at| at.duration_since(start).as_secs_f64()),
+                fallbacks: r.files.iter().map(|f| f.fallbacks).sum(),
+            });
+            backend = r.engine.backend.to_owned();
+            zc_sends += r.engine.zc_sends;
+            zc_copied += r.engine.zc_copied;
+            for f in &r.files {
+                let h = format!("{}/{}", r.model, f.file);
+                if f.role == "root" {
+                    *roots.entry(h.clone()).or_default() += 1;
+                }
+                max_children = max_children.max(f.max_children as u32);
+                max_depth = max_depth.max(u32::from(f.depth));
+                fallbacks += f.fallbacks;
+                for reason in &f.fallback_reasons {
+                    let name = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    *fallbacks_by_reason.entry(name).or_default() += 1;
+                }
+                for (why, n) in &f.origin_switches {
+                    *origin_switches.entry(why.clone()).or_default() += n;
+                }
+                roots_rejected_corrupt += f.roots_rejected_corrupt;
+                roots_rejected_stalled += f.roots_rejected_stalled;
+                if f.confirmed_root {
+                    *confirmed.entry(h.clone()).or_default() += 1;
+                }
+                wan += f.origin_bytes;
+                trees.entry(h).or_default().push(TreeNode {
+                    phone: r.peer,
+                    parent: f.parent.filter(|_| f.role == "member"),
+                    depth: f.depth,
+                    role: f.role.clone(),
+                });
+            }
+        }
+        let q = |p: f64| {
+            if hist.is_empty() {
+                0.0
+            } else {
+                hist.value_at_quantile(p) as f64 / 1e6
+            }
+        };
+        let wan_rate = self.cfg.wan_mbit * 1e6 / 8.0;
+        LabReport {
+            mode: mode.into(),
+            phones: self.cfg.phones as u32,
+            completed: completions.len() as u32,
+            corrupt_installs: corrupt,
+            origin_fallbacks: fallbacks,
+            fallbacks_by_reason,
+            origin_switches,
+            roots_rejected_corrupt,
+            roots_rejected_stalled,
+            roots_max: roots.values().copied().max().unwrap_or(0),
+            roots_elected_max: confirmed.values().copied().max().unwrap_or(0),
+            origin_peak_sessions: None,
+            origin_session_bound: u64::from(models)
+                * self.manifests[0].2.files.len() as u64
+                * (1 + u64::from(crate::phone::Config::default().fallback_slots)),
+            max_children,
+            max_depth,
+            wan_bytes: wan,
+            wan_link_bytes,
+            wan_manifest_bytes: 0,
+            wan_overhead_bytes: 0,
+            origin_resent_blocks: None,
+            load_bytes,
+            models,
+            makespan_s: completions.iter().copied().fold(0.0, f64::max),
+            normal_makespan_s: 0.0,
+            crashed: 0,
+            frozen: 0,
+            cut: 0,
+            slow: 0,
+            corrupt_peers: 0,
+            liars: 0,
+            stuck: 0,
+            recoveries: 0,
+            recovery_p50_s: 0.0,
+            recovery_max_s: 0.0,
+            fault_events: Vec::new(),
+            limit_s: f64::from(models) * load_bytes as f64 / wan_rate,
+            completion_p50_s: q(0.5),
+            completion_p90_s: q(0.9),
+            completion_p99_s: q(0.99),
+            completion_max_s: q(1.0),
+            setup_s: self.setup_s,
+            prepare_s: 0.0,
+            max_turn_ms: 0.0,
+            turns: 0,
+            long_turns: 0,
+            max_timer_late_ms: 0.0,
+            engine_overflowed: 0,
+            engine_recv_no_buffers: 0,
+            engine_recv_truncated: 0,
+            engine_stalled_cutoffs: 0,
+            fds_at_end: 0,
+            fds_per_phone: 0.0,
+            nofile_limit: 0,
+            peak_rss_mib: 0.0,
+            rss_per_phone_kib: 0.0,
+            cpu_s: 0.0,
+            cpu_s_per_gb: 0.0,
+            threads: 0,
+            host_tuning: Vec::new(),
+            wan_mbit: self.cfg.wan_mbit,
+            wan_rtt_ms: None,
+            wan_rtt_ping_ms: None,
+            wan_delay_late_max_ms: None,
+            wan_delay_dropped: None,
+            lan_mbit: self.cfg.lan_mbit,
+            backend,
+            zc_sends,
+            zc_copied,
+            violations: Vec::new(),
+            trees,
+            completions,
+            wan_samples: Vec::new(),
+            wan_samples_source: String::new(),
+            phone_times,
+            messages_sent,
+            pcap_frames: None,
+            pcap_dropped: None,
+            commands: Vec::new(),
+        }
+    }
+}
