@@ -1,0 +1,105 @@
+//! `cargo xtask bench agree`: the simulator and the lab on the same scenario.
+
+use super::*;
+
+/// `agree`: the same scenario through the simulator and the lab, side by side. The lab has
+/// no WAN delay line yet, so the simulator runs with a zero WAN RTT; everything else (phones,
+/// one model, WAN and port rates, pipelined, seed, the origin's admission, the TFTP window)
+/// is the lab's.
+pub fn agree(args: &[String]) {
+    use pfs::lab::{Lab, LabConfig};
+    use pfs::sim::{self, SimConfig};
+    assert!(pfs::netns::can_create(), "the agree benchmark needs root");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes: Vec<usize> = value("--phones")
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.parse().expect("--phones N[,N...]"))
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            if quick {
+                vec![60, 200]
+            } else {
+                vec![60, 200, 400, 1000]
+            }
+        });
+    let wan: f64 = value("--wan-mbit").map_or(10.0, |v| v.parse().expect("--wan-mbit"));
+    let seed: u64 = value("--seed").map_or(1, |v| v.parse().expect("--seed"));
+    let mut rows = Vec::new();
+    for &phones in &sizes {
+        let s = sim::run(&SimConfig {
+            phones: phones as u32,
+            seed,
+            mode: Mode::Pipelined,
+            models: 1,
+            wan_mbit: wan,
+            wan_rtt_ms: 0.0,
+            lan_mbit: 100.0,
+            ..SimConfig::default()
+        });
+        let lab = Lab::build(LabConfig {
+            phones,
+            models: vec!["CP-7961G".into()],
+            wan_mbit: wan,
+            seed,
+            progress: false,
+            ..LabConfig::default()
+        })
+        .expect("lab");
+        let l = lab.run(Mode::Pipelined, None).expect("lab run");
+        drop(lab);
+        let (sr, lr) = (s.makespan_s / s.limit_s, l.makespan_s / l.limit_s);
+        let v = serde_json::json!({
+            "case": format!("agree-{phones}"),
+            "phones": phones,
+            "wan_mbit": wan,
+            "sim": {"completed": s.completed, "roots_elected_max": s.roots_elected_max,
+                    "fallbacks": s.origin_fallbacks, "origin_peak_sessions": s.origin_peak_sessions,
+                    "wan_bytes": s.wan_bytes, "manifest_wan_bytes": s.manifest_wan_bytes,
+                    "makespan_ratio": sr},
+            "lab": {"completed": l.completed, "roots_elected_max": l.roots_elected_max,
+                    "fallbacks": l.origin_fallbacks, "origin_peak_sessions": l.origin_peak_sessions,
+                    "wan_bytes": l.wan_bytes, "wan_link_bytes": l.wan_link_bytes,
+                    "wan_manifest_bytes": l.wan_manifest_bytes, "makespan_ratio": lr,
+                    "max_turn_ms": l.max_turn_ms, "long_turns": l.long_turns, "turns": l.turns,
+                    "cpu_s": l.cpu_s, "violations": l.violations},
+            "makespan_ratio_lab_over_sim": lr / sr,
+            "agree": s.completed == l.completed && s.roots_elected_max == l.roots_elected_max
+                && s.origin_fallbacks == l.origin_fallbacks && (lr / sr - 1.0).abs() <= 0.2,
+        });
+        println!("{v}");
+        rows.push((phones, s, l));
+    }
+    eprintln!(
+        "{:>6} | {:>15} | {:>11} | {:>11} | {:>21} | {:>15}",
+        "phones",
+        "completed s/l",
+        "roots s/l",
+        "fallb. s/l",
+        "WAN MB s(+man)/l link",
+        "x limit s/l"
+    );
+    for (n, s, l) in &rows {
+        eprintln!(
+            "{n:>6} | {:>7}/{:<7} | {:>5}/{:<5} | {:>5}/{:<5} | {:>6.2}(+{:.2})/{:<6.2} | {:>6.2}/{:<6.2}",
+            s.completed,
+            l.completed,
+            s.roots_elected_max,
+            l.roots_elected_max,
+            s.origin_fallbacks,
+            l.origin_fallbacks,
+            s.wan_bytes as f64 / 1e6,
+            s.manifest_wan_bytes as f64 / 1e6,
+            l.wan_link_bytes as f64 / 1e6,
+            s.makespan_s / s.limit_s,
+            l.makespan_s / l.limit_s
+        );
+    }
+}
