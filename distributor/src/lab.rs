@@ -119,7 +119,7 @@ impl Default for LabConfig {
             wan_mbit: 50.0,
             wan_burst_kib: None,
             lan_mbit: Some(100.0),
-            fanout: 2,
+            fanout: crate::phone::Config::default().fanout,
             origin: OriginKind::Pfs,
             origin_proto: OriginProto::Tftp,
             backend: Backend::Auto,

@@ -8,21 +8,21 @@ pub(super) struct LabArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().phones)]
     phones: usize,
     /// Models (comma-separated); phones take them in turn, each model its own hierarchies.
-    #[arg(long, value_delimiter = ',', default_value = "CP-7961G,CP-7941G")]
+    #[arg(long, value_delimiter = ',', default_values_t = pfs::lab::LabConfig::default().models)]
     models: Vec<String>,
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().wan_mbit)]
     wan_mbit: f64,
     /// WAN token-bucket size in KiB: how much may leave back to back at line rate (default:
     /// 10 ms at the rate, at least 32).
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1_048_576))]
     wan_burst_kib: Option<u32>,
     /// Each phone's port (0: unshaped).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().lan_mbit.unwrap_or(100.0))]
     lan_mbit: f64,
-    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::Pipelined)]
+    #[arg(long, value_parser = mode_parser(), default_value_t = Mode::default())]
     mode: Mode,
     /// Run traditional, store-and-forward and pipelined one after another and compare.
     #[arg(long)]
@@ -31,14 +31,14 @@ pub(super) struct LabArgs {
     /// its Debian packages, see `cargo xtask setup`).
     #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
     peers: Vec<pfs::peers::Peer>,
-    #[arg(long, value_enum, default_value_t = pfs::lab::OriginKind::Pfs)]
+    #[arg(long, value_enum, default_value_t = pfs::lab::LabConfig::default().origin)]
     origin: pfs::lab::OriginKind,
     /// How phones fetch from the origin (nginx serves only HTTP, tftpd-hpa only TFTP).
-    #[arg(long, value_enum, default_value_t = pfs::lab::OriginProto::Tftp)]
+    #[arg(long, value_enum, default_value_t = pfs::lab::LabConfig::default().origin_proto)]
     origin_proto: pfs::lab::OriginProto,
-    #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
+    #[arg(long, value_enum, default_value_t = pfs::lab::LabConfig::default().backend)]
     backend: pfs::engine::Backend,
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    #[arg(long, default_value_t = pfs::phone::Config::default().fanout, value_parser = clap::value_parser!(u8).range(1..))]
     fanout: u8,
     /// Attach the XDP election filter on every phone's port.
     #[arg(long)]
@@ -56,9 +56,9 @@ pub(super) struct LabArgs {
     #[arg(long, value_name = "MODEL/FILE", requires = "report")]
     tree_of: Option<String>,
     /// Stop a run that has not finished after this many seconds.
-    #[arg(long, default_value_t = 600.0)]
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().deadline.as_secs_f64())]
     deadline_s: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().seed)]
     seed: u64,
     /// Capture the site bridge (port 4051: elections and chunk streams) into this pcap file
     /// with tcpdump; read it with contrib/wireshark/pfs.lua.
