@@ -41,6 +41,7 @@ use crate::phone::{
 
 /// Timer kinds, for the replace-semantics table.
 mod check;
+mod faults;
 mod net;
 pub use check::check;
 
@@ -643,87 +644,10 @@ pub fn run(cfg: &SimConfig) -> Report {
                 }
                 sim.by_model[model] = members;
             }
-            SimEvent::Crash { phone } => {
-                let i = phone as usize;
-                if sim.completion[i].is_some() || !sim.alive[i] || sim.phones[i].liar.is_some() {
-                    continue; // already upgraded: a later power loss does not undo it
-                }
-                sim.alive[i] = false;
-                sim.report.crashed += 1;
-                for h in 0..files {
-                    // Its transfers end when the origin's retransmissions run out; at once
-                    // here (the origin's session count is what is bounded).
-                    sim.close_origin(i * files + h);
-                }
-                let peers = std::mem::take(&mut sim.tcp_peers[i]);
-                for q in peers {
-                    let ev = Event::PeerLost { peer: phone };
-                    sim.push(
-                        now + cfg.peer_timeout_ms * 1000,
-                        SimEvent::Phone { to: q, ev },
-                    );
-                }
-            }
-            SimEvent::Freeze { phone } | SimEvent::Cut { phone } => {
-                let i = phone as usize;
-                if sim.completion[i].is_some() || !sim.alive[i] || sim.phones[i].liar.is_some() {
-                    continue;
-                }
-                sim.alive[i] = false;
-                for h in 0..files {
-                    // Nothing more crosses the WAN for it (the server's window waits for ACKs
-                    // that never come), but the session lasts until the server gives up.
-                    let t = i * files + h;
-                    if sim.origin_open[t] {
-                        sim.origin_gen[t] += 1;
-                        let generation = sim.origin_gen[t];
-                        sim.push(
-                            now + origin_give_up(),
-                            SimEvent::OriginGiveUp { t, generation },
-                        );
-                    }
-                }
-                if matches!(ev, SimEvent::Freeze { .. }) {
-                    sim.frozen[i] = true;
-                    sim.report.frozen += 1;
-                } else {
-                    sim.report.cut += 1;
-                    let peers = std::mem::take(&mut sim.tcp_peers[i]);
-                    for q in peers {
-                        let ev = Event::PeerLost { peer: phone };
-                        sim.push(
-                            now + cfg.cut_notice_ms * 1000,
-                            SimEvent::Phone { to: q, ev },
-                        );
-                    }
-                }
-            }
-            SimEvent::PartitionStart => {
-                // Connections across the cut break; both ends notice after the TCP timeout.
-                let at = now + cfg.peer_timeout_ms * 1000;
-                for a in 0..n {
-                    if !sim.cut[a] {
-                        continue;
-                    }
-                    let peers = std::mem::take(&mut sim.tcp_peers[a]);
-                    let (across, same): (Vec<u32>, Vec<u32>) =
-                        peers.into_iter().partition(|&q| !sim.cut[q as usize]);
-                    sim.tcp_peers[a] = same;
-                    for q in across {
-                        sim.tcp_peers[q as usize].retain(|&x| x as usize != a);
-                        let lost_q = Event::PeerLost { peer: q };
-                        let lost_a = Event::PeerLost { peer: a as u32 };
-                        sim.push(
-                            at,
-                            SimEvent::Phone {
-                                to: a as u32,
-                                ev: lost_q,
-                            },
-                        );
-                        sim.push(at, SimEvent::Phone { to: q, ev: lost_a });
-                    }
-                }
-            }
+            SimEvent::Crash { phone } => sim.crash(now, phone),
+            SimEvent::Freeze { phone } => sim.hang(now, phone, true),
+            SimEvent::Cut { phone } => sim.hang(now, phone, false),
+            SimEvent::PartitionStart => sim.partition_start(now),
             SimEvent::OriginGiveUp { t, generation } => {
                 if sim.origin_gen[t] == generation {
                     sim.close_origin(t);
