@@ -1,5 +1,61 @@
 use super::*;
 
+/// Phone 2 with one 1000-chunk hierarchy, booted, that heard confirmed root 7 (xid 77, whole
+/// file) at 1 ms, sent its Join at 300 ms and was accepted under 7 at 301 ms. Returns the
+/// phone and the root's advert.
+fn member_of_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Msg) {
+    let spec = HierarchySpec {
+        id: 0,
+        chunks: 1000,
+    };
+    let mut p = Phone::new(2, 100_000, 9, &[spec]);
+    p.handle(cfg, 0, Event::Boot, out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: 7,
+        xid: 77,
+    };
+    let advert = Msg::Advert {
+        h: 0,
+        claim: root,
+        seq: 9,
+        verified: 1000,
+        depth: 0,
+        free_slots: 0,
+    };
+    p.handle(
+        cfg,
+        1_000,
+        Event::Recv {
+            from: 7,
+            msg: advert,
+        },
+        out,
+    );
+    let join = Event::Timer {
+        h: 0,
+        kind: TimerKind::Join,
+    };
+    p.handle(cfg, 300_000, join, out);
+    let accept = Msg::Accept {
+        h: 0,
+        xid: 77,
+        parent: 7,
+        depth: 1,
+    };
+    p.handle(
+        cfg,
+        301_000,
+        Event::Recv {
+            from: 7,
+            msg: accept,
+        },
+        out,
+    );
+    (p, advert)
+}
+
 #[test]
 fn modes_display_parse_and_serialize_alike() {
     for m in Mode::ALL {
@@ -231,64 +287,8 @@ fn a_grant_after_refusals_is_a_live_lease() {
 #[test]
 fn a_fed_member_outlives_lost_adverts_but_not_a_dead_tree() {
     let cfg = Config::default();
-    let mut p = Phone::new(
-        2,
-        100_000,
-        9,
-        &[HierarchySpec {
-            id: 0,
-            chunks: 1000,
-        }],
-    );
     let mut out = Vec::new();
-    p.handle(&cfg, 0, Event::Boot, &mut out);
-    let root = Claim {
-        tier: Tier::Confirmed,
-        strength: u64::MAX,
-        peer: 7,
-        xid: 77,
-    };
-    let advert = Msg::Advert {
-        h: 0,
-        claim: root,
-        seq: 9,
-        verified: 1000,
-        depth: 0,
-        free_slots: 0,
-    };
-    p.handle(
-        &cfg,
-        1_000,
-        Event::Recv {
-            from: 7,
-            msg: advert,
-        },
-        &mut out,
-    );
-    p.handle(
-        &cfg,
-        300_000,
-        Event::Timer {
-            h: 0,
-            kind: TimerKind::Join,
-        },
-        &mut out,
-    );
-    let accept = Msg::Accept {
-        h: 0,
-        xid: 77,
-        parent: 7,
-        depth: 1,
-    };
-    p.handle(
-        &cfg,
-        301_000,
-        Event::Recv {
-            from: 7,
-            msg: accept,
-        },
-        &mut out,
-    );
+    let (mut p, _advert) = member_of_root_7(&cfg, &mut out);
     assert_eq!(p.hierarchies[0].role, Role::Member);
     assert_eq!(p.hierarchies[0].parent, Some(7));
     // Ten seconds of chunks every 100 ms and the watchdog every 500 ms; no advert at all.
@@ -369,60 +369,8 @@ fn a_fed_member_outlives_lost_adverts_but_not_a_dead_tree() {
 #[test]
 fn a_late_driver_is_not_a_dead_root() {
     let cfg = Config::default();
-    let mut p = Phone::new(
-        2,
-        100_000,
-        9,
-        &[HierarchySpec {
-            id: 0,
-            chunks: 1000,
-        }],
-    );
     let mut out = Vec::new();
-    p.handle(&cfg, 0, Event::Boot, &mut out);
-    let root = Claim {
-        tier: Tier::Confirmed,
-        strength: u64::MAX,
-        peer: 7,
-        xid: 77,
-    };
-    let advert = Msg::Advert {
-        h: 0,
-        claim: root,
-        seq: 9,
-        verified: 1000,
-        depth: 0,
-        free_slots: 0,
-    };
-    p.handle(
-        &cfg,
-        1_000,
-        Event::Recv {
-            from: 7,
-            msg: advert,
-        },
-        &mut out,
-    );
-    let join = Event::Timer {
-        h: 0,
-        kind: TimerKind::Join,
-    };
-    p.handle(&cfg, 300_000, join, &mut out);
-    let accept = Msg::Accept {
-        h: 0,
-        xid: 77,
-        parent: 7,
-        depth: 1,
-    };
-    p.handle(
-        &cfg,
-        301_000,
-        Event::Recv {
-            from: 7,
-            msg: accept,
-        },
-        &mut out,
-    );
+    let (mut p, _advert) = member_of_root_7(&cfg, &mut out);
     assert_eq!(p.hierarchies[0].role, Role::Member);
     let watchdog = Event::Timer {
         h: 0,
