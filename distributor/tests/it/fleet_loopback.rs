@@ -4,6 +4,8 @@
 //! io_uring backend once closed the socket before that send left, and the core's close raced
 //! it), which costs the server its retransmission budget on every file.
 
+use crate::common;
+
 use std::{
     sync::atomic::Ordering,
     time::{Duration, Instant},
@@ -20,8 +22,7 @@ use pfs::{
 #[test]
 fn every_origin_transfer_ends_with_the_clients_final_ack() {
     let _group = crate::common::group(module_path!());
-    let base = std::env::temp_dir().join(format!("pfs-fleet-lo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("fleet-lo");
     let srv = base.join("srv");
     let manifest = synth_load(&srv.join("load"), 5, None).unwrap();
     let origin = origin::spawn(OriginConfig {

@@ -2,6 +2,8 @@
 //! verified prefix after a failure) and virtual phones fetching over HTTP, with TFTP named
 //! after it as the fallback a phone uses when HTTP fails. Loopback only, no root needed.
 
+use crate::common;
+
 use std::{
     net::TcpListener,
     sync::atomic::Ordering,
@@ -22,8 +24,7 @@ use pfs::{
 #[test]
 fn fetch_load_over_http_resumes_from_the_verified_prefix() {
     let _group = crate::common::group(module_path!());
-    let base = std::env::temp_dir().join(format!("pfs-http-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("http-load");
     let srv = base.join("srv");
     let (sk, vk) = generate_key().unwrap();
     let manifest = synth_load(&srv.join("load"), 5, Some(&sk)).unwrap();
@@ -118,8 +119,7 @@ fn fleet(base: &std::path::Path, origin: String, port_base: u16) -> FleetConfig 
 #[test]
 fn phones_fetch_over_http_and_fall_back_to_tftp() {
     let _group = crate::common::group(module_path!());
-    let base = std::env::temp_dir().join(format!("pfs-http-fleet-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("http-fleet");
     let srv = base.join("srv");
     let manifest = synth_load(&srv.join("load"), 5, None).unwrap();
     let tftp = origin::spawn(OriginConfig {
@@ -198,8 +198,7 @@ fn a_reopened_http_transfer_asks_range_from_the_verified_prefix() {
     let _group = crate::common::group(module_path!());
     use std::io::{BufRead, BufReader, Write};
     use std::sync::{Arc, Mutex};
-    let base = std::env::temp_dir().join(format!("pfs-http-reopen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("http-reopen");
     let srv = base.join("srv");
     let manifest = synth_load(&srv.join("load"), 5, None).unwrap();
     let victim = manifest

@@ -1,5 +1,7 @@
 //! `pfs key generate`, `pfs load synth`, `pfs manifest [--verify]` through the binary.
 
+use crate::common;
+
 use std::process::{Command, Output};
 
 fn pfs(args: &[&str]) -> Output {
@@ -12,8 +14,7 @@ fn pfs(args: &[&str]) -> Output {
 #[test]
 fn signed_synthetic_load_verifies_and_corruption_is_named() {
     let _group = crate::common::group(module_path!());
-    let base = std::env::temp_dir().join(format!("pfs-load-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("load-cli");
     std::fs::create_dir_all(&base).unwrap();
     let key = base.join("signer");
     let dir = base.join("load");
@@ -79,8 +80,7 @@ fn signed_synthetic_load_verifies_and_corruption_is_named() {
 #[test]
 fn inspect_and_config_show_print_plain_text_and_json() {
     let _group = crate::common::group(module_path!());
-    let base = std::env::temp_dir().join(format!("pfs-load-cli-inspect-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("load-cli-inspect");
     let dir = base.join("tftp");
     let d = dir.to_str().unwrap();
     assert!(pfs(&["load", "synth", "--out", d]).status.success());

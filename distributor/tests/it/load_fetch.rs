@@ -1,6 +1,8 @@
 //! The root's origin fetch of a whole load, on loopback: manifest first, every chunk verified
 //! before it is written, nothing installed or activated unless all of it verified.
 
+use crate::common;
+
 use pfs::{
     fetch::{FetchError, fetch_load},
     manifest::{generate_key, synth_load},
@@ -12,8 +14,7 @@ use pfs::{
 #[test]
 fn load_fetch_verifies_signature_and_every_chunk_and_resumes() {
     let _group = crate::common::group(module_path!());
-    let base = std::env::temp_dir().join(format!("pfs-load-fetch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("load-fetch");
     let srv = base.join("srv");
     let (sk, vk) = generate_key().unwrap();
     let manifest = synth_load(&srv.join("load"), 5, Some(&sk)).unwrap();
@@ -94,8 +95,7 @@ fn a_phone_fetches_the_load_its_configuration_names_from_a_folder_of_loads() {
     let _group = crate::common::group(module_path!());
     use pfs::fetch::fetch_named_load;
     use pfs::manifest::{manifest_file_for, manifest_for_dir};
-    let base = std::env::temp_dir().join(format!("pfs-load-fetch-named-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = common::scratch("load-fetch-named");
     let tftp = base.join("srv").join("tftp");
     let manifest = synth_load(&tftp, 8, None).unwrap();
     std::fs::remove_file(tftp.join(pfs::manifest::MANIFEST_FILE)).unwrap();

@@ -5,6 +5,8 @@
 //! The folder sits beside the checkout (`../shared/real` from the repository root). Without it
 //! the test skips, except when `CI=true`, where it fails.
 
+use crate::common;
+
 use std::path::{Path, PathBuf};
 
 use pfs::loads::{Layout, parse_loads_file};
@@ -309,8 +311,7 @@ fn a_real_tftp_folder_with_many_loads() {
     let _group = crate::common::group(module_path!());
     use pfs::manifest::{ManifestError, manifest_for_dir};
     let Some(dir) = real_dir() else { return };
-    let tftp = std::env::temp_dir().join(format!("pfs-real-tftp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tftp);
+    let tftp = common::scratch("real-tftp");
     std::fs::create_dir_all(&tftp).unwrap();
     for (src, name) in [
         (
