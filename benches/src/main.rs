@@ -100,22 +100,11 @@ impl Drop for Hpa {
     }
 }
 
-/// Origin throughput, 1 and 32 concurrent clients, pfs origin vs tftpd-hpa; client fetch
-/// time, pfs fetch vs curl, from the same server; then [`origin_scale`]. Loopback only.
-fn origin(quick: bool) {
-    use pfs::{fetch, origin, tftp::client::ClientConfig};
-    use std::{net::SocketAddr, process::Command, time::Instant};
-    let dir = std::env::temp_dir().join(format!("pfs-bench-origin-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let size: u64 = if quick { 8 << 20 } else { 32 << 20 };
-    std::fs::write(dir.join("image.bin"), pfs::manifest::synth_bytes(9, size)).unwrap();
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    let ours = origin::spawn(origin::OriginConfig {
-        root: dir.clone(),
+/// pfs origin and tftpd-hpa serving `dir` on loopback (tftpd-hpa on a free port), for the
+/// origin benchmarks side by side.
+fn origins(dir: &std::path::Path) -> (pfs::origin::OriginHandle, Hpa, std::net::SocketAddr) {
+    let ours = pfs::origin::spawn(pfs::origin::OriginConfig {
+        root: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         max_sessions: 1100,
         session: Default::default(),
@@ -126,8 +115,8 @@ fn origin(quick: bool) {
         .local_addr()
         .unwrap()
         .port();
-    let hpa_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _hpa = Hpa(Command::new("in.tftpd")
+    let hpa_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let hpa = Hpa(std::process::Command::new("in.tftpd")
         .args([
             "--foreground",
             "--listen",
@@ -135,10 +124,28 @@ fn origin(quick: bool) {
             &hpa_addr.to_string(),
             "--secure",
         ])
-        .arg(&dir)
+        .arg(dir)
         .spawn()
         .expect("in.tftpd (apt-get install tftpd-hpa)"));
     std::thread::sleep(std::time::Duration::from_millis(300));
+    (ours, hpa, hpa_addr)
+}
+
+/// Origin throughput, 1 and 32 concurrent clients, pfs origin vs tftpd-hpa; client fetch
+/// time, pfs fetch vs curl, from the same server; then [`origin_scale`]. Loopback only.
+fn origin(quick: bool) {
+    use pfs::{fetch, tftp::client::ClientConfig};
+    use std::{net::SocketAddr, process::Command, time::Instant};
+    let dir = std::env::temp_dir().join(format!("pfs-bench-origin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let size: u64 = if quick { 8 << 20 } else { 32 << 20 };
+    std::fs::write(dir.join("image.bin"), pfs::manifest::synth_bytes(9, size)).unwrap();
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    let (ours, _hpa, hpa_addr) = origins(&dir);
     let runs = if quick { 3 } else { 5 };
     let cfg = |blksize, windowsize| ClientConfig {
         blksize,
@@ -328,35 +335,10 @@ fn origin_scale(
 
 /// Only [`origin_scale`], with its own pfs origin and tftpd-hpa.
 fn origin_scale_only(quick: bool) {
-    use std::{net::SocketAddr, process::Command};
     let dir = std::env::temp_dir().join(format!("pfs-bench-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let ours = pfs::origin::spawn(pfs::origin::OriginConfig {
-        root: dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_sessions: 1100,
-        session: Default::default(),
-    })
-    .expect("origin");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hpa_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _hpa = Hpa(Command::new("in.tftpd")
-        .args([
-            "--foreground",
-            "--listen",
-            "--address",
-            &hpa_addr.to_string(),
-            "--secure",
-        ])
-        .arg(&dir)
-        .spawn()
-        .expect("in.tftpd (apt-get install tftpd-hpa)"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (ours, _hpa, hpa_addr) = origins(&dir);
     origin_scale(quick, &dir, &ours, hpa_addr);
     drop(ours);
     let _ = std::fs::remove_dir_all(&dir);
