@@ -16,7 +16,7 @@
 //!   does while preparing phones; counted in `manifest_wan_bytes`, outside the makespan.
 //! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
 //!   ingress serializer plus `lan_latency_us`. A chunk occupies the sender's egress, then the
-//!   receiver's ingress; per receiver, deliveries stay in order (TCP).
+//!   receiver's ingress; per stream (sender, receiver), deliveries stay in order (TCP).
 //! - Loss `p`: each UDP datagram is dropped with probability `p`; a TCP or TFTP chunk of `k`
 //!   packets is delayed by one retransmission round with probability `1-(1-p)^k`.
 //! - Broadcasts reach every phone of the same model after the LAN latency (phones of other
@@ -300,6 +300,20 @@ const ENGINE_STALL: Time = 10_000_000;
 const SETTLE: Time = 5_000_000;
 const PACKET: u64 = 1448;
 
+/// The TCP streams between phones, as far as the model needs them.
+#[derive(Default)]
+struct Streams {
+    /// (parent, frozen child) pairs whose stream already stalled: the child's receive window
+    /// closed, the parent's engine cuts it off after its stall limit.
+    stalled: std::collections::HashSet<(u32, u32)>,
+    /// (sender, receiver): when the last chunk sent on their stream arrives. A stream delivers
+    /// in order (TCP), also when the receiver's link backlog is cut short by a stream it
+    /// closed: without this, later chunks overtook earlier ones, the child dropped them as out
+    /// of order and, since a parent never rewinds a live stream, it starved (and called an
+    /// honest root a liar: two roots to the end, `pfs simulate --swarm`).
+    tail: std::collections::HashMap<(u32, u32), Time>,
+}
+
 struct Sim {
     cfg: SimConfig,
     core: Config,
@@ -310,9 +324,7 @@ struct Sim {
     alive: Vec<bool>,
     /// Frozen phones accept connections (the kernel does) but never answer.
     frozen: Vec<bool>,
-    /// (parent, frozen child) pairs whose stream already stalled: the child's receive window
-    /// closed, the parent's engine cuts it off after its stall limit.
-    stalled: std::collections::HashSet<(u32, u32)>,
+    streams: Streams,
     slow: Vec<bool>,
     /// Bytes per microsecond.
     rate: Vec<f64>,
@@ -487,7 +499,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         phones,
         alive: vec![true; n],
         frozen: vec![false; n],
-        stalled: std::collections::HashSet::new(),
+        streams: Streams::default(),
         slow,
         rate,
         egress_free: vec![0; n],

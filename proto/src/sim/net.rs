@@ -152,6 +152,27 @@ impl Sim {
         }
     }
 
+    /// When a chunk of `bytes` that `p` sends `to` now arrives: it leaves through `p`'s
+    /// egress, crosses the LAN, queues on `to`'s ingress (one retransmission round later if a
+    /// packet of it is lost) and never before the chunk sent ahead of it on the same stream.
+    fn chunk_arrival(&mut self, now: Time, p: u32, to: u32, bytes: u64) -> Time {
+        let lat = self.cfg.lan_latency_us;
+        let (pi, ti, b) = (p as usize, to as usize, bytes as f64);
+        let start = now.max(self.egress_free[pi]);
+        let end = start + (b / self.rate[pi]).ceil() as Time;
+        self.egress_free[pi] = end;
+        let in_start = (start + lat).max(self.ingress_free[ti]);
+        let mut arrive = (in_start + (b / self.rate[ti]).ceil() as Time).max(end + lat);
+        if self.lossy(bytes.div_ceil(PACKET)) {
+            arrive += 2 * lat + 1000;
+        }
+        let tail = self.streams.tail.entry((p, to)).or_default();
+        arrive = arrive.max(*tail);
+        *tail = arrive;
+        self.ingress_free[ti] = arrive;
+        arrive
+    }
+
     pub(super) fn act(&mut self, now: Time, p: u32, action: Action) {
         let lat = self.cfg.lan_latency_us;
         match action {
@@ -178,7 +199,7 @@ impl Sim {
             } if self.frozen[to as usize] => {
                 // A hung child reads nothing: its window closes, nothing more leaves, and the
                 // parent's engine cuts the stream off after its stall limit (10 s).
-                if self.stalled.insert((p, to)) {
+                if self.streams.stalled.insert((p, to)) {
                     let ev = Event::PeerLost { peer: to };
                     self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
                 }
@@ -187,18 +208,7 @@ impl Sim {
                 let ev = Event::Recv { from: p, msg };
                 match msg {
                     Msg::Chunk { h, index, .. } => {
-                        let bytes = self.chunk_bytes(h, index) as f64;
-                        let (pi, ti) = (p as usize, to as usize);
-                        let start = now.max(self.egress_free[pi]);
-                        let end = start + (bytes / self.rate[pi]).ceil() as Time;
-                        self.egress_free[pi] = end;
-                        let in_start = (start + lat).max(self.ingress_free[ti]);
-                        let mut arrive =
-                            (in_start + (bytes / self.rate[ti]).ceil() as Time).max(end + lat);
-                        if self.lossy((bytes as u64).div_ceil(PACKET)) {
-                            arrive += 2 * lat + 1000;
-                        }
-                        self.ingress_free[ti] = arrive;
+                        let arrive = self.chunk_arrival(now, p, to, self.chunk_bytes(h, index));
                         self.push(arrive, SimEvent::Phone { to, ev });
                     }
                     Msg::Request { .. } if self.frozen[to as usize] => {
