@@ -400,6 +400,14 @@ impl Hierarchy {
             xid: self.joined_xid.unwrap_or(0),
         }
     }
+    /// Whether `parent` is the root we follow and placed us under itself in its current tree:
+    /// only then is its silence or trickle its own doing. A parent from an older tree that
+    /// has since become root itself (its children dropped) is not feeding us by that tree's
+    /// rules, and calling it a liar before our Join reached it split the hierarchy for good.
+    fn placed_under_root(&self, parent: PeerId) -> bool {
+        self.best
+            .is_some_and(|b| b.peer == parent && self.joined_xid == Some(b.xid))
+    }
     fn fetching(&self) -> bool {
         matches!(self.role, Role::Root | Role::Fallback | Role::Traditional)
     }
@@ -439,6 +447,9 @@ pub struct Phone {
     /// When the watchdog is due: how late it fires is how long the driver did not run this
     /// phone (a loaded host's late turn).
     watchdog_due: Option<Time>,
+    /// When a chunk of any hierarchy, from any parent or the origin, last arrived: on a slow
+    /// port that is still receiving, one stream's silence is the port's backlog, not proof.
+    last_chunk: Time,
 }
 
 impl Phone {
@@ -494,6 +505,7 @@ impl Phone {
             hierarchies,
             booted: false,
             watchdog_due: None,
+            last_chunk: 0,
         }
     }
 

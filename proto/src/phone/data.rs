@@ -15,6 +15,7 @@ impl Phone {
         ok: bool,
         out: &mut Vec<Action>,
     ) {
+        self.last_chunk = now;
         let x = &mut self.hierarchies[i];
         if x.parent != Some(from) || x.role != Role::Member {
             return; // stale: from a parent we already left
@@ -65,7 +66,7 @@ impl Phone {
         // small lag (a trickling liar on a short file never falls 16 chunks behind).
         // Only a root that claims the whole file is held to it: one still fetching may lag a
         // little behind its own verified count under loss, and is not a liar for it.
-        let root_is_parent = x.best.is_some_and(|b| b.peer == from) && have == x.chunks;
+        let root_is_parent = x.placed_under_root(from) && have == x.chunks;
         let lag = if root_is_parent {
             ROOT_LAG_CHUNKS
         } else {
@@ -101,6 +102,7 @@ impl Phone {
         ok: bool,
         out: &mut Vec<Action>,
     ) {
+        self.last_chunk = now;
         let x = &mut self.hierarchies[i];
         if !x.fetching() || !x.origin_open {
             return; // a deposed root's last in-flight chunks

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// An `Accept`'s fields: the root placed us in tree `xid` under `parent` at `depth`.
+pub(super) struct Placement {
+    h: u32,
+    xid: u32,
+    parent: PeerId,
+    depth: u8,
+}
+
 impl Phone {
     pub(super) fn recv(
         &mut self,
@@ -16,11 +24,12 @@ impl Phone {
             Msg::Advert {
                 claim, verified, ..
             } => {
+                self.advert(cfg, now, i, from, claim, out);
+                // What the root we now follow holds (not the one followed before this advert).
                 let x = &mut self.hierarchies[i];
                 if x.best.is_some_and(|b| b.peer == from) {
                     x.root_verified = verified;
                 }
-                self.advert(cfg, now, i, from, claim, out);
             }
             Msg::Join {
                 h,
@@ -53,40 +62,18 @@ impl Phone {
                 xid,
                 parent,
                 depth,
-            } => {
-                let x = &mut self.hierarchies[i];
-                let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
-                if x.role != Role::Member || !x.join_pending || !expected {
-                    return;
-                }
-                if parent == self.id || x.blacklist.contains(&parent) {
-                    // A root that places us under ourselves or under a peer we caught sending
-                    // corrupt data (found by the fuzz target `phone_events`): ignored as if
-                    // lost; the Join timer asks again.
-                    return;
-                }
-                x.join_pending = false;
-                if let Some(old) = x.parent.filter(|&p| p != parent) {
-                    out.push(Action::Send {
-                        to: old,
-                        msg: x.leave(),
-                    });
-                }
-                x.joined_xid = Some(xid);
-                x.last_rx = now;
-                x.parent = Some(parent);
-                x.depth = depth;
-                x.orphan_since = None;
-                x.lag_since = None;
-                out.push(Action::Send {
-                    to: parent,
-                    msg: Msg::Request {
-                        h,
-                        from: x.verified,
-                        xid,
-                    },
-                });
-            }
+            } => self.accepted(
+                now,
+                i,
+                from,
+                Placement {
+                    h,
+                    xid,
+                    parent,
+                    depth,
+                },
+                out,
+            ),
             Msg::Reject { xid, .. } => {
                 // From the root: the Join timer retries and adverts tell us if the root
                 // changed. From our parent: it refused our Request, so re-attach elsewhere.
@@ -151,6 +138,53 @@ impl Phone {
                 self.hierarchies[i].children.retain(|c| c.peer != from);
             }
         }
+    }
+
+    /// The root placed us (`Accept`): attach to the parent it chose and ask it for the chunks
+    /// we lack.
+    fn accepted(&mut self, now: Time, i: usize, from: PeerId, a: Placement, out: &mut Vec<Action>) {
+        let Placement {
+            h,
+            xid,
+            parent,
+            depth,
+        } = a;
+        let x = &mut self.hierarchies[i];
+        let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
+        if x.role != Role::Member || !x.join_pending || !expected {
+            return;
+        }
+        if parent == self.id || x.blacklist.contains(&parent) {
+            // A root that places us under ourselves or under a peer we caught sending
+            // corrupt data (found by the fuzz target `phone_events`): ignored as if
+            // lost; the Join timer asks again.
+            return;
+        }
+        x.join_pending = false;
+        if let Some(old) = x.parent.filter(|&p| p != parent) {
+            out.push(Action::Send {
+                to: old,
+                msg: x.leave(),
+            });
+        }
+        x.joined_xid = Some(xid);
+        x.last_rx = now;
+        x.parent = Some(parent);
+        x.depth = depth;
+        x.orphan_since = None;
+        x.lag_since = None;
+        // A new parent is judged by its own silence: a starvation clock left running
+        // from the old one had a root that placed us under itself called a liar 0.8 s
+        // later, before its first chunk could arrive (`pfs simulate --swarm`).
+        x.starved_since = None;
+        out.push(Action::Send {
+            to: parent,
+            msg: Msg::Request {
+                h,
+                from: x.verified,
+                xid,
+            },
+        });
     }
 
     pub(super) fn advert(

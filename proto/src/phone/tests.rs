@@ -1,5 +1,7 @@
 use super::*;
 
+mod root_silence;
+
 /// Phone 2 with one 1000-chunk hierarchy, booted, that heard confirmed root 7 (xid 77, whole
 /// file) at 1 ms, sent its Join at 300 ms and was accepted under 7 at 301 ms. Returns the
 /// phone and the root's advert.
@@ -8,7 +10,19 @@ fn member_of_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Msg) {
         id: 0,
         chunks: 1000,
     };
-    let mut p = Phone::new(2, 100_000, 9, &[spec]);
+    member_of(cfg, 100_000, &[spec], 7, out)
+}
+
+/// As [`member_of_root_7`], for phone 2 on a `link_kbit` port taking part in `specs` (it
+/// joins hierarchy 0 only), placed by root 7 under `parent`.
+fn member_of(
+    cfg: &Config,
+    link_kbit: u32,
+    specs: &[HierarchySpec],
+    parent: PeerId,
+    out: &mut Vec<Action>,
+) -> (Phone, Msg) {
+    let mut p = Phone::new(2, link_kbit, 9, specs);
     p.handle(cfg, 0, Event::Boot, out);
     let root = Claim {
         tier: Tier::Confirmed,
@@ -41,7 +55,7 @@ fn member_of_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Msg) {
     let accept = Msg::Accept {
         h: 0,
         xid: 77,
-        parent: 7,
+        parent,
         depth: 1,
     };
     p.handle(

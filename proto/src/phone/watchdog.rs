@@ -20,10 +20,12 @@ impl Phone {
         // re-election's broadcasts made the turns longer still (`pfs lab`).
         let deaf = self.watchdog_due.map_or(0, |due| now.saturating_sub(due));
         if deaf > 0 {
+            self.last_chunk = self.last_chunk.saturating_add(deaf).min(now);
             for x in &mut self.hierarchies {
                 x.skip_deaf(now, deaf);
             }
         }
+        let (link_kbit, idle) = (self.link_kbit, now.saturating_sub(self.last_chunk));
         for i in 0..self.hierarchies.len() {
             let x = &mut self.hierarchies[i];
             match x.role {
@@ -94,17 +96,11 @@ impl Phone {
                     cfg.starve_timeout
                 } + Time::from(x.depth) * cfg.watchdog;
                 let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
-                // The root as our parent answers a stall probe at once with what it holds (it
-                // pumps on every Request), so one unanswered probe is enough in pipelined mode.
-                let root_limit = if cfg.mode == Mode::StoreAndForward {
-                    limit
-                } else {
-                    cfg.stall_timeout
-                };
-                if x.root_verified > x.verified
-                    && root_fed
-                    && now.saturating_sub(since) > root_limit
-                    && x.best.is_some_and(|b| b.peer == parent)
+                let starving = x.root_verified > x.verified && root_fed;
+                let (waited, under_root) = (now.saturating_sub(since), x.placed_under_root(parent));
+                if starving
+                    && under_root
+                    && waited > root_silence_limit(cfg, limit, link_kbit, idle)
                 {
                     // Our parent is the root itself: it adverts data it does not send us. No
                     // other placement can help (it places us under itself again), so it is
@@ -113,9 +109,10 @@ impl Phone {
                     self.reject_stalled_root(cfg, now, i, parent, silent, out);
                     continue;
                 }
-                if x.root_verified > x.verified && root_fed && now.saturating_sub(since) > limit {
+                if starving && !under_root && waited > limit {
                     // The chain above us leads to no data (a stale placement, possibly a
-                    // cycle across two trees): leave it and get a fresh place from the root.
+                    // cycle across two trees): leave it and get a fresh place from the root
+                    // (not the root itself: it would place us under itself again).
                     out.push(Action::Send {
                         to: parent,
                         msg: x.leave(),
@@ -217,4 +214,27 @@ impl Phone {
         });
         self.arm_claim(cfg, now, i, 0, out);
     }
+}
+
+/// How long a starving member waits on its root, which is also its parent, before calling it a
+/// liar. The root answers a stall probe at once with what it holds (it pumps on every
+/// `Request`), so in pipelined mode one unanswered probe (`stall_timeout`) is enough, and
+/// `limit` (the starvation limit) in store-and-forward. A phone on a slow port is the
+/// exception while the port is busy (`idle`: time since any chunk arrived, for any
+/// hierarchy, within `stall_timeout`): its root's chunks queue behind every other stream's
+/// on the port, and seconds without one are that backlog. Calling an honest root a liar
+/// for it blacklisted the root for good and left two working roots in the hierarchy to the
+/// end (`pfs simulate --swarm`, 1-6% of fault plans with slow phones). It waits until the
+/// port is idle, or at most the time its port takes to carry what a port at
+/// `leaf_below_kbit` carries in one `stall_timeout` (capped at five of them), so a liar is
+/// still caught while other streams keep the port busy.
+fn root_silence_limit(cfg: &Config, limit: Time, link_kbit: u32, idle: Time) -> Time {
+    if cfg.mode == Mode::StoreAndForward {
+        return limit;
+    }
+    if link_kbit >= cfg.leaf_below_kbit || idle > cfg.stall_timeout {
+        return cfg.stall_timeout;
+    }
+    let scaled = cfg.stall_timeout * Time::from(cfg.leaf_below_kbit) / Time::from(link_kbit.max(1));
+    scaled.min(5 * cfg.stall_timeout)
 }

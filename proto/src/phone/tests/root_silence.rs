@@ -1,0 +1,211 @@
+//! When a member may call the root that is its parent a liar (`RootLost { stalled }`): the
+//! accusation blacklists the root for good, so a false one splits the hierarchy into two
+//! working roots to the end (`pfs simulate --swarm`, issue 14).
+
+use super::*;
+
+const WATCHDOG: Event = Event::Timer {
+    h: 0,
+    kind: TimerKind::Watchdog,
+};
+
+fn spec(id: u32) -> HierarchySpec {
+    HierarchySpec { id, chunks: 1000 }
+}
+
+fn stalled(out: &[Action]) -> bool {
+    out.iter()
+        .any(|a| matches!(a, Action::RootLost { stalled: true, .. }))
+}
+
+/// Phone 2 on a `link_kbit` port, placed by root 7 under itself at 301 ms in hierarchy 0, gets
+/// nothing of hierarchy 0 while chunks of hierarchy 1 keep its port busy until `busy_until`
+/// (one every 300 ms). Returns when it called root 7 a liar, if it did by 20 s.
+fn accused_at(link_kbit: u32, busy_until: Time) -> Option<Time> {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let (mut p, advert) = member_of(&cfg, link_kbit, &[spec(0), spec(1)], 7, &mut out);
+    let mut index = 0;
+    for step in 4..=200u64 {
+        let now = step * 100_000;
+        out.clear();
+        if now % cfg.root_advert_interval == 0 {
+            p.handle(
+                &cfg,
+                now,
+                Event::Recv {
+                    from: 7,
+                    msg: advert,
+                },
+                &mut out,
+            );
+        }
+        if now % cfg.watchdog == 0 {
+            p.handle(&cfg, now, WATCHDOG, &mut out);
+        }
+        if now <= busy_until && step % 3 == 0 {
+            // Another file's chunk: the core only notes that its port carried it.
+            let msg = Msg::Chunk {
+                h: 1,
+                index,
+                have: 1000,
+                ok: true,
+            };
+            p.handle(&cfg, now + 1, Event::Recv { from: 9, msg }, &mut out);
+            index += 1;
+        }
+        if stalled(&out) {
+            return Some(now);
+        }
+    }
+    None
+}
+
+/// A phone on a slow port whose port is busy with other streams does not blame its root for
+/// the silence of one stream (its chunks queue behind the others on the port); once its port
+/// is idle for a stall timeout, or after the time its port needs for what a normal port
+/// carries in one stall timeout, it does: a liar is still caught. A phone on a normal port
+/// judges after one unanswered probe, busy or not.
+#[test]
+fn a_slow_port_busy_with_other_streams_is_no_proof_against_the_root() {
+    let cfg = Config::default();
+    let (slow, normal) = (2_000, 100_000);
+    let fast = accused_at(normal, 8_000_000).expect("a normal port judges the root");
+    assert!(
+        fast <= 301_000 + 2 * cfg.stall_timeout + 2 * cfg.watchdog,
+        "{fast}"
+    );
+    let idle = accused_at(slow, 8_000_000).expect("an idle slow port judges the root");
+    assert!(
+        idle > 8_000_000 + cfg.stall_timeout - cfg.watchdog
+            && idle <= 8_000_000 + cfg.stall_timeout + 2 * cfg.watchdog,
+        "accused at {idle}"
+    );
+    // Busy for ever: at most five stall timeouts from the first unanswered probe.
+    let busy = accused_at(slow, Time::MAX).expect("a liar is caught on a busy slow port");
+    let probe = 301_000 + cfg.stall_timeout;
+    assert!(
+        busy > probe + 5 * cfg.stall_timeout - cfg.watchdog
+            && busy <= probe + 5 * cfg.stall_timeout + 2 * cfg.watchdog,
+        "accused at {busy}"
+    );
+}
+
+/// Regression (`pfs simulate --swarm`, seed 824 of issue 14's plan): the starvation clock of
+/// the parent a member left kept running when the root placed it under itself, and the root
+/// was called a liar 0.8 s after the placement, before its first chunk could arrive.
+#[test]
+fn a_new_placement_starts_a_new_starvation_clock() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let (mut p, advert) = member_of_root_7(&cfg, &mut out);
+    let recv = |msg| Event::Recv { from: 7, msg };
+    // Starving under 7 since the probe at 2.5 s; 7 then refuses us (full) and places us again.
+    for k in 1..=5u64 {
+        p.handle(&cfg, k * cfg.watchdog, WATCHDOG, &mut out);
+    }
+    assert!(p.hierarchies[0].starved_since.is_some());
+    p.handle(
+        &cfg,
+        2_600_000,
+        recv(Msg::Reject { h: 0, xid: 77 }),
+        &mut out,
+    );
+    let join = Event::Timer {
+        h: 0,
+        kind: TimerKind::Join,
+    };
+    p.handle(&cfg, 2_600_000, join, &mut out);
+    let accept = Msg::Accept {
+        h: 0,
+        xid: 77,
+        parent: 7,
+        depth: 1,
+    };
+    p.handle(&cfg, 2_601_000, recv(accept), &mut out);
+    assert_eq!(p.hierarchies[0].parent, Some(7));
+    out.clear();
+    for k in 6..=10u64 {
+        if k % 2 == 0 {
+            p.handle(&cfg, k * cfg.watchdog, recv(advert), &mut out);
+        }
+        p.handle(&cfg, k * cfg.watchdog, WATCHDOG, &mut out);
+    }
+    assert!(
+        !stalled(&out),
+        "judged by the old placement's silence: {out:?}"
+    );
+}
+
+/// Regression (`pfs simulate --swarm`, seed 994): a member's parent from an older tree became
+/// root of a new one (dropping its children) and the member, whose Join to it had not been
+/// answered yet, called it a liar for not feeding it: only a root that placed us under itself
+/// in its current tree is judged so. The member leaves the silent parent instead.
+#[test]
+fn a_parent_that_became_root_of_another_tree_is_not_a_liar() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let (mut p, _) = member_of(&cfg, 100_000, &[spec(0)], 5, &mut out);
+    let chunk = Msg::Chunk {
+        h: 0,
+        index: 0,
+        have: 1,
+        ok: true,
+    };
+    p.handle(
+        &cfg,
+        1_000_000,
+        Event::Recv {
+            from: 5,
+            msg: chunk,
+        },
+        &mut out,
+    );
+    let advert = |peer, tier, xid| Msg::Advert {
+        h: 0,
+        claim: Claim {
+            tier,
+            strength: 5,
+            peer,
+            xid,
+        },
+        seq: 1,
+        verified: 1000,
+        depth: 0,
+        free_slots: 2,
+    };
+    // Root 7 steps down; our parent 5 is root of tree 55 now. Our Join to it goes unanswered.
+    let down = advert(7, Tier::Tentative, 77);
+    p.handle(
+        &cfg,
+        1_500_000,
+        Event::Recv { from: 7, msg: down },
+        &mut out,
+    );
+    let up = advert(5, Tier::Confirmed, 55);
+    p.handle(&cfg, 1_600_000, Event::Recv { from: 5, msg: up }, &mut out);
+    assert!(p.hierarchies[0].best.is_some_and(|b| b.peer == 5));
+    out.clear();
+    for k in 4..=20u64 {
+        if k % 2 == 0 {
+            p.handle(
+                &cfg,
+                k * cfg.watchdog,
+                Event::Recv { from: 5, msg: up },
+                &mut out,
+            );
+        }
+        p.handle(&cfg, k * cfg.watchdog, WATCHDOG, &mut out);
+    }
+    assert!(!stalled(&out), "{out:?}");
+    let left = out.iter().any(|a| {
+        matches!(
+            a,
+            Action::Send {
+                to: 5,
+                msg: Msg::Leave { .. }
+            }
+        )
+    });
+    assert!(left, "a parent that feeds nothing is left: {out:?}");
+}
