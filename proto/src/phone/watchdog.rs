@@ -97,9 +97,9 @@ impl Phone {
                 } + Time::from(x.depth) * cfg.watchdog;
                 let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
                 let starving = x.root_verified > x.verified && root_fed;
-                let (waited, under_root) = (now.saturating_sub(since), x.placed_under_root(parent));
+                let waited = now.saturating_sub(since);
                 if starving
-                    && under_root
+                    && x.placed_under_root(parent)
                     && waited > root_silence_limit(cfg, limit, link_kbit, idle)
                 {
                     // Our parent is the root itself: it adverts data it does not send us. No
@@ -109,10 +109,9 @@ impl Phone {
                     self.reject_stalled_root(cfg, now, i, parent, silent, out);
                     continue;
                 }
-                if starving && !under_root && waited > limit {
+                if starving && waited > limit {
                     // The chain above us leads to no data (a stale placement, possibly a
-                    // cycle across two trees): leave it and get a fresh place from the root
-                    // (not the root itself: it would place us under itself again).
+                    // cycle across two trees): leave it and get a fresh place from the root.
                     out.push(Action::Send {
                         to: parent,
                         msg: x.leave(),
@@ -219,22 +218,20 @@ impl Phone {
 /// How long a starving member waits on its root, which is also its parent, before calling it a
 /// liar. The root answers a stall probe at once with what it holds (it pumps on every
 /// `Request`), so in pipelined mode one unanswered probe (`stall_timeout`) is enough, and
-/// `limit` (the starvation limit) in store-and-forward. A phone on a slow port is the
-/// exception while the port is busy (`idle`: time since any chunk arrived, for any
-/// hierarchy, within `stall_timeout`): its root's chunks queue behind every other stream's
-/// on the port, and seconds without one are that backlog. Calling an honest root a liar
-/// for it blacklisted the root for good and left two working roots in the hierarchy to the
-/// end (`pfs simulate --swarm`, 1-6% of fault plans with slow phones). It waits until the
-/// port is idle, or at most the time its port takes to carry what a port at
-/// `leaf_below_kbit` carries in one `stall_timeout` (capped at five of them), so a liar is
-/// still caught while other streams keep the port busy.
+/// `limit` (the starvation limit) in store-and-forward. Not so for a phone on a slow port
+/// that is still receiving (`idle`, the time since any chunk of any hierarchy arrived, within
+/// `stall_timeout`): its root's chunks queue behind every other stream's on the port, and
+/// seconds without one are that backlog, no proof. Calling an honest root a liar for it
+/// blacklisted the root for good and left two working roots of the hierarchy to the end
+/// (`pfs simulate --swarm`). Such a phone leaves the silent root and re-joins for a fresh
+/// placement (the starvation rule) and judges it once its port is idle: a liar costs it
+/// what its other streams take, which its port had to carry anyway.
 fn root_silence_limit(cfg: &Config, limit: Time, link_kbit: u32, idle: Time) -> Time {
     if cfg.mode == Mode::StoreAndForward {
-        return limit;
+        limit
+    } else if link_kbit < cfg.leaf_below_kbit && idle <= cfg.stall_timeout {
+        Time::MAX
+    } else {
+        cfg.stall_timeout
     }
-    if link_kbit >= cfg.leaf_below_kbit || idle > cfg.stall_timeout {
-        return cfg.stall_timeout;
-    }
-    let scaled = cfg.stall_timeout * Time::from(cfg.leaf_below_kbit) / Time::from(link_kbit.max(1));
-    scaled.min(5 * cfg.stall_timeout)
 }
