@@ -466,20 +466,27 @@ impl Peer {
             let index = o.index;
             o.index += 1;
             let mut chunk = std::mem::take(&mut o.buf);
-            // A reopened transfer re-reads the verified prefix: skip it.
-            if index >= self.phone.hierarchies[i].verified {
+            // A reopened transfer re-reads the verified prefix: not written again, but told
+            // to the core like every chunk (as the simulator does), since it shows the transfer
+            // alive. Withheld, a prefix that took longer than `origin_timeout` to re-read
+            // looked like a dead transfer: reopened from the start every 10 s, it never got
+            // past the prefix (a fallback holding its lease for minutes in `pfs lab`).
+            let ok = if index >= self.phone.hierarchies[i].verified {
                 let ok = f.installed || write_verified(f, index, &chunk)?;
                 if !ok {
                     f.report.corrupt_chunks += 1;
                     warn!(file = %f.entry.name, chunk = index, "origin chunk failed verification");
                 }
-                let ev = Event::OriginChunk {
-                    h: i as u32,
-                    index,
-                    ok,
-                };
-                self.feed(now, ev)?;
-            }
+                ok
+            } else {
+                f.entry.chunk_ok(index, &chunk)
+            };
+            let ev = Event::OriginChunk {
+                h: i as u32,
+                index,
+                ok,
+            };
+            self.feed(now, ev)?;
             chunk.clear();
             if let Some(o) = self.files[i].origin.as_mut() {
                 o.buf = chunk;
