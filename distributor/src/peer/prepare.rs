@@ -220,7 +220,7 @@ impl Peer {
                 }
             };
             files.push(FileState {
-                id64: key.id(),
+                id: key.id(),
                 key,
                 entry: entry.clone(),
                 partial,
@@ -245,7 +245,7 @@ impl Peer {
                 chunks: f.chunks,
             })
             .collect();
-        let mut phone = Phone::new(u32::from(me), 100_000, opts.seed, &specs);
+        let mut phone = Phone::new(PeerId::from(me), 100_000, opts.seed, &specs);
         for (i, f) in files.iter().enumerate() {
             let have = if f.installed {
                 f.chunks

@@ -25,9 +25,12 @@ fn stalled(out: &[Action]) -> bool {
 fn accused_at(link_kbit: u32, busy_until: Time) -> (Option<Time>, u32) {
     let cfg = Config::default();
     let mut out = Vec::new();
-    let (mut p, advert) = member_of(&cfg, link_kbit, &[spec(0), spec(1)], 7, &mut out);
+    let (mut p, advert) = member_of(&cfg, link_kbit, &[spec(0), spec(1)], PeerId(7), &mut out);
     let (mut index, mut left) = (0, 0);
-    let recv = |msg| Event::Recv { from: 7, msg };
+    let recv = |msg| Event::Recv {
+        from: PeerId(7),
+        msg,
+    };
     for step in 4..=200u64 {
         let now = step * 100_000;
         out.clear();
@@ -45,7 +48,15 @@ fn accused_at(link_kbit: u32, busy_until: Time) -> (Option<Time>, u32) {
                 have: 1000,
                 ok: true,
             };
-            p.handle(&cfg, now + 1, Event::Recv { from: 9, msg }, &mut out);
+            p.handle(
+                &cfg,
+                now + 1,
+                Event::Recv {
+                    from: PeerId(9),
+                    msg,
+                },
+                &mut out,
+            );
             index += 1;
         }
         if stalled(&out) {
@@ -55,7 +66,7 @@ fn accused_at(link_kbit: u32, busy_until: Time) -> (Option<Time>, u32) {
             matches!(
                 a,
                 Action::Send {
-                    to: 7,
+                    to: PeerId(7),
                     msg: Msg::Leave { .. }
                 }
             )
@@ -71,7 +82,7 @@ fn accused_at(link_kbit: u32, busy_until: Time) -> (Option<Time>, u32) {
             let accept = Msg::Accept {
                 h: 0,
                 xid: 77,
-                parent: 7,
+                parent: PeerId(7),
                 depth: 1,
             };
             p.handle(&cfg, now + 3, recv(accept), &mut out);
@@ -114,7 +125,10 @@ fn a_new_placement_starts_a_new_starvation_clock() {
     let cfg = Config::default();
     let mut out = Vec::new();
     let (mut p, advert) = member_of_root_7(&cfg, &mut out);
-    let recv = |msg| Event::Recv { from: 7, msg };
+    let recv = |msg| Event::Recv {
+        from: PeerId(7),
+        msg,
+    };
     // Starving under 7 since the probe at 2.5 s; 7 then refuses us (full) and places us again.
     for k in 1..=5u64 {
         p.handle(&cfg, k * cfg.watchdog, WATCHDOG, &mut out);
@@ -134,11 +148,11 @@ fn a_new_placement_starts_a_new_starvation_clock() {
     let accept = Msg::Accept {
         h: 0,
         xid: 77,
-        parent: 7,
+        parent: PeerId(7),
         depth: 1,
     };
     p.handle(&cfg, 2_601_000, recv(accept), &mut out);
-    assert_eq!(p.hierarchies[0].parent, Some(7));
+    assert_eq!(p.hierarchies[0].parent, Some(PeerId(7)));
     out.clear();
     for k in 6..=10u64 {
         if k % 2 == 0 {
@@ -160,7 +174,7 @@ fn a_new_placement_starts_a_new_starvation_clock() {
 fn a_parent_that_became_root_of_another_tree_is_not_a_liar() {
     let cfg = Config::default();
     let mut out = Vec::new();
-    let (mut p, _) = member_of(&cfg, 100_000, &[spec(0)], 5, &mut out);
+    let (mut p, _) = member_of(&cfg, 100_000, &[spec(0)], PeerId(5), &mut out);
     let chunk = Msg::Chunk {
         h: 0,
         index: 0,
@@ -171,7 +185,7 @@ fn a_parent_that_became_root_of_another_tree_is_not_a_liar() {
         &cfg,
         1_000_000,
         Event::Recv {
-            from: 5,
+            from: PeerId(5),
             msg: chunk,
         },
         &mut out,
@@ -190,23 +204,37 @@ fn a_parent_that_became_root_of_another_tree_is_not_a_liar() {
         free_slots: 2,
     };
     // Root 7 steps down; our parent 5 is root of tree 55 now. Our Join to it goes unanswered.
-    let down = advert(7, Tier::Tentative, 77);
+    let down = advert(PeerId(7), Tier::Tentative, 77);
     p.handle(
         &cfg,
         1_500_000,
-        Event::Recv { from: 7, msg: down },
+        Event::Recv {
+            from: PeerId(7),
+            msg: down,
+        },
         &mut out,
     );
-    let up = advert(5, Tier::Confirmed, 55);
-    p.handle(&cfg, 1_600_000, Event::Recv { from: 5, msg: up }, &mut out);
-    assert!(p.hierarchies[0].best.is_some_and(|b| b.peer == 5));
+    let up = advert(PeerId(5), Tier::Confirmed, 55);
+    p.handle(
+        &cfg,
+        1_600_000,
+        Event::Recv {
+            from: PeerId(5),
+            msg: up,
+        },
+        &mut out,
+    );
+    assert!(p.hierarchies[0].best.is_some_and(|b| b.peer == PeerId(5)));
     out.clear();
     for k in 4..=20u64 {
         if k % 2 == 0 {
             p.handle(
                 &cfg,
                 k * cfg.watchdog,
-                Event::Recv { from: 5, msg: up },
+                Event::Recv {
+                    from: PeerId(5),
+                    msg: up,
+                },
                 &mut out,
             );
         }
@@ -217,7 +245,7 @@ fn a_parent_that_became_root_of_another_tree_is_not_a_liar() {
         matches!(
             a,
             Action::Send {
-                to: 5,
+                to: PeerId(5),
                 msg: Msg::Leave { .. }
             }
         )
