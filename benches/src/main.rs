@@ -21,6 +21,14 @@ use pfs::{
     sim::{self, Report, SimConfig},
 };
 
+/// The value after `flag` in a benchmark's arguments (`--phones 60,200`), if given.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 fn line(case: &str, r: &Report) {
     let mut v = serde_json::to_value(r).expect("report serialises");
     let o = v.as_object_mut().expect("object");
