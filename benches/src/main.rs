@@ -257,13 +257,7 @@ fn origin_scale(
         .args(["-R", "a+rX"])
         .arg(dir)
         .status();
-    let shm = std::path::Path::new("/dev/shm");
-    let store = if shm.exists() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    }
-    .join(format!("pfs-bench-scale-{}", std::process::id()));
+    let store = pfs::store::scratch_base().join(format!("pfs-bench-scale-{}", std::process::id()));
     for clients in [1usize, 32, 256, 1000] {
         for window in [1u16, 16] {
             for (server, addr) in [("pfs-origin", ours.addr), ("tftpd-hpa", hpa)] {
