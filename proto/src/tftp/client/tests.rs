@@ -163,6 +163,15 @@ impl Link {
         self.busy_until = self.busy_until.max(now as f64) + size / self.rate;
         Some(self.busy_until as Time + self.delay)
     }
+
+    /// 5 ms of other traffic at `load` times the link rate, in 1000-byte packets.
+    fn storm_burst(&mut self, now: Time, load: f64) {
+        let mut bytes = 5_000.0 * self.rate * load;
+        while bytes > 0.0 {
+            let _ = self.enqueue(now, 1000.0);
+            bytes -= 1000.0;
+        }
+    }
 }
 
 /// The datagram a server action puts on the wire (DATA filled with 0x5a), if any.
@@ -289,12 +298,7 @@ fn bottleneck(
             Ev::ClientTimer(_) | Ev::ServerTimer(_) => {}
             Ev::Storm => {
                 if now < storm.1 {
-                    // 5 ms of other traffic at `storm_load` times the link rate.
-                    let mut bytes = 5_000.0 * rate * storm_load;
-                    while bytes > 0.0 {
-                        let _ = link.enqueue(now, 1000.0);
-                        bytes -= 1000.0;
-                    }
+                    link.storm_burst(now, storm_load);
                     q.push(now + 5_000, Ev::Storm);
                 }
             }
