@@ -56,43 +56,39 @@ pub(super) fn udpcast(
             tarball.display(),
             sources[m].display()
         ));
-        {
-            let f = &man;
-            let src = &tarball;
-            let count = phones.len().to_string();
-            let a = sender_argv(&portbase, &timeout, &count, src, rate);
-            commands.push(shown(&router, &a));
-            // The sender first, as a lab scripts it: it waits for every receiver, and each
-            // receiver's first hello finds it listening.
-            let tx = procs.spawn(&router, &a, &log)?;
-            std::thread::sleep(Duration::from_millis(20));
-            let mut rx = Vec::new();
-            for &i in &phones {
-                let unpack = format!("tar x -C {}", dirs[i].display());
-                let a = receiver_argv(&portbase, &timeout, &unpack);
-                let ns = lab.site.phones[i].name().to_owned();
-                if i == phones[0] {
-                    commands.push(shown(&ns, &a));
-                }
-                rx.push((i, procs.spawn(&ns, &a, &log)?));
+        let count = phones.len().to_string();
+        let a = sender_argv(&portbase, &timeout, &count, &tarball, rate);
+        commands.push(shown(&router, &a));
+        // The sender first, as a lab scripts it: it waits for every receiver, and each
+        // receiver's first hello finds it listening.
+        let tx = procs.spawn(&router, &a, &log)?;
+        std::thread::sleep(Duration::from_millis(20));
+        let mut rx = Vec::new();
+        for &i in &phones {
+            let unpack = format!("tar x -C {}", dirs[i].display());
+            let a = receiver_argv(&portbase, &timeout, &unpack);
+            let ns = lab.site.phones[i].name().to_owned();
+            if i == phones[0] {
+                commands.push(shown(&ns, &a));
             }
-            let t_file = Instant::now();
-            wait_session(
-                procs,
-                (tx, &mut rx),
-                (start, deadline),
-                (&mut done, &mut missed),
-                &f.load,
-            )?;
-            note(
-                &log,
-                &format!(
-                    "pfs: {} took {:.2} s",
-                    f.load,
-                    t_file.elapsed().as_secs_f64()
-                ),
-            );
+            rx.push((i, procs.spawn(&ns, &a, &log)?));
         }
+        let t_file = Instant::now();
+        wait_session(
+            procs,
+            (tx, &mut rx),
+            (start, deadline),
+            (&mut done, &mut missed),
+            &man.load,
+        )?;
+        note(
+            &log,
+            &format!(
+                "pfs: {} took {:.2} s",
+                man.load,
+                t_file.elapsed().as_secs_f64()
+            ),
+        );
     }
     // A phone that missed an earlier file is not complete either.
     for (d, bad) in done.iter_mut().zip(&missed) {
