@@ -284,7 +284,7 @@ fn file_state(
         }
     };
     Ok(FileState {
-        id64: key.id(),
+        id: key.id(),
         key,
         entry: entry.clone(),
         partial,
@@ -312,7 +312,7 @@ fn phone_with(me: Ipv4Addr, seed: u64, files: &[FileState]) -> Phone {
             chunks: f.chunks,
         })
         .collect();
-    let mut phone = Phone::new(u32::from(me), 100_000, seed, &specs);
+    let mut phone = Phone::new(PeerId::from(me), 100_000, seed, &specs);
     for (i, f) in files.iter().enumerate() {
         let have = if f.installed {
             f.chunks

@@ -71,7 +71,7 @@ impl Peer {
                     offset,
                     xid,
                 }) if !outgoing => {
-                    let Some(h) = self.files.iter().position(|f| f.id64 == hierarchy) else {
+                    let Some(h) = self.files.iter().position(|f| f.id == hierarchy) else {
                         continue;
                     };
                     let cs = u64::from(self.manifest.chunk_size);
@@ -115,13 +115,13 @@ impl Peer {
     pub(super) fn chunk_in(
         &mut self,
         now: Time,
-        from: u32,
-        hierarchy: u64,
+        from: PeerId,
+        hierarchy: HierarchyId,
         offset: u64,
         have: u64,
         data: &[u8],
     ) -> Result<(), PeerError> {
-        let Some(h) = self.files.iter().position(|f| f.id64 == hierarchy) else {
+        let Some(h) = self.files.iter().position(|f| f.id == hierarchy) else {
             return Ok(());
         };
         let cs = u64::from(self.manifest.chunk_size);
@@ -164,7 +164,7 @@ impl Peer {
         let SocketAddr::V4(from) = from else {
             return Ok(());
         };
-        let peer = u32::from(*from.ip());
+        let peer = PeerId::from(*from.ip());
         if *from.ip() == self.me {
             return Ok(()); // our own broadcast
         }
@@ -332,7 +332,7 @@ impl Peer {
         }
     }
 
-    pub(super) fn send(&mut self, now: Time, to: u32, msg: Msg) -> Result<(), PeerError> {
+    pub(super) fn send(&mut self, now: Time, to: PeerId, msg: Msg) -> Result<(), PeerError> {
         match msg {
             Msg::Request { h, from, xid } => self.send_request(now, to, h, from, xid),
             Msg::Chunk { h, index, have, .. } => self.send_chunk(now, to, h, index, have),
@@ -349,7 +349,7 @@ impl Peer {
     fn send_request(
         &mut self,
         now: Time,
-        to: u32,
+        to: PeerId,
         h: u32,
         from: u32,
         xid: u32,
@@ -376,7 +376,7 @@ impl Peer {
         );
         let offset = u64::from(from) * u64::from(self.manifest.chunk_size);
         let frame = Message::Request {
-            hierarchy: f.id64,
+            hierarchy: f.id,
             offset,
             xid,
         }
@@ -392,7 +392,7 @@ impl Peer {
 
     /// Opens a stream to parent `to` at `peer` from this phone's place; `None` when the
     /// connect failed (logged).
-    fn connect_parent(&mut self, to: u32, peer: SocketAddrV4) -> Option<Token> {
+    fn connect_parent(&mut self, to: PeerId, peer: SocketAddrV4) -> Option<Token> {
         let t = self.token();
         let connected = self
             .place
@@ -421,7 +421,7 @@ impl Peer {
     fn send_chunk(
         &mut self,
         now: Time,
-        to: u32,
+        to: PeerId,
         h: u32,
         index: u32,
         have: u32,
@@ -434,7 +434,7 @@ impl Peer {
         let cs = u64::from(self.manifest.chunk_size);
         let (start, end) = f.entry.chunk_range(self.manifest.chunk_size, index);
         let have_bytes = (u64::from(have) * cs).min(f.entry.size);
-        let head = wire::chunk_head(f.id64, start, have_bytes, (end - start) as usize);
+        let head = wire::chunk_head(f.id, start, have_bytes, (end - start) as usize);
         let frame = match &f.map {
             // A corrupt peer (fault injection) relays the chunk with one byte flipped.
             Some(map) if self.phone.corrupt => {

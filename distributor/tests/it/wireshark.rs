@@ -6,7 +6,7 @@ use crate::common;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command};
 
-use pfs::wire::{HierarchyKey, Message, Tier};
+use pfs::wire::{HierarchyId, HierarchyKey, Message, PeerId, Tier};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/wireshark/pfs.lua");
 const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
@@ -282,7 +282,7 @@ fn every_message_pcap() -> Pcap {
         pcap.udp(a, Ipv4Addr::new(198, 19, 255, 255), &m.encode().unwrap());
     }
     let request = Message::Request {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         offset: 65536,
         xid: 1,
     }
@@ -290,7 +290,7 @@ fn every_message_pcap() -> Pcap {
     .unwrap();
     pcap.tcp(a, 40000, b, 4051, 1, 1, &request);
     let chunk = Message::Chunk {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         offset: 65536,
         have: 131_072,
         data: vec![0xab; 3000],
@@ -317,7 +317,7 @@ fn every_message_pcap() -> Pcap {
         &chunk[1400..],
     );
     let mut two = Message::Have {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         verified: 131_072,
     }
     .encode()
@@ -402,12 +402,12 @@ fn every_udp_message() -> Vec<Message> {
             max_children: 2,
             link_kbit: 100_000,
             verified: 0,
-            exclude: vec![u32::from(Ipv4Addr::new(198, 19, 1, 5))],
+            exclude: vec![PeerId::from(Ipv4Addr::new(198, 19, 1, 5))],
         },
         Message::Accept {
             key: key.clone(),
             xid: 1,
-            parent: u32::from(Ipv4Addr::new(198, 19, 1, 9)),
+            parent: PeerId::from(Ipv4Addr::new(198, 19, 1, 9)),
             port: 4051,
             depth: 1,
         },

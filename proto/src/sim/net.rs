@@ -124,7 +124,7 @@ impl Sim {
             .hierarchies
             .iter()
             .filter(|x| !x.done())
-            .filter_map(|x| x.parent)
+            .filter_map(|x| x.parent.map(|p| p.0))
             .collect();
         parents.sort_unstable();
         parents.dedup();
@@ -143,7 +143,7 @@ impl Sim {
                 for x in 0..self.phones[p as usize].hierarchies.len() {
                     let h = self.phones[p as usize].hierarchies[x].id;
                     let ev = Event::Recv {
-                        from: p,
+                        from: PeerId(p),
                         msg: Msg::Leave { h, xid: 0 },
                     };
                     self.push(at, SimEvent::Phone { to: old, ev });
@@ -164,7 +164,7 @@ impl Sim {
                 }
                 self.push(now + lat, SimEvent::Broadcast { from: p, msg });
             }
-            Action::Send { to, msg } if self.blocked(now, p, to) => {
+            Action::Send { to, msg } if self.blocked(now, p, to.0) => {
                 // Nothing crosses the cut; a connection attempt fails after the TCP timeout.
                 if let Msg::Request { .. } = msg {
                     let ev = Event::PeerLost { peer: to };
@@ -175,16 +175,20 @@ impl Sim {
             Action::Send {
                 to,
                 msg: Msg::Chunk { .. },
-            } if self.frozen[to as usize] => {
+            } if self.frozen[to.0 as usize] => {
                 // A hung child reads nothing: its window closes, nothing more leaves, and the
                 // parent's engine cuts the stream off after its stall limit (10 s).
-                if self.stalled.insert((p, to)) {
+                if self.stalled.insert((p, to.0)) {
                     let ev = Event::PeerLost { peer: to };
                     self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
                 }
             }
             Action::Send { to, msg } => {
-                let ev = Event::Recv { from: p, msg };
+                let to = to.0;
+                let ev = Event::Recv {
+                    from: PeerId(p),
+                    msg,
+                };
                 match msg {
                     Msg::Chunk { h, index, .. } => {
                         let bytes = self.chunk_bytes(h, index) as f64;
@@ -206,7 +210,7 @@ impl Sim {
                     }
                     Msg::Request { .. } if !self.alive[to as usize] => {
                         // Connecting to a dead phone fails after the TCP timeout.
-                        let ev = Event::PeerLost { peer: to };
+                        let ev = Event::PeerLost { peer: PeerId(to) };
                         let at = now + self.cfg.peer_timeout_ms * 1000;
                         self.push(at, SimEvent::Phone { to: p, ev });
                     }
