@@ -83,37 +83,39 @@ impl OriginGuard {
             p = prefix.display(),
             r = origin_root.display()
         );
-        std::fs::write(prefix.join("nginx.conf"), conf).map_err(setup("nginx.conf"))?;
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", site.hq.name(), "nginx", "-p"])
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(setup("nginx (apt-get install nginx)"))?;
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(OriginGuard::Process(child))
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(setup("nginx.conf"))?;
+        let os = std::ffi::OsStr::new;
+        process_in_hq(
+            site,
+            &[
+                os("nginx"),
+                os("-p"),
+                prefix.as_os_str(),
+                os("-c"),
+                conf_path.as_os_str(),
+            ],
+            "nginx (apt-get install nginx)",
+        )
     }
 
     /// tftpd-hpa serving the loads over TFTP.
     fn tftpd_hpa(site: &Site, origin_root: &Path) -> Result<OriginGuard, LabError> {
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", site.hq.name(), "in.tftpd", "--foreground"])
-            .args([
-                "--listen",
-                "--address",
-                &format!("{ORIGIN_ADDR}:69"),
-                "--secure",
-            ])
-            .arg(origin_root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(setup("in.tftpd (apt-get install tftpd-hpa)"))?;
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(OriginGuard::Process(child))
+        let address = format!("{ORIGIN_ADDR}:69");
+        let os = std::ffi::OsStr::new;
+        process_in_hq(
+            site,
+            &[
+                os("in.tftpd"),
+                os("--foreground"),
+                os("--listen"),
+                os("--address"),
+                os(&address),
+                os("--secure"),
+                origin_root.as_os_str(),
+            ],
+            "in.tftpd (apt-get install tftpd-hpa)",
+        )
     }
 
     /// Starts the embedded origin's peak counts again from what is open now.
@@ -143,4 +145,22 @@ impl OriginGuard {
             .map_or(0, |w| w.stats.peak_connections.load(Relaxed));
         Some((h.stats.peak_sessions.load(Relaxed) + http_peak) as u64)
     }
+}
+
+/// `argv` run in hq (`what` names it in an error), its output discarded, given 300 ms to
+/// start listening.
+fn process_in_hq(
+    site: &Site,
+    argv: &[&std::ffi::OsStr],
+    what: &str,
+) -> Result<OriginGuard, LabError> {
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", site.hq.name()])
+        .args(argv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(setup(what))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(OriginGuard::Process(child))
 }
