@@ -188,72 +188,12 @@ impl Peer {
         let base = slot << PHONE_SHIFT;
         let store = Store::new(&opts.store);
         let done_already = store.current().as_deref() == Some(manifest.load.as_str());
-        let mut files = Vec::with_capacity(manifest.files.len());
-        for entry in &manifest.files {
-            let key = HierarchyKey {
-                model: opts.model.clone(),
-                file: entry.name.clone(),
-                digest: hex_digest(&entry.digest)?,
-            };
-            key.validate()
-                .map_err(|e| PeerError::Usage(format!("model/file {}: {e}", entry.name)))?;
-            let chunks = entry.chunk_count(manifest.chunk_size);
-            let (partial, map, installed) = match &opts.source {
-                Source::Serve(dir) => (None, map_file(&dir.join(&entry.name))?, true),
-                Source::Origin(_) if done_already => (
-                    None,
-                    map_file(&store.load_dir(&manifest.load).join(&entry.name))?,
-                    true,
-                ),
-                Source::Origin(_) => {
-                    let installed_path = store.load_dir(&manifest.load).join(&entry.name);
-                    if installed_path.is_file()
-                        && crate::manifest::verify_file(entry, manifest.chunk_size, &installed_path)
-                            .is_ok()
-                    {
-                        (None, map_file(&installed_path)?, true)
-                    } else {
-                        let p = store.partial(&manifest, entry)?;
-                        let map = p.map()?.map(Arc::new);
-                        (Some(p), map, false)
-                    }
-                }
-            };
-            files.push(FileState {
-                id: key.id(),
-                key,
-                entry: entry.clone(),
-                partial,
-                map,
-                chunks,
-                installed,
-                origin: None,
-                origin_pick: 0,
-                report: FileReport {
-                    file: entry.name.clone(),
-                    bytes: entry.size,
-                    ..FileReport::default()
-                },
-                next_progress: 10,
-            });
-        }
-        let specs: Vec<HierarchySpec> = files
+        let files = manifest
+            .files
             .iter()
-            .enumerate()
-            .map(|(i, f)| HierarchySpec {
-                id: i as u32,
-                chunks: f.chunks,
-            })
-            .collect();
-        let mut phone = Phone::new(PeerId::from(me), 100_000, opts.seed, &specs);
-        for (i, f) in files.iter().enumerate() {
-            let have = if f.installed {
-                f.chunks
-            } else {
-                f.partial.as_ref().map_or(0, Partial::verified_prefix)
-            };
-            phone.preload(i as u32, have);
-        }
+            .map(|entry| file_state(&opts, &store, &manifest, entry, done_already))
+            .collect::<Result<Vec<_>, PeerError>>()?;
+        let phone = phone_with(me, opts.seed, &files);
         let cfg = Config {
             mode: opts.mode,
             fanout: opts.fanout,
@@ -304,4 +244,82 @@ impl Peer {
             span: tracing::info_span!("phone", ip = %me),
         })
     }
+}
+
+/// One file of the load as the phone starts with it: its hierarchy key, and what it already
+/// holds: the whole file (serving, installed, or verified on disk) or a partial download.
+fn file_state(
+    opts: &PeerOptions,
+    store: &Store,
+    manifest: &Manifest,
+    entry: &FileEntry,
+    done_already: bool,
+) -> Result<FileState, PeerError> {
+    let key = HierarchyKey {
+        model: opts.model.clone(),
+        file: entry.name.clone(),
+        digest: hex_digest(&entry.digest)?,
+    };
+    key.validate()
+        .map_err(|e| PeerError::Usage(format!("model/file {}: {e}", entry.name)))?;
+    let chunks = entry.chunk_count(manifest.chunk_size);
+    let (partial, map, installed) = match &opts.source {
+        Source::Serve(dir) => (None, map_file(&dir.join(&entry.name))?, true),
+        Source::Origin(_) if done_already => (
+            None,
+            map_file(&store.load_dir(&manifest.load).join(&entry.name))?,
+            true,
+        ),
+        Source::Origin(_) => {
+            let installed_path = store.load_dir(&manifest.load).join(&entry.name);
+            if installed_path.is_file()
+                && crate::manifest::verify_file(entry, manifest.chunk_size, &installed_path).is_ok()
+            {
+                (None, map_file(&installed_path)?, true)
+            } else {
+                let p = store.partial(manifest, entry)?;
+                let map = p.map()?.map(Arc::new);
+                (Some(p), map, false)
+            }
+        }
+    };
+    Ok(FileState {
+        id: key.id(),
+        key,
+        entry: entry.clone(),
+        partial,
+        map,
+        chunks,
+        installed,
+        origin: None,
+        origin_pick: 0,
+        report: FileReport {
+            file: entry.name.clone(),
+            bytes: entry.size,
+            ..FileReport::default()
+        },
+        next_progress: 10,
+    })
+}
+
+/// The core for phone `me`: one hierarchy per file, preloaded with what it holds.
+fn phone_with(me: Ipv4Addr, seed: u64, files: &[FileState]) -> Phone {
+    let specs: Vec<HierarchySpec> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| HierarchySpec {
+            id: i as u32,
+            chunks: f.chunks,
+        })
+        .collect();
+    let mut phone = Phone::new(PeerId::from(me), 100_000, seed, &specs);
+    for (i, f) in files.iter().enumerate() {
+        let have = if f.installed {
+            f.chunks
+        } else {
+            f.partial.as_ref().map_or(0, Partial::verified_prefix)
+        };
+        phone.preload(i as u32, have);
+    }
+    phone
 }
