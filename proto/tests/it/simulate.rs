@@ -324,11 +324,10 @@ fn half_open_cuts_are_survived() {
     }
 }
 
-/// Every fault kind at once, as the lab's seed-7 plan: nobody stuck, nothing corrupt, the
-/// origin within its bound.
-#[test]
-fn the_seed_7_fault_plan_leaves_nobody_stuck() {
-    let r = sim::run(&SimConfig {
+/// Issue 14's fault plan (without the liar) on `c`: 2 models, crashes, freezes, cuts, slow
+/// phones, corrupt peers and loss.
+fn issue_14_plan(c: SimConfig) -> SimConfig {
+    SimConfig {
         crash_fraction: 0.1,
         freeze_fraction: 0.05,
         cut_fraction: 0.05,
@@ -336,8 +335,15 @@ fn the_seed_7_fault_plan_leaves_nobody_stuck() {
         corrupt_peers: 2,
         loss: 0.01,
         models: 2,
-        ..cfg(100, 7)
-    });
+        ..c
+    }
+}
+
+/// Every fault kind at once, as the lab's seed-7 plan: nobody stuck, nothing corrupt, the
+/// origin within its bound.
+#[test]
+fn the_seed_7_fault_plan_leaves_nobody_stuck() {
+    let r = sim::run(&issue_14_plan(cfg(100, 7)));
     let ctx = without_wall(&r);
     assert_eq!(r.completed + r.crashed + r.frozen + r.cut, 100, "{ctx}");
     assert_eq!(r.corrupt_installs, 0, "{ctx}");
@@ -429,18 +435,11 @@ fn liars_claiming_root_stall_nobody() {
 #[test]
 fn issue_14_plans_end_with_one_root_per_hierarchy() {
     for seed in [10_168_890_155_700_885_784, 306, 824, 994, 1470] {
-        let r = sim::run(&SimConfig {
+        let r = sim::run(&issue_14_plan(SimConfig {
             phones: 100,
             seed,
-            models: 2,
-            crash_fraction: 0.1,
-            freeze_fraction: 0.05,
-            cut_fraction: 0.05,
-            slow_fraction: 0.05,
-            corrupt_peers: 2,
-            loss: 0.01,
             ..SimConfig::default()
-        });
+        }));
         let failures = sim::check(&r);
         assert!(failures.is_empty(), "seed {seed}: {failures:?}");
         assert_eq!(r.final_roots_max, 1, "seed {seed}: {}", without_wall(&r));
