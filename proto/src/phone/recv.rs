@@ -134,8 +134,12 @@ impl Phone {
         x.lag_since = None;
         // A new parent is judged by its own silence: a starvation clock left running from the
         // old one had a root that placed us under itself called a liar 0.8 s later, before its
-        // first chunk could arrive (`pfs simulate --swarm`).
-        x.starved_since = None;
+        // first chunk could arrive (`pfs simulate --swarm`). The root is judged from the first
+        // unanswered probe, as before; any other parent from now (the Request below is its
+        // first probe): restarted only at the next probe, every move to another parent cost a
+        // stall timeout more (chaos plans 14 and 20 at 2.31 x the limit, from 1.6 and 2.1).
+        x.starved_since = (Some(parent) != x.best.map(|b| b.peer)).then_some(now);
+        x.starved_root_mark = x.root_verified;
         out.push(Action::Send {
             to: parent,
             msg: Msg::Request {
