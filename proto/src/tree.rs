@@ -16,12 +16,6 @@ struct Member {
     /// Children as placed by this coordinator (a moved member keeps them).
     kids: Vec<PeerId>,
     capable: bool,
-    /// Excluded by a joiner as slow (or full: its `Reject`): offered only when no other
-    /// member has room. A joiner's exclusion is its own view; taken as final, every stale
-    /// placement under faults took a healthy parent out for good, the root ran out of places
-    /// and the orphans fell back to the origin one after another (`pfs lab`, issue 14's
-    /// plan, seed 8: 4710 rejects, 40 fallbacks).
-    suspect: bool,
     /// Position in `open` while it has free slots.
     order: u64,
 }
@@ -29,13 +23,11 @@ struct Member {
 /// Why a peer was excluded by a joiner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusion {
-    /// Connection lost or silent: its slot at its parent is freed and it gets no children
-    /// until it joins again.
+    /// Connection lost: never placed under again.
     Dead,
     /// Sent a chunk that failed its digest: never a parent again.
     Corrupt,
-    /// Too slow for its children: kept, and gets new children only when no other member
-    /// has room.
+    /// Too slow for its children: kept, but gets no new children.
     Slow,
 }
 
@@ -66,7 +58,6 @@ impl Coordinator {
                 depth: 0,
                 kids: Vec::new(),
                 capable: true,
-                suspect: false,
                 order: 0,
             },
         );
@@ -106,7 +97,7 @@ impl Coordinator {
             pick = Some((depth, order, peer));
             break;
         }
-        let (depth, order, parent) = pick.or_else(|| self.reopen_suspect(joiner, exclude))?;
+        let (depth, order, parent) = pick?;
         let fills_last_slot = self.members[&parent].kids.len() + 1 >= usize::from(self.fanout)
             && self.open.len() <= 1;
         if max_children == 0 && fills_last_slot {
@@ -132,7 +123,6 @@ impl Coordinator {
             depth: child_depth,
             kids: Vec::new(),
             capable,
-            suspect: false,
             order: child_order,
         });
         // A re-attaching member keeps its children; re-key it in `open` at its new depth.
@@ -140,7 +130,6 @@ impl Coordinator {
         entry.parent = Some(parent);
         entry.depth = child_depth;
         entry.capable &= capable;
-        entry.suspect = false; // it joined: alive
         entry.order = child_order;
         if entry.capable && entry.kids.len() < usize::from(self.fanout) {
             self.open.insert((child_depth, child_order, joiner));
@@ -198,45 +187,14 @@ impl Coordinator {
             return;
         };
         self.open.remove(&(m.depth, m.order, peer));
-        if why == Exclusion::Corrupt {
-            m.capable = false;
-            return;
+        m.capable = false;
+        if why == Exclusion::Dead {
+            let parent = m.parent;
+            self.members.remove(&peer);
+            if let Some(p) = parent {
+                self.release_slot(p, peer);
+            }
         }
-        if why == Exclusion::Slow {
-            m.suspect = true;
-            return;
-        }
-        // Dead: where it really hangs now is unknown (offering it again made parent cycles in
-        // `pfs simulate --swarm`); it is placed again when it joins again.
-        let parent = m.parent;
-        self.members.remove(&peer);
-        if let Some(p) = parent {
-            self.release_slot(p, peer);
-        }
-    }
-
-    /// No member in good standing has room for `joiner`: the shallowest suspect with room
-    /// that the joiner does not exclude itself (nor one of its descendants) is offered again,
-    /// as (depth, order, peer) back in `open`.
-    fn reopen_suspect(
-        &mut self,
-        joiner: PeerId,
-        exclude: &[(PeerId, Exclusion)],
-    ) -> Option<(u8, u64, PeerId)> {
-        let fanout = usize::from(self.fanout);
-        let pick = self
-            .members
-            .iter()
-            .filter(|&(&id, m)| m.suspect && m.capable && m.kids.len() < fanout && id != joiner)
-            .filter(|&(&id, _)| !exclude.iter().any(|&(e, _)| e == id))
-            .map(|(&id, m)| (m.depth, m.order, id))
-            .filter(|&(_, _, id)| !self.is_descendant(id, joiner))
-            .min()?;
-        if let Some(m) = self.members.get_mut(&pick.2) {
-            m.suspect = false;
-        }
-        self.open.insert(pick);
-        Some(pick)
     }
 
     /// `child` leaves `parent`: the parent's slot opens again (if it may still take children).
@@ -244,7 +202,7 @@ impl Coordinator {
         let fanout = usize::from(self.fanout);
         if let Some(p) = self.members.get_mut(&parent) {
             p.kids.retain(|&k| k != child);
-            if p.capable && !p.suspect && p.kids.len() < fanout {
+            if p.capable && p.kids.len() < fanout {
                 self.open.insert((p.depth, p.order, parent));
             }
         }
@@ -289,12 +247,11 @@ impl Coordinator {
                 }
                 cur = self.members.get(&p).and_then(|x| x.parent);
             }
-            let should_be_open = m.capable && !m.suspect && m.kids.len() < fanout;
+            let should_be_open = m.capable && m.kids.len() < fanout;
             if should_be_open != self.open.contains(&(m.depth, m.order, id)) {
                 return Err(format!(
-                    "{id}: open set disagrees (capable {}, suspect {}, {} kids)",
+                    "{id}: open set disagrees (capable {}, {} kids)",
                     m.capable,
-                    m.suspect,
                     m.kids.len()
                 ));
             }
@@ -382,30 +339,6 @@ mod tests {
             assert_ne!(p, 1);
             c.exclude(PeerId(100), Exclusion::Dead);
         }
-    }
-
-    /// An exclusion is one joiner's view: with no other member left with room, a member
-    /// excluded as slow (or full) by someone else is offered again rather than nobody, and
-    /// never to the joiner that excluded it. A corrupt one never is.
-    #[test]
-    fn excluded_members_are_a_last_resort_not_lost() {
-        let mut c = Coordinator::new(PeerId(0), 1);
-        assert_eq!(join(&mut c, 1, 1, &[]), Some((0, 1)));
-        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Slow)]), None);
-        assert_eq!(
-            join(&mut c, 3, 1, &[]),
-            Some((1, 2)),
-            "1 was only slow for 2"
-        );
-        c.invariants().unwrap();
-        let mut c = Coordinator::new(PeerId(0), 1);
-        join(&mut c, 1, 1, &[]);
-        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Corrupt)]), None);
-        assert_eq!(
-            join(&mut c, 3, 1, &[]),
-            None,
-            "a corrupt member is never a parent"
-        );
     }
 
     #[test]
