@@ -191,6 +191,10 @@ pub enum Event {
     PeerLost {
         peer: PeerId,
     },
+    /// The driver added hierarchies with [`Phone::add_hierarchies`] (the load's files, once
+    /// its manifest is verified): they start as every hierarchy does at `Boot`. Before `Boot`
+    /// it is ignored (`Boot` starts them).
+    Added,
 }
 
 /// Why a phone fell back to the origin. Every fallback is counted and logged (CSCus67416).
@@ -416,6 +420,50 @@ impl Hierarchy {
     }
 }
 
+impl Hierarchy {
+    fn new(id: PeerId, s: &HierarchySpec) -> Hierarchy {
+        Hierarchy {
+            id: s.id,
+            chunks: s.chunks,
+            verified: 0,
+            role: Role::Waiting,
+            parent: None,
+            depth: 0,
+            children: Vec::new(),
+            me: Claim {
+                tier: Tier::Tentative,
+                strength: 0,
+                peer: id,
+                xid: 0,
+            },
+            best: None,
+            root_seen_at: 0,
+            seq: 0,
+            joined_xid: None,
+            join_pending: false,
+            orphan_since: None,
+            lag_since: None,
+            last_rx: 0,
+            last_progress: 0,
+            starved_since: None,
+            starved_root_mark: 0,
+            root_verified: 0,
+            excludes: Excludes::default(),
+            blacklist: Vec::new(),
+            coordinator: None,
+            origin_open: false,
+            last_origin_rx: 0,
+            leases: Vec::new(),
+            wants_lease: false,
+            lease_until: 0,
+            lease_asked_at: None,
+            installs: 0,
+            lies: false,
+            trickle_at: 0,
+        }
+    }
+}
+
 /// Static description of a hierarchy a phone takes part in.
 #[derive(Debug, Clone, Copy)]
 pub struct HierarchySpec {
@@ -439,52 +487,14 @@ pub struct Phone {
     /// When the watchdog is due: how late it fires is how long the driver did not run this
     /// phone (a loaded host's late turn).
     watchdog_due: Option<Time>,
+    /// Hierarchies started (claim timers armed): the first `started`; later ones were added
+    /// and wait for [`Event::Added`].
+    started: usize,
 }
 
 impl Phone {
     pub fn new(id: PeerId, link_kbit: u32, seed: u64, specs: &[HierarchySpec]) -> Self {
-        let hierarchies = specs
-            .iter()
-            .map(|s| Hierarchy {
-                id: s.id,
-                chunks: s.chunks,
-                verified: 0,
-                role: Role::Waiting,
-                parent: None,
-                depth: 0,
-                children: Vec::new(),
-                me: Claim {
-                    tier: Tier::Tentative,
-                    strength: 0,
-                    peer: id,
-                    xid: 0,
-                },
-                best: None,
-                root_seen_at: 0,
-                seq: 0,
-                joined_xid: None,
-                join_pending: false,
-                orphan_since: None,
-                lag_since: None,
-                last_rx: 0,
-                last_progress: 0,
-                starved_since: None,
-                starved_root_mark: 0,
-                root_verified: 0,
-                excludes: Excludes::default(),
-                blacklist: Vec::new(),
-                coordinator: None,
-                origin_open: false,
-                last_origin_rx: 0,
-                leases: Vec::new(),
-                wants_lease: false,
-                lease_until: 0,
-                lease_asked_at: None,
-                installs: 0,
-                lies: false,
-                trickle_at: 0,
-            })
-            .collect();
+        let hierarchies = specs.iter().map(|s| Hierarchy::new(id, s)).collect();
         Phone {
             id,
             link_kbit,
@@ -494,6 +504,19 @@ impl Phone {
             hierarchies,
             booted: false,
             watchdog_due: None,
+            started: 0,
+        }
+    }
+
+    /// Adds hierarchies (the load's files, known once the manifest hierarchy delivered and
+    /// the driver verified the manifest). They start at the next [`Event::Added`] (or at
+    /// `Boot`), which the driver queues after the current actions (no re-entrancy). Ids
+    /// already present are skipped.
+    pub fn add_hierarchies(&mut self, specs: &[HierarchySpec]) {
+        for s in specs {
+            if self.index(s.id).is_none() {
+                self.hierarchies.push(Hierarchy::new(self.id, s));
+            }
         }
     }
 
@@ -563,6 +586,11 @@ impl Phone {
                     self.origin_chunk(cfg, now, i, index, ok, out);
                 }
             }
+            Event::Added if self.booted => match self.liar {
+                Some(kind) => self.liar_start(cfg, now, kind, out),
+                None => self.start_added(cfg, now, true, out),
+            },
+            Event::Added => {}
             Event::PeerLost { peer } => {
                 for i in 0..self.hierarchies.len() {
                     let x = &mut self.hierarchies[i];
@@ -586,23 +614,52 @@ impl Phone {
             self.liar_boot(cfg, now, kind, out);
             return;
         }
-        for i in 0..self.hierarchies.len() {
-            if cfg.mode == Mode::Traditional {
-                self.hierarchies[i].role = Role::Traditional;
-            } else {
-                self.hierarchies[i].orphan_since = Some(now);
-                self.arm_claim(cfg, now, i, 0, out);
-            }
-        }
-        if cfg.mode == Mode::Traditional {
-            self.open_next_traditional(out);
-        } else {
+        self.start_added(cfg, now, false, out);
+        if cfg.mode != Mode::Traditional {
             self.watchdog_due = Some(now + cfg.watchdog);
             out.push(Action::Timer {
                 h: 0,
                 kind: TimerKind::Watchdog,
                 at: now + cfg.watchdog,
             });
+        }
+    }
+
+    /// Starts every hierarchy not started yet: a claim timer each (or, traditional, the next
+    /// origin fetch).
+    fn start_added(&mut self, cfg: &Config, now: Time, late: bool, out: &mut Vec<Action>) {
+        // Traditional phones fetch one file after another: the next starts now only if
+        // every earlier one is done (otherwise when the open one completes).
+        let idle = self.hierarchies[..self.started].iter().all(Hierarchy::done);
+        // The largest new file leads: the root of an earlier hierarchy (the manifest's, which
+        // it fetched first) claims it at once, so the WAN carries firmware from then on while
+        // the manifest still spreads. Every other phone expects that root and listens for a
+        // confirmed root's advert interval before its own back-off. The other files are
+        // elected as usual (their roots stay spread over the phones); a phone that adds them
+        // late listens for one fetching root's advert interval first, since adverts of roots
+        // elected before it knew the keys went unheard.
+        let lead = (self.started..self.hierarchies.len())
+            .max_by_key(|&i| (self.hierarchies[i].chunks, std::cmp::Reverse(i)));
+        let leader = late
+            && self.hierarchies[..self.started]
+                .iter()
+                .any(|x| x.role == Role::Root);
+        for i in self.started..self.hierarchies.len() {
+            if cfg.mode == Mode::Traditional {
+                self.hierarchies[i].role = Role::Traditional;
+                continue;
+            }
+            let listen = match (late, lead == Some(i)) {
+                (false, _) => 0,
+                (true, true) => cfg.root_advert_interval + cfg.advert_interval,
+                (true, false) => cfg.advert_interval + cfg.claim_guard,
+            };
+            self.hierarchies[i].orphan_since = Some(now);
+            self.arm_claim_at(cfg, now, i, listen, leader && lead == Some(i), out);
+        }
+        self.started = self.hierarchies.len();
+        if cfg.mode == Mode::Traditional && idle {
+            self.open_next_traditional(out);
         }
     }
 
@@ -615,6 +672,20 @@ impl Phone {
         now: Time,
         i: usize,
         listen: Time,
+        out: &mut Vec<Action>,
+    ) {
+        self.arm_claim_at(cfg, now, i, listen, false, out);
+    }
+
+    /// [`Self::arm_claim`]; `at_once`: the claim timer fires now (the strength is drawn as
+    /// usual).
+    fn arm_claim_at(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        listen: Time,
+        at_once: bool,
         out: &mut Vec<Action>,
     ) {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
@@ -643,7 +714,7 @@ impl Phone {
         out.push(Action::Timer {
             h: hier.id,
             kind: TimerKind::Claim,
-            at: now + listen + delay,
+            at: if at_once { now } else { now + listen + delay },
         });
     }
 
@@ -779,3 +850,5 @@ mod watchdog;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_added;

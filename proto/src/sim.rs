@@ -12,8 +12,13 @@
 //!   --max-sessions` enforces (it answers "server busy"); 0 for a server without a limit
 //!   (tftpd-hpa). The origin protects itself no further: the bound on fallbacks is the core's
 //!   lease rule (a root grants at most `fallback_slots`), the same on real sockets.
-//! - Manifests: every phone fetches its manifest from the origin before power-on, as `pfs lab`
-//!   does while preparing phones; counted in `manifest_wan_bytes`, outside the makespan.
+//! - Manifests (`manifest_over_lan`, the signed configuration and the default): each model's
+//!   manifest is one more hierarchy of one chunk (`manifest_bytes`), elected, fetched by its
+//!   root over the WAN and relayed like any file; a phone adds its load's hierarchies when
+//!   the manifest arrives, as the runtime does once it verified the signature. Its WAN bytes
+//!   count in `manifest_wan_bytes`, inside the makespan. Without it (a keyless phone cannot
+//!   verify a peer's manifest) every phone fetches its own before power-on, as `pfs lab
+//!   --keyless` does while preparing phones; counted outside the makespan.
 //! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
 //!   ingress serializer plus `lan_latency_us`. A chunk occupies the sender's egress, then the
 //!   receiver's ingress; per receiver, deliveries stay in order (TCP).
@@ -42,6 +47,7 @@ use crate::phone::{
 /// Timer kinds, for the replace-semantics table.
 mod check;
 mod faults;
+mod manifest;
 mod net;
 pub use check::check;
 
@@ -91,6 +97,9 @@ pub struct SimConfig {
     pub tftp_window_bytes: u64,
     /// Bytes of one manifest fetch (pfs-manifest.json plus TFTP overhead).
     pub manifest_bytes: u64,
+    /// The manifest is shared over the LAN as a hierarchy of its own (phones verify its
+    /// signature); `false`: every phone fetches its own from the origin before power-on.
+    pub manifest_over_lan: bool,
     pub peer_timeout_ms: u64,
     pub partition_fraction: f64,
     pub partition_at_s: f64,
@@ -138,6 +147,7 @@ impl Default for SimConfig {
                 u64::from(c.windowsize) * u64::from(c.blksize)
             },
             manifest_bytes: 10_592,
+            manifest_over_lan: true,
             peer_timeout_ms: 1000,
             partition_fraction: 0.0,
             // Used only with `partition_fraction` > 0.
@@ -177,6 +187,9 @@ pub struct Report {
     /// Origin transfers refused with "busy" by the origin's admission.
     pub origin_busy: u32,
     pub manifest_wan_bytes: u64,
+    /// Manifest transfers opened at the origin: once per phone without
+    /// `manifest_over_lan`, else by manifest roots and lease holders.
+    pub manifest_origin_fetches: u32,
     pub roots_max: u32,
     pub roots_max_partitioned: u32,
     /// The deepest phone in the trees as they stand at the end of the run (`max_depth` is the
@@ -334,6 +347,9 @@ struct Sim {
     /// one is open.
     origin_gen: Vec<u32>,
     origin_open: Vec<bool>,
+    /// Per (phone, file): when the transfer's latest chunk arrives. TFTP delivers in order,
+    /// whatever a closed peer stream did to the phone's ingress queue meanwhile.
+    origin_last: Vec<Time>,
     origin_sessions: u32,
     /// Per (phone, file, timer kind): the latest arming (replace semantics).
     timer_gen: Vec<u32>,
@@ -348,15 +364,20 @@ struct Sim {
     partition: (Time, Time),
     last_claim: Time,
     actions: Vec<Action>,
+    /// Per file index: its size; with `manifest_over_lan` index 0 is the manifest.
+    sizes: Vec<u64>,
+    /// Per model, every hierarchy a phone of it takes part in (those after the manifest are
+    /// added when it arrives).
+    specs: Vec<Vec<HierarchySpec>>,
 }
 
 impl Sim {
     fn chunks_of(&self, file: usize) -> u32 {
-        self.cfg.file_sizes[file].div_ceil(u64::from(self.cfg.chunk_size)) as u32
+        self.sizes[file].div_ceil(u64::from(self.cfg.chunk_size)) as u32
     }
 
     fn chunk_bytes(&self, h: u32, index: u32) -> u64 {
-        let size = self.cfg.file_sizes[h as usize % self.files];
+        let size = self.sizes[h as usize % self.files];
         let start = u64::from(index) * u64::from(self.cfg.chunk_size);
         (size - start.min(size)).min(u64::from(self.cfg.chunk_size))
     }
@@ -400,7 +421,8 @@ impl Sim {
 
 pub fn run(cfg: &SimConfig) -> Report {
     assert!(cfg.phones > 0 && cfg.models > 0 && !cfg.file_sizes.is_empty());
-    let files = cfg.file_sizes.len();
+    let sizes = manifest::sizes(cfg);
+    let files = sizes.len();
     let n = cfg.phones as usize;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let load_bytes: u64 = cfg.file_sizes.iter().sum();
@@ -413,16 +435,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         fallback_slots: cfg.fallback_slots,
         ..Config::default()
     };
-    let specs: Vec<Vec<HierarchySpec>> = (0..cfg.models)
-        .map(|m| {
-            (0..files)
-                .map(|f| HierarchySpec {
-                    id: m * files as u32 + f as u32,
-                    chunks: cfg.file_sizes[f].div_ceil(u64::from(cfg.chunk_size)) as u32,
-                })
-                .collect()
-        })
-        .collect();
+    let specs = manifest::specs(cfg, &sizes);
     let mut slow = vec![false; n];
     let slow_count = (cfg.slow_fraction * n as f64).round() as usize;
     let mut order: Vec<u32> = (0..cfg.phones).collect();
@@ -437,7 +450,8 @@ pub fn run(cfg: &SimConfig) -> Report {
     let mut phones: Vec<Phone> = (0..cfg.phones)
         .map(|i| {
             let kbit = (rate[i as usize] * 8.0 * 1000.0) as u32;
-            Phone::new(i, kbit, rng.random(), &specs[(i % cfg.models) as usize])
+            let specs = manifest::at_boot(cfg, &specs[(i % cfg.models) as usize]);
+            Phone::new(i, kbit, rng.random(), specs)
         })
         .collect();
     order.shuffle(&mut rng);
@@ -503,53 +517,19 @@ pub fn run(cfg: &SimConfig) -> Report {
         tcp_peers: vec![Vec::new(); n],
         origin_gen: vec![0; n * files],
         origin_open: vec![false; n * files],
+        origin_last: vec![0; n * files],
         origin_sessions: 0,
         timer_gen: vec![0; n * files * TIMER_KINDS],
         confirmed: vec![Vec::new(); cfg.models as usize * files],
         roots_killed: vec![false; cfg.models as usize * files],
         parents_of: vec![Vec::new(); n],
-        report: Report {
-            phones: cfg.phones,
-            completed: 0,
-            crashed: 0,
-            frozen: 0,
-            cut: 0,
-            corrupt_installs: 0,
-            origin_fallbacks: 0,
-            fallbacks_no_peer: 0,
-            roots_rejected_corrupt: 0,
-            liars: 0,
-            roots_rejected_stalled: 0,
-            roots_elected_max: 0,
-            origin_peak_sessions: 0,
-            origin_busy: 0,
-            manifest_wan_bytes: u64::from(cfg.phones) * cfg.manifest_bytes,
-            roots_max: 0,
-            roots_max_partitioned: 0,
-            final_max_depth: 0,
-            final_roots_max: 0,
-            max_children: 0,
-            max_depth: 0,
-            wan_bytes: 0,
-            load_bytes,
-            models: cfg.models,
-            makespan_s: 0.0,
-            normal_makespan_s: 0.0,
-            limit_s,
-            election_converged_s: 0.0,
-            election_broadcasts: 0,
-            unicast_control: 0,
-            slow_phones_with_children: 0,
-            events: 0,
-            timed_out: false,
-            wall_s: 0.0,
-            seed: cfg.seed,
-            mode: cfg.mode,
-        },
+        report: Report::new(cfg, load_bytes, limit_s),
         cut,
         partition,
         last_claim: 0,
         actions: Vec::new(),
+        sizes,
+        specs,
         cfg: cfg.clone(),
     };
     sim.report.liars = k;

@@ -42,7 +42,7 @@ impl Sim {
             return;
         }
         let bytes = self.chunk_bytes(h, index);
-        self.report.wan_bytes += bytes;
+        self.count_wan(h, bytes);
         let start = now.max(self.wan_free);
         self.wan_free = start + (bytes as f64 / self.wan_rate).ceil() as Time;
         let mut arrive = self.wan_free + self.rtt / 2;
@@ -51,6 +51,8 @@ impl Sim {
         if self.lossy(bytes.div_ceil(PACKET)) {
             arrive += self.rtt.max(1000);
         }
+        arrive = arrive.max(self.origin_last[t]);
+        self.origin_last[t] = arrive;
         self.ingress_free[pi] = arrive;
         self.push(
             arrive,
@@ -246,6 +248,7 @@ impl Sim {
                     self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
                 } else {
                     self.origin_sessions += 1;
+                    self.manifest_open(h);
                     self.report.origin_peak_sessions =
                         self.report.origin_peak_sessions.max(self.origin_sessions);
                     self.origin_open[t] = true;
@@ -287,6 +290,7 @@ impl Sim {
                     self.report.corrupt_installs += 1;
                 }
                 self.installed[p as usize] += 1;
+                self.manifest_installed(now, p, h);
                 if usize::from(self.installed[p as usize]) == self.files
                     && self.phones[p as usize].liar.is_none()
                 {

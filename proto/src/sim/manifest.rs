@@ -1,0 +1,127 @@
+//! The manifest as a hierarchy of its own (`SimConfig::manifest_over_lan`): its size among the
+//! files, the phones' hierarchies at boot and once it arrives, and its WAN bytes apart.
+
+use super::*;
+
+/// Per file index, its size: the manifest first when it is shared over the LAN.
+pub(super) fn sizes(cfg: &SimConfig) -> Vec<u64> {
+    let manifest = cfg.manifest_over_lan.then_some(cfg.manifest_bytes);
+    manifest
+        .into_iter()
+        .chain(cfg.file_sizes.iter().copied())
+        .collect()
+}
+
+/// Per model, every hierarchy (id `model x files + file`).
+pub(super) fn specs(cfg: &SimConfig, sizes: &[u64]) -> Vec<Vec<HierarchySpec>> {
+    let files = sizes.len() as u32;
+    (0..cfg.models)
+        .map(|m| {
+            (0..files)
+                .map(|f| HierarchySpec {
+                    id: m * files + f,
+                    chunks: sizes[f as usize].div_ceil(u64::from(cfg.chunk_size)) as u32,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What a phone knows at power-on: only its manifest's hierarchy when the manifest comes
+/// over the LAN, else (fetched before power-on) every file.
+pub(super) fn at_boot<'a>(cfg: &SimConfig, specs: &'a [HierarchySpec]) -> &'a [HierarchySpec] {
+    if cfg.manifest_over_lan {
+        &specs[..1]
+    } else {
+        specs
+    }
+}
+
+impl Report {
+    pub(super) fn new(cfg: &SimConfig, load_bytes: u64, limit_s: f64) -> Report {
+        Report {
+            phones: cfg.phones,
+            completed: 0,
+            crashed: 0,
+            frozen: 0,
+            cut: 0,
+            corrupt_installs: 0,
+            origin_fallbacks: 0,
+            fallbacks_no_peer: 0,
+            roots_rejected_corrupt: 0,
+            liars: 0,
+            roots_rejected_stalled: 0,
+            roots_elected_max: 0,
+            origin_peak_sessions: 0,
+            origin_busy: 0,
+            manifest_wan_bytes: if cfg.manifest_over_lan {
+                0
+            } else {
+                u64::from(cfg.phones) * cfg.manifest_bytes
+            },
+            manifest_origin_fetches: if cfg.manifest_over_lan { 0 } else { cfg.phones },
+            roots_max: 0,
+            roots_max_partitioned: 0,
+            final_max_depth: 0,
+            final_roots_max: 0,
+            max_children: 0,
+            max_depth: 0,
+            wan_bytes: 0,
+            load_bytes,
+            models: cfg.models,
+            makespan_s: 0.0,
+            normal_makespan_s: 0.0,
+            limit_s,
+            election_converged_s: 0.0,
+            election_broadcasts: 0,
+            unicast_control: 0,
+            slow_phones_with_children: 0,
+            events: 0,
+            timed_out: false,
+            wall_s: 0.0,
+            seed: cfg.seed,
+            mode: cfg.mode,
+        }
+    }
+}
+
+impl Sim {
+    /// Whether `h` is a manifest's hierarchy.
+    pub(super) fn is_manifest(&self, h: u32) -> bool {
+        self.cfg.manifest_over_lan && h as usize % self.files == 0
+    }
+
+    /// Counts an origin transfer opened for a manifest.
+    pub(super) fn manifest_open(&mut self, h: u32) {
+        if self.is_manifest(h) {
+            self.report.manifest_origin_fetches += 1;
+        }
+    }
+
+    /// `bytes` of `h` left the origin: firmware or manifest.
+    pub(super) fn count_wan(&mut self, h: u32, bytes: u64) {
+        if self.is_manifest(h) {
+            self.report.manifest_wan_bytes += bytes;
+        } else {
+            self.report.wan_bytes += bytes;
+        }
+    }
+
+    /// `p` installed (verified) `h`: a manifest tells the phone its load's files, which start
+    /// after the current actions (as the runtime queues them).
+    pub(super) fn manifest_installed(&mut self, now: Time, p: u32, h: u32) {
+        if !self.is_manifest(h) {
+            return;
+        }
+        let m = (p % self.cfg.models) as usize;
+        let later = self.specs[m][1..].to_vec();
+        self.phones[p as usize].add_hierarchies(&later);
+        self.push(
+            now,
+            SimEvent::Phone {
+                to: p,
+                ev: Event::Added,
+            },
+        );
+    }
+}
