@@ -397,7 +397,9 @@ impl Sim {
 
     /// `kill_root_at`: the first root of `h` crashes once it holds that fraction of the file.
     fn maybe_kill_root(&mut self, now: Time, p: u32, h: u32) {
-        if self.cfg.kill_root_at <= 0.0 || self.roots_killed[h as usize] {
+        // The manifest's root is not aimed at (the lab's plan skips hierarchies a root holds
+        // whole, and a one-chunk manifest is whole the moment it holds any of it).
+        if self.cfg.kill_root_at <= 0.0 || self.roots_killed[h as usize] || self.is_manifest(h) {
             return;
         }
         let Some(x) = self.phones[p as usize]

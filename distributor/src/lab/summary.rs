@@ -141,8 +141,7 @@ impl Lab {
         let mut confirmed: BTreeMap<String, u32> = BTreeMap::new();
         let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
         let mut origin_switches: BTreeMap<String, u32> = BTreeMap::new();
-        let mut roots_rejected_corrupt = 0;
-        let mut roots_rejected_stalled = 0;
+        let (mut roots_rejected_corrupt, mut roots_rejected_stalled) = (0, 0);
         let mut backend = String::new();
         let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r, done) in &results {
@@ -170,7 +169,7 @@ impl Lab {
             backend = r.engine.backend.to_owned();
             zc_sends += r.engine.zc_sends;
             zc_copied += r.engine.zc_copied;
-            for f in &r.files {
+            for f in r.files.iter().filter(|f| !f.manifest) {
                 let h = format!("{}/{}", r.model, f.file);
                 if f.role == "root" {
                     *roots.entry(h.clone()).or_default() += 1;
@@ -230,7 +229,8 @@ impl Lab {
             max_depth,
             wan_bytes: wan,
             wan_link_bytes,
-            wan_manifest_bytes: 0,
+            wan_manifest_bytes: ManifestCounts::run_bytes(&results),
+            manifests: ManifestCounts::of(&results),
             wan_overhead_bytes: 0,
             origin_resent_blocks: None,
             load_bytes,

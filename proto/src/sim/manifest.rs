@@ -88,11 +88,14 @@ impl Report {
 impl Sim {
     /// Whether `h` is a manifest's hierarchy.
     pub(super) fn is_manifest(&self, h: u32) -> bool {
-        self.cfg.manifest_over_lan && h as usize % self.files == 0
+        self.cfg.manifest_over_lan && (h as usize).is_multiple_of(self.files)
     }
 
-    /// Counts an origin transfer opened for a manifest.
-    pub(super) fn manifest_open(&mut self, h: u32) {
+    /// The origin admitted a transfer of `h`: counted (a manifest's apart).
+    pub(super) fn session_opened(&mut self, h: u32) {
+        self.origin_sessions += 1;
+        self.report.origin_peak_sessions =
+            self.report.origin_peak_sessions.max(self.origin_sessions);
         if self.is_manifest(h) {
             self.report.manifest_origin_fetches += 1;
         }

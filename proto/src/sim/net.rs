@@ -247,10 +247,7 @@ impl Sim {
                     let ev = Event::OriginBusy { h };
                     self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
                 } else {
-                    self.origin_sessions += 1;
-                    self.manifest_open(h);
-                    self.report.origin_peak_sessions =
-                        self.report.origin_peak_sessions.max(self.origin_sessions);
+                    self.session_opened(h);
                     self.origin_open[t] = true;
                     self.origin_gen[t] += 1;
                     let generation = self.origin_gen[t];
