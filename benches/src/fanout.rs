@@ -92,7 +92,7 @@ struct SenderResult {
 }
 
 fn head(chunk: usize) -> Vec<u8> {
-    pfs::wire::chunk_head(1, (chunk * CHUNK) as u64, 0, CHUNK).to_vec()
+    pfs::wire::chunk_head(pfs::wire::HierarchyId(1), (chunk * CHUNK) as u64, 0, CHUNK).to_vec()
 }
 
 /// The engine as a relay: keeps `WINDOW` frames queued per connection, refills on `Sent`.

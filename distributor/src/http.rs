@@ -488,7 +488,8 @@ pub struct HttpUrl {
     pub addr: SocketAddr,
     /// What goes in `Host:` (as written in the URL).
     pub authority: String,
-    /// The path after the authority, without its leading `/`; may be empty (a base URL).
+    /// The path after the authority, percent-decoded, without its leading `/`; may be empty
+    /// (a base URL).
     pub path: String,
 }
 
@@ -517,10 +518,14 @@ impl HttpUrl {
             .map_err(|_| HttpError::Resolve(authority.to_owned()))?
             .next()
             .ok_or_else(|| HttpError::Resolve(authority.to_owned()))?;
+        // The URL's path is percent-encoded; `path` holds the name it stands for, which
+        // `encode_path` encodes once on the request line (sent as given, `%2e%2e` reaches
+        // the server as `..`, as curl sends it, not as a file literally named `%2e%2e`).
+        let path = request_path(&format!("/{path}")).ok_or_else(bad)?;
         Ok(HttpUrl {
             addr,
             authority: authority.to_owned(),
-            path: path.to_owned(),
+            path: path.trim_start_matches('/').to_owned(),
         })
     }
 

@@ -37,7 +37,7 @@ use crate::{
         client::{ClientAction, ClientConfig, ClientError, ClientSession},
     },
     tree::Exclusion,
-    wire::{self, HierarchyKey, Message, Tier},
+    wire::{self, HierarchyId, HierarchyKey, Message, PeerId, Tier},
 };
 
 mod actions;
@@ -247,7 +247,7 @@ struct OriginXfer {
 
 struct FileState {
     key: HierarchyKey,
-    id64: u64,
+    id: HierarchyId,
     entry: FileEntry,
     partial: Option<Partial>,
     map: Option<Arc<memmap2::Mmap>>,
@@ -266,7 +266,7 @@ struct FileState {
 
 /// Reassembles frames from one TCP stream.
 struct Conn {
-    peer: u32,
+    peer: PeerId,
     buf: Vec<u8>,
     /// We connected (to a parent); otherwise a child connected to us.
     outgoing: bool,
@@ -296,9 +296,9 @@ pub struct Peer {
     place: Place,
     conns: HashMap<Token, Conn>,
     /// Our stream to each parent.
-    to_parent: HashMap<u32, Token>,
+    to_parent: HashMap<PeerId, Token>,
     /// Each child's stream to us (where its Request came from).
-    from_child: HashMap<u32, Token>,
+    from_child: HashMap<PeerId, Token>,
     /// Armed timers by deadline; at most one per (hierarchy, kind): arming again replaces
     /// (the driving contract, docs/ARCHITECTURE.md).
     timers: BTreeMap<(Time, u32, u8), TimerKind>,
@@ -567,7 +567,7 @@ impl Peer {
         false
     }
 
-    fn child_pending(&self, child: u32) -> bool {
+    fn child_pending(&self, child: PeerId) -> bool {
         self.from_child
             .get(&child)
             .is_some_and(|t| self.reactor.borrow().queued(*t) > 0)
@@ -588,7 +588,7 @@ impl Peer {
                 self.conns.insert(
                     t,
                     Conn {
-                        peer: u32::from(*from.ip()),
+                        peer: PeerId::from(*from.ip()),
                         buf: Vec::new(),
                         outgoing: false,
                     },
@@ -723,14 +723,14 @@ impl Peer {
     /// Closes streams to peers that are no longer our parent in any hierarchy still
     /// downloading (a finished file needs its parent no more: descriptors are bounded).
     fn drop_idle_parents(&mut self) {
-        let parents: Vec<u32> = self
+        let parents: Vec<PeerId> = self
             .phone
             .hierarchies
             .iter()
             .filter(|x| !x.done())
             .filter_map(|x| x.parent)
             .collect();
-        let idle: Vec<(u32, Token)> = self
+        let idle: Vec<(PeerId, Token)> = self
             .to_parent
             .iter()
             .filter(|(p, _)| !parents.contains(p))

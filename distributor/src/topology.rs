@@ -73,8 +73,16 @@ pub fn lock_host() -> Result<std::fs::File, NetnsError> {
         })?;
     // SAFETY: flock(2) on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        tracing::warn!("another pfs site (lab or test) is running on this host: waiting for it");
-        eprintln!("pfs: another pfs site (lab or test) is running on this host: waiting for it");
+        // The holder wrote who it is (below); say so, so a user knows what to wait for or stop.
+        let holder = std::fs::read_to_string(LOCK_PATH).unwrap_or_default();
+        let holder = holder.trim();
+        let who = if holder.is_empty() {
+            String::new()
+        } else {
+            format!(" ({holder})")
+        };
+        tracing::warn!("another pfs site{who} is running on this host: waiting for it");
+        eprintln!("pfs: another pfs site{who} is running on this host: waiting for it");
         // SAFETY: as above, blocking.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(NetnsError::Open {
@@ -83,7 +91,22 @@ pub fn lock_host() -> Result<std::fs::File, NetnsError> {
             });
         }
     }
+    note_holder(&file);
     Ok(file)
+}
+
+/// Writes `pid N: ARGS` into the held lock file for whoever waits next (best effort: the
+/// lock itself is the flock, not the text).
+fn note_holder(file: &std::fs::File) {
+    use std::io::Write;
+    let args: Vec<String> = std::env::args().collect();
+    let text: String = format!("pid {}: {}", std::process::id(), args.join(" "))
+        .chars()
+        .take(300)
+        .collect();
+    let mut f = file;
+    let _ = file.set_len(0);
+    let _ = f.write_all(text.as_bytes());
 }
 
 /// The `i`th phone's address: 198.19.x.y from 198.19.1.2 on, never .0/.255/the router.

@@ -8,13 +8,18 @@ use pfs_proto::{
     election::Claim,
     phone::{Config, Event, Excludes, HierarchySpec, LeaseOp, Mode, Msg, Phone, TimerKind},
     tree::Exclusion,
-    wire::Tier,
+    wire::{PeerId, Tier},
 };
 
-const ME: u32 = 3;
+const ME: PeerId = PeerId(3);
 
 fn pick<T: Copy>(u: &mut Unstructured, items: &[T]) -> Result<T> {
     Ok(*u.choose(items)?)
+}
+
+/// One of the eight peers the run talks about (itself, `ME`, included).
+fn peer(u: &mut Unstructured) -> Result<PeerId> {
+    Ok(PeerId(u.int_in_range(0..=7)?))
 }
 
 fn msg(u: &mut Unstructured) -> Result<Msg> {
@@ -27,7 +32,7 @@ fn msg(u: &mut Unstructured) -> Result<Msg> {
             claim: Claim {
                 tier: pick(u, &[Tier::Tentative, Tier::Fetching, Tier::Confirmed])?,
                 strength: u.arbitrary()?,
-                peer: u.int_in_range(0..=7)?,
+                peer: peer(u)?,
                 xid,
             },
             seq: u.int_in_range(0..=5)?,
@@ -41,14 +46,14 @@ fn msg(u: &mut Unstructured) -> Result<Msg> {
             max_children: u.int_in_range(0..=3)?,
             verified: small(u)?,
             exclude: Excludes::from_peers(
-                (0..u.int_in_range(0..=5)?).map(|p| p % 8),
+                (0..u.int_in_range(0..=5)?).map(|p| PeerId(p % 8)),
                 pick(u, &[Exclusion::Dead, Exclusion::Corrupt, Exclusion::Slow])?,
             ),
         },
         2 => Msg::Accept {
             h,
             xid,
-            parent: u.int_in_range(0..=7)?,
+            parent: peer(u)?,
             depth: u.arbitrary()?,
         },
         3 => Msg::Reject { h, xid },
@@ -92,7 +97,7 @@ fn event(u: &mut Unstructured) -> Result<Event> {
             )?,
         },
         2 | 3 => Event::Recv {
-            from: u.int_in_range(0..=7)?,
+            from: peer(u)?,
             msg: msg(u)?,
         },
         4 => Event::OriginReady { h },

@@ -5,13 +5,13 @@
 #![no_main]
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pfs_proto::tree::{Coordinator, Exclusion};
+use pfs_proto::tree::{Coordinator, Exclusion, PeerId};
 
 fn run(u: &mut Unstructured) -> Result<()> {
     let fanout = u.int_in_range(1..=4)?;
-    let mut c = Coordinator::new(0, fanout);
+    let mut c = Coordinator::new(PeerId(0), fanout);
     for _ in 0..u.int_in_range(0..=120)? {
-        let joiner = u.int_in_range(0..=40)?;
+        let joiner = PeerId(u.int_in_range(0..=40)?);
         let max_children = u.int_in_range(0..=fanout)?;
         let mut exclude = Vec::new();
         for _ in 0..u.int_in_range(0..=4)? {
@@ -20,7 +20,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 1 => Exclusion::Corrupt,
                 _ => Exclusion::Slow,
             };
-            exclude.push((u.int_in_range(0..=40)?, why));
+            exclude.push((PeerId(u.int_in_range(0..=40)?), why));
         }
         if let Some((parent, depth)) = c.join(joiner, max_children, &exclude) {
             assert_ne!(parent, joiner);
@@ -28,7 +28,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
             assert!(depth >= 1);
         }
         if let Err(broken) = c.invariants() {
-            panic!("after join({joiner}, {max_children}, {exclude:?}): {broken}");
+            panic!("after join({joiner:?}, {max_children}, {exclude:?}): {broken}");
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 //!
 //! Pure functions and one small value type; the phone state machine owns the timers.
 
-use crate::wire::Tier;
+use crate::{ids::PeerId, wire::Tier};
 
 /// A claim heard on (or sent to) the broadcast domain. Ordered: a higher tier beats any
 /// strength; then strength; then the peer id breaks exact ties, so every phone that has heard
@@ -11,7 +11,7 @@ use crate::wire::Tier;
 pub struct Claim {
     pub tier: Tier,
     pub strength: u64,
-    pub peer: u32,
+    pub peer: PeerId,
     pub xid: u32,
 }
 
@@ -42,23 +42,26 @@ mod tests {
         let weak_fetching = Claim {
             tier: Tier::Fetching,
             strength: 1,
-            peer: 1,
+            peer: PeerId(1),
             xid: 1,
         };
         let strong_tentative = Claim {
             tier: Tier::Tentative,
             strength: u64::MAX,
-            peer: 2,
+            peer: PeerId(2),
             xid: 2,
         };
         assert!(weak_fetching > strong_tentative);
         let a = Claim {
             tier: Tier::Tentative,
             strength: 7,
-            peer: 3,
+            peer: PeerId(3),
             xid: 0,
         };
-        let b = Claim { peer: 4, ..a };
+        let b = Claim {
+            peer: PeerId(4),
+            ..a
+        };
         assert!(b > a);
     }
 

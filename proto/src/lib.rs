@@ -6,6 +6,7 @@
 //! (`docs/ARCHITECTURE.md`): the simulator in [`sim`] and the engine runtime in the `pfs` crate.
 
 pub mod election;
+pub mod ids;
 pub mod phone;
 pub mod sim;
 pub mod tftp;

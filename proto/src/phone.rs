@@ -18,9 +18,8 @@ use crate::{
     wire::Tier,
 };
 
+pub use crate::ids::PeerId;
 pub use crate::time::Time;
-/// A phone's address (IPv4 on a real LAN, an index in the simulator).
-pub type PeerId = u32;
 
 mod config;
 pub use config::{Config, Mode};

@@ -40,6 +40,7 @@ use std::{cmp::Reverse, collections::BinaryHeap};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
+use crate::ids::PeerId;
 use crate::phone::{
     Action, Config, Event, FallbackReason, HierarchySpec, Mode, Msg, Phone, Role, Time, TimerKind,
 };
@@ -453,7 +454,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         .map(|i| {
             let kbit = (rate[i as usize] * 8.0 * 1000.0) as u32;
             let specs = manifest::at_boot(cfg, &specs[(i % cfg.models) as usize]);
-            Phone::new(i, kbit, rng.random(), specs)
+            Phone::new(PeerId(i), kbit, rng.random(), specs)
         })
         .collect();
     order.shuffle(&mut rng);
@@ -621,6 +622,7 @@ pub fn run(cfg: &SimConfig) -> Report {
                 let members = std::mem::take(&mut sim.by_model[model]);
                 for &to in &members {
                     if to != from && !sim.blocked(now, from, to) && !sim.lossy(1) {
+                        let from = PeerId(from);
                         sim.deliver(now, to, Event::Recv { from, msg });
                     }
                 }

@@ -7,12 +7,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+pub use crate::ids::PeerId;
+
 #[derive(Debug, Clone)]
 struct Member {
-    parent: Option<u32>,
+    parent: Option<PeerId>,
     depth: u8,
     /// Children as placed by this coordinator (a moved member keeps them).
-    kids: Vec<u32>,
+    kids: Vec<PeerId>,
     capable: bool,
     /// Position in `open` while it has free slots.
     order: u64,
@@ -31,16 +33,16 @@ pub enum Exclusion {
 
 #[derive(Debug)]
 pub struct Coordinator {
-    root: u32,
+    root: PeerId,
     fanout: u8,
-    members: HashMap<u32, Member>,
+    members: HashMap<PeerId, Member>,
     /// (depth, order, peer) of capable members with free slots.
-    open: BTreeSet<(u8, u64, u32)>,
+    open: BTreeSet<(u8, u64, PeerId)>,
     next_order: u64,
 }
 
 impl Coordinator {
-    pub fn new(root: u32, fanout: u8) -> Self {
+    pub fn new(root: PeerId, fanout: u8) -> Self {
         assert!(fanout > 0, "fanout must be positive");
         let mut c = Coordinator {
             root,
@@ -72,10 +74,10 @@ impl Coordinator {
     /// `None` when no member can take it now.
     pub fn join(
         &mut self,
-        joiner: u32,
+        joiner: PeerId,
         max_children: u8,
-        exclude: &[(u32, Exclusion)],
-    ) -> Option<(u32, u8)> {
+        exclude: &[(PeerId, Exclusion)],
+    ) -> Option<(PeerId, u8)> {
         if joiner == self.root {
             return None;
         }
@@ -86,7 +88,7 @@ impl Coordinator {
         if let Some(old) = self.members.get(&joiner).and_then(|m| m.parent) {
             self.release_slot(old, joiner);
         }
-        let excluded = |p: u32| exclude.iter().any(|&(e, _)| e == p);
+        let excluded = |p: PeerId| exclude.iter().any(|&(e, _)| e == p);
         let mut pick = None;
         for &(depth, order, peer) in &self.open {
             if peer == joiner || excluded(peer) || self.is_descendant(peer, joiner) {
@@ -138,8 +140,8 @@ impl Coordinator {
 
     /// A member that moved keeps its subtree: give its descendants their new depths, so the
     /// shallowest-first placement keeps seeing the real shape of the tree. Cost: subtree size.
-    fn reindex_subtree(&mut self, top: u32) {
-        let mut stack: Vec<u32> = self
+    fn reindex_subtree(&mut self, top: PeerId) {
+        let mut stack: Vec<PeerId> = self
             .members
             .get(&top)
             .map(|m| m.kids.clone())
@@ -177,7 +179,7 @@ impl Coordinator {
         }
     }
 
-    fn exclude(&mut self, peer: u32, why: Exclusion) {
+    fn exclude(&mut self, peer: PeerId, why: Exclusion) {
         if peer == self.root {
             return;
         }
@@ -196,7 +198,7 @@ impl Coordinator {
     }
 
     /// `child` leaves `parent`: the parent's slot opens again (if it may still take children).
-    fn release_slot(&mut self, parent: u32, child: u32) {
+    fn release_slot(&mut self, parent: PeerId, child: PeerId) {
         let fanout = usize::from(self.fanout);
         if let Some(p) = self.members.get_mut(&parent) {
             p.kids.retain(|&k| k != child);
@@ -261,7 +263,7 @@ impl Coordinator {
     }
 
     /// Whether `node` lies in the subtree of `ancestor`.
-    fn is_descendant(&self, node: u32, ancestor: u32) -> bool {
+    fn is_descendant(&self, node: PeerId, ancestor: PeerId) -> bool {
         let mut cur = Some(node);
         // Bounded walk: a path visits each member at most once unless there is a cycle, which
         // `join` prevents; the bound makes even that case terminate (answering "descendant").
@@ -280,65 +282,75 @@ impl Coordinator {
 mod tests {
     use super::*;
 
+    /// `Coordinator::join` with peers by number.
+    fn join(c: &mut Coordinator, j: u32, max: u8, ex: &[(u32, Exclusion)]) -> Option<(u32, u8)> {
+        let ex: Vec<_> = ex.iter().map(|&(p, why)| (PeerId(p), why)).collect();
+        c.join(PeerId(j), max, &ex).map(|(p, d)| (p.0, d))
+    }
+
     #[test]
     fn breadth_first_binary_tree() {
-        let mut c = Coordinator::new(0, 2);
-        let placed: Vec<_> = (1..=6).map(|j| c.join(j, 2, &[]).unwrap()).collect();
+        let mut c = Coordinator::new(PeerId(0), 2);
+        let placed: Vec<_> = (1..=6).map(|j| join(&mut c, j, 2, &[]).unwrap()).collect();
         c.invariants().unwrap();
         assert_eq!(placed, vec![(0, 1), (0, 1), (1, 2), (1, 2), (2, 2), (2, 2)]);
-        assert_eq!(c.join(7, 2, &[]), Some((3, 3)));
+        assert_eq!(join(&mut c, 7, 2, &[]), Some((3, 3)));
     }
 
     #[test]
     fn leaf_only_members_take_no_children() {
-        let mut c = Coordinator::new(0, 2);
-        assert_eq!(c.join(1, 0, &[]), Some((0, 1)));
-        assert_eq!(c.join(2, 2, &[]), Some((0, 1)));
-        assert_eq!(c.join(3, 2, &[]), Some((2, 2)), "1 is leaf-only");
+        let mut c = Coordinator::new(PeerId(0), 2);
+        assert_eq!(join(&mut c, 1, 0, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 2, 2, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 3, 2, &[]), Some((2, 2)), "1 is leaf-only");
     }
 
     #[test]
     fn leaves_never_take_the_last_free_slot() {
         // Regression (`pfs simulate --phones 200 --slow-fraction 0.1 --seed
         // 15808194165533529868`): two slow phones under the root blocked every later join.
-        let mut c = Coordinator::new(0, 2);
-        assert_eq!(c.join(1, 0, &[]), Some((0, 1)));
-        assert_eq!(c.join(2, 0, &[]), None, "the root's last slot is kept");
-        assert_eq!(c.join(3, 2, &[]), Some((0, 1)));
+        let mut c = Coordinator::new(PeerId(0), 2);
+        assert_eq!(join(&mut c, 1, 0, &[]), Some((0, 1)));
         assert_eq!(
-            c.join(2, 0, &[]),
+            join(&mut c, 2, 0, &[]),
+            None,
+            "the root's last slot is kept"
+        );
+        assert_eq!(join(&mut c, 3, 2, &[]), Some((0, 1)));
+        assert_eq!(
+            join(&mut c, 2, 0, &[]),
             Some((3, 2)),
             "a capable member opened slots"
         );
-        assert_eq!(c.join(4, 2, &[]), Some((3, 2)));
+        assert_eq!(join(&mut c, 4, 2, &[]), Some((3, 2)));
     }
 
     #[test]
     fn dead_parent_frees_and_never_reused_and_no_cycles() {
-        let mut c = Coordinator::new(0, 2);
+        let mut c = Coordinator::new(PeerId(0), 2);
         for j in 1..=6 {
-            c.join(j, 2, &[]);
+            join(&mut c, j, 2, &[]);
         }
         // 3 (child of 1) loses 1; it must not be placed under itself or its own children.
-        let (p, _) = c.join(3, 2, &[(1, Exclusion::Dead)]).unwrap();
+        let (p, _) = join(&mut c, 3, 2, &[(1, Exclusion::Dead)]).unwrap();
         assert!(p != 1 && p != 3);
         for _ in 0..20 {
-            let (p, _) = c.join(100, 2, &[]).unwrap();
+            let (p, _) = join(&mut c, 100, 2, &[]).unwrap();
             assert_ne!(p, 1);
-            c.exclude(100, Exclusion::Dead);
+            c.exclude(PeerId(100), Exclusion::Dead);
         }
     }
 
     #[test]
     fn a_moved_subtree_gets_its_new_depths() {
-        let mut c = Coordinator::new(0, 2);
+        let mut c = Coordinator::new(PeerId(0), 2);
         for j in 1..=14 {
-            c.join(j, 2, &[]);
+            join(&mut c, j, 2, &[]);
         }
         // 3 sits at depth 2 under 1, with children 7, 8 (depth 3). Move 3 under a deeper slot.
-        c.exclude(2, Exclusion::Slow);
-        let depth_of = |c: &Coordinator, n: u32| c.members[&n].depth;
-        let (_, d3) = c.join(3, 2, &[(1, Exclusion::Slow)]).unwrap();
+        c.exclude(PeerId(2), Exclusion::Slow);
+        let depth_of = |c: &Coordinator, n: u32| c.members[&PeerId(n)].depth;
+        let (_, d3) = join(&mut c, 3, 2, &[(1, Exclusion::Slow)]).unwrap();
         assert_eq!(depth_of(&c, 3), d3);
         for kid in [7, 8] {
             assert_eq!(depth_of(&c, kid), d3 + 1, "child {kid} of moved 3");
@@ -348,10 +360,10 @@ mod tests {
     #[test]
     fn never_more_than_fanout_children() {
         for fanout in [1u8, 2, 3, 64] {
-            let mut c = Coordinator::new(0, fanout);
+            let mut c = Coordinator::new(PeerId(0), fanout);
             let mut kids: HashMap<u32, u8> = HashMap::new();
             for j in 1..500 {
-                let (p, _) = c.join(j, fanout, &[]).unwrap();
+                let (p, _) = join(&mut c, j, fanout, &[]).unwrap();
                 let k = kids.entry(p).or_default();
                 *k += 1;
                 assert!(*k <= fanout);

@@ -5,6 +5,8 @@
 
 use pfs_common::msg_type;
 
+pub use crate::ids::{HierarchyId, PeerId};
+
 /// `PF` (shared with the XDP program, which validates the same header).
 pub const MAGIC: [u8; 2] = pfs_common::WIRE_MAGIC;
 pub const VERSION: u8 = pfs_common::WIRE_VERSION;
@@ -72,11 +74,13 @@ impl HierarchyKey {
     }
 
     /// The 8-byte id standing for the key on TCP.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> HierarchyId {
         let mut w = Writer::default();
         w.key(self);
         let hash = blake3::hash(&w.buf);
-        u64::from_be_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+        HierarchyId(u64::from_be_bytes(
+            hash.as_bytes()[..8].try_into().expect("8 bytes"),
+        ))
     }
 }
 
@@ -110,12 +114,12 @@ pub enum Message {
         max_children: u8,
         link_kbit: u32,
         verified: u32,
-        exclude: Vec<u32>,
+        exclude: Vec<PeerId>,
     },
     Accept {
         key: HierarchyKey,
         xid: u32,
-        parent: u32,
+        parent: PeerId,
         port: u16,
         depth: u8,
     },
@@ -144,18 +148,18 @@ pub enum Message {
     },
     /// `xid` names the tree the child joined, so a full parent can evict stale-tree children.
     Request {
-        hierarchy: u64,
+        hierarchy: HierarchyId,
         offset: u64,
         xid: u32,
     },
     Chunk {
-        hierarchy: u64,
+        hierarchy: HierarchyId,
         offset: u64,
         have: u64,
         data: Vec<u8>,
     },
     Have {
-        hierarchy: u64,
+        hierarchy: HierarchyId,
         verified: u64,
     },
     Error {
@@ -273,7 +277,7 @@ impl Message {
                 }
                 w.u8(exclude.len() as u8);
                 for peer in exclude {
-                    w.u32(*peer);
+                    w.u32(peer.0);
                 }
             }
             Message::Accept {
@@ -285,7 +289,7 @@ impl Message {
             } => {
                 w.key(key);
                 w.u32(*xid);
-                w.u32(*parent);
+                w.u32(parent.0);
                 w.u16(*port);
                 w.u8(*depth);
             }
@@ -310,7 +314,7 @@ impl Message {
                 offset,
                 xid,
             } => {
-                w.u64(*hierarchy);
+                w.u64(hierarchy.0);
                 w.u64(*offset);
                 w.u32(*xid);
             }
@@ -320,7 +324,7 @@ impl Message {
                 have,
                 data,
             } => {
-                w.u64(*hierarchy);
+                w.u64(hierarchy.0);
                 w.u64(*offset);
                 w.u64(*have);
                 w.buf.extend_from_slice(data);
@@ -329,7 +333,7 @@ impl Message {
                 hierarchy,
                 verified,
             } => {
-                w.u64(*hierarchy);
+                w.u64(hierarchy.0);
                 w.u64(*verified);
             }
             Message::Error { code, message } => {
@@ -360,7 +364,7 @@ impl Message {
 /// The bytes `Message::Chunk { .. }.encode()` puts before the chunk data, so a relay can send
 /// the data itself straight from a mapped image.
 pub fn chunk_head(
-    hierarchy: u64,
+    hierarchy: HierarchyId,
     offset: u64,
     have: u64,
     data_len: usize,
@@ -374,7 +378,7 @@ pub fn chunk_head(
     out[2] = VERSION;
     out[3] = msg_type::CHUNK;
     out[4..8].copy_from_slice(&((data_len + 24) as u32).to_be_bytes());
-    out[8..16].copy_from_slice(&hierarchy.to_be_bytes());
+    out[8..16].copy_from_slice(&hierarchy.0.to_be_bytes());
     out[16..24].copy_from_slice(&offset.to_be_bytes());
     out[24..32].copy_from_slice(&have.to_be_bytes());
     out
@@ -384,7 +388,7 @@ pub fn chunk_head(
 /// `frame` (the receive path verifies and writes it without copying it first).
 ///
 /// Errors: as [`decode`] for a frame that is not exactly one well-formed `Chunk`.
-pub fn chunk_view(frame: &[u8]) -> Result<(u64, u64, u64, &[u8]), DecodeError> {
+pub fn chunk_view(frame: &[u8]) -> Result<(HierarchyId, u64, u64, &[u8]), DecodeError> {
     let (kind, len) = decode_header(frame)?;
     if kind != msg_type::CHUNK || len < 24 || frame.len() != HEADER_LEN + len {
         // Not a chunk, or not exactly one frame: the general decoder says what is wrong.
@@ -401,7 +405,12 @@ pub fn chunk_view(frame: &[u8]) -> Result<(u64, u64, u64, &[u8]), DecodeError> {
         b.copy_from_slice(&frame[at..at + 8]);
         u64::from_be_bytes(b)
     };
-    Ok((word(8), word(16), word(24), &frame[HEADER_LEN + 24..]))
+    Ok((
+        HierarchyId(word(8)),
+        word(16),
+        word(24),
+        &frame[HEADER_LEN + 24..],
+    ))
 }
 
 fn body_cap(type_code: u8) -> Option<usize> {
@@ -492,7 +501,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             }
             let mut exclude = Vec::with_capacity(n);
             for _ in 0..n {
-                exclude.push(r.u32()?);
+                exclude.push(PeerId(r.u32()?));
             }
             Message::Join {
                 key,
@@ -506,7 +515,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         msg_type::ACCEPT => Message::Accept {
             key: r.key()?,
             xid: r.u32()?,
-            parent: r.u32()?,
+            parent: PeerId(r.u32()?),
             port: r.u16()?,
             depth: r.u8()?,
         },
@@ -531,18 +540,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             op: r.u8()?,
         },
         msg_type::REQUEST => Message::Request {
-            hierarchy: r.u64()?,
+            hierarchy: HierarchyId(r.u64()?),
             offset: r.u64()?,
             xid: r.u32()?,
         },
         msg_type::CHUNK => Message::Chunk {
-            hierarchy: r.u64()?,
+            hierarchy: HierarchyId(r.u64()?),
             offset: r.u64()?,
             have: r.u64()?,
             data: r.rest().to_vec(),
         },
         msg_type::HAVE => Message::Have {
-            hierarchy: r.u64()?,
+            hierarchy: HierarchyId(r.u64()?),
             verified: r.u64()?,
         },
         msg_type::ERROR => {

@@ -45,6 +45,10 @@ pub(super) struct ManifestArgs {
     /// With --verify: require a valid signature by this public key.
     #[arg(long)]
     public_key: Option<std::path::PathBuf>,
+    /// Replace a signed manifest with an unsigned one (without --sign-key). Refused
+    /// otherwise: phones configured with the public key would reject every new load.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,9 +323,7 @@ pub(super) fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
                 }
                 continue;
             }
-            if let Err(e) =
-                write_manifest(&a.dir, a.chunk_size, Some(&name), sign_key.as_ref(), &path)
-            {
+            if let Err(e) = write_manifest(&a, Some(&name), sign_key.as_ref(), &path) {
                 eprintln!("{name}: {e}");
                 failed += 1;
             }
@@ -358,26 +360,28 @@ pub(super) fn run_manifest(a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    write_manifest(
-        &a.dir,
-        a.chunk_size,
-        a.load.as_deref(),
-        sign_key.as_ref(),
-        &path,
-    )?;
+    write_manifest(&a, a.load.as_deref(), sign_key.as_ref(), &path)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the manifest of `load` in `dir`, signs it when a key is given, writes it to `path`
-/// and says so.
-pub(super) fn write_manifest(
-    dir: &std::path::Path,
-    chunk_size: u32,
+/// Builds the manifest of `load` in `a.dir`, signs it when a key is given, writes it to
+/// `path` and says so. Errors: `path` holds a signed manifest and no key is given (unless
+/// `--force`), or the directory does not hold the load.
+fn write_manifest(
+    a: &ManifestArgs,
     load: Option<&str>,
     sign_key: Option<&ed25519_dalek::SigningKey>,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let mut m = pfs::manifest::manifest_for_dir(dir, chunk_size, load)?;
+    if sign_key.is_none() && !a.force && is_signed_manifest(path) {
+        anyhow::bail!(
+            "{}: holds a signed manifest; writing it again without --sign-key would replace \
+             it with an unsigned one, which phones configured with the public key reject \
+             (pass --sign-key KEY, or --force to drop the signature)",
+            path.display()
+        );
+    }
+    let mut m = pfs::manifest::manifest_for_dir(&a.dir, a.chunk_size, load)?;
     if let Some(k) = sign_key {
         m.sign(k);
     }
@@ -390,6 +394,15 @@ pub(super) fn write_manifest(
         path.display()
     );
     Ok(())
+}
+
+/// Whether `path` is a manifest that carries a signature (a file that does not parse is
+/// not: it is replaced like any stale output).
+fn is_signed_manifest(path: &std::path::Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| pfs::manifest::Manifest::parse(&bytes, None).ok())
+        .is_some_and(|m| m.signature.is_some())
 }
 
 /// `pfs load synth`: a real-looking load with its manifest.

@@ -33,7 +33,9 @@ impl Drop for LogLine {
     }
 }
 
-/// Live bars, one per (model, file), and the installed count with roles; drawn by a thread.
+/// Live bars, one per (model, file): bytes verified summed over every phone of the model
+/// (the total is the file's size times those phones); and the installed count with roles.
+/// Drawn by a thread.
 pub(super) struct ProgressBars {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     drawer: std::thread::JoinHandle<()>,
@@ -48,7 +50,7 @@ impl ProgressBars {
         use std::sync::atomic::Ordering;
         let multi = indicatif::MultiProgress::new();
         let style = indicatif::ProgressStyle::with_template(
-            "{prefix:>40} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+            "{prefix:>40} [{bar:30}] {bytes:>10}/{total_bytes:<10} verified on all phones {bytes_per_sec}",
         )
         .expect("template")
         .progress_chars("=> ");

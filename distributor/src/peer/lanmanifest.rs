@@ -49,7 +49,7 @@ pub(super) fn manifest_state(
 ) -> Result<FileState, PeerError> {
     let key = manifest_key(opts)?;
     let mut f = FileState {
-        id64: key.id(),
+        id: key.id(),
         key,
         entry: FileEntry {
             name: MANIFEST_FILE.to_owned(),
@@ -143,7 +143,7 @@ pub(super) fn add_files(
         phone.add_hierarchies(&[HierarchySpec { id: h, chunks }]);
         phone.preload(h, have);
         files.push(FileState {
-            id64: key.id(),
+            id: key.id(),
             key,
             entry: entry.clone(),
             partial,
@@ -208,7 +208,7 @@ impl Peer {
     pub(super) fn manifest_chunk_in(
         &mut self,
         now: Time,
-        from: u32,
+        from: PeerId,
         h: usize,
         data: &[u8],
     ) -> Result<(), PeerError> {

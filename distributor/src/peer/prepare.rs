@@ -197,7 +197,7 @@ impl Peer {
         } = prepared;
         let base = slot << PHONE_SHIFT;
         let store = Store::new(&opts.store);
-        let mut phone = Phone::new(u32::from(me), 100_000, opts.seed, &[]);
+        let mut phone = Phone::new(PeerId::from(me), 100_000, opts.seed, &[]);
         let mut files = Vec::new();
         if lan_manifest(&opts) {
             let held = manifest.as_ref().map(|m| m.1.as_slice());

@@ -71,7 +71,7 @@ impl Peer {
                     offset,
                     xid,
                 }) if !outgoing => {
-                    let Some(h) = self.files.iter().position(|f| f.id64 == hierarchy) else {
+                    let Some(h) = self.files.iter().position(|f| f.id == hierarchy) else {
                         continue;
                     };
                     let cs = u64::from(self.files[h].chunk_size);
@@ -115,13 +115,13 @@ impl Peer {
     pub(super) fn chunk_in(
         &mut self,
         now: Time,
-        from: u32,
-        hierarchy: u64,
+        from: PeerId,
+        hierarchy: HierarchyId,
         offset: u64,
         have: u64,
         data: &[u8],
     ) -> Result<(), PeerError> {
-        let Some(h) = self.files.iter().position(|f| f.id64 == hierarchy) else {
+        let Some(h) = self.files.iter().position(|f| f.id == hierarchy) else {
             return Ok(());
         };
         if self.files[h].is_manifest {
@@ -170,7 +170,7 @@ impl Peer {
         let SocketAddr::V4(from) = from else {
             return Ok(());
         };
-        let peer = u32::from(*from.ip());
+        let peer = PeerId::from(*from.ip());
         if *from.ip() == self.me {
             return Ok(()); // our own broadcast
         }
@@ -338,7 +338,7 @@ impl Peer {
         }
     }
 
-    pub(super) fn send(&mut self, now: Time, to: u32, msg: Msg) -> Result<(), PeerError> {
+    pub(super) fn send(&mut self, now: Time, to: PeerId, msg: Msg) -> Result<(), PeerError> {
         let peer = SocketAddrV4::new(Ipv4Addr::from(to), self.opts.port);
         match msg {
             Msg::Request { h, from, xid } => {
@@ -382,7 +382,7 @@ impl Peer {
                 );
                 let offset = u64::from(from) * u64::from(f.chunk_size);
                 let frame = Message::Request {
-                    hierarchy: f.id64,
+                    hierarchy: f.id,
                     offset,
                     xid,
                 }
@@ -403,7 +403,7 @@ impl Peer {
                 let cs = u64::from(f.chunk_size);
                 let (start, end) = f.entry.chunk_range(f.chunk_size, index);
                 let have_bytes = (u64::from(have) * cs).min(f.entry.size);
-                let head = wire::chunk_head(f.id64, start, have_bytes, (end - start) as usize);
+                let head = wire::chunk_head(f.id, start, have_bytes, (end - start) as usize);
                 let frame = match &f.map {
                     // A corrupt peer (fault injection) relays the chunk with one byte flipped.
                     Some(map) if self.phone.corrupt => {

@@ -123,6 +123,9 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
     let tmax = all().fold(0.0, f64::max).max(1e-3);
     let tmin = all().fold(f64::INFINITY, f64::min).min(tmax);
     let log = wants_log(series);
+    // Room above 100 % for the legend, a row per series: with every system of `--peers` the
+    // legend no longer sits on the curves' tops.
+    let ymax = 108.0 + 8.0 * series.len().max(3) as f64;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
@@ -149,7 +152,7 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
                 chart
                     .configure_mesh()
                     .x_desc($xdesc)
-                    .x_labels(20)
+                    .x_labels(12)
                     .y_desc("phones with a verified load (%)")
                     .x_label_formatter(&|v| tick(*v))
                     // Above 100 % is room for the legend, not data.
@@ -192,12 +195,12 @@ pub fn cdf(series: &[CdfSeries]) -> Result<String, PlotError> {
             let lo = 10f64.powf((tmin * 0.8).log10().floor());
             let hi = tmax * 1.3;
             let chart = builder(&root)
-                .build_cartesian_2d((lo..hi).log_scale(), 0f64..128.0)
+                .build_cartesian_2d((lo..hi).log_scale(), 0f64..ymax)
                 .map_err(err)?;
             draw!(chart, "completion time since boot (s, log scale)");
         } else {
             let chart = builder(&root)
-                .build_cartesian_2d(0f64..tmax * 1.05, 0f64..128.0)
+                .build_cartesian_2d(0f64..tmax * 1.05, 0f64..ymax)
                 .map_err(err)?;
             draw!(chart, "completion time since boot (s)");
         }

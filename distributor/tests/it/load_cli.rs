@@ -52,8 +52,22 @@ fn signed_synthetic_load_verifies_and_corruption_is_named() {
             .success()
     );
 
-    // Rebuilding the manifest unsigned makes it fail when a key is required.
-    assert!(pfs(&["manifest", d]).status.success());
+    // Rebuilding a signed manifest without a key is refused (it would silently drop the
+    // signature), and the signed one stays; `--force` drops it, and then a key-requiring
+    // verify fails.
+    let refused = pfs(&["manifest", d]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("holds a signed manifest"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        pfs(&["manifest", "--verify", d, "--public-key", &pubkey])
+            .status
+            .success()
+    );
+    assert!(pfs(&["manifest", d, "--force"]).status.success());
     let unsigned = pfs(&["manifest", "--verify", d, "--public-key", &pubkey]);
     assert!(!unsigned.status.success());
     assert!(String::from_utf8_lossy(&unsigned.stderr).contains("not signed"));

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command};
 
-use pfs::wire::{HierarchyKey, Message, Tier};
+use pfs::wire::{HierarchyId, HierarchyKey, Message, PeerId, Tier};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/wireshark/pfs.lua");
 const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
@@ -221,12 +221,12 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
             max_children: 2,
             link_kbit: 100_000,
             verified: 0,
-            exclude: vec![u32::from(Ipv4Addr::new(198, 19, 1, 5))],
+            exclude: vec![PeerId::from(Ipv4Addr::new(198, 19, 1, 5))],
         },
         Message::Accept {
             key: key.clone(),
             xid: 1,
-            parent: u32::from(Ipv4Addr::new(198, 19, 1, 9)),
+            parent: PeerId::from(Ipv4Addr::new(198, 19, 1, 9)),
             port: 4051,
             depth: 1,
         },
@@ -257,7 +257,7 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
         pcap.udp(a, Ipv4Addr::new(198, 19, 255, 255), &m.encode().unwrap());
     }
     let request = Message::Request {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         offset: 65536,
         xid: 1,
     }
@@ -265,7 +265,7 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
     .unwrap();
     pcap.tcp(a, 40000, b, 4051, 1, 1, &request);
     let chunk = Message::Chunk {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         offset: 65536,
         have: 131_072,
         data: vec![0xab; 3000],
@@ -292,7 +292,7 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
         &chunk[1400..],
     );
     let mut two = Message::Have {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         verified: 131_072,
     }
     .encode()

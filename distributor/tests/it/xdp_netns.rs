@@ -265,7 +265,7 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
     let mut long_declared = good.clone();
     long_declared[7] = long_declared[7].wrapping_add(5);
     let tcp_type_on_udp = pfs::wire::Message::Have {
-        hierarchy: 1,
+        hierarchy: pfs::wire::HierarchyId(1),
         verified: 2,
     }
     .encode()

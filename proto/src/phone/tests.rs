@@ -8,12 +8,12 @@ fn member_of_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Msg) {
         id: 0,
         chunks: 1000,
     };
-    let mut p = Phone::new(2, 100_000, 9, &[spec]);
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec]);
     p.handle(cfg, 0, Event::Boot, out);
     let root = Claim {
         tier: Tier::Confirmed,
         strength: u64::MAX,
-        peer: 7,
+        peer: PeerId(7),
         xid: 77,
     };
     let advert = Msg::Advert {
@@ -28,7 +28,7 @@ fn member_of_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Msg) {
         cfg,
         1_000,
         Event::Recv {
-            from: 7,
+            from: PeerId(7),
             msg: advert,
         },
         out,
@@ -41,14 +41,14 @@ fn member_of_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Msg) {
     let accept = Msg::Accept {
         h: 0,
         xid: 77,
-        parent: 7,
+        parent: PeerId(7),
         depth: 1,
     };
     p.handle(
         cfg,
         301_000,
         Event::Recv {
-            from: 7,
+            from: PeerId(7),
             msg: accept,
         },
         out,
@@ -84,7 +84,7 @@ fn fuzz_regressions_phone_events() {
     let mut out = Vec::new();
     let timer = |kind| Event::Timer { h: 0, kind };
     // Boot twice, the second time as root.
-    let mut p = Phone::new(3, 100_000, 1, &spec);
+    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
     p.handle(&cfg, 0, Event::Boot, &mut out);
     p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
     p.handle(
@@ -98,12 +98,12 @@ fn fuzz_regressions_phone_events() {
     p.invariants(&cfg).unwrap();
     assert_eq!(p.hierarchies[0].role, Role::Root);
     // An Accept that names us as our own parent.
-    let mut p = Phone::new(3, 100_000, 1, &spec);
+    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
     p.handle(&cfg, 0, Event::Boot, &mut out);
     let root = Claim {
         tier: Tier::Confirmed,
         strength: u64::MAX,
-        peer: 0,
+        peer: PeerId(0),
         xid: 0,
     };
     let advert = Msg::Advert {
@@ -118,23 +118,23 @@ fn fuzz_regressions_phone_events() {
         &cfg,
         1,
         Event::Recv {
-            from: 0,
+            from: PeerId(0),
             msg: advert,
         },
         &mut out,
     );
     p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
-    let accept = |parent| Msg::Accept {
+    let accept = |parent: u32| Msg::Accept {
         h: 0,
         xid: 0,
-        parent,
+        parent: PeerId(parent),
         depth: 1,
     };
     p.handle(
         &cfg,
         300_001,
         Event::Recv {
-            from: 0,
+            from: PeerId(0),
             msg: accept(3),
         },
         &mut out,
@@ -145,14 +145,14 @@ fn fuzz_regressions_phone_events() {
         &cfg,
         300_002,
         Event::Recv {
-            from: 0,
+            from: PeerId(0),
             msg: accept(0),
         },
         &mut out,
     );
     assert_eq!(
         p.hierarchies[0].parent,
-        Some(0),
+        Some(PeerId(0)),
         "a sane Accept still counts"
     );
     // Chunks 0, 1, then a "chunk 2" of a 2-chunk file.
@@ -167,7 +167,7 @@ fn fuzz_regressions_phone_events() {
             &cfg,
             300_010 + u64::from(index),
             Event::Recv {
-                from: 0,
+                from: PeerId(0),
                 msg: chunk,
             },
             &mut out,
@@ -185,7 +185,7 @@ fn fuzz_regressions_phone_events() {
 fn a_grant_after_refusals_is_a_live_lease() {
     let cfg = Config::default();
     let mut p = Phone::new(
-        2,
+        PeerId(2),
         100_000,
         9,
         &[HierarchySpec {
@@ -198,11 +198,11 @@ fn a_grant_after_refusals_is_a_live_lease() {
     let root = Claim {
         tier: Tier::Confirmed,
         strength: u64::MAX,
-        peer: 7,
+        peer: PeerId(7),
         xid: 77,
     };
     let advert = Event::Recv {
-        from: 7,
+        from: PeerId(7),
         msg: Msg::Advert {
             h: 0,
             claim: root,
@@ -213,14 +213,14 @@ fn a_grant_after_refusals_is_a_live_lease() {
         },
     };
     let lease = |op| Event::Recv {
-        from: 7,
+        from: PeerId(7),
         msg: Msg::Lease { h: 0, xid: 77, op },
     };
     let timer = |kind| Event::Timer { h: 0, kind };
     p.handle(&cfg, 1_000, advert, &mut out);
     p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
     let reject = Event::Recv {
-        from: 7,
+        from: PeerId(7),
         msg: Msg::Reject { h: 0, xid: 77 },
     };
     p.handle(&cfg, 301_000, reject, &mut out);
@@ -290,7 +290,7 @@ fn a_fed_member_outlives_lost_adverts_but_not_a_dead_tree() {
     let mut out = Vec::new();
     let (mut p, _advert) = member_of_root_7(&cfg, &mut out);
     assert_eq!(p.hierarchies[0].role, Role::Member);
-    assert_eq!(p.hierarchies[0].parent, Some(7));
+    assert_eq!(p.hierarchies[0].parent, Some(PeerId(7)));
     // Ten seconds of chunks every 100 ms and the watchdog every 500 ms; no advert at all.
     let mut now = 301_000;
     for k in 0..100u32 {
@@ -306,7 +306,7 @@ fn a_fed_member_outlives_lost_adverts_but_not_a_dead_tree() {
             &cfg,
             now,
             Event::Recv {
-                from: 7,
+                from: PeerId(7),
                 msg: chunk,
             },
             &mut out,

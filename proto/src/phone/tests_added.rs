@@ -22,7 +22,7 @@ fn claims(out: &[Action], h: u32) -> Vec<Time> {
 
 /// Phone 5 that became root of the manifest's hierarchy 0 (one chunk) and verified it.
 fn manifest_root(cfg: &Config, out: &mut Vec<Action>) -> Phone {
-    let mut p = Phone::new(5, 100_000, 3, &[spec(0, 1)]);
+    let mut p = Phone::new(PeerId(5), 100_000, 3, &[spec(0, 1)]);
     p.handle(cfg, 0, Event::Boot, out);
     let at = claims(out, 0)[0];
     p.handle(
@@ -63,7 +63,7 @@ fn manifest_root(cfg: &Config, out: &mut Vec<Action>) -> Phone {
 fn added_hierarchies_wait_for_the_event_then_claim_as_at_boot() {
     let cfg = Config::default();
     let mut out = Vec::new();
-    let mut p = Phone::new(2, 100_000, 9, &[spec(0, 1)]);
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
     p.handle(&cfg, 0, Event::Boot, &mut out);
     p.add_hierarchies(&[spec(1, 10), spec(2, 40), spec(1, 10)]);
     assert_eq!(p.hierarchies.len(), 3, "an id already present is skipped");
@@ -72,7 +72,7 @@ fn added_hierarchies_wait_for_the_event_then_claim_as_at_boot() {
         &cfg,
         1_000,
         Event::Recv {
-            from: 9,
+            from: PeerId(9),
             msg: Msg::Leave { h: 1, xid: 0 },
         },
         &mut out,
@@ -121,7 +121,7 @@ fn added_before_boot_start_at_boot_and_traditional_phones_fetch_one_at_a_time() 
         ..Config::default()
     };
     let mut out = Vec::new();
-    let mut p = Phone::new(2, 100_000, 9, &[spec(0, 1)]);
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
     p.handle(&cfg, 0, Event::Added, &mut out);
     assert!(out.is_empty(), "Added before Boot is ignored");
     p.handle(&cfg, 0, Event::Boot, &mut out);

@@ -8,12 +8,12 @@ impl Sim {
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return;
         }
-        let mut cur = Some(start as u32);
+        let mut cur = Some(PeerId(start as u32));
         for _ in 0..8 {
             let Some(x) = cur else { break };
-            let hx = &self.phones[x as usize].hierarchies[k];
+            let hx = &self.phones[x.0 as usize].hierarchies[k];
             tracing::debug!(
-                t = now, h = hx.id, phone = x, cut = self.cut[x as usize], role = ?hx.role,
+                t = now, h = hx.id, phone = x.0, cut = self.cut[x.0 as usize], role = ?hx.role,
                 verified = hx.verified, parent = ?hx.parent, xid = ?hx.joined_xid(),
                 kids = ?hx.children().collect::<Vec<_>>(), "on a parent cycle"
             );
@@ -37,7 +37,7 @@ impl Sim {
                 if x.role == Role::Root && !faulted {
                     roots[x.id as usize] += 1;
                 }
-                let kids = x.children().filter(|&c| self.alive[c as usize]).count() as u32;
+                let kids = x.children().filter(|&c| self.alive[c.0 as usize]).count() as u32;
                 self.report.max_children = self.report.max_children.max(kids);
                 if self.slow[i] && kids > 0 {
                     self.report.slow_phones_with_children += 1;
@@ -69,7 +69,7 @@ impl Sim {
                         self.log_cycle(now, i, k);
                         break;
                     }
-                    cur = self.phones[p as usize]
+                    cur = self.phones[p.0 as usize]
                         .hierarchies
                         .get(k)
                         .and_then(|x| x.parent);

@@ -19,7 +19,9 @@ impl Sim {
         }
         let peers = std::mem::take(&mut self.tcp_peers[i]);
         for q in peers {
-            let ev = Event::PeerLost { peer: phone };
+            let ev = Event::PeerLost {
+                peer: PeerId(phone),
+            };
             self.push(
                 now + self.cfg.peer_timeout_ms * 1000,
                 SimEvent::Phone { to: q, ev },
@@ -55,7 +57,9 @@ impl Sim {
             self.report.cut += 1;
             let peers = std::mem::take(&mut self.tcp_peers[i]);
             for q in peers {
-                let ev = Event::PeerLost { peer: phone };
+                let ev = Event::PeerLost {
+                    peer: PeerId(phone),
+                };
                 self.push(
                     now + self.cfg.cut_notice_ms * 1000,
                     SimEvent::Phone { to: q, ev },
@@ -78,8 +82,10 @@ impl Sim {
             self.tcp_peers[a] = same;
             for q in across {
                 self.tcp_peers[q as usize].retain(|&x| x as usize != a);
-                let lost_q = Event::PeerLost { peer: q };
-                let lost_a = Event::PeerLost { peer: a as u32 };
+                let lost_q = Event::PeerLost { peer: PeerId(q) };
+                let lost_a = Event::PeerLost {
+                    peer: PeerId(a as u32),
+                };
                 self.push(
                     at,
                     SimEvent::Phone {

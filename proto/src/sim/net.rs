@@ -126,7 +126,7 @@ impl Sim {
             .hierarchies
             .iter()
             .filter(|x| !x.done())
-            .filter_map(|x| x.parent)
+            .filter_map(|x| x.parent.map(|p| p.0))
             .collect();
         parents.sort_unstable();
         parents.dedup();
@@ -145,12 +145,30 @@ impl Sim {
                 for x in 0..self.phones[p as usize].hierarchies.len() {
                     let h = self.phones[p as usize].hierarchies[x].id;
                     let ev = Event::Recv {
-                        from: p,
+                        from: PeerId(p),
                         msg: Msg::Leave { h, xid: 0 },
                     };
                     self.push(at, SimEvent::Phone { to: old, ev });
                 }
             }
+        }
+    }
+
+    /// `p` installed `h`: checked against the ground truth; the phone completes with its
+    /// last file (a manifest adds its load's files first).
+    fn install(&mut self, now: Time, p: u32, h: u32) {
+        let t = self.truth_index(p, h);
+        let chunks = self.chunks_of(h as usize % self.files);
+        if self.truth[t] != chunks {
+            self.report.corrupt_installs += 1;
+        }
+        self.installed[p as usize] += 1;
+        self.manifest_installed(now, p, h);
+        if usize::from(self.installed[p as usize]) == self.files
+            && self.phones[p as usize].liar.is_none()
+        {
+            self.completion[p as usize] = Some(now);
+            self.report.completed += 1;
         }
     }
 
@@ -166,7 +184,7 @@ impl Sim {
                 }
                 self.push(now + lat, SimEvent::Broadcast { from: p, msg });
             }
-            Action::Send { to, msg } if self.blocked(now, p, to) => {
+            Action::Send { to, msg } if self.blocked(now, p, to.0) => {
                 // Nothing crosses the cut; a connection attempt fails after the TCP timeout.
                 if let Msg::Request { .. } = msg {
                     let ev = Event::PeerLost { peer: to };
@@ -177,16 +195,20 @@ impl Sim {
             Action::Send {
                 to,
                 msg: Msg::Chunk { .. },
-            } if self.frozen[to as usize] => {
+            } if self.frozen[to.0 as usize] => {
                 // A hung child reads nothing: its window closes, nothing more leaves, and the
                 // parent's engine cuts the stream off after its stall limit (10 s).
-                if self.stalled.insert((p, to)) {
+                if self.stalled.insert((p, to.0)) {
                     let ev = Event::PeerLost { peer: to };
                     self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
                 }
             }
             Action::Send { to, msg } => {
-                let ev = Event::Recv { from: p, msg };
+                let to = to.0;
+                let ev = Event::Recv {
+                    from: PeerId(p),
+                    msg,
+                };
                 match msg {
                     Msg::Chunk { h, index, .. } => {
                         let bytes = self.chunk_bytes(h, index) as f64;
@@ -208,7 +230,7 @@ impl Sim {
                     }
                     Msg::Request { .. } if !self.alive[to as usize] => {
                         // Connecting to a dead phone fails after the TCP timeout.
-                        let ev = Event::PeerLost { peer: to };
+                        let ev = Event::PeerLost { peer: PeerId(to) };
                         let at = now + self.cfg.peer_timeout_ms * 1000;
                         self.push(at, SimEvent::Phone { to: p, ev });
                     }
@@ -280,21 +302,7 @@ impl Sim {
                     },
                 );
             }
-            Action::Install { h } => {
-                let t = self.truth_index(p, h);
-                let chunks = self.chunks_of(h as usize % self.files);
-                if self.truth[t] != chunks {
-                    self.report.corrupt_installs += 1;
-                }
-                self.installed[p as usize] += 1;
-                self.manifest_installed(now, p, h);
-                if usize::from(self.installed[p as usize]) == self.files
-                    && self.phones[p as usize].liar.is_none()
-                {
-                    self.completion[p as usize] = Some(now);
-                    self.report.completed += 1;
-                }
-            }
+            Action::Install { h } => self.install(now, p, h),
             Action::Fallback { reason, .. } => {
                 self.report.origin_fallbacks += 1;
                 match reason {

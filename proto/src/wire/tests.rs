@@ -2,14 +2,19 @@
 fn chunk_head_matches_encode() {
     let data = vec![7u8; 1000];
     let full = Message::Chunk {
-        hierarchy: 0x0102_0304_0506_0708,
+        hierarchy: HierarchyId(0x0102_0304_0506_0708),
         offset: 65536,
         have: 131072,
         data: data.clone(),
     }
     .encode()
     .unwrap();
-    let head = chunk_head(0x0102_0304_0506_0708, 65536, 131072, data.len());
+    let head = chunk_head(
+        HierarchyId(0x0102_0304_0506_0708),
+        65536,
+        131072,
+        data.len(),
+    );
     assert_eq!(&full[..head.len()], &head[..]);
     assert_eq!(&full[head.len()..], &data[..]);
 }
@@ -20,6 +25,7 @@ use proptest::prelude::*;
 proptest! {
     #[test]
     fn chunk_view_agrees_with_decode(h: u64, off: u64, have: u64, data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let h = HierarchyId(h);
         let m = Message::Chunk { hierarchy: h, offset: off, have, data: data.clone() };
         let bytes = m.encode().unwrap();
         let (a, b, c, d) = chunk_view(&bytes).unwrap();
@@ -85,7 +91,7 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u8>(),
             any::<u32>(),
             any::<u32>(),
-            proptest::collection::vec(any::<u32>(), 0..=8)
+            proptest::collection::vec(any::<u32>().prop_map(PeerId), 0..=8)
         )
             .prop_map(|(key, xid, max_children, link_kbit, verified, exclude)| {
                 Message::Join {
@@ -97,15 +103,20 @@ fn message() -> impl Strategy<Value = Message> {
                     exclude,
                 }
             }),
-        (key(), any::<u32>(), any::<u32>(), any::<u16>(), any::<u8>()).prop_map(
-            |(key, xid, parent, port, depth)| Message::Accept {
+        (
+            key(),
+            any::<u32>(),
+            any::<u32>().prop_map(PeerId),
+            any::<u16>(),
+            any::<u8>()
+        )
+            .prop_map(|(key, xid, parent, port, depth)| Message::Accept {
                 key,
                 xid,
                 parent,
                 port,
                 depth
-            }
-        ),
+            }),
         (key(), any::<u32>(), any::<u8>()).prop_map(|(key, xid, reason)| Message::Reject {
             key,
             xid,
@@ -126,15 +137,20 @@ fn message() -> impl Strategy<Value = Message> {
             xid,
             op
         }),
-        (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(hierarchy, offset, xid)| {
-            Message::Request {
-                hierarchy,
-                offset,
-                xid,
-            }
-        }),
         (
+            any::<u64>().prop_map(HierarchyId),
             any::<u64>(),
+            any::<u32>()
+        )
+            .prop_map(|(hierarchy, offset, xid)| {
+                Message::Request {
+                    hierarchy,
+                    offset,
+                    xid,
+                }
+            }),
+        (
+            any::<u64>().prop_map(HierarchyId),
             any::<u64>(),
             any::<u64>(),
             proptest::collection::vec(any::<u8>(), 0..2048)
@@ -145,9 +161,11 @@ fn message() -> impl Strategy<Value = Message> {
                 have,
                 data
             }),
-        (any::<u64>(), any::<u64>()).prop_map(|(hierarchy, verified)| Message::Have {
-            hierarchy,
-            verified
+        (any::<u64>().prop_map(HierarchyId), any::<u64>()).prop_map(|(hierarchy, verified)| {
+            Message::Have {
+                hierarchy,
+                verified,
+            }
         }),
         (any::<u16>(), "[ -~]{0,256}").prop_map(|(code, message)| Message::Error { code, message }),
     ]
@@ -188,7 +206,7 @@ proptest! {
 #[test]
 fn typed_errors() {
     let msg = Message::Have {
-        hierarchy: 1,
+        hierarchy: HierarchyId(1),
         verified: 2,
     };
     let good = msg.encode().unwrap();
