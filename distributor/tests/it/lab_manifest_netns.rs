@@ -5,33 +5,15 @@
 
 use crate::common;
 
-use std::process::Command;
-
 /// A 20-phone, one-model lab at 10 Mbit/s with `extra` flags; its JSON report, checked.
 fn lab(extra: &[&str]) -> Option<serde_json::Value> {
     if !common::privileged("pfs lab") || !common::tool("tc") {
         return None;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
-        .args(["lab", "--phones", "20", "--models", "CP-7961G"])
-        .args([
-            "--wan-mbit",
-            "10",
-            "--seed",
-            "5",
-            "--json",
-            "--deadline-s",
-            "120",
-        ])
-        .args(extra)
-        .output()
-        .expect("run pfs lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pfs lab failed:\n{stdout}\n{stderr}");
-    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    common::check_against_doc("lab", &r);
+    let mut args = vec!["--phones", "20", "--models", "CP-7961G", "--wan-mbit", "10"];
+    args.extend(["--seed", "5", "--deadline-s", "120"]);
+    args.extend(extra);
+    let r = common::lab_json(&args);
     assert_eq!(r["completed"], 20, "{r}");
     assert_eq!(r["corrupt_installs"], 0, "{r}");
     assert_eq!(r["violations"], serde_json::json!([]), "{r}");
