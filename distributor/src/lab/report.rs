@@ -242,6 +242,12 @@ impl LabReport {
                 self.wan_bytes, self.wan_link_bytes
             ));
         }
+        if self.wan_bytes + self.wan_manifest_bytes > self.wan_link_bytes {
+            v.push(format!(
+                "phones fetched {} firmware and {} manifest bytes, but the WAN link carried only {}",
+                self.wan_bytes, self.wan_manifest_bytes, self.wan_link_bytes
+            ));
+        }
         if self.corrupt_installs > self.completed || self.completed > self.phones {
             v.push(format!(
                 "{} installed of {} phones with {} corrupt",

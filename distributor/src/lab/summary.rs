@@ -223,7 +223,7 @@ impl Lab {
             roots_elected_max: confirmed.values().copied().max().unwrap_or(0),
             origin_peak_sessions: None,
             origin_session_bound: u64::from(models)
-                * self.manifests[0].2.files.len() as u64
+                * (self.manifests[0].2.files.len() as u64 + 1) // and the manifest's hierarchy
                 * (1 + u64::from(crate::phone::Config::default().fallback_slots)),
             max_children,
             max_depth,
