@@ -14,7 +14,7 @@ pub struct ManifestCounts {
     pub manifest_keyless: u32,
     /// Phones whose manifest came from a peer over the LAN, verified with their key.
     pub manifest_from_peers: u32,
-    /// Fallbacks to the origin on a manifest's hierarchy (a lease after `fallback_after`
+    /// Of `origin_fallbacks`, those on a manifest's hierarchy (a lease after `fallback_after`
     /// without a usable parent), also in `manifest_origin_fetches`.
     pub manifest_fallbacks: u32,
     /// Manifests from peers or the origin that failed verification (rejected, never used).

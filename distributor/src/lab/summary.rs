@@ -169,7 +169,7 @@ impl Lab {
             backend = r.engine.backend.to_owned();
             zc_sends += r.engine.zc_sends;
             zc_copied += r.engine.zc_copied;
-            for f in r.files.iter().filter(|f| !f.manifest) {
+            for f in &r.files {
                 let h = format!("{}/{}", r.model, f.file);
                 if f.role == "root" {
                     *roots.entry(h.clone()).or_default() += 1;
@@ -192,7 +192,7 @@ impl Lab {
                 if f.confirmed_root {
                     *confirmed.entry(h.clone()).or_default() += 1;
                 }
-                wan += f.origin_bytes;
+                wan += f.origin_bytes * u64::from(!f.manifest); // firmware: wan_manifest_bytes apart
                 trees.entry(h).or_default().push(TreeNode {
                     phone: r.peer,
                     parent: f.parent.filter(|_| f.role == "member"),
