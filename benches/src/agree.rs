@@ -10,12 +10,7 @@ pub fn agree(args: &[String]) {
     use pfs::lab::{Lab, LabConfig};
     use pfs::sim::{self, SimConfig};
     assert!(pfs::netns::can_create(), "the agree benchmark needs root");
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| flag_value(args, flag);
     let quick = args.iter().any(|a| a == "--quick");
     let sizes: Vec<usize> = value("--phones")
         .map(|v| {
@@ -77,6 +72,11 @@ pub fn agree(args: &[String]) {
         println!("{v}");
         rows.push((phones, s, l));
     }
+    print_table(&rows);
+}
+
+/// The side-by-side table on stderr: simulator / lab per site size.
+fn print_table(rows: &[(usize, sim::Report, pfs::lab::LabReport)]) {
     eprintln!(
         "{:>6} | {:>15} | {:>11} | {:>11} | {:>21} | {:>15}",
         "phones",
@@ -86,7 +86,7 @@ pub fn agree(args: &[String]) {
         "WAN MB s(+man)/l link",
         "x limit s/l"
     );
-    for (n, s, l) in &rows {
+    for (n, s, l) in rows {
         eprintln!(
             "{n:>6} | {:>7}/{:<7} | {:>5}/{:<5} | {:>5}/{:<5} | {:>6.2}(+{:.2})/{:<6.2} | {:>6.2}/{:<6.2}",
             s.completed,

@@ -176,6 +176,47 @@ fn sim_failures(r: &sim::Report) -> Vec<String> {
     v
 }
 
+/// The simulator's configuration for a case: its site and fault plan, no WAN delay (the lab
+/// has no delay line on the WAN).
+fn sim_config(c: &Case) -> SimConfig {
+    SimConfig {
+        phones: c.phones as u32,
+        seed: c.plan.seed,
+        mode: Mode::Pipelined,
+        models: 2,
+        wan_mbit: c.wan_mbit,
+        wan_rtt_ms: 0.0,
+        lan_mbit: 100.0,
+        crash_fraction: c.plan.crash_fraction,
+        freeze_fraction: c.plan.freeze_fraction,
+        cut_fraction: c.plan.cut_fraction,
+        slow_fraction: c.plan.slow_fraction,
+        slow_mbit: c.plan.slow_mbit,
+        corrupt_peers: c.plan.corrupt_peers as u32,
+        liar_peers: c.plan.liar_peers as u32,
+        loss: c.plan.loss,
+        ..SimConfig::default()
+    }
+}
+
+/// The simulator's side of a run's JSON line.
+fn sim_json(s: &sim::Report, failures: &[String]) -> serde_json::Value {
+    serde_json::json!({"completed": s.completed, "crashed": s.crashed, "frozen": s.frozen,
+                       "cut": s.cut, "liars": s.liars, "corrupt_installs": s.corrupt_installs,
+                       "limit_s": s.limit_s, "makespan_s": s.makespan_s,
+                       "normal_makespan_s": s.normal_makespan_s,
+                       "origin_peak_sessions": s.origin_peak_sessions,
+                       "fallbacks": s.origin_fallbacks, "wan_bytes": s.wan_bytes,
+                       "failures": failures})
+}
+
+/// [`sim_json`] with the roots rejected as stalled, shown beside the lab's.
+fn sim_json_with_stalled(s: &sim::Report, failures: &[String]) -> serde_json::Value {
+    let mut v = sim_json(s, failures);
+    v["roots_rejected_stalled"] = s.roots_rejected_stalled.into();
+    v
+}
+
 pub fn chaos(args: &[String]) {
     // `--sim-only`: the simulator's side of every plan, without a lab (no root needed).
     let sim_only = args.iter().any(|a| a == "--sim-only");
@@ -183,12 +224,7 @@ pub fn chaos(args: &[String]) {
         sim_only || pfs::netns::can_create(),
         "the chaos benchmark needs root (or --sim-only)"
     );
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| super::flag_value(args, flag);
     let quick = args.iter().any(|a| a == "--quick");
     let seeds: u64 = value("--seeds").map_or(if quick { 3 } else { 20 }, |v| {
         v.parse().expect("--seeds N")
@@ -202,36 +238,13 @@ pub fn chaos(args: &[String]) {
     cases.extend((first..first + seeds).map(random));
     let mut rows = Vec::new();
     for c in &cases {
-        let s = sim::run(&SimConfig {
-            phones: c.phones as u32,
-            seed: c.plan.seed,
-            mode: Mode::Pipelined,
-            models: 2,
-            wan_mbit: c.wan_mbit,
-            wan_rtt_ms: 0.0,
-            lan_mbit: 100.0,
-            crash_fraction: c.plan.crash_fraction,
-            freeze_fraction: c.plan.freeze_fraction,
-            cut_fraction: c.plan.cut_fraction,
-            slow_fraction: c.plan.slow_fraction,
-            slow_mbit: c.plan.slow_mbit,
-            corrupt_peers: c.plan.corrupt_peers as u32,
-            liar_peers: c.plan.liar_peers as u32,
-            loss: c.plan.loss,
-            ..SimConfig::default()
-        });
+        let s = sim::run(&sim_config(c));
         if sim_only {
             let sf = sim_failures(&s);
             let v = serde_json::json!({
                 "case": c.name, "seed": c.plan.seed, "phones": c.phones,
                 "plan": fault_flags(&c.plan).trim(),
-                "sim": {"completed": s.completed, "crashed": s.crashed, "frozen": s.frozen,
-                        "cut": s.cut, "liars": s.liars, "corrupt_installs": s.corrupt_installs,
-                        "limit_s": s.limit_s, "makespan_s": s.makespan_s,
-                        "normal_makespan_s": s.normal_makespan_s,
-                        "origin_peak_sessions": s.origin_peak_sessions,
-                        "fallbacks": s.origin_fallbacks, "wan_bytes": s.wan_bytes,
-                        "failures": sf},
+                "sim": sim_json(&s, &sf),
                 "ok": sf.is_empty(),
                 "sim_command": sim_command(c),
             });
@@ -272,14 +285,7 @@ pub fn chaos(args: &[String]) {
                     "roots_rejected_stalled": l.roots_rejected_stalled,
                     "max_turn_ms": l.max_turn_ms, "violations": l.violations,
                     "failures": lf},
-            "sim": {"completed": s.completed, "crashed": s.crashed, "frozen": s.frozen,
-                    "cut": s.cut, "liars": s.liars, "corrupt_installs": s.corrupt_installs,
-                    "limit_s": s.limit_s, "makespan_s": s.makespan_s,
-                    "normal_makespan_s": s.normal_makespan_s,
-                    "origin_peak_sessions": s.origin_peak_sessions,
-                    "fallbacks": s.origin_fallbacks, "wan_bytes": s.wan_bytes,
-                    "roots_rejected_stalled": s.roots_rejected_stalled,
-                    "failures": sf},
+            "sim": sim_json_with_stalled(&s, &sf),
             "ok": lf.is_empty() && sf.is_empty(),
             "lab_command": lab_command(c),
             "sim_command": sim_command(c),
@@ -292,6 +298,11 @@ pub fn chaos(args: &[String]) {
         }
         rows.push((c.clone(), l, s, lf.is_empty() && sf.is_empty()));
     }
+    print_table(&rows);
+}
+
+/// The table on stderr: lab / simulator per case.
+fn print_table(rows: &[(Case, pfs::lab::LabReport, sim::Report, bool)]) {
     eprintln!(
         "{:<14} {:>6} | {:>9} | {:>9} | {:>5} | {:>11} | {:>13} | {:>9} | ok",
         "case",
@@ -303,7 +314,7 @@ pub fn chaos(args: &[String]) {
         "origin pk l/s",
         "WAN x l/s"
     );
-    for (c, l, s, ok) in &rows {
+    for (c, l, s, ok) in rows {
         let load2 = 2.0 * l.load_bytes as f64;
         eprintln!(
             "{:<14} {:>6} | {:>4}/{:<4} | {:>4}/{:<4} | {:>5} | {:>5.2}/{:<5.2} | {:>6}/{:<6} | {:>4.2}/{:<4.2} | {}",

@@ -54,6 +54,52 @@ impl Kind {
             Kind::Sendfile => "sendfile",
         }
     }
+
+    /// One sender thread's work with this backend: `conns` fed from the mapping (or the file).
+    fn send(
+        self,
+        set: Vec<(usize, TcpStream)>,
+        map: Arc<memmap2::Mmap>,
+        file: Arc<std::fs::File>,
+        stamps: Arc<Stamps>,
+        core: usize,
+    ) -> SenderResult {
+        match self {
+            Kind::Zc => engine_sender(Backend::Uring, Limits::default(), set, map, stamps, core),
+            Kind::ZcAlways => {
+                let l = Limits {
+                    zc_adaptive: false,
+                    ..Limits::default()
+                };
+                engine_sender(Backend::Uring, l, set, map, stamps, core)
+            }
+            Kind::UringCopy => engine_sender(
+                Backend::UringCopy,
+                Limits::default(),
+                set,
+                map,
+                stamps,
+                core,
+            ),
+            Kind::Send => {
+                engine_sender(Backend::Syscall, Limits::default(), set, map, stamps, core)
+            }
+            Kind::Sendfile => sendfile_sender(set, file, stamps, core),
+        }
+    }
+
+    /// The fraction of sent bytes copied on the sending side, from `zc` zero-copy sends of
+    /// which `copied` were reported copied.
+    fn copied_fraction(self, zc: u64, copied: u64) -> f64 {
+        match self {
+            Kind::Zc | Kind::ZcAlways if zc > 0 => copied as f64 / zc as f64,
+            Kind::Zc | Kind::ZcAlways => 1.0,
+            // Every byte is copied from user memory into socket buffers.
+            Kind::UringCopy | Kind::Send => 1.0,
+            // Page-cache pages are attached to the socket: no copy on the sending side.
+            Kind::Sendfile => 0.0,
+        }
+    }
 }
 
 /// When each (connection, chunk) became eligible, in ns since the run's start.
@@ -434,30 +480,7 @@ fn run(case: Case<'_>) -> serde_json::Value {
         .enumerate()
         .map(|(core, set)| {
             let (stamps, map, file) = (stamps.clone(), map.clone(), file.clone());
-            std::thread::spawn(move || match kind {
-                Kind::Zc => {
-                    engine_sender(Backend::Uring, Limits::default(), set, map, stamps, core)
-                }
-                Kind::ZcAlways => {
-                    let l = Limits {
-                        zc_adaptive: false,
-                        ..Limits::default()
-                    };
-                    engine_sender(Backend::Uring, l, set, map, stamps, core)
-                }
-                Kind::UringCopy => engine_sender(
-                    Backend::UringCopy,
-                    Limits::default(),
-                    set,
-                    map,
-                    stamps,
-                    core,
-                ),
-                Kind::Send => {
-                    engine_sender(Backend::Syscall, Limits::default(), set, map, stamps, core)
-                }
-                Kind::Sendfile => sendfile_sender(set, file, stamps, core),
-            })
+            std::thread::spawn(move || kind.send(set, map, file, stamps, core))
         })
         .collect();
     let (mut cpu, mut zc, mut copied, mut fallbacks, mut cut_off) = (0.0, 0, 0, 0, 0);
@@ -478,14 +501,7 @@ fn run(case: Case<'_>) -> serde_json::Value {
     }
     let secs = start.elapsed().as_secs_f64();
     let gb = delivered as f64 / 1e9;
-    let copied_fraction = match kind {
-        Kind::Zc | Kind::ZcAlways if zc > 0 => copied as f64 / zc as f64,
-        Kind::Zc | Kind::ZcAlways => 1.0,
-        // Every byte is copied from user memory into socket buffers.
-        Kind::UringCopy | Kind::Send => 1.0,
-        // Page-cache pages are attached to the socket: no copy on the sending side.
-        Kind::Sendfile => 0.0,
-    };
+    let copied_fraction = kind.copied_fraction(zc, copied);
     serde_json::json!({
         "bench": "fanout",
         "backend": kind.name(),

@@ -21,6 +21,14 @@ use pfs::{
     sim::{self, Report, SimConfig},
 };
 
+/// The value after `flag` in a benchmark's arguments (`--phones 60,200`), if given.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 fn line(case: &str, r: &Report) {
     let mut v = serde_json::to_value(r).expect("report serialises");
     let o = v.as_object_mut().expect("object");
@@ -233,11 +241,6 @@ fn origin_scale(
     ours: &pfs::origin::OriginHandle,
     hpa: std::net::SocketAddr,
 ) {
-    use pfs::{
-        engine::Backend,
-        fleet::{FleetConfig, prepare_fleet, run_fleet},
-        tftp::client::ClientConfig,
-    };
     use std::sync::atomic::Ordering;
     // A small load, so 1000 phones x 2 servers x 2 modes fit a shared machine.
     let load = dir.join("scale");
@@ -254,13 +257,7 @@ fn origin_scale(
         .args(["-R", "a+rX"])
         .arg(dir)
         .status();
-    let shm = std::path::Path::new("/dev/shm");
-    let store = if shm.exists() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    }
-    .join(format!("pfs-bench-scale-{}", std::process::id()));
+    let store = pfs::store::scratch_base().join(format!("pfs-bench-scale-{}", std::process::id()));
     for clients in [1usize, 32, 256, 1000] {
         for window in [1u16, 16] {
             for (server, addr) in [("pfs-origin", ours.addr), ("tftpd-hpa", hpa)] {
@@ -269,45 +266,15 @@ fn origin_scale(
                     ours.stats.active_sessions.load(Ordering::Relaxed),
                     Ordering::Relaxed,
                 );
-                let cfg = FleetConfig {
-                    phones: clients,
-                    origin: format!("tftp://{addr}/scale"),
-                    iface: "lo".into(),
-                    netns: None,
-                    model: "CP-7961G".into(),
-                    store: store.join(format!("{server}-{clients}-{window}")),
-                    port_base: 61_000,
-                    backend: Backend::Auto,
-                    deadline: std::time::Duration::from_secs(if quick { 120 } else { 600 }),
-                    tftp: ClientConfig {
-                        windowsize: window,
-                        ..ClientConfig::default()
-                    },
-                    seed: 1,
-                    sharing: None,
-                };
+                let store = store.join(format!("{server}-{clients}-{window}"));
+                let cfg = scale_fleet(clients, addr, window, store, quick);
                 // Small fleets finish in milliseconds: the median of a few runs.
                 let runs = match (clients, quick) {
                     (..=32, _) => 5,
                     (_, true) => 1,
                     (_, false) => 3,
                 };
-                let mut reports = Vec::new();
-                let mut report = Ok(());
-                for _ in 0..runs {
-                    let r = prepare_fleet(&cfg)
-                        .and_then(|(ready, prepare_s)| run_fleet(&cfg, ready, prepare_s, None));
-                    let _ = std::fs::remove_dir_all(&cfg.store);
-                    match r {
-                        Ok(r) => reports.push(r),
-                        Err(e) => {
-                            report = Err(e);
-                            break;
-                        }
-                    }
-                }
-                reports.sort_by(|a, b| a.goodput_mbit.total_cmp(&b.goodput_mbit));
-                let report = report.map(|()| reports.swap_remove(reports.len() / 2));
+                let report = median_fleet_run(&cfg, runs);
                 match report {
                     Ok(r) => println!(
                         "{}",
@@ -333,6 +300,52 @@ fn origin_scale(
     let _ = std::fs::remove_dir_all(&store);
 }
 
+/// The fleet of [`origin_scale`]: `clients` phones on loopback pulling the small load from
+/// `addr` with TFTP window `window`.
+fn scale_fleet(
+    clients: usize,
+    addr: std::net::SocketAddr,
+    window: u16,
+    store: std::path::PathBuf,
+    quick: bool,
+) -> pfs::fleet::FleetConfig {
+    use pfs::{engine::Backend, fleet::FleetConfig, tftp::client::ClientConfig};
+    FleetConfig {
+        phones: clients,
+        origin: format!("tftp://{addr}/scale"),
+        iface: "lo".into(),
+        netns: None,
+        model: "CP-7961G".into(),
+        store,
+        port_base: 61_000,
+        backend: Backend::Auto,
+        deadline: std::time::Duration::from_secs(if quick { 120 } else { 600 }),
+        tftp: ClientConfig {
+            windowsize: window,
+            ..ClientConfig::default()
+        },
+        seed: 1,
+        sharing: None,
+    }
+}
+
+/// The fleet run with the median goodput of `runs`, or the first error.
+fn median_fleet_run(
+    cfg: &pfs::fleet::FleetConfig,
+    runs: usize,
+) -> Result<pfs::fleet::FleetReport, pfs::fleet::FleetError> {
+    use pfs::fleet::{prepare_fleet, run_fleet};
+    let mut reports = Vec::new();
+    for _ in 0..runs {
+        let r = prepare_fleet(cfg)
+            .and_then(|(ready, prepare_s)| run_fleet(cfg, ready, prepare_s, None));
+        let _ = std::fs::remove_dir_all(&cfg.store);
+        reports.push(r?);
+    }
+    reports.sort_by(|a, b| a.goodput_mbit.total_cmp(&b.goodput_mbit));
+    Ok(reports.swap_remove(reports.len() / 2))
+}
+
 /// Only [`origin_scale`], with its own pfs origin and tftpd-hpa.
 fn origin_scale_only(quick: bool) {
     let dir = std::env::temp_dir().join(format!("pfs-bench-scale-{}", std::process::id()));
@@ -355,6 +368,37 @@ fn thread_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
+/// Datagrams received on `socket` (which has a read timeout) until `stop` is set and the
+/// socket has gone quiet, and the receiving thread's CPU seconds meanwhile.
+fn count_until_stopped(
+    socket: &std::net::UdpSocket,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (u64, f64) {
+    let cpu0 = thread_cpu();
+    let mut got = 0u64;
+    let mut buf = [0u8; 2048];
+    // Bounded: stops when told and the socket has gone quiet.
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(_) => got += 1,
+            Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
+            Err(_) => {}
+        }
+    }
+    (got, thread_cpu() - cpu0)
+}
+
+/// The XDP program's count of malformed datagrams dropped on `target` (0 without XDP).
+fn xdp_dropped_malformed(target: &pfs::xdp::Target, with_xdp: bool) -> u64 {
+    if with_xdp {
+        pfs::xdp::stats(target)
+            .unwrap()
+            .get(pfs_common::Counter::DropMalformed)
+    } else {
+        0
+    }
+}
+
 /// Junk flood to UDP 4051 on a veth between two namespaces, received (a) by a user-space
 /// socket without XDP and (b) with the XDP program attached, which drops the junk. Reports the
 /// offered rate, what reached the socket, what XDP counted, and the receiving thread's CPU.
@@ -369,7 +413,7 @@ fn xdp(quick: bool) {
             Arc,
             atomic::{AtomicBool, Ordering},
         },
-        time::{Duration, Instant},
+        time::Duration,
     };
     assert!(
         pfs::netns::can_create(),
@@ -398,13 +442,7 @@ fn xdp(quick: bool) {
         if with_xdp {
             xdp::attach(&target, AttachMode::Auto, &["CP-7961G".into()]).expect("attach");
         }
-        let before = if with_xdp {
-            xdp::stats(&target)
-                .unwrap()
-                .get(pfs_common::Counter::DropMalformed)
-        } else {
-            0
-        };
+        let before = xdp_dropped_malformed(&target, with_xdp);
         let socket = rx
             .run(|| UdpSocket::bind("0.0.0.0:4051"))
             .expect("netns")
@@ -414,47 +452,21 @@ fn xdp(quick: bool) {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let reader = std::thread::spawn(move || {
-            let cpu0 = thread_cpu();
-            let mut got = 0u64;
-            let mut buf = [0u8; 2048];
-            // Bounded: stops when told and the socket has gone quiet.
-            loop {
-                match socket.recv(&mut buf) {
-                    Ok(_) => got += 1,
-                    Err(_) if stop2.load(Ordering::Relaxed) => break,
-                    Err(_) => {}
-                }
-            }
-            (got, thread_cpu() - cpu0)
-        });
-        // Unpaced sender, bounded in count and time; destination checked to be in the lab range.
-        pfs::netns::check_lab_addr(*dest.ip()).expect("lab address");
-        let (sent, secs) = tx
-            .run(move || {
-                let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).unwrap();
-                let junk = [0xa5u8; 64];
-                let start = Instant::now();
-                let mut sent = 0u64;
-                while sent < flood && start.elapsed() < Duration::from_secs(60) {
-                    if s.send_to(&junk, dest).is_ok() {
-                        sent += 1;
-                    }
-                }
-                (sent, start.elapsed().as_secs_f64())
-            })
-            .expect("netns");
+        let reader = std::thread::spawn(move || count_until_stopped(&socket, &stop2));
+        // Unpaced sender, bounded in count and time; addresses checked to be in the lab range.
+        let (sent, secs) = pfs::traffic::flood_in(
+            tx.name(),
+            from,
+            dest,
+            flood,
+            vec![0xa5; 64],
+            Duration::from_secs(60),
+        )
+        .expect("flood");
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
         let (got, cpu) = reader.join().unwrap();
-        let xdp_dropped = if with_xdp {
-            xdp::stats(&target)
-                .unwrap()
-                .get(pfs_common::Counter::DropMalformed)
-                - before
-        } else {
-            0
-        };
+        let xdp_dropped = xdp_dropped_malformed(&target, with_xdp) - before;
         println!(
             "{}",
             serde_json::json!({"bench": "xdp-flood", "xdp": with_xdp, "sent": sent,

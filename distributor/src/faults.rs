@@ -218,92 +218,12 @@ impl FaultRuntime {
                 // would count the phone twice (installed and faulted), as the simulator does not.
                 continue;
             }
-            let planned = self
-                .assignment
-                .scheduled
-                .get(index[k])
-                .copied()
-                .flatten()
-                .filter(|f| elapsed >= f.at);
-            let root_of = |at: f64| {
-                p.core()
-                    .hierarchies
-                    .iter()
-                    .find(|x| {
-                        x.role == crate::phone::Role::Root
-                            && x.chunks > 0
-                            && f64::from(x.verified) >= at * f64::from(x.chunks)
-                            && !x.done()
-                    })
-                    .map(|x| x.id)
-            };
-            let (kind, why) = if let Some(f) = planned {
-                (f.kind, "planned")
-            } else if let Some(h) = self.plan.kill_root_at.and_then(root_of)
-                && self
-                    .killed
-                    .lock()
-                    .expect("lock")
-                    .insert((p.model().to_owned(), h))
-            {
-                (FaultKind::Crash, "root")
-            } else if let Some(h) = self.plan.cut_root_at.and_then(root_of)
-                && self
-                    .killed
-                    .lock()
-                    .expect("lock")
-                    .insert((p.model().to_owned(), h))
-            {
-                (FaultKind::Cut { back_after: None }, "root")
-            } else if let Some(after) = self.plan.cut_first_root_after_s
-                && let Some(c) = p.confirmed_root_s()
-                && elapsed.as_secs_f64() >= c + after
-                && self
-                    .killed
-                    .lock()
-                    .expect("lock")
-                    .insert((String::new(), u32::MAX))
-            {
-                (FaultKind::Cut { back_after: None }, "first root")
-            } else {
+            let Some((kind, why)) = self.due_fault(p, index[k], elapsed) else {
                 continue;
             };
             // Its children, before it goes.
-            let mut orphans = 0;
-            {
-                let mut o = self.orphans.lock().expect("lock");
-                for x in &p.core().hierarchies {
-                    for c in x.children() {
-                        orphans += 1;
-                        o.push(Orphan {
-                            child: Ipv4Addr::from(c),
-                            h: x.id,
-                            verified: u32::MAX, // filled by the child's core
-                            since: now,
-                        });
-                    }
-                }
-            }
-            let name = match kind {
-                FaultKind::Crash => {
-                    p.crash();
-                    "crash"
-                }
-                FaultKind::Freeze => {
-                    p.freeze();
-                    "freeze"
-                }
-                FaultKind::Cut { back_after } => {
-                    p.cut();
-                    if let (Some(d), Some(ns)) = (back_after, p.netns()) {
-                        self.restore
-                            .lock()
-                            .expect("lock")
-                            .insert(ns.to_owned(), now + d);
-                    }
-                    "cut"
-                }
-            };
+            let orphans = self.note_orphans(p, now);
+            let name = self.inject(p, kind, now);
             tracing::warn!(phone = %p.addr(), "fault injected: {name} ({why})");
             self.events.lock().expect("lock").push(FaultEvent {
                 phone: p.addr(),
@@ -313,7 +233,109 @@ impl FaultRuntime {
                 orphans,
             });
         }
-        // Orphans on this core: note their verified count, then wait for it to grow.
+        self.track_orphans(peers, now);
+        self.restore_due_links(peers, now);
+    }
+
+    /// The fault phone `p` (number `index` in the plan) suffers now, `elapsed` into the run,
+    /// and why: its planned fault once due, else the plan's root kill or cut once `p` is a root
+    /// far enough into a file (once per model and hierarchy), else the cut of the first
+    /// confirmed root (once per run).
+    fn due_fault(
+        &self,
+        p: &crate::peer::Peer,
+        index: usize,
+        elapsed: Duration,
+    ) -> Option<(FaultKind, &'static str)> {
+        let planned = self
+            .assignment
+            .scheduled
+            .get(index)
+            .copied()
+            .flatten()
+            .filter(|f| elapsed >= f.at);
+        let root_of = |at: f64| {
+            p.core()
+                .hierarchies
+                .iter()
+                .find(|x| {
+                    x.role == crate::phone::Role::Root
+                        && x.chunks > 0
+                        && f64::from(x.verified) >= at * f64::from(x.chunks)
+                        && !x.done()
+                })
+                .map(|x| x.id)
+        };
+        if let Some(f) = planned {
+            Some((f.kind, "planned"))
+        } else if let Some(h) = self.plan.kill_root_at.and_then(root_of)
+            && self.first_kill((p.model().to_owned(), h))
+        {
+            Some((FaultKind::Crash, "root"))
+        } else if let Some(h) = self.plan.cut_root_at.and_then(root_of)
+            && self.first_kill((p.model().to_owned(), h))
+        {
+            Some((FaultKind::Cut { back_after: None }, "root"))
+        } else if let Some(after) = self.plan.cut_first_root_after_s
+            && let Some(c) = p.confirmed_root_s()
+            && elapsed.as_secs_f64() >= c + after
+            && self.first_kill((String::new(), u32::MAX))
+        {
+            Some((FaultKind::Cut { back_after: None }, "first root"))
+        } else {
+            None
+        }
+    }
+
+    /// Records a kill of `target` (model, hierarchy); false when it was already killed.
+    fn first_kill(&self, target: (String, u32)) -> bool {
+        self.killed.lock().expect("lock").insert(target)
+    }
+
+    /// Notes `p`'s children as orphans (their recovery is timed from `now`); how many.
+    fn note_orphans(&self, p: &crate::peer::Peer, now: Instant) -> u32 {
+        let mut orphans = 0;
+        let mut o = self.orphans.lock().expect("lock");
+        for x in &p.core().hierarchies {
+            for c in x.children() {
+                orphans += 1;
+                o.push(Orphan {
+                    child: Ipv4Addr::from(c),
+                    h: x.id,
+                    verified: u32::MAX, // filled by the child's core
+                    since: now,
+                });
+            }
+        }
+        orphans
+    }
+
+    /// Applies `kind` to `p` (a cut that comes back is scheduled); the fault's name.
+    fn inject(&self, p: &mut crate::peer::Peer, kind: FaultKind, now: Instant) -> &'static str {
+        match kind {
+            FaultKind::Crash => {
+                p.crash();
+                "crash"
+            }
+            FaultKind::Freeze => {
+                p.freeze();
+                "freeze"
+            }
+            FaultKind::Cut { back_after } => {
+                p.cut();
+                if let (Some(d), Some(ns)) = (back_after, p.netns()) {
+                    self.restore
+                        .lock()
+                        .expect("lock")
+                        .insert(ns.to_owned(), now + d);
+                }
+                "cut"
+            }
+        }
+    }
+
+    /// Orphans on this core: note their verified count, then wait for it to grow (a recovery).
+    fn track_orphans(&self, peers: &[crate::peer::Peer], now: Instant) {
         let mut o = self.orphans.lock().expect("lock");
         if !o.is_empty() {
             let mut done = Vec::new();
@@ -342,7 +364,10 @@ impl FaultRuntime {
         } else {
             drop(o);
         }
-        // Cut links that come back.
+    }
+
+    /// Cut links whose time has come back up.
+    fn restore_due_links(&self, peers: &mut [crate::peer::Peer], now: Instant) {
         let mut r = self.restore.lock().expect("lock");
         let due: Vec<String> = r
             .iter()

@@ -256,23 +256,7 @@ fn run_core(
         }
     }
     if let (Ok(h), Some(f)) = (&mut host, &faults) {
-        for (k, &i) in index.iter().enumerate() {
-            if f.is_corrupt(i)
-                && let Some(p) = h.peers.get_mut(k)
-            {
-                p.set_corrupt();
-            }
-            if let Some(kind) = f.liar_of(i)
-                && let Some(p) = h.peers.get_mut(k)
-            {
-                p.set_liar(kind);
-            }
-            if f.assignment.slow.contains(&i)
-                && let Some(p) = h.peers.get_mut(k)
-            {
-                p.set_link_kbit((f.plan.slow_mbit * 1000.0) as u32);
-            }
-        }
+        assign_faults(h, f, &index);
     }
     // Never leave the other cores waiting at the barrier, whatever failed here.
     barrier.wait();
@@ -290,14 +274,7 @@ fn run_core(
             f.tick(start, peers, &index);
         }
         let now = Instant::now();
-        for (k, p) in peers.iter().enumerate() {
-            if done_at[k].is_none() && p.is_installed() {
-                done_at[k] = Some(now);
-                if let Some(pr) = &progress {
-                    pr.installed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        note_installs(peers, &mut done_at, now, progress.as_deref());
         if let Some(pr) = &progress
             && now.duration_since(last_publish) >= Duration::from_millis(100)
         {
@@ -322,6 +299,51 @@ fn run_core(
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);
     }
+    Ok(finish_core(host, index, done_at))
+}
+
+/// The faults planned for these phones (`index`: their numbers in the plan): corrupt peers,
+/// liars, slow links.
+fn assign_faults(h: &mut Host, f: &crate::faults::FaultRuntime, index: &[usize]) {
+    for (k, &i) in index.iter().enumerate() {
+        if f.is_corrupt(i)
+            && let Some(p) = h.peers.get_mut(k)
+        {
+            p.set_corrupt();
+        }
+        if let Some(kind) = f.liar_of(i)
+            && let Some(p) = h.peers.get_mut(k)
+        {
+            p.set_liar(kind);
+        }
+        if f.assignment.slow.contains(&i)
+            && let Some(p) = h.peers.get_mut(k)
+        {
+            p.set_link_kbit((f.plan.slow_mbit * 1000.0) as u32);
+        }
+    }
+}
+
+/// Notes the phones that installed since the last turn (at `now`) and counts them in
+/// `progress`.
+fn note_installs(
+    peers: &[Peer],
+    done_at: &mut [Option<Instant>],
+    now: Instant,
+    progress: Option<&Progress>,
+) {
+    for (k, p) in peers.iter().enumerate() {
+        if done_at[k].is_none() && p.is_installed() {
+            done_at[k] = Some(now);
+            if let Some(pr) = progress {
+                pr.installed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Closes the core's host once its run is over: last metrics, and what each phone did.
+fn finish_core(mut host: Host, index: Vec<usize>, done_at: Vec<Option<Instant>>) -> CoreRun {
     if crate::metrics::enabled() {
         crate::metrics::publish(host.peers.iter().map(Peer::metrics_sample).collect());
         crate::metrics::retire();
@@ -336,7 +358,7 @@ fn run_core(
         .zip(done_at)
         .map(|((i, r), d)| (i, r, d))
         .collect();
-    Ok(CoreRun {
+    CoreRun {
         phones,
         max_turn: host.max_turn,
         turns: host.turns,
@@ -344,7 +366,7 @@ fn run_core(
         fds_at_end,
         timer_late_max,
         engine,
-    })
+    }
 }
 
 /// What one core ran.

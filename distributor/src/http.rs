@@ -637,28 +637,7 @@ fn get_with<E: From<HttpError>>(
     timeout: Duration,
     sink: &mut Sink<'_, E>,
 ) -> Result<GetReport, E> {
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(HttpError::from)?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(HttpError::from)?;
-    let _ = stream.set_nodelay(true);
-    let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pfs/{}\r\nAccept: */*\r\nConnection: close\r\n",
-        encode_path(&url.path),
-        url.authority,
-        env!("CARGO_PKG_VERSION")
-    );
-    if offset > 0 {
-        req.push_str(&format!("Range: bytes={offset}-\r\n"));
-        if let Some(tag) = if_range.and_then(strong_etag) {
-            req.push_str(&format!("If-Range: {tag}\r\n"));
-        }
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).map_err(HttpError::from)?;
-
+    send_get(&mut stream, url, offset, if_range, timeout)?;
     let mut buf = vec![0u8; 64 << 10];
     let Head {
         status,
@@ -704,8 +683,57 @@ fn get_with<E: From<HttpError>>(
     if let Some(tag) = &etag {
         on_etag(tag)?;
     }
+    let got = read_body(&mut stream, &mut buf, head_len..filled, length, start, sink)?;
+    Ok(GetReport {
+        start,
+        bytes: got,
+        total,
+        etag,
+    })
+}
+
+/// Sends the GET for `url` (from `offset`, `If-Range: if_range` when it is a strong tag), with
+/// `timeout` on every read and write of `stream` from now on.
+fn send_get(
+    stream: &mut TcpStream,
+    url: &HttpUrl,
+    offset: u64,
+    if_range: Option<&str>,
+    timeout: Duration,
+) -> Result<(), HttpError> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let _ = stream.set_nodelay(true);
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pfs/{}\r\nAccept: */*\r\nConnection: close\r\n",
+        encode_path(&url.path),
+        url.authority,
+        env!("CARGO_PKG_VERSION")
+    );
+    if offset > 0 {
+        req.push_str(&format!("Range: bytes={offset}-\r\n"));
+        if let Some(tag) = if_range.and_then(strong_etag) {
+            req.push_str(&format!("If-Range: {tag}\r\n"));
+        }
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    Ok(())
+}
+
+/// Streams the body into `sink` (at `start` onwards): first what came with the head
+/// (`buf[head]`), then reads until `length` bytes or, without a length, the end of the stream.
+/// Returns the bytes delivered.
+fn read_body<E: From<HttpError>>(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    head: std::ops::Range<usize>,
+    length: Option<u64>,
+    start: u64,
+    sink: &mut Sink<'_, E>,
+) -> Result<u64, E> {
     let mut got = 0u64;
-    let mut pending = &buf[head_len..filled];
+    let mut pending = &buf[head];
     loop {
         if let Some(want) = length {
             let take = pending.len().min((want - got) as usize);
@@ -718,7 +746,7 @@ fn get_with<E: From<HttpError>>(
         if length.is_some_and(|want| got >= want) {
             break;
         }
-        let n = stream.read(&mut buf).map_err(HttpError::from)?;
+        let n = stream.read(buf).map_err(HttpError::from)?;
         if n == 0 {
             if let Some(want) = length {
                 return Err(HttpError::Truncated { got, want }.into());
@@ -727,12 +755,7 @@ fn get_with<E: From<HttpError>>(
         }
         pending = &buf[..n];
     }
-    Ok(GetReport {
-        start,
-        bytes: got,
-        total,
-        etag,
-    })
+    Ok(got)
 }
 
 mod head;

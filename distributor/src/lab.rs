@@ -29,8 +29,10 @@ use crate::{
     topology::{ORIGIN_ADDR, PHONE_IFACE, Site, SiteSpec, phone_mac},
 };
 
+mod origin;
 mod report;
 mod summary;
+use origin::OriginGuard;
 pub use report::{LabReport, ManifestCounts, TreeNode};
 pub use summary::text_trees;
 use summary::{cpu_seconds, status_kib};
@@ -150,29 +152,69 @@ pub struct Lab {
     wan_rtt_ping_ms: Option<f64>,
 }
 
-enum OriginGuard {
-    /// The embedded origin, with its HTTP side when phones fetch over HTTP.
-    Pfs(crate::origin::OriginHandle, Option<crate::http::HttpHandle>),
-    /// tftpd-hpa or nginx.
-    Process(std::process::Child),
-}
-
-impl Drop for OriginGuard {
-    fn drop(&mut self) {
-        if let OriginGuard::Process(c) = self {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
-/// The load directory of `model` on the origin (also the cnf.xml's loadInformation).
+/// Refuses a site that cannot be built: no phones or models, or an origin asked for a
+/// protocol it does not serve.
+fn check_config(cfg: &LabConfig) -> Result<(), LabError> {
+    if cfg.phones == 0 || cfg.models.is_empty() {
+        return Err(LabError::Setup(
+            "need at least one phone and one model".into(),
+        ));
+    }
+    match (cfg.origin, cfg.origin_proto) {
+        (OriginKind::TftpdHpa, OriginProto::Http) => {
+            return Err(LabError::Setup(
+                "--origin tftpd-hpa serves TFTP only: use --origin-proto tftp".into(),
+            ));
+        }
+        (OriginKind::Nginx, OriginProto::Tftp) => {
+            return Err(LabError::Setup(
+                "--origin nginx serves HTTP only: use --origin-proto http".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// With `--wan-rtt-ms`: the WAN round trip ping measures from the first phone to the origin
+/// (the delay is real only if ping sees it).
+fn measure_wan_rtt(cfg: &LabConfig, site: &Site) -> Option<f64> {
+    cfg.wan_rtt_ms.and_then(|set| {
+        let got = crate::delayline::ping_rtt_ms(site.phones[0].name(), ORIGIN_ADDR, 5)
+            .map(|(_min, median)| median);
+        match got {
+            Some(ms) => tracing::info!("WAN round trip set {set} ms, ping measured {ms} ms"),
+            None => tracing::warn!(
+                "could not measure the WAN round trip with ping (apt-get install iputils-ping)"
+            ),
+        }
+        got
+    })
+}
+
+/// One synthetic load per model under `origin_root`, each in its load directory; (model,
+/// directory, manifest) per model.
+fn synth_loads(
+    cfg: &LabConfig,
+    origin_root: &Path,
+) -> Result<Vec<(String, String, Manifest)>, LabError> {
+    let mut manifests = Vec::new();
+    for (m, model) in cfg.models.iter().enumerate() {
+        let tmp = origin_root.join(format!("tmp-{m}"));
+        let manifest = synth_signed(&tmp, cfg.seed, m)?;
+        let dir = load_name(&manifest.load, model);
+        std::fs::rename(&tmp, origin_root.join(&dir)).map_err(setup("load dir"))?;
+        manifests.push((model.clone(), dir, manifest));
+    }
+    Ok(manifests)
+}
+
 /// The lab's load signer (the vendor's key a phone checks signed loads with), derived from the
 /// seed: the synthetic loads' manifests are signed with it, and every phone is given its public
 /// half (a keyless phone could not verify a manifest a peer hands it; see docs/protocol.md).
@@ -187,6 +229,7 @@ fn synth_signed(dir: &Path, seed: u64, m: usize) -> Result<Manifest, LabError> {
         .map_err(|e| LabError::Setup(format!("synthesising the load: {e}")))
 }
 
+/// The load directory of `model` on the origin (also the cnf.xml's loadInformation).
 fn load_name(load: &str, model: &str) -> String {
     format!("{load}.{model}")
 }
@@ -198,24 +241,7 @@ fn mac_hex(i: usize) -> String {
 impl Lab {
     /// Removes what a crashed run left, then builds the site, the loads and the origin.
     pub fn build(cfg: LabConfig) -> Result<Lab, LabError> {
-        if cfg.phones == 0 || cfg.models.is_empty() {
-            return Err(LabError::Setup(
-                "need at least one phone and one model".into(),
-            ));
-        }
-        match (cfg.origin, cfg.origin_proto) {
-            (OriginKind::TftpdHpa, OriginProto::Http) => {
-                return Err(LabError::Setup(
-                    "--origin tftpd-hpa serves TFTP only: use --origin-proto tftp".into(),
-                ));
-            }
-            (OriginKind::Nginx, OriginProto::Tftp) => {
-                return Err(LabError::Setup(
-                    "--origin nginx serves HTTP only: use --origin-proto http".into(),
-                ));
-            }
-            _ => {}
-        }
+        check_config(&cfg)?;
         // Descriptors first: at 1000 phones the default limit ran out halfway through setup.
         // The synthetic load's components plus its .loads file.
         let files = crate::sim::LOAD_7961.len() + 1;
@@ -235,116 +261,18 @@ impl Lab {
             site.static_neighbours()?;
         }
         // The delay is real only if ping sees it: from the first phone to the origin.
-        let wan_rtt_ping_ms = cfg.wan_rtt_ms.and_then(|set| {
-            let got = crate::delayline::ping_rtt_ms(site.phones[0].name(), ORIGIN_ADDR, 5)
-                .map(|(_min, median)| median);
-            match got {
-                Some(ms) => tracing::info!("WAN round trip set {set} ms, ping measured {ms} ms"),
-                None => tracing::warn!(
-                    "could not measure the WAN round trip with ping (apt-get install iputils-ping)"
-                ),
-            }
-            got
-        });
+        let wan_rtt_ping_ms = measure_wan_rtt(&cfg, &site);
         // tmpfs when there is one: stores and the origin root stay in memory.
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let root = base.join(format!("pfs-lab-{}", std::process::id()));
+        let root = crate::store::scratch_base().join(format!("pfs-lab-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let origin_root = root.join("origin");
-        let mut manifests = Vec::new();
-        for (m, model) in cfg.models.iter().enumerate() {
-            let tmp = origin_root.join(format!("tmp-{m}"));
-            let manifest = synth_signed(&tmp, cfg.seed, m)?;
-            let dir = load_name(&manifest.load, model);
-            std::fs::rename(&tmp, origin_root.join(&dir)).map_err(setup("load dir"))?;
-            manifests.push((model.clone(), dir, manifest));
-        }
+        let manifests = synth_loads(&cfg, &origin_root)?;
         // tftpd-hpa drops privileges: let it read the tree.
         let _ = std::process::Command::new("chmod")
             .args(["-R", "a+rX"])
             .arg(&root)
             .status();
-        let origin = match cfg.origin {
-            OriginKind::Pfs => {
-                let root = origin_root.clone();
-                let http_root = origin_root.clone();
-                let h = site
-                    .hq
-                    .run(move || {
-                        crate::origin::spawn(crate::origin::OriginConfig {
-                            root,
-                            listen: (ORIGIN_ADDR, 69).into(),
-                            max_sessions: 1024,
-                            session: Default::default(),
-                        })
-                    })?
-                    .map_err(setup("pfs origin in hq"))?;
-                let http = if cfg.origin_proto == OriginProto::Http {
-                    Some(
-                        site.hq
-                            .run(move || {
-                                crate::http::spawn(crate::http::HttpConfig {
-                                    root: http_root,
-                                    listen: (ORIGIN_ADDR, HTTP_PORT).into(),
-                                    max_connections: 1024,
-                                })
-                            })?
-                            .map_err(setup("pfs origin --http in hq"))?,
-                    )
-                } else {
-                    None
-                };
-                OriginGuard::Pfs(h, http)
-            }
-            OriginKind::Nginx => {
-                let prefix = root.join("nginx");
-                std::fs::create_dir_all(prefix.join("logs")).map_err(setup("nginx prefix"))?;
-                let conf = format!(
-                    "daemon off;\nmaster_process off;\nerror_log {p}/logs/error.log;\n\
-                     pid {p}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
-                     http {{\n access_log off;\n sendfile on;\n\
-                     client_body_temp_path {p}/body;\n proxy_temp_path {p}/proxy;\n\
-                     fastcgi_temp_path {p}/fastcgi;\n uwsgi_temp_path {p}/uwsgi;\n\
-                     scgi_temp_path {p}/scgi;\n\
-                     server {{ listen {ORIGIN_ADDR}:{HTTP_PORT}; root {r}; autoindex off; }}\n}}\n",
-                    p = prefix.display(),
-                    r = origin_root.display()
-                );
-                std::fs::write(prefix.join("nginx.conf"), conf).map_err(setup("nginx.conf"))?;
-                let child = std::process::Command::new("ip")
-                    .args(["netns", "exec", site.hq.name(), "nginx", "-p"])
-                    .arg(&prefix)
-                    .arg("-c")
-                    .arg(prefix.join("nginx.conf"))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .map_err(setup("nginx (apt-get install nginx)"))?;
-                std::thread::sleep(Duration::from_millis(300));
-                OriginGuard::Process(child)
-            }
-            OriginKind::TftpdHpa => {
-                let child = std::process::Command::new("ip")
-                    .args(["netns", "exec", site.hq.name(), "in.tftpd", "--foreground"])
-                    .args([
-                        "--listen",
-                        "--address",
-                        &format!("{ORIGIN_ADDR}:69"),
-                        "--secure",
-                    ])
-                    .arg(&origin_root)
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .map_err(setup("in.tftpd (apt-get install tftpd-hpa)"))?;
-                std::thread::sleep(Duration::from_millis(300));
-                OriginGuard::Process(child)
-            }
-        };
+        let origin = OriginGuard::start(cfg.origin, cfg.origin_proto, &site, &root, &origin_root)?;
         Ok(Lab {
             cfg,
             site,
@@ -493,40 +421,13 @@ impl Lab {
             Duration::from_millis(100),
             self.cfg.deadline * 2 + Duration::from_secs(600),
         );
-        let capture = match &self.cfg.pcap {
-            Some(file) => Some(
-                crate::capture::Capture::start(
-                    self.site.router.name(),
-                    crate::topology::BRIDGE,
-                    file,
-                    self.cfg.pcap_snaplen,
-                )
-                .map_err(setup("the capture on the site bridge"))?,
-            ),
-            None => None,
-        };
+        let capture = self.start_capture()?;
         let t0 = Instant::now();
-        let phones = (0..self.cfg.phones)
-            .map(|i| {
-                let place = Place::netns(self.site.phones[i].name())?;
-                Ok((self.phone_opts(i, mode, &stores)?, place))
-            })
-            .collect::<Result<Vec<_>, LabError>>()?;
-        let ready = fleet::prepare_all(phones)?;
+        let ready = self.prepare_phones(mode, &stores)?;
         let prepare_s = t0.elapsed().as_secs_f64();
         let wan_manifest_bytes = self.site.wan_tx_bytes()? - wan0;
         // The origin's peak counts from power-on: manifest fetches while preparing are over.
-        if let OriginGuard::Pfs(h, http) = &self.origin {
-            use std::sync::atomic::Ordering::Relaxed;
-            h.stats
-                .peak_sessions
-                .store(h.stats.active_sessions.load(Relaxed), Relaxed);
-            if let Some(w) = http {
-                w.stats
-                    .peak_connections
-                    .store(w.stats.active_connections.load(Relaxed), Relaxed);
-            }
-        }
+        self.origin.reset_peaks();
         let faults = (!self.cfg.faults.is_empty()).then(|| {
             Arc::new(crate::faults::FaultRuntime::new(
                 self.cfg.faults.clone(),
@@ -538,7 +439,7 @@ impl Lab {
             self.apply_site_faults(f)?;
         }
         let cpu0 = cpu_seconds();
-        let run = fleet::run_with(
+        let mut run = fleet::run_with(
             ready,
             self.cfg.backend,
             self.cfg.deadline,
@@ -546,7 +447,7 @@ impl Lab {
             faults.clone(),
         )?;
         let cpu_s = cpu_seconds() - cpu0;
-        let (start, max_turn, results) = (run.start, run.max_turn, run.phones);
+        let (start, results) = (run.start, std::mem::take(&mut run.phones));
         let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
         let wan_samples_source = sampler.source.clone();
         let wan_samples = sampler.stop(start);
@@ -558,41 +459,12 @@ impl Lab {
         r.wan_samples = wan_samples;
         r.wan_samples_source = wan_samples_source;
         r.prepare_s = prepare_s;
-        r.max_turn_ms = max_turn.as_secs_f64() * 1e3;
-        r.turns = run.turns;
-        r.long_turns = run.long_turns;
-        r.max_timer_late_ms = run.timer_late_max.as_secs_f64() * 1e3;
-        for e in &run.engines {
-            r.engine_overflowed += e.overflowed;
-            r.engine_recv_no_buffers += e.recv_no_buffers;
-            r.engine_recv_truncated += e.recv_truncated;
-            r.engine_stalled_cutoffs += e.stalled_cutoffs;
-        }
+        add_engine_counters(&mut r, &run);
         r.wan_manifest_bytes += wan_manifest_bytes;
         r.wan_overhead_bytes = wan_link_bytes.saturating_sub(r.wan_manifest_bytes + r.wan_bytes);
-        let n = self.cfg.phones as f64;
-        r.fds_at_end = run.fds_at_end as u64;
-        r.fds_per_phone = run.fds_at_end as f64 / n;
-        r.nofile_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(0, |l| l.0);
-        r.peak_rss_mib = status_kib("VmHWM:") as f64 / 1024.0;
-        r.rss_per_phone_kib = status_kib("VmHWM:") as f64 / n;
-        r.threads = status_kib("Threads:");
-        r.cpu_s = cpu_s;
-        let delivered_gb = f64::from(r.completed) * r.load_bytes as f64 / 1e9;
-        r.cpu_s_per_gb = if delivered_gb > 0.0 {
-            cpu_s / delivered_gb
-        } else {
-            0.0
-        };
-        if let OriginGuard::Pfs(h, http) = &self.origin {
-            use std::sync::atomic::Ordering::Relaxed;
-            // TFTP transfers plus HTTP connections (one per transfer: phones ask
-            // `Connection: close`).
-            let http_peak = http
-                .as_ref()
-                .map_or(0, |w| w.stats.peak_connections.load(Relaxed));
-            r.origin_peak_sessions = Some((h.stats.peak_sessions.load(Relaxed) + http_peak) as u64);
+        self.add_host_usage(&mut r, run.fds_at_end, cpu_s);
+        if let Some(peak) = self.origin.peak_sessions() {
+            r.origin_peak_sessions = Some(peak);
         }
         if let Some(c) = capture {
             let stats = c.stop().map_err(setup("stopping the capture"))?;
@@ -612,6 +484,53 @@ impl Lab {
             r.origin_resent_blocks = Some(after - before);
         }
         Ok(r)
+    }
+
+    /// With `--pcap`: the capture on the site bridge, for one run.
+    fn start_capture(&self) -> Result<Option<crate::capture::Capture>, LabError> {
+        let Some(file) = &self.cfg.pcap else {
+            return Ok(None);
+        };
+        crate::capture::Capture::start(
+            self.site.router.name(),
+            crate::topology::BRIDGE,
+            file,
+            self.cfg.pcap_snaplen,
+        )
+        .map(Some)
+        .map_err(setup("the capture on the site bridge"))
+    }
+
+    /// Every phone's options and place, read from its cnf.xml, prepared (manifests fetched)
+    /// for power-on.
+    fn prepare_phones(&self, mode: Mode, stores: &Path) -> Result<Vec<fleet::Ready>, LabError> {
+        let phones = (0..self.cfg.phones)
+            .map(|i| {
+                let place = Place::netns(self.site.phones[i].name())?;
+                Ok((self.phone_opts(i, mode, stores)?, place))
+            })
+            .collect::<Result<Vec<_>, LabError>>()?;
+        Ok(fleet::prepare_all(phones)?)
+    }
+
+    /// What the run cost this process: descriptors (`fds_at_end` when it ended), memory,
+    /// threads, `cpu_s` CPU seconds (also per delivered GB).
+    fn add_host_usage(&self, r: &mut LabReport, fds_at_end: usize, cpu_s: f64) {
+        let n = self.cfg.phones as f64;
+        r.fds_at_end = fds_at_end as u64;
+        r.fds_per_phone = fds_at_end as f64 / n;
+        r.nofile_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |l| l.0);
+        r.peak_rss_mib = status_kib("VmHWM:") as f64 / 1024.0;
+        r.rss_per_phone_kib = status_kib("VmHWM:") as f64 / n;
+        r.threads = status_kib("Threads:");
+        r.cpu_s = cpu_s;
+        let delivered_gb = f64::from(r.completed) * r.load_bytes as f64 / 1e9;
+        r.cpu_s_per_gb = if delivered_gb > 0.0 {
+            cpu_s / delivered_gb
+        } else {
+            0.0
+        };
     }
 
     /// `models x load` over the WAN rate (the report's `limit_s`).
@@ -666,6 +585,20 @@ impl Lab {
                 })
                 .collect(),
         )
+    }
+}
+
+/// The run's event-loop turns and every core's engine counters.
+fn add_engine_counters(r: &mut LabReport, run: &fleet::FleetRun) {
+    r.max_turn_ms = run.max_turn.as_secs_f64() * 1e3;
+    r.turns = run.turns;
+    r.long_turns = run.long_turns;
+    r.max_timer_late_ms = run.timer_late_max.as_secs_f64() * 1e3;
+    for e in &run.engines {
+        r.engine_overflowed += e.overflowed;
+        r.engine_recv_no_buffers += e.recv_no_buffers;
+        r.engine_recv_truncated += e.recv_truncated;
+        r.engine_stalled_cutoffs += e.stalled_cutoffs;
     }
 }
 

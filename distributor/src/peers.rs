@@ -218,6 +218,28 @@ impl Procs {
     }
 }
 
+/// Polls every process of `running` (phone, process index) that has not ended yet, calling
+/// `ended(phone, success)` for each that has and marking it ended (`usize::MAX`); how many
+/// ended now.
+pub(super) fn poll_ended(
+    procs: &mut Procs,
+    running: &mut [(usize, usize)],
+    mut ended: impl FnMut(usize, bool),
+) -> usize {
+    let mut n = 0;
+    for (i, k) in running.iter_mut() {
+        if *k == usize::MAX {
+            continue;
+        }
+        if let Some(ok) = procs.poll(*k) {
+            ended(*i, ok);
+            *k = usize::MAX;
+            n += 1;
+        }
+    }
+    n
+}
+
 /// After `wait`, a pid that exists again belongs to someone else (or is gone); only a
 /// process still named like ours counts as stray.
 fn is_zombie_or_reused(pid: u32) -> bool {

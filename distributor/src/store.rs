@@ -19,6 +19,16 @@ use std::{
 
 use crate::manifest::{FileEntry, Manifest, ManifestError, verify_file};
 
+/// Where scratch stores go: tmpfs (`/dev/shm`) when there is one, so stores stay in memory;
+/// the temporary directory otherwise.
+pub fn scratch_base() -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]

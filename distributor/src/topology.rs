@@ -163,6 +163,113 @@ fn tc(ns: &Netns, dev: &str, kbit: u32, burst: Option<u32>) -> Result<(), NetnsE
     Ok(())
 }
 
+/// IPv6 off in `ns`: the lab speaks IPv4 only.
+fn no_ipv6(ns: &Netns) -> Result<(), NetnsError> {
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+    ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+    Ok(())
+}
+
+/// The WAN between `hq` and the site `router`: a veth, or with `spec.wan_rtt_ms` a TUN pair
+/// joined by a delay line (returned); addressed, routed and shaped to `spec.wan_kbit`.
+fn link_wan(
+    hq: &Netns,
+    router: &Netns,
+    spec: &SiteSpec,
+) -> Result<Option<crate::delayline::DelayLine>, NetnsError> {
+    let wan_delay = match spec.wan_rtt_ms {
+        None => {
+            hq.ip(&[
+                "link",
+                "add",
+                HQ_WAN_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "wan1",
+                "netns",
+                router.name(),
+            ])?;
+            None
+        }
+        Some(rtt) => {
+            let a = crate::delayline::open_tun(hq, HQ_WAN_IFACE)?;
+            let b = crate::delayline::open_tun(router, "wan1")?;
+            let one_way = std::time::Duration::from_secs_f64(rtt.max(0.0) / 2e3);
+            Some(
+                crate::delayline::DelayLine::start(a, b, one_way).map_err(|source| {
+                    NetnsError::Open {
+                        name: "the WAN delay line thread".into(),
+                        source,
+                    }
+                })?,
+            )
+        }
+    };
+    hq.ip(&[
+        "addr",
+        "add",
+        &format!("{ORIGIN_ADDR}/30"),
+        "dev",
+        HQ_WAN_IFACE,
+    ])?;
+    hq.ip(&["link", "set", HQ_WAN_IFACE, "up"])?;
+    router.ip(&["addr", "add", &format!("{ROUTER_WAN}/30"), "dev", "wan1"])?;
+    router.ip(&["link", "set", "wan1", "up"])?;
+    hq.ip(&[
+        "route",
+        "add",
+        "198.19.0.0/16",
+        "via",
+        &ROUTER_WAN.to_string(),
+    ])?;
+    if let Some(kbit) = spec.wan_kbit {
+        tc(hq, HQ_WAN_IFACE, kbit, spec.wan_burst)?;
+        tc(router, "wan1", kbit, spec.wan_burst)?;
+    }
+    Ok(wan_delay)
+}
+
+/// The site LAN's bridge in the `router`, with a fixed MAC and the router's LAN address.
+fn site_bridge(router: &Netns) -> Result<(), NetnsError> {
+    // A switch does not run the host's firewall on every frame it forwards; with
+    // bridge-nf-call-iptables set (the default with br_netfilter) every frame between
+    // phones went through the iptables hooks, a quarter of the lab's kernel time at 400
+    // phones. Loss on the bridge uses nftables' own bridge family, unaffected.
+    router.ip(&[
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "nf_call_iptables",
+        "0",
+        "nf_call_ip6tables",
+        "0",
+        "nf_call_arptables",
+        "0",
+    ])?;
+    // The bridge's own flags only ever switch the hooks on: the kernel calls iptables for
+    // bridged frames when either they or the namespace's sysctls say so, and the sysctls
+    // default to 1 in every new namespace while br_netfilter is loaded. Measured at 1000
+    // phones (perf): br_nf_* was still in every broadcast copy's path. Without the module
+    // the keys are absent, and there is nothing to switch off.
+    for key in [
+        "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
+        "net.bridge.bridge-nf-call-arptables",
+    ] {
+        let _ = router.sysctl(key, "0");
+    }
+    // A fixed address: a bridge otherwise takes the lowest of its ports' and changes it as
+    // ports join, which static neighbour entries could not follow.
+    router.ip(&["link", "set", "br0", "address", ROUTER_MAC])?;
+    router.ip(&["addr", "add", &format!("{ROUTER_LAN}/16"), "dev", "br0"])?;
+    router.ip(&["link", "set", "br0", "up"])?;
+    Ok(())
+}
+
 impl Site {
     pub fn build(spec: &SiteSpec) -> Result<Site, NetnsError> {
         if spec.phones > 250 * 200 {
@@ -183,95 +290,11 @@ impl Site {
         let hq = Netns::create("hq")?;
         let router = Netns::create("site")?;
         for ns in [&hq, &router] {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            no_ipv6(ns)?;
         }
         router.sysctl("net.ipv4.ip_forward", "1")?;
-        let wan_delay = match spec.wan_rtt_ms {
-            None => {
-                hq.ip(&[
-                    "link",
-                    "add",
-                    HQ_WAN_IFACE,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "wan1",
-                    "netns",
-                    router.name(),
-                ])?;
-                None
-            }
-            Some(rtt) => {
-                let a = crate::delayline::open_tun(&hq, HQ_WAN_IFACE)?;
-                let b = crate::delayline::open_tun(&router, "wan1")?;
-                let one_way = std::time::Duration::from_secs_f64(rtt.max(0.0) / 2e3);
-                Some(
-                    crate::delayline::DelayLine::start(a, b, one_way).map_err(|source| {
-                        NetnsError::Open {
-                            name: "the WAN delay line thread".into(),
-                            source,
-                        }
-                    })?,
-                )
-            }
-        };
-        hq.ip(&[
-            "addr",
-            "add",
-            &format!("{ORIGIN_ADDR}/30"),
-            "dev",
-            HQ_WAN_IFACE,
-        ])?;
-        hq.ip(&["link", "set", HQ_WAN_IFACE, "up"])?;
-        router.ip(&["addr", "add", &format!("{ROUTER_WAN}/30"), "dev", "wan1"])?;
-        router.ip(&["link", "set", "wan1", "up"])?;
-        hq.ip(&[
-            "route",
-            "add",
-            "198.19.0.0/16",
-            "via",
-            &ROUTER_WAN.to_string(),
-        ])?;
-        if let Some(kbit) = spec.wan_kbit {
-            tc(&hq, HQ_WAN_IFACE, kbit, spec.wan_burst)?;
-            tc(&router, "wan1", kbit, spec.wan_burst)?;
-        }
-        // A switch does not run the host's firewall on every frame it forwards; with
-        // bridge-nf-call-iptables set (the default with br_netfilter) every frame between
-        // phones went through the iptables hooks, a quarter of the lab's kernel time at 400
-        // phones. Loss on the bridge uses nftables' own bridge family, unaffected.
-        router.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "nf_call_iptables",
-            "0",
-            "nf_call_ip6tables",
-            "0",
-            "nf_call_arptables",
-            "0",
-        ])?;
-        // The bridge's own flags only ever switch the hooks on: the kernel calls iptables for
-        // bridged frames when either they or the namespace's sysctls say so, and the sysctls
-        // default to 1 in every new namespace while br_netfilter is loaded. Measured at 1000
-        // phones (perf): br_nf_* was still in every broadcast copy's path. Without the module
-        // the keys are absent, and there is nothing to switch off.
-        for key in [
-            "net.bridge.bridge-nf-call-iptables",
-            "net.bridge.bridge-nf-call-ip6tables",
-            "net.bridge.bridge-nf-call-arptables",
-        ] {
-            let _ = router.sysctl(key, "0");
-        }
-        // A fixed address: a bridge otherwise takes the lowest of its ports' and changes it as
-        // ports join, which static neighbour entries could not follow.
-        router.ip(&["link", "set", "br0", "address", ROUTER_MAC])?;
-        router.ip(&["addr", "add", &format!("{ROUTER_LAN}/16"), "dev", "br0"])?;
-        router.ip(&["link", "set", "br0", "up"])?;
+        let wan_delay = link_wan(&hq, &router, spec)?;
+        site_bridge(&router)?;
         let mut site = Site {
             wan_delay,
             phones: Vec::with_capacity(spec.phones),
@@ -282,43 +305,49 @@ impl Site {
             _lock: lock,
         };
         for i in 0..spec.phones {
-            let addr = check_lab_addr(phone_addr(i))?;
-            let ns = Netns::create(&format!("ph{i}"))?;
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-            let port = format!("p{i}");
-            let mac = phone_mac(i)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            ns.ip(&[
-                "link",
-                "add",
-                PHONE_IFACE,
-                "address",
-                &mac,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                site.router.name(),
-            ])?;
-            ns.ip(&["addr", "add", &format!("{addr}/16"), "dev", PHONE_IFACE])?;
-            ns.ip(&["link", "set", PHONE_IFACE, "up"])?;
-            ns.ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
-            site.router
-                .ip(&["link", "set", &port, "master", "br0", "up"])?;
-            if let Some(kbit) = spec.lan_kbit {
-                tc(&ns, PHONE_IFACE, kbit, None)?;
-                tc(&site.router, &port, kbit, None)?;
-            }
-            site.phones.push(ns);
-            site.phone_addrs.push(addr);
+            site.add_phone(i, spec)?;
         }
         Ok(site)
+    }
+
+    /// Phone `i`'s namespace: its address and MAC on a veth to its own bridge port (shaped to
+    /// `spec.lan_kbit` both ways), the router as its default route.
+    fn add_phone(&mut self, i: usize, spec: &SiteSpec) -> Result<(), NetnsError> {
+        let addr = check_lab_addr(phone_addr(i))?;
+        let ns = Netns::create(&format!("ph{i}"))?;
+        no_ipv6(&ns)?;
+        let port = format!("p{i}");
+        let mac = phone_mac(i)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        ns.ip(&[
+            "link",
+            "add",
+            PHONE_IFACE,
+            "address",
+            &mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.router.name(),
+        ])?;
+        ns.ip(&["addr", "add", &format!("{addr}/16"), "dev", PHONE_IFACE])?;
+        ns.ip(&["link", "set", PHONE_IFACE, "up"])?;
+        ns.ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
+        self.router
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        if let Some(kbit) = spec.lan_kbit {
+            tc(&ns, PHONE_IFACE, kbit, None)?;
+            tc(&self.router, &port, kbit, None)?;
+        }
+        self.phones.push(ns);
+        self.phone_addrs.push(addr);
+        Ok(())
     }
 
     /// Static neighbour entries in every phone's namespace (every phone and the router) and in

@@ -50,6 +50,7 @@ mod check;
 mod faults;
 mod manifest;
 mod net;
+mod setup;
 pub use check::check;
 
 const TIMER_KINDS: usize = 7;
@@ -417,158 +418,82 @@ impl Sim {
         }
     }
 
+    /// One event off the queue, at `now`.
+    fn handle(&mut self, now: Time, ev: SimEvent) {
+        match ev {
+            SimEvent::Phone { to, ev } => self.deliver(now, to, ev),
+            SimEvent::Timer {
+                to,
+                h,
+                kind,
+                generation,
+            } => {
+                let slot = if kind == TimerKind::Watchdog {
+                    self.timer_slot(to, 0, kind)
+                } else {
+                    self.timer_slot(to, h, kind)
+                };
+                if self.timer_gen[slot] == generation {
+                    self.deliver(now, to, Event::Timer { h, kind });
+                }
+            }
+            SimEvent::OriginSend {
+                to,
+                h,
+                index,
+                generation,
+            } => {
+                if self.alive[to as usize] && !self.origin_blocked(now, to) {
+                    self.origin_send(now, to, h, index, generation);
+                }
+            }
+            SimEvent::OriginArrive {
+                to,
+                h,
+                index,
+                generation,
+            } => {
+                let t = self.truth_index(to, h);
+                if self.origin_open[t] && self.origin_gen[t] == generation {
+                    self.deliver(now, to, Event::OriginChunk { h, index, ok: true });
+                    self.maybe_kill_root(now, to, h);
+                }
+            }
+            SimEvent::Broadcast { from, msg } => {
+                let model = (from % self.cfg.models) as usize;
+                let members = std::mem::take(&mut self.by_model[model]);
+                for &to in &members {
+                    if to != from && !self.blocked(now, from, to) && !self.lossy(1) {
+                        let from = PeerId(from);
+                        self.deliver(now, to, Event::Recv { from, msg });
+                    }
+                }
+                self.by_model[model] = members;
+            }
+            SimEvent::Crash { phone } => self.crash(now, phone),
+            SimEvent::Freeze { phone } => self.hang(now, phone, true),
+            SimEvent::Cut { phone } => self.hang(now, phone, false),
+            SimEvent::PartitionStart => self.partition_start(now),
+            SimEvent::OriginGiveUp { t, generation } => {
+                if self.origin_gen[t] == generation {
+                    self.close_origin(t);
+                }
+            }
+            SimEvent::Sample => {
+                self.sample(now, false);
+                self.push(now + SAMPLE_EVERY, SimEvent::Sample);
+            }
+        }
+    }
+
     fn timer_slot(&self, p: u32, h: u32, kind: TimerKind) -> usize {
         self.truth_index(p, h) * TIMER_KINDS + kind_index(kind)
     }
 }
 
 pub fn run(cfg: &SimConfig) -> Report {
-    assert!(cfg.phones > 0 && cfg.models > 0 && !cfg.file_sizes.is_empty());
-    let sizes = manifest::sizes(cfg);
-    let files = sizes.len();
-    let n = cfg.phones as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let load_bytes: u64 = cfg.file_sizes.iter().sum();
-    let wan_rate = cfg.wan_mbit * 1e6 / 8.0 / 1e6;
-    let limit_s = f64::from(cfg.models) * load_bytes as f64 * 8.0 / (cfg.wan_mbit * 1e6)
-        + cfg.wan_rtt_ms / 1e3;
-    let core = Config {
-        mode: cfg.mode,
-        fanout: cfg.fanout,
-        fallback_slots: cfg.fallback_slots,
-        ..Config::default()
-    };
-    let specs = manifest::specs(cfg, &sizes);
-    let mut slow = vec![false; n];
-    let slow_count = (cfg.slow_fraction * n as f64).round() as usize;
-    let mut order: Vec<u32> = (0..cfg.phones).collect();
-    order.shuffle(&mut rng);
-    for &i in order.iter().take(slow_count) {
-        slow[i as usize] = true;
-    }
-    let rate: Vec<f64> = slow
-        .iter()
-        .map(|&s| if s { cfg.slow_mbit } else { cfg.lan_mbit } / 8.0)
-        .collect();
-    let mut phones: Vec<Phone> = (0..cfg.phones)
-        .map(|i| {
-            let kbit = (rate[i as usize] * 8.0 * 1000.0) as u32;
-            let specs = manifest::at_boot(cfg, &specs[(i % cfg.models) as usize]);
-            Phone::new(PeerId(i), kbit, rng.random(), specs)
-        })
-        .collect();
-    order.shuffle(&mut rng);
-    for &i in order.iter().take(cfg.corrupt_peers as usize) {
-        phones[i as usize].corrupt = true;
-    }
-    // Liars: drawn from the phones that are not corrupt.
-    let mut k = 0;
-    for &i in order.iter().skip(cfg.corrupt_peers as usize) {
-        if k >= cfg.liar_peers {
-            break;
-        }
-        phones[i as usize].liar = Some(if k % 2 == 0 {
-            crate::phone::Liar::Silent
-        } else {
-            crate::phone::Liar::Trickle
-        });
-        k += 1;
-    }
-    let mut by_model = vec![Vec::new(); cfg.models as usize];
-    for i in 0..cfg.phones {
-        by_model[(i % cfg.models) as usize].push(i);
-    }
-    let crash_count = (cfg.crash_fraction * n as f64).round() as usize;
-    order.shuffle(&mut rng);
-    let mut crash_at = vec![None; n];
-    for &i in order.iter().take(crash_count) {
-        crash_at[i as usize] = Some(rng.random_range(0..(limit_s * 1e6) as Time));
-    }
-    let cut_count = (cfg.partition_fraction * n as f64).round() as usize;
-    order.shuffle(&mut rng);
-    let mut cut = vec![false; n];
-    for &i in order.iter().take(cut_count) {
-        cut[i as usize] = true;
-    }
-    let partition = if cut_count > 0 && cfg.partition_for_s > 0.0 {
-        let start = (cfg.partition_at_s * 1e6) as Time;
-        (start, start + (cfg.partition_for_s * 1e6) as Time)
-    } else {
-        (0, 0)
-    };
-    let mut sim = Sim {
-        core,
-        rng,
-        queue: BinaryHeap::new(),
-        seq: 0,
-        phones,
-        alive: vec![true; n],
-        frozen: vec![false; n],
-        stalled: std::collections::HashSet::new(),
-        slow,
-        rate,
-        egress_free: vec![0; n],
-        ingress_free: vec![0; n],
-        wan_free: 0,
-        wan_rate,
-        rtt: (cfg.wan_rtt_ms * 1000.0) as Time,
-        files,
-        by_model,
-        truth: vec![0; n * files],
-        installed: vec![0; n],
-        completion: vec![None; n],
-        tcp_peers: vec![Vec::new(); n],
-        origin_gen: vec![0; n * files],
-        origin_open: vec![false; n * files],
-        origin_last: vec![0; n * files],
-        origin_sessions: 0,
-        timer_gen: vec![0; n * files * TIMER_KINDS],
-        confirmed: vec![Vec::new(); cfg.models as usize * files],
-        roots_killed: vec![false; cfg.models as usize * files],
-        parents_of: vec![Vec::new(); n],
-        report: Report::new(cfg, load_bytes, limit_s),
-        cut,
-        partition,
-        last_claim: 0,
-        actions: Vec::new(),
-        sizes,
-        specs,
-        cfg: cfg.clone(),
-    };
-    sim.report.liars = k;
-    for i in 0..cfg.phones {
-        sim.push(
-            0,
-            SimEvent::Phone {
-                to: i,
-                ev: Event::Boot,
-            },
-        );
-        if let Some(at) = crash_at[i as usize] {
-            sim.push(at, SimEvent::Crash { phone: i });
-        }
-    }
-    // Freezes and cuts: their own generator, so the draws above stay what they were.
-    let mut frng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6672_6565_7a65);
-    let mut spare: Vec<u32> = (0..cfg.phones)
-        .filter(|&i| crash_at[i as usize].is_none())
-        .collect();
-    spare.shuffle(&mut frng);
-    let freezes = (cfg.freeze_fraction * n as f64).round() as usize;
-    let cuts = (cfg.cut_fraction * n as f64).round() as usize;
-    for (k, &i) in spare.iter().take(freezes + cuts).enumerate() {
-        let at = frng.random_range(0..(limit_s * 1e6) as Time);
-        let ev = if k < freezes {
-            SimEvent::Freeze { phone: i }
-        } else {
-            SimEvent::Cut { phone: i }
-        };
-        sim.push(at, ev);
-    }
-    sim.push(SAMPLE_EVERY, SimEvent::Sample);
-    if partition.0 < partition.1 {
-        sim.push(partition.0, SimEvent::PartitionStart);
-    }
+    let (mut sim, crash_at) = Sim::build(cfg);
+    sim.schedule(&crash_at);
     let max_t = (cfg.max_sim_s * 1e6) as Time;
     let mut now = 0;
     while let Some(Reverse(Entry { at, ev, .. })) = sim.queue.pop() {
@@ -578,70 +503,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         }
         now = at;
         sim.report.events += 1;
-        match ev {
-            SimEvent::Phone { to, ev } => sim.deliver(now, to, ev),
-            SimEvent::Timer {
-                to,
-                h,
-                kind,
-                generation,
-            } => {
-                let slot = if kind == TimerKind::Watchdog {
-                    sim.timer_slot(to, 0, kind)
-                } else {
-                    sim.timer_slot(to, h, kind)
-                };
-                if sim.timer_gen[slot] == generation {
-                    sim.deliver(now, to, Event::Timer { h, kind });
-                }
-            }
-            SimEvent::OriginSend {
-                to,
-                h,
-                index,
-                generation,
-            } => {
-                if sim.alive[to as usize] && !sim.origin_blocked(now, to) {
-                    sim.origin_send(now, to, h, index, generation);
-                }
-            }
-            SimEvent::OriginArrive {
-                to,
-                h,
-                index,
-                generation,
-            } => {
-                let t = sim.truth_index(to, h);
-                if sim.origin_open[t] && sim.origin_gen[t] == generation {
-                    sim.deliver(now, to, Event::OriginChunk { h, index, ok: true });
-                    sim.maybe_kill_root(now, to, h);
-                }
-            }
-            SimEvent::Broadcast { from, msg } => {
-                let model = (from % cfg.models) as usize;
-                let members = std::mem::take(&mut sim.by_model[model]);
-                for &to in &members {
-                    if to != from && !sim.blocked(now, from, to) && !sim.lossy(1) {
-                        let from = PeerId(from);
-                        sim.deliver(now, to, Event::Recv { from, msg });
-                    }
-                }
-                sim.by_model[model] = members;
-            }
-            SimEvent::Crash { phone } => sim.crash(now, phone),
-            SimEvent::Freeze { phone } => sim.hang(now, phone, true),
-            SimEvent::Cut { phone } => sim.hang(now, phone, false),
-            SimEvent::PartitionStart => sim.partition_start(now),
-            SimEvent::OriginGiveUp { t, generation } => {
-                if sim.origin_gen[t] == generation {
-                    sim.close_origin(t);
-                }
-            }
-            SimEvent::Sample => {
-                sim.sample(now, false);
-                sim.push(now + SAMPLE_EVERY, SimEvent::Sample);
-            }
-        }
+        sim.handle(now, ev);
         if sim.report.completed
             + sim.report.crashed
             + sim.report.frozen
@@ -654,43 +516,6 @@ pub fn run(cfg: &SimConfig) -> Report {
     }
     // The last sample always counts: when everything is done there must be one root.
     sim.sample(now, true);
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        for (i, p) in sim.phones.iter().enumerate() {
-            for x in &p.hierarchies {
-                if matches!(x.role, Role::Root | Role::Claimant | Role::Fallback) {
-                    tracing::debug!(phone = i, alive = sim.alive[i], h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, state = ?x, "root-like state at the end");
-                }
-            }
-        }
-        let mut shown = 0;
-        for (i, p) in sim.phones.iter().enumerate() {
-            if sim.alive[i] && !p.done() && shown < 12 {
-                shown += 1;
-                for x in &p.hierarchies {
-                    tracing::debug!(phone = i, h = x.id, role = ?x.role, verified = x.verified, chunks = x.chunks, parent = ?x.parent, state = ?x, "unfinished phone at the end");
-                }
-            }
-        }
-    }
-    let r = &mut sim.report;
-    let done = |t: &Option<Time>| t.map(|t| t as f64 / 1e6);
-    r.makespan_s = sim.completion.iter().filter_map(done).fold(0.0, f64::max);
-    // As the lab counts it: phones the plan left alone (not slow, corrupt or lying; crashed,
-    // frozen and cut phones never complete).
-    r.normal_makespan_s = sim
-        .completion
-        .iter()
-        .zip(&sim.slow)
-        .zip(&sim.phones)
-        .filter(|((_, s), p)| !**s && !p.corrupt && p.liar.is_none())
-        .filter_map(|((t, _), _)| done(t))
-        .fold(0.0, f64::max);
-    r.election_converged_s = sim.last_claim as f64 / 1e6;
-    r.roots_elected_max = sim
-        .confirmed
-        .iter()
-        .map(|c| c.len() as u32)
-        .max()
-        .unwrap_or(0);
-    sim.report
+    sim.log_end_state();
+    sim.finish()
 }

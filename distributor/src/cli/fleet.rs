@@ -70,88 +70,17 @@ pub(super) struct FleetArgs {
 }
 
 pub(super) fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
-    use pfs::fleet::{FleetConfig, fleet_progress, prepare_fleet, run_fleet};
     pfs::peer::install_signal_handlers();
     start_metrics(a.metrics)?;
     let (store, scratch) = match &a.store {
         Some(s) => (s.clone(), false),
-        None => {
-            let base = if std::path::Path::new("/dev/shm").is_dir() {
-                std::path::PathBuf::from("/dev/shm")
-            } else {
-                std::env::temp_dir()
-            };
-            (base.join(format!("pfs-fleet-{}", std::process::id())), true)
-        }
+        None => (
+            pfs::store::scratch_base().join(format!("pfs-fleet-{}", std::process::id())),
+            true,
+        ),
     };
-    let cfg = FleetConfig {
-        phones: a.phones,
-        origin: a.origin.clone(),
-        iface: a.iface.clone(),
-        netns: a.netns.clone(),
-        model: a.model.clone(),
-        store: store.clone(),
-        port_base: a.port_base,
-        backend: a.backend,
-        deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
-        tftp: pfs::tftp::client::ClientConfig {
-            blksize: a.blksize,
-            windowsize: a.windowsize,
-            ..Default::default()
-        },
-        seed: a.seed,
-        sharing: a.peer_sharing.then(|| pfs::fleet::Sharing {
-            mode: a.mode,
-            fanout: a.fanout,
-            linger: std::time::Duration::from_secs_f64(a.linger_s.max(0.0)),
-        }),
-    };
-    let show = !a.json;
-    let result = (|| {
-        if show {
-            eprintln!(
-                "powering on {} phones on {}{} (manifests from {}) ...",
-                a.phones,
-                a.iface,
-                a.netns
-                    .as_deref()
-                    .map_or(String::new(), |n| format!(" in namespace {n}")),
-                a.origin
-            );
-        }
-        // Sharing phones' namespaces live until the run is over (dropped at the closure's end).
-        let nets = match (a.peer_sharing, a.addresses) {
-            (true, Some(pool)) => Some(
-                pfs::fleetnet::build(&a.iface, a.netns.as_deref(), pool, a.phones, a.link)
-                    .map_err(|e| pfs::fleet::FleetError::Setup(format!("--peer-sharing: {e}")))?,
-            ),
-            _ => None,
-        };
-        let (ready, prepare_s) = match &nets {
-            Some(n) => pfs::fleet::prepare_sharing(&cfg, n)?,
-            None => prepare_fleet(&cfg)?,
-        };
-        let progress = fleet_progress(&ready);
-        let bars = show.then(|| {
-            ProgressBars::start(
-                progress.clone(),
-                a.phones as u64,
-                format!(
-                    "{}: installed",
-                    if a.peer_sharing {
-                        a.mode
-                    } else {
-                        Mode::Traditional
-                    }
-                ),
-            )
-        });
-        let r = run_fleet(&cfg, ready, prepare_s, Some(progress));
-        if let Some(b) = bars {
-            b.finish();
-        }
-        r
-    })();
+    let cfg = a.fleet_config(store.clone());
+    let result = power_on(&a, &cfg);
     if scratch {
         let _ = std::fs::remove_dir_all(&store);
     }
@@ -159,26 +88,112 @@ pub(super) fn run_fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", pfs::report::schema::to_json_line("fleet", &r)?);
     } else {
-        println!(
-            "{}/{} phones installed {:.1} MB each in {:.2} s: goodput {:.1} Mbit/s from the server",
-            r.completed,
-            r.phones,
-            r.load_bytes as f64 / 1e6,
-            r.elapsed_s,
-            r.goodput_mbit
-        );
-        println!(
-            "completion p50 {:.2} s  p90 {:.2} s  p99 {:.2} s  max {:.2} s",
-            r.completion.p50_s, r.completion.p90_s, r.completion.p99_s, r.completion.max_s
-        );
-        println!(
-            "server refused {} transfers, {} timed out, {} protocol errors; {} corrupt installs",
-            r.origin_refused, r.origin_timeouts, r.origin_errors, r.corrupt_installs
-        );
+        print_fleet_summary(&r);
     }
     Ok(if r.completed == r.phones && r.corrupt_installs == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+impl FleetArgs {
+    /// The fleet these arguments describe, its stores under `store`.
+    fn fleet_config(&self, store: std::path::PathBuf) -> pfs::fleet::FleetConfig {
+        pfs::fleet::FleetConfig {
+            phones: self.phones,
+            origin: self.origin.clone(),
+            iface: self.iface.clone(),
+            netns: self.netns.clone(),
+            model: self.model.clone(),
+            store,
+            port_base: self.port_base,
+            backend: self.backend,
+            deadline: std::time::Duration::from_secs_f64(self.deadline_s.max(1.0)),
+            tftp: pfs::tftp::client::ClientConfig {
+                blksize: self.blksize,
+                windowsize: self.windowsize,
+                ..Default::default()
+            },
+            seed: self.seed,
+            sharing: self.peer_sharing.then(|| pfs::fleet::Sharing {
+                mode: self.mode,
+                fanout: self.fanout,
+                linger: std::time::Duration::from_secs_f64(self.linger_s.max(0.0)),
+            }),
+        }
+    }
+}
+
+/// Powers the phones on (each on an address of its own with `--peer-sharing`) and runs them
+/// to the end, with progress bars unless `--json`.
+fn power_on(
+    a: &FleetArgs,
+    cfg: &pfs::fleet::FleetConfig,
+) -> Result<pfs::fleet::FleetReport, pfs::fleet::FleetError> {
+    use pfs::fleet::{fleet_progress, prepare_fleet, run_fleet};
+    let show = !a.json;
+    if show {
+        eprintln!(
+            "powering on {} phones on {}{} (manifests from {}) ...",
+            a.phones,
+            a.iface,
+            a.netns
+                .as_deref()
+                .map_or(String::new(), |n| format!(" in namespace {n}")),
+            a.origin
+        );
+    }
+    // Sharing phones' namespaces live until the run is over (dropped at the end).
+    let nets = match (a.peer_sharing, a.addresses) {
+        (true, Some(pool)) => Some(
+            pfs::fleetnet::build(&a.iface, a.netns.as_deref(), pool, a.phones, a.link)
+                .map_err(|e| pfs::fleet::FleetError::Setup(format!("--peer-sharing: {e}")))?,
+        ),
+        _ => None,
+    };
+    let (ready, prepare_s) = match &nets {
+        Some(n) => pfs::fleet::prepare_sharing(cfg, n)?,
+        None => prepare_fleet(cfg)?,
+    };
+    let progress = fleet_progress(&ready);
+    let bars = show.then(|| {
+        ProgressBars::start(
+            progress.clone(),
+            a.phones as u64,
+            format!(
+                "{}: installed",
+                if a.peer_sharing {
+                    a.mode
+                } else {
+                    Mode::Traditional
+                }
+            ),
+        )
+    });
+    let r = run_fleet(cfg, ready, prepare_s, Some(progress));
+    if let Some(b) = bars {
+        b.finish();
+    }
+    r
+}
+
+/// The fleet's result in words: installs, completion percentiles, what the server refused.
+fn print_fleet_summary(r: &pfs::fleet::FleetReport) {
+    println!(
+        "{}/{} phones installed {:.1} MB each in {:.2} s: goodput {:.1} Mbit/s from the server",
+        r.completed,
+        r.phones,
+        r.load_bytes as f64 / 1e6,
+        r.elapsed_s,
+        r.goodput_mbit
+    );
+    println!(
+        "completion p50 {:.2} s  p90 {:.2} s  p99 {:.2} s  max {:.2} s",
+        r.completion.p50_s, r.completion.p90_s, r.completion.p99_s, r.completion.max_s
+    );
+    println!(
+        "server refused {} transfers, {} timed out, {} protocol errors; {} corrupt installs",
+        r.origin_refused, r.origin_timeouts, r.origin_errors, r.corrupt_installs
+    );
 }

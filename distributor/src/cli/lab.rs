@@ -128,44 +128,51 @@ fn parse_rtt(s: &str) -> Result<f64, String> {
     }
 }
 
+impl LabArgs {
+    /// The site and fault plan these arguments describe.
+    fn lab_config(&self) -> pfs::lab::LabConfig {
+        pfs::lab::LabConfig {
+            phones: self.phones,
+            models: self.models.clone(),
+            wan_mbit: self.wan_mbit,
+            wan_burst_kib: self.wan_burst_kib,
+            lan_mbit: (self.lan_mbit > 0.0).then_some(self.lan_mbit),
+            fanout: self.fanout,
+            origin: self.origin,
+            origin_proto: self.origin_proto,
+            backend: self.backend,
+            xdp: self.xdp,
+            seed: self.seed,
+            deadline: std::time::Duration::from_secs_f64(self.deadline_s.max(1.0)),
+            progress: !self.json,
+            pcap: self.pcap.clone(),
+            pcap_snaplen: self.pcap_snaplen,
+            faults: pfs::faults::FaultPlan {
+                seed: self.seed,
+                crash_fraction: self.crash_fraction,
+                crash_at_s: self.crash_at_s,
+                freeze_fraction: self.freeze_fraction,
+                cut_fraction: self.cut_fraction,
+                cut_for_s: self.cut_for_s,
+                slow_fraction: self.slow_fraction,
+                slow_mbit: self.slow_mbit,
+                corrupt_peers: self.corrupt_peers,
+                liar_peers: self.liar_peers,
+                kill_root_at: self.kill_root_at,
+                cut_root_at: self.cut_root_at,
+                cut_first_root_after_s: self.cut_first_root_after_s,
+                loss: self.loss,
+            },
+            dynamic_arp: self.dynamic_arp,
+            wan_rtt_ms: self.wan_rtt_ms,
+        }
+    }
+}
+
 pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
-    use pfs::lab::{Lab, LabConfig};
+    use pfs::lab::Lab;
     pfs::peer::install_signal_handlers();
-    let cfg = LabConfig {
-        phones: a.phones,
-        models: a.models,
-        wan_mbit: a.wan_mbit,
-        wan_burst_kib: a.wan_burst_kib,
-        lan_mbit: (a.lan_mbit > 0.0).then_some(a.lan_mbit),
-        fanout: a.fanout,
-        origin: a.origin,
-        origin_proto: a.origin_proto,
-        backend: a.backend,
-        xdp: a.xdp,
-        seed: a.seed,
-        deadline: std::time::Duration::from_secs_f64(a.deadline_s.max(1.0)),
-        progress: !a.json,
-        pcap: a.pcap.clone(),
-        pcap_snaplen: a.pcap_snaplen,
-        faults: pfs::faults::FaultPlan {
-            seed: a.seed,
-            crash_fraction: a.crash_fraction,
-            crash_at_s: a.crash_at_s,
-            freeze_fraction: a.freeze_fraction,
-            cut_fraction: a.cut_fraction,
-            cut_for_s: a.cut_for_s,
-            slow_fraction: a.slow_fraction,
-            slow_mbit: a.slow_mbit,
-            corrupt_peers: a.corrupt_peers,
-            liar_peers: a.liar_peers,
-            kill_root_at: a.kill_root_at,
-            cut_root_at: a.cut_root_at,
-            cut_first_root_after_s: a.cut_first_root_after_s,
-            loss: a.loss,
-        },
-        dynamic_arp: a.dynamic_arp,
-        wan_rtt_ms: a.wan_rtt_ms,
-    };
+    let cfg = a.lab_config();
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
     if show {
@@ -199,6 +206,37 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut runs = run_modes(&a, &lab)?;
+    runs.extend(run_peers(&a, &lab)?);
+    if show && runs.len() > 1 {
+        print_lab_compare(&runs);
+    }
+    if let Some(dir) = &a.report {
+        write_report(&a, dir, &runs, &info)?;
+    }
+    let ok = !runs.is_empty()
+        && runs
+            .iter()
+            .all(|r| r.stuck == 0 && r.corrupt_installs == 0 && r.violations.is_empty());
+    for r in &runs {
+        for v in &r.violations {
+            eprintln!("pfs: {} run: {v}", r.mode);
+        }
+    }
+    if show {
+        eprintln!("tearing down the site ...");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The lab's runs of pfs itself: `--mode`, or every mode with `--compare`; each printed as it
+/// ends. Stops early when interrupted.
+fn run_modes(a: &LabArgs, lab: &pfs::lab::Lab) -> anyhow::Result<Vec<pfs::lab::LabReport>> {
+    let show = !a.json;
     let modes = if a.compare {
         vec![Mode::Traditional, Mode::StoreAndForward, Mode::Pipelined]
     } else {
@@ -239,6 +277,13 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         runs.push(r);
     }
+    Ok(runs)
+}
+
+/// `--peers`: the other distributors on the same site, each printed as it ends.
+fn run_peers(a: &LabArgs, lab: &pfs::lab::Lab) -> anyhow::Result<Vec<pfs::lab::LabReport>> {
+    let show = !a.json;
+    let mut runs = Vec::new();
     for p in &a.peers {
         if pfs::peer::stop_requested() {
             break;
@@ -249,7 +294,7 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
                 pfs::peers::System::from(*p)
             );
         }
-        let r = pfs::peers::run(&lab, *p)?;
+        let r = pfs::peers::run(lab, *p)?;
         if a.json {
             println!("{}", pfs::report::schema::to_json_line("lab", &r)?);
         } else {
@@ -257,42 +302,32 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         runs.push(r);
     }
-    if show && runs.len() > 1 {
-        print_lab_compare(&runs);
-    }
-    if let Some(dir) = &a.report {
-        pfs::report::write_lab_report(dir, &runs, &info, a.tree_of.as_deref())?;
-        if let (Some(want), Some(r)) = (&a.tree_of, pfs::report::plot::tree_run(&runs))
-            && !r.trees.contains_key(want)
-        {
-            let names: Vec<&str> = r.trees.keys().map(String::as_str).collect();
-            eprintln!(
-                "warning: no hierarchy {want} in the {} run; it has: {}",
-                r.mode,
-                names.join(", ")
-            );
-        }
-        if show {
-            eprintln!("report written to {}", dir.join("report.md").display());
-        }
-    }
-    let ok = !runs.is_empty()
-        && runs
-            .iter()
-            .all(|r| r.stuck == 0 && r.corrupt_installs == 0 && r.violations.is_empty());
-    for r in &runs {
-        for v in &r.violations {
-            eprintln!("pfs: {} run: {v}", r.mode);
-        }
+    Ok(runs)
+}
+
+/// `--report DIR`: the report of every run, with a warning when `--tree-of` names no hierarchy.
+fn write_report(
+    a: &LabArgs,
+    dir: &std::path::Path,
+    runs: &[pfs::lab::LabReport],
+    info: &pfs::report::RunInfo,
+) -> anyhow::Result<()> {
+    let show = !a.json;
+    pfs::report::write_lab_report(dir, runs, info, a.tree_of.as_deref())?;
+    if let (Some(want), Some(r)) = (&a.tree_of, pfs::report::plot::tree_run(runs))
+        && !r.trees.contains_key(want)
+    {
+        let names: Vec<&str> = r.trees.keys().map(String::as_str).collect();
+        eprintln!(
+            "warning: no hierarchy {want} in the {} run; it has: {}",
+            r.mode,
+            names.join(", ")
+        );
     }
     if show {
-        eprintln!("tearing down the site ...");
+        eprintln!("report written to {}", dir.join("report.md").display());
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(())
 }
 
 /// XDP on every phone's port for the lab's lifetime.

@@ -136,72 +136,11 @@ pub(super) fn run_load_inspect(file: &std::path::Path, json: bool) -> anyhow::Re
         println!("{}: {} bytes", file.display(), bytes.len());
         match &header {
             None => println!("header: none (no signed header)"),
-            Some(SignedHeader::Tlv(h)) => {
-                println!(
-                    "header: TLV signed header, version {}.{}, header length {} bytes",
-                    h.version[0], h.version[1], h.header_len
-                );
-                let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-                println!("  name:      {}", opt(&h.file_name));
-                println!("  signer:    {}", opt(&h.signer));
-                println!("  serial:    {}", opt(&h.serial));
-                println!("  CA:        {}", opt(&h.ca));
-                let digest = match h.digest_algorithm {
-                    Some(1) => "SHA-1".to_string(),
-                    Some(n) => format!("algorithm {n}"),
-                    None => "-".into(),
-                };
-                let sig = if h.test_placeholder {
-                    "TEST PLACEHOLDER (synthetic file, not a signature)".to_string()
-                } else {
-                    format!(
-                        "{} bytes, RSA with Cisco's key (not checked by pfs)",
-                        h.signature_len
-                    )
-                };
-                println!("  digest:    {digest}");
-                println!("  signature: {sig}");
-            }
-            Some(SignedHeader::Gen5(g)) => {
-                println!(
-                    "header: 5th-generation signed header (CD 34 12 AB), header length {} bytes, payload {} bytes",
-                    g.header_len, g.payload_len
-                );
-                println!("  name:      {}", g.file_name);
-                println!("  flags:     {}", g.flags);
-                println!(
-                    "  digest:    SHA-256 {} ({})",
-                    g.sha256,
-                    if g.sha256_ok {
-                        "matches the payload"
-                    } else {
-                        "DOES NOT MATCH the payload"
-                    }
-                );
-            }
+            Some(SignedHeader::Tlv(h)) => print_tlv_header(h),
+            Some(SignedHeader::Gen5(g)) => print_gen5_header(g),
         }
         if let Some((layout, version, components)) = &body {
-            println!(
-                "body: {layout}{}",
-                version
-                    .as_ref()
-                    .map(|v| format!(", version {v}"))
-                    .unwrap_or_default()
-            );
-            println!("components: {}", components.len());
-            for c in components {
-                let mut line = format!("  {}", c.name);
-                if let Some(n) = c.size {
-                    line.push_str(&format!("  size {n}"));
-                }
-                if let Some(m) = &c.md5 {
-                    line.push_str(&format!("  md5 {m}"));
-                }
-                if let Some(p) = c.platform {
-                    line.push_str(&format!("  platform {p}"));
-                }
-                println!("{line}");
-            }
+            print_body(layout, version.as_deref(), components);
         }
     }
     if digest_ok == Some(false) {
@@ -212,6 +151,82 @@ pub(super) fn run_load_inspect(file: &std::path::Path, json: bool) -> anyhow::Re
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A TLV signed header in words (its RSA signature is Cisco's and not checked).
+fn print_tlv_header(h: &pfs::loads::TlvHeader) {
+    println!(
+        "header: TLV signed header, version {}.{}, header length {} bytes",
+        h.version[0], h.version[1], h.header_len
+    );
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("  name:      {}", opt(&h.file_name));
+    println!("  signer:    {}", opt(&h.signer));
+    println!("  serial:    {}", opt(&h.serial));
+    println!("  CA:        {}", opt(&h.ca));
+    let digest = match h.digest_algorithm {
+        Some(1) => "SHA-1".to_string(),
+        Some(n) => format!("algorithm {n}"),
+        None => "-".into(),
+    };
+    let sig = if h.test_placeholder {
+        "TEST PLACEHOLDER (synthetic file, not a signature)".to_string()
+    } else {
+        format!(
+            "{} bytes, RSA with Cisco's key (not checked by pfs)",
+            h.signature_len
+        )
+    };
+    println!("  digest:    {digest}");
+    println!("  signature: {sig}");
+}
+
+/// A 5th-generation signed header in words, with whether its SHA-256 matches the payload.
+fn print_gen5_header(g: &pfs::loads::Gen5Header) {
+    println!(
+        "header: 5th-generation signed header (CD 34 12 AB), header length {} bytes, payload {} bytes",
+        g.header_len, g.payload_len
+    );
+    println!("  name:      {}", g.file_name);
+    println!("  flags:     {}", g.flags);
+    println!(
+        "  digest:    SHA-256 {} ({})",
+        g.sha256,
+        if g.sha256_ok {
+            "matches the payload"
+        } else {
+            "DOES NOT MATCH the payload"
+        }
+    );
+}
+
+/// A `.loads` body: its layout, version and one line per component.
+fn print_body(
+    layout: &pfs::loads::Layout,
+    version: Option<&str>,
+    components: &[pfs::loads::Component],
+) {
+    println!(
+        "body: {layout}{}",
+        version
+            .as_ref()
+            .map(|v| format!(", version {v}"))
+            .unwrap_or_default()
+    );
+    println!("components: {}", components.len());
+    for c in components {
+        let mut line = format!("  {}", c.name);
+        if let Some(n) = c.size {
+            line.push_str(&format!("  size {n}"));
+        }
+        if let Some(m) = &c.md5 {
+            line.push_str(&format!("  md5 {m}"));
+        }
+        if let Some(p) = c.platform {
+            line.push_str(&format!("  platform {p}"));
+        }
+        println!("{line}");
+    }
 }
 
 /// `pfs config show`: what a phone (of `model`, if given) reads from a cnf.xml.

@@ -645,27 +645,7 @@ impl UringReactor {
         let token = *token;
         if cqueue::notif(flags) {
             *notif_pending = false;
-            let copied = res as u32 & COPIED != 0;
-            if copied {
-                self.stats.zc_copied += 1;
-            }
-            let zc = &mut self.zc_usage;
-            zc.notifs += 1;
-            zc.copied += u32::from(copied);
-            // Copied anyway: zero-copy only adds notifications and pinned pages. Go plain.
-            if self.limits.zc_adaptive
-                && !zc.off
-                && zc.notifs >= super::ZC_PROBE
-                && zc.copied * 4 >= zc.notifs * 3
-            {
-                zc.off = true;
-                self.stats.zc_fallbacks += 1;
-                tracing::info!(
-                    "the kernel copied {} of {} zero-copy sends (loopback, veth or no scatter-gather): sending plainly",
-                    zc.copied,
-                    zc.notifs
-                );
-            }
+            self.count_zc_notif(res);
         } else {
             *result_pending = false;
             if *zc && !cqueue::more(flags) {
@@ -705,20 +685,7 @@ impl UringReactor {
                     self.start_send(token);
                 }
             }
-            // A freed core slot goes to the connection that waited longest.
-            while self.inflight_sends < self.limits.inflight_per_core {
-                let Some(next) = self.ready.pop_front() else {
-                    break;
-                };
-                if let Some(Sock {
-                    kind: Kind::Stream { waiting, .. },
-                    ..
-                }) = self.socks.get_mut(&next)
-                {
-                    *waiting = false;
-                    self.start_send(next);
-                }
-            }
+            self.start_waiting_sends();
         }
         if let Some(Some(Op::Send {
             result_pending: false,
@@ -729,6 +696,49 @@ impl UringReactor {
             // Only now may the frames (and the image pages they point into) be released.
             self.release(ud);
             self.op_ended(token);
+        }
+    }
+
+    /// A zero-copy notification: counts whether the kernel copied anyway, and turns zero-copy
+    /// off when it mostly does (`zc_adaptive`).
+    fn count_zc_notif(&mut self, res: i32) {
+        let copied = res as u32 & COPIED != 0;
+        if copied {
+            self.stats.zc_copied += 1;
+        }
+        let zc = &mut self.zc_usage;
+        zc.notifs += 1;
+        zc.copied += u32::from(copied);
+        // Copied anyway: zero-copy only adds notifications and pinned pages. Go plain.
+        if self.limits.zc_adaptive
+            && !zc.off
+            && zc.notifs >= super::ZC_PROBE
+            && zc.copied * 4 >= zc.notifs * 3
+        {
+            zc.off = true;
+            self.stats.zc_fallbacks += 1;
+            tracing::info!(
+                "the kernel copied {} of {} zero-copy sends (loopback, veth or no scatter-gather): sending plainly",
+                zc.copied,
+                zc.notifs
+            );
+        }
+    }
+
+    /// A freed core slot goes to the connection that waited longest.
+    fn start_waiting_sends(&mut self) {
+        while self.inflight_sends < self.limits.inflight_per_core {
+            let Some(next) = self.ready.pop_front() else {
+                break;
+            };
+            if let Some(Sock {
+                kind: Kind::Stream { waiting, .. },
+                ..
+            }) = self.socks.get_mut(&next)
+            {
+                *waiting = false;
+                self.start_send(next);
+            }
         }
     }
 }

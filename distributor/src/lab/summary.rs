@@ -134,14 +134,8 @@ impl Lab {
         let mut completions = Vec::new();
         let mut phone_times = Vec::new();
         let mut corrupt = 0;
-        let mut roots: BTreeMap<String, u32> = BTreeMap::new();
-        let mut trees: BTreeMap<String, Vec<TreeNode>> = BTreeMap::new();
-        let (mut max_children, mut max_depth, mut fallbacks, mut wan) = (0, 0, 0, 0);
+        let mut files = FileTally::default();
         let (mut zc_sends, mut zc_copied) = (0, 0);
-        let mut confirmed: BTreeMap<String, u32> = BTreeMap::new();
-        let mut fallbacks_by_reason: BTreeMap<String, u32> = BTreeMap::new();
-        let mut origin_switches: BTreeMap<String, u32> = BTreeMap::new();
-        let (mut roots_rejected_corrupt, mut roots_rejected_stalled) = (0, 0);
         let mut backend = String::new();
         let mut messages_sent: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r, done) in &results {
@@ -152,11 +146,7 @@ impl Lab {
                 let s = at.duration_since(start).as_secs_f64();
                 completions.push(s);
                 let _ = hist.record(((s * 1e6) as u64).max(1));
-                // Verify what the phone installed against its manifest, independently.
-                let (_, _, m) = &self.manifests[self.model_of(*i)];
-                let dir =
-                    crate::store::Store::new(&stores.join(format!("phone{i}"))).load_dir(&m.load);
-                if m.verify_dir(&dir).is_err() {
+                if !self.install_verifies(*i, stores) {
                     corrupt += 1;
                 }
             }
@@ -169,37 +159,7 @@ impl Lab {
             backend = r.engine.backend.to_owned();
             zc_sends += r.engine.zc_sends;
             zc_copied += r.engine.zc_copied;
-            for f in &r.files {
-                let h = format!("{}/{}", r.model, f.file);
-                if f.role == "root" {
-                    *roots.entry(h.clone()).or_default() += 1;
-                }
-                max_children = max_children.max(f.max_children as u32);
-                max_depth = max_depth.max(u32::from(f.depth));
-                fallbacks += f.fallbacks;
-                for reason in &f.fallback_reasons {
-                    let name = serde_json::to_value(reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    *fallbacks_by_reason.entry(name).or_default() += 1;
-                }
-                for (why, n) in &f.origin_switches {
-                    *origin_switches.entry(why.clone()).or_default() += n;
-                }
-                roots_rejected_corrupt += f.roots_rejected_corrupt;
-                roots_rejected_stalled += f.roots_rejected_stalled;
-                if f.confirmed_root {
-                    *confirmed.entry(h.clone()).or_default() += 1;
-                }
-                wan += f.origin_bytes * u64::from(!f.manifest); // firmware: wan_manifest_bytes apart
-                trees.entry(h).or_default().push(TreeNode {
-                    phone: r.peer,
-                    parent: f.parent.filter(|_| f.role == "member"),
-                    depth: f.depth,
-                    role: f.role.clone(),
-                });
-            }
+            files.add(r);
         }
         let q = |p: f64| {
             if hist.is_empty() {
@@ -209,88 +169,112 @@ impl Lab {
             }
         };
         let wan_rate = self.cfg.wan_mbit * 1e6 / 8.0;
+        // Everything not counted here (faults, the origin's and the engine's counters, the
+        // host) is filled in by the run.
         LabReport {
             mode: mode.into(),
             phones: self.cfg.phones as u32,
             completed: completions.len() as u32,
             corrupt_installs: corrupt,
-            origin_fallbacks: fallbacks,
-            fallbacks_by_reason,
-            origin_switches,
-            roots_rejected_corrupt,
-            roots_rejected_stalled,
-            roots_max: roots.values().copied().max().unwrap_or(0),
-            roots_elected_max: confirmed.values().copied().max().unwrap_or(0),
-            origin_peak_sessions: None,
+            origin_fallbacks: files.fallbacks,
+            fallbacks_by_reason: files.fallbacks_by_reason,
+            origin_switches: files.origin_switches,
+            roots_rejected_corrupt: files.roots_rejected_corrupt,
+            roots_rejected_stalled: files.roots_rejected_stalled,
+            roots_max: files.roots.values().copied().max().unwrap_or(0),
+            roots_elected_max: files.confirmed.values().copied().max().unwrap_or(0),
             origin_session_bound: u64::from(models)
                 * (self.manifests[0].2.files.len() as u64 + 1) // and the manifest's hierarchy
                 * (1 + u64::from(crate::phone::Config::default().fallback_slots)),
-            max_children,
-            max_depth,
-            wan_bytes: wan,
+            max_children: files.max_children,
+            max_depth: files.max_depth,
+            wan_bytes: files.wan,
             wan_link_bytes,
             wan_manifest_bytes: ManifestCounts::run_bytes(&results),
             manifests: ManifestCounts::of(&results),
-            wan_overhead_bytes: 0,
-            origin_resent_blocks: None,
             load_bytes,
             models,
             makespan_s: completions.iter().copied().fold(0.0, f64::max),
-            normal_makespan_s: 0.0,
-            crashed: 0,
-            frozen: 0,
-            cut: 0,
-            slow: 0,
-            corrupt_peers: 0,
-            liars: 0,
-            stuck: 0,
-            recoveries: 0,
-            recovery_p50_s: 0.0,
-            recovery_max_s: 0.0,
-            fault_events: Vec::new(),
             limit_s: f64::from(models) * load_bytes as f64 / wan_rate,
             completion_p50_s: q(0.5),
             completion_p90_s: q(0.9),
             completion_p99_s: q(0.99),
             completion_max_s: q(1.0),
             setup_s: self.setup_s,
-            prepare_s: 0.0,
-            max_turn_ms: 0.0,
-            turns: 0,
-            long_turns: 0,
-            max_timer_late_ms: 0.0,
-            engine_overflowed: 0,
-            engine_recv_no_buffers: 0,
-            engine_recv_truncated: 0,
-            engine_stalled_cutoffs: 0,
-            fds_at_end: 0,
-            fds_per_phone: 0.0,
-            nofile_limit: 0,
-            peak_rss_mib: 0.0,
-            rss_per_phone_kib: 0.0,
-            cpu_s: 0.0,
-            cpu_s_per_gb: 0.0,
-            threads: 0,
-            host_tuning: Vec::new(),
             wan_mbit: self.cfg.wan_mbit,
-            wan_rtt_ms: None,
-            wan_rtt_ping_ms: None,
-            wan_delay_late_max_ms: None,
-            wan_delay_dropped: None,
             lan_mbit: self.cfg.lan_mbit,
             backend,
             zc_sends,
             zc_copied,
-            violations: Vec::new(),
-            trees,
+            trees: files.trees,
             completions,
-            wan_samples: Vec::new(),
-            wan_samples_source: String::new(),
             phone_times,
             messages_sent,
-            pcap_frames: None,
-            pcap_dropped: None,
-            commands: Vec::new(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether what phone `i` installed verifies against its model's manifest, checked
+    /// independently of the phone.
+    fn install_verifies(&self, i: usize, stores: &Path) -> bool {
+        let (_, _, m) = &self.manifests[self.model_of(i)];
+        let dir = crate::store::Store::new(&stores.join(format!("phone{i}"))).load_dir(&m.load);
+        m.verify_dir(&dir).is_ok()
+    }
+}
+
+/// What the phones' per-file reports add up to, per hierarchy (`model/file`) and over all.
+#[derive(Default)]
+struct FileTally {
+    /// Phones that were root of each hierarchy at the end.
+    roots: BTreeMap<String, u32>,
+    /// Phones that confirmed themselves root of each hierarchy.
+    confirmed: BTreeMap<String, u32>,
+    trees: BTreeMap<String, Vec<TreeNode>>,
+    max_children: u32,
+    max_depth: u32,
+    fallbacks: u32,
+    fallbacks_by_reason: BTreeMap<String, u32>,
+    origin_switches: BTreeMap<String, u32>,
+    roots_rejected_corrupt: u32,
+    roots_rejected_stalled: u32,
+    /// Bytes the phones fetched from the origin.
+    wan: u64,
+}
+
+impl FileTally {
+    /// Adds every file of one phone's report.
+    fn add(&mut self, r: &PeerReport) {
+        for f in &r.files {
+            let h = format!("{}/{}", r.model, f.file);
+            if f.role == "root" {
+                *self.roots.entry(h.clone()).or_default() += 1;
+            }
+            self.max_children = self.max_children.max(f.max_children as u32);
+            self.max_depth = self.max_depth.max(u32::from(f.depth));
+            self.fallbacks += f.fallbacks;
+            for reason in &f.fallback_reasons {
+                let name = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                *self.fallbacks_by_reason.entry(name).or_default() += 1;
+            }
+            for (why, n) in &f.origin_switches {
+                *self.origin_switches.entry(why.clone()).or_default() += n;
+            }
+            self.roots_rejected_corrupt += f.roots_rejected_corrupt;
+            self.roots_rejected_stalled += f.roots_rejected_stalled;
+            if f.confirmed_root {
+                *self.confirmed.entry(h.clone()).or_default() += 1;
+            }
+            self.wan += f.origin_bytes * u64::from(!f.manifest); // firmware: the manifest apart
+            self.trees.entry(h).or_default().push(TreeNode {
+                phone: r.peer,
+                parent: f.parent.filter(|_| f.role == "member"),
+                depth: f.depth,
+                role: f.role.clone(),
+            });
         }
     }
 }

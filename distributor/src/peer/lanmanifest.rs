@@ -105,62 +105,19 @@ pub(super) fn add_files(
 ) -> Result<(), PeerError> {
     let done_already = store.current().as_deref() == Some(manifest.load.as_str());
     for entry in &manifest.files {
-        let key = HierarchyKey {
-            model: opts.model.clone(),
-            file: entry.name.clone(),
-            digest: hex_digest(&entry.digest)?,
-        };
-        key.validate()
-            .map_err(|e| PeerError::Usage(format!("model/file {}: {e}", entry.name)))?;
-        let chunks = entry.chunk_count(manifest.chunk_size);
-        let installed_path = store.load_dir(&manifest.load).join(&entry.name);
-        let (partial, map, installed) = match &opts.source {
-            Source::Serve(dir) => (None, map_file(&dir.join(&entry.name))?, true),
-            Source::Origin(_) if done_already => (None, map_file(&installed_path)?, true),
-            Source::Origin(_)
-                if installed_path.is_file()
-                    && crate::manifest::verify_file(
-                        entry,
-                        manifest.chunk_size,
-                        &installed_path,
-                    )
-                    .is_ok() =>
-            {
-                (None, map_file(&installed_path)?, true)
-            }
-            Source::Origin(_) => {
-                let p = store.partial(manifest, entry)?;
-                let map = p.map()?.map(Arc::new);
-                (Some(p), map, false)
-            }
-        };
-        let have = if installed {
-            chunks
+        let f = prepare::file_state(opts, store, manifest, entry, done_already)?;
+        let have = if f.installed {
+            f.chunks
         } else {
-            partial.as_ref().map_or(0, Partial::verified_prefix)
+            f.partial.as_ref().map_or(0, Partial::verified_prefix)
         };
         let h = files.len() as u32;
-        phone.add_hierarchies(&[HierarchySpec { id: h, chunks }]);
+        phone.add_hierarchies(&[HierarchySpec {
+            id: h,
+            chunks: f.chunks,
+        }]);
         phone.preload(h, have);
-        files.push(FileState {
-            id: key.id(),
-            key,
-            entry: entry.clone(),
-            partial,
-            map,
-            chunks,
-            installed,
-            origin: None,
-            origin_pick: 0,
-            report: FileReport {
-                file: entry.name.clone(),
-                bytes: entry.size,
-                ..FileReport::default()
-            },
-            next_progress: 10,
-            is_manifest: false,
-            chunk_size: manifest.chunk_size,
-        });
+        files.push(f);
     }
     Ok(())
 }

@@ -298,3 +298,61 @@ pub fn iface_addrs(iface: &str) -> Result<(Ipv4Addr, Ipv4Addr), PeerError> {
     }
     Err(PeerError::NoAddress(iface.to_owned()))
 }
+
+/// One file of the load as the phone starts with it: its hierarchy key, and what it already
+/// holds: the whole file (serving, installed, or verified on disk) or a partial download.
+pub(super) fn file_state(
+    opts: &PeerOptions,
+    store: &Store,
+    manifest: &Manifest,
+    entry: &FileEntry,
+    done_already: bool,
+) -> Result<FileState, PeerError> {
+    let key = HierarchyKey {
+        model: opts.model.clone(),
+        file: entry.name.clone(),
+        digest: hex_digest(&entry.digest)?,
+    };
+    key.validate()
+        .map_err(|e| PeerError::Usage(format!("model/file {}: {e}", entry.name)))?;
+    let chunks = entry.chunk_count(manifest.chunk_size);
+    let (partial, map, installed) = match &opts.source {
+        Source::Serve(dir) => (None, map_file(&dir.join(&entry.name))?, true),
+        Source::Origin(_) if done_already => (
+            None,
+            map_file(&store.load_dir(&manifest.load).join(&entry.name))?,
+            true,
+        ),
+        Source::Origin(_) => {
+            let installed_path = store.load_dir(&manifest.load).join(&entry.name);
+            if installed_path.is_file()
+                && crate::manifest::verify_file(entry, manifest.chunk_size, &installed_path).is_ok()
+            {
+                (None, map_file(&installed_path)?, true)
+            } else {
+                let p = store.partial(manifest, entry)?;
+                let map = p.map()?.map(Arc::new);
+                (Some(p), map, false)
+            }
+        }
+    };
+    Ok(FileState {
+        id: key.id(),
+        key,
+        entry: entry.clone(),
+        partial,
+        map,
+        chunks,
+        installed,
+        origin: None,
+        origin_pick: 0,
+        report: FileReport {
+            file: entry.name.clone(),
+            bytes: entry.size,
+            ..FileReport::default()
+        },
+        next_progress: 10,
+        is_manifest: false,
+        chunk_size: manifest.chunk_size,
+    })
+}

@@ -339,104 +339,138 @@ impl Peer {
     }
 
     pub(super) fn send(&mut self, now: Time, to: PeerId, msg: Msg) -> Result<(), PeerError> {
-        let peer = SocketAddrV4::new(Ipv4Addr::from(to), self.opts.port);
         match msg {
-            Msg::Request { h, from, xid } => {
-                let t = match self.to_parent.get(&to) {
-                    Some(t) => *t,
-                    None => {
-                        let t = self.token();
-                        let connected = self
-                            .place
-                            .run(engine::tcp_socket)
-                            .map_err(|e| io::Error::other(e.to_string()))
-                            .and_then(|r| r)
-                            .and_then(|fd| self.reactor.borrow_mut().connect(t, fd, peer));
-                        if let Err(e) = connected {
-                            warn!("connect {peer}: {e}");
-                            return self.feed(now, Event::PeerLost { peer: to });
-                        }
-                        self.conns.insert(
-                            t,
-                            Conn {
-                                peer: to,
-                                buf: Vec::new(),
-                                outgoing: true,
-                            },
-                        );
-                        self.to_parent.insert(to, t);
-                        t
-                    }
-                };
-                let x = &self.phone.hierarchies[h as usize];
-                let f = &mut self.files[h as usize];
-                f.report.parent = Some(Ipv4Addr::from(to));
-                f.report.depth = x.depth;
-                info!(
-                    "XID{:08X} {} joined under {} depth {}, from chunk {}",
-                    xid,
-                    f.entry.name,
-                    Ipv4Addr::from(to),
-                    x.depth,
-                    from
-                );
-                let offset = u64::from(from) * u64::from(f.chunk_size);
-                let frame = Message::Request {
-                    hierarchy: f.id,
-                    offset,
-                    xid,
-                }
-                .encode()
-                .expect("request encodes");
-                if let Err(e) = self.reactor.borrow_mut().send(t, Payload::Owned(frame)) {
-                    debug!("request to {peer}: {e}");
-                } else {
-                    *self.sent.entry("Request").or_default() += 1;
-                }
+            Msg::Request { h, from, xid } => self.send_request(now, to, h, from, xid),
+            Msg::Chunk { h, index, have, .. } => self.send_chunk(now, to, h, index, have),
+            other => {
+                let peer = SocketAddrV4::new(Ipv4Addr::from(to), self.opts.port);
+                self.send_udp(peer, other);
+                Ok(())
             }
-            Msg::Chunk { h, index, have, .. } => {
-                let Some(&t) = self.from_child.get(&to) else {
-                    return Ok(()); // the child's stream is gone; it will ask again
-                };
-                let f = &self.files[h as usize];
-                debug_assert!(index < self.phone.hierarchies[h as usize].verified);
-                let cs = u64::from(f.chunk_size);
-                let (start, end) = f.entry.chunk_range(f.chunk_size, index);
-                let have_bytes = (u64::from(have) * cs).min(f.entry.size);
-                let head = wire::chunk_head(f.id, start, have_bytes, (end - start) as usize);
-                let frame = match &f.map {
-                    // A corrupt peer (fault injection) relays the chunk with one byte flipped.
-                    Some(map) if self.phone.corrupt => {
-                        let mut v = head.to_vec();
-                        v.extend_from_slice(&map[start as usize..end as usize]);
-                        if let Some(b) = v.get_mut(wire::HEADER_LEN + 24) {
-                            *b ^= 0x5a;
-                        }
-                        Payload::Owned(v)
-                    }
-                    Some(map) => Payload::Mapped {
-                        head: head.to_vec(),
-                        map: map.clone(),
-                        off: start as usize,
-                        len: (end - start) as usize,
-                    },
-                    None => Payload::Owned(head.to_vec()),
-                };
-                self.last_child_activity = Instant::now();
-                let sent = self.reactor.borrow_mut().send(t, frame);
-                if let Err(e) = sent {
-                    // Over its bound: cut the child off; it re-attaches and resumes.
-                    warn!(child = %Ipv4Addr::from(to), "{e}: cutting it off");
-                    self.lost(now, t)?;
-                } else {
-                    *self.sent.entry("Chunk").or_default() += 1;
-                    let r = &mut self.files[h as usize].report;
-                    if index == 0 {
-                        r.children_served += 1;
-                    }
+        }
+    }
+
+    /// Asks parent `to` for file `h` from chunk `from` in tree `xid`, on the stream to it
+    /// (opened first if there is none).
+    fn send_request(
+        &mut self,
+        now: Time,
+        to: PeerId,
+        h: u32,
+        from: u32,
+        xid: u32,
+    ) -> Result<(), PeerError> {
+        let peer = SocketAddrV4::new(Ipv4Addr::from(to), self.opts.port);
+        let t = match self.to_parent.get(&to) {
+            Some(t) => *t,
+            None => match self.connect_parent(to, peer) {
+                Some(t) => t,
+                None => return self.feed(now, Event::PeerLost { peer: to }),
+            },
+        };
+        let x = &self.phone.hierarchies[h as usize];
+        let f = &mut self.files[h as usize];
+        f.report.parent = Some(Ipv4Addr::from(to));
+        f.report.depth = x.depth;
+        info!(
+            "XID{:08X} {} joined under {} depth {}, from chunk {}",
+            xid,
+            f.entry.name,
+            Ipv4Addr::from(to),
+            x.depth,
+            from
+        );
+        let offset = u64::from(from) * u64::from(f.chunk_size);
+        let frame = Message::Request {
+            hierarchy: f.id,
+            offset,
+            xid,
+        }
+        .encode()
+        .expect("request encodes");
+        if let Err(e) = self.reactor.borrow_mut().send(t, Payload::Owned(frame)) {
+            debug!("request to {peer}: {e}");
+        } else {
+            *self.sent.entry("Request").or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Opens a stream to parent `to` at `peer` from this phone's place; `None` when the
+    /// connect failed (logged).
+    fn connect_parent(&mut self, to: PeerId, peer: SocketAddrV4) -> Option<Token> {
+        let t = self.token();
+        let connected = self
+            .place
+            .run(engine::tcp_socket)
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .and_then(|fd| self.reactor.borrow_mut().connect(t, fd, peer));
+        if let Err(e) = connected {
+            warn!("connect {peer}: {e}");
+            return None;
+        }
+        self.conns.insert(
+            t,
+            Conn {
+                peer: to,
+                buf: Vec::new(),
+                outgoing: true,
+            },
+        );
+        self.to_parent.insert(to, t);
+        Some(t)
+    }
+
+    /// Relays chunk `index` of file `h` to child `to` (which holds `have` chunks) on the
+    /// child's stream; a child over its bound is cut off.
+    fn send_chunk(
+        &mut self,
+        now: Time,
+        to: PeerId,
+        h: u32,
+        index: u32,
+        have: u32,
+    ) -> Result<(), PeerError> {
+        let Some(&t) = self.from_child.get(&to) else {
+            return Ok(()); // the child's stream is gone; it will ask again
+        };
+        let f = &self.files[h as usize];
+        debug_assert!(index < self.phone.hierarchies[h as usize].verified);
+        let cs = u64::from(f.chunk_size);
+        let (start, end) = f.entry.chunk_range(f.chunk_size, index);
+        let have_bytes = (u64::from(have) * cs).min(f.entry.size);
+        let head = wire::chunk_head(f.id, start, have_bytes, (end - start) as usize);
+        let frame = match &f.map {
+            // A corrupt peer (fault injection) relays the chunk with one byte flipped.
+            Some(map) if self.phone.corrupt => {
+                let mut v = head.to_vec();
+                v.extend_from_slice(&map[start as usize..end as usize]);
+                if let Some(b) = v.get_mut(wire::HEADER_LEN + 24) {
+                    *b ^= 0x5a;
                 }
+                Payload::Owned(v)
             }
-            other => self.send_udp(peer, other),
+            Some(map) => Payload::Mapped {
+                head: head.to_vec(),
+                map: map.clone(),
+                off: start as usize,
+                len: (end - start) as usize,
+            },
+            None => Payload::Owned(head.to_vec()),
+        };
+        self.last_child_activity = Instant::now();
+        let sent = self.reactor.borrow_mut().send(t, frame);
+        if let Err(e) = sent {
+            // Over its bound: cut the child off; it re-attaches and resumes.
+            warn!(child = %Ipv4Addr::from(to), "{e}: cutting it off");
+            self.lost(now, t)?;
+        } else {
+            *self.sent.entry("Chunk").or_default() += 1;
+            let r = &mut self.files[h as usize].report;
+            if index == 0 {
+                r.children_served += 1;
+            }
         }
         Ok(())
     }

@@ -16,68 +16,8 @@ pub(super) fn bittorrent(
     let announce = format!("http://{ORIGIN_ADDR}:{TRACKER_PORT}/announce");
     let mut commands = Vec::new();
     // One torrent per model, of the origin's load folder (256 KiB pieces).
-    let mut torrents = Vec::new();
-    for (m, (_, folder, _)) in lab.manifests().iter().enumerate() {
-        let t = dir.join(format!("model{m}.torrent"));
-        let src = lab.origin_root().join(folder);
-        let a = argv(&[
-            "mktorrent",
-            "-l",
-            "18",
-            "-a",
-            &announce,
-            "-o",
-            &t.to_string_lossy(),
-            &src.to_string_lossy(),
-        ]);
-        let st = Command::new(&a[0])
-            .args(&a[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| LabError::Setup(format!("mktorrent: {e}")))?;
-        if !st.success() {
-            return Err(LabError::Setup(format!(
-                "mktorrent failed: {}",
-                a.join(" ")
-            )));
-        }
-        commands.push(a.join(" "));
-        torrents.push(t);
-    }
-    // Debian's opentracker serves only the torrents its whitelist names (by info hash); it
-    // chroots to -d, so the list is named relative to it (and to the working directory).
-    let tracker_dir = dir.join("tracker");
-    std::fs::create_dir_all(&tracker_dir).map_err(|e| LabError::Setup(e.to_string()))?;
-    let mut hashes = String::new();
-    for t in &torrents {
-        hashes.push_str(&info_hash(t)?);
-        hashes.push('\n');
-    }
-    std::fs::write(tracker_dir.join("whitelist"), hashes)
-        .map_err(|e| LabError::Setup(format!("the tracker's whitelist: {e}")))?;
-    let port = TRACKER_PORT.to_string();
-    let a = argv(&[
-        "opentracker",
-        "-i",
-        &ORIGIN_ADDR.to_string(),
-        "-p",
-        &port,
-        "-P",
-        &port,
-        "-d",
-        &tracker_dir.to_string_lossy(),
-        "-u",
-        "nobody",
-        "-w",
-        "whitelist",
-    ]);
-    commands.push(format!("(in {}) {}", tracker_dir.display(), shown(&hq, &a)));
-    let tracker = procs.spawn_in(&hq, &a, &log, &tracker_dir)?;
-    wait_listening(lab, TRACKER_PORT, Duration::from_secs(5))?;
-    if procs.poll(tracker).is_some() {
-        return Err(LabError::Setup("opentracker exited at start".into()));
-    }
+    let torrents = make_torrents(lab, dir, &announce, &mut commands)?;
+    start_tracker(lab, dir, procs, &torrents, &mut commands)?;
     let timeout = lab.config().deadline.as_secs().max(5).to_string();
     let common = [
         "--enable-dht=false",
@@ -125,23 +65,16 @@ pub(super) fn bittorrent(
         if i < lab.manifests().len() {
             commands.push(shown(&ns, &a));
         }
-        leechers.push(procs.spawn(&ns, &a, &log)?);
+        leechers.push((i, procs.spawn(&ns, &a, &log)?));
     }
     let mut left = n;
     while left > 0 {
         if Instant::now() > deadline {
             break;
         }
-        for (i, k) in leechers.iter_mut().enumerate() {
-            if *k == usize::MAX {
-                continue;
-            }
-            if let Some(ok) = procs.poll(*k) {
-                done[i] = ok.then(|| start.elapsed().as_secs_f64());
-                *k = usize::MAX;
-                left -= 1;
-            }
-        }
+        left -= poll_ended(procs, &mut leechers, |i, ok| {
+            done[i] = ok.then(|| start.elapsed().as_secs_f64());
+        });
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(Outcome {
@@ -150,6 +83,92 @@ pub(super) fn bittorrent(
         origin_bytes: None,
         commands,
     })
+}
+
+/// One torrent per model of the origin's load folder (256 KiB pieces, announced to
+/// `announce`), written under `dir`.
+fn make_torrents(
+    lab: &Lab,
+    dir: &Path,
+    announce: &str,
+    commands: &mut Vec<String>,
+) -> Result<Vec<PathBuf>, LabError> {
+    let mut torrents = Vec::new();
+    for (m, (_, folder, _)) in lab.manifests().iter().enumerate() {
+        let t = dir.join(format!("model{m}.torrent"));
+        let src = lab.origin_root().join(folder);
+        let a = argv(&[
+            "mktorrent",
+            "-l",
+            "18",
+            "-a",
+            announce,
+            "-o",
+            &t.to_string_lossy(),
+            &src.to_string_lossy(),
+        ]);
+        let st = Command::new(&a[0])
+            .args(&a[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| LabError::Setup(format!("mktorrent: {e}")))?;
+        if !st.success() {
+            return Err(LabError::Setup(format!(
+                "mktorrent failed: {}",
+                a.join(" ")
+            )));
+        }
+        commands.push(a.join(" "));
+        torrents.push(t);
+    }
+    Ok(torrents)
+}
+
+/// opentracker in hq, serving only `torrents`, up and listening.
+fn start_tracker(
+    lab: &Lab,
+    dir: &Path,
+    procs: &mut Procs,
+    torrents: &[PathBuf],
+    commands: &mut Vec<String>,
+) -> Result<(), LabError> {
+    let hq = lab.site.hq.name();
+    let log = dir.join("bittorrent.log");
+    // Debian's opentracker serves only the torrents its whitelist names (by info hash); it
+    // chroots to -d, so the list is named relative to it (and to the working directory).
+    let tracker_dir = dir.join("tracker");
+    std::fs::create_dir_all(&tracker_dir).map_err(|e| LabError::Setup(e.to_string()))?;
+    let mut hashes = String::new();
+    for t in torrents {
+        hashes.push_str(&info_hash(t)?);
+        hashes.push('\n');
+    }
+    std::fs::write(tracker_dir.join("whitelist"), hashes)
+        .map_err(|e| LabError::Setup(format!("the tracker's whitelist: {e}")))?;
+    let port = TRACKER_PORT.to_string();
+    let a = argv(&[
+        "opentracker",
+        "-i",
+        &ORIGIN_ADDR.to_string(),
+        "-p",
+        &port,
+        "-P",
+        &port,
+        "-d",
+        &tracker_dir.to_string_lossy(),
+        "-u",
+        "nobody",
+        "-w",
+        "whitelist",
+    ]);
+    commands.push(format!("(in {}) {}", tracker_dir.display(), shown(hq, &a)));
+    let tracker = procs.spawn_in(hq, &a, &log, &tracker_dir)?;
+    wait_listening(lab, TRACKER_PORT, Duration::from_secs(5))?;
+    if procs.poll(tracker).is_some() {
+        return Err(LabError::Setup("opentracker exited at start".into()));
+    }
+    Ok(())
 }
 
 /// A torrent's info hash in hex, as `aria2c --show-files` prints it.

@@ -23,28 +23,7 @@ pub(super) fn udpcast(
          load from tftp://{ORIGIN_ADDR}/<load folder> into the router's store"
     )];
     // Stage 1: the site host fetches every model's load across the WAN.
-    let mut origin_bytes = 0;
-    let mut sources = Vec::new();
-    for (m, (_, folder, man)) in lab.manifests().iter().enumerate() {
-        let store = crate::store::Store::new(&dir.join(format!("site-{m}")));
-        let folder = folder.clone();
-        let s2 = store.clone();
-        let rep = lab
-            .site
-            .router
-            .run(move || {
-                crate::fetch::fetch_load(
-                    (ORIGIN_ADDR, 69).into(),
-                    &folder,
-                    &s2,
-                    None,
-                    crate::tftp::client::ClientConfig::default(),
-                )
-            })?
-            .map_err(|e| LabError::Setup(format!("udpcast stage 1 (WAN fetch): {e}")))?;
-        origin_bytes += rep.bytes;
-        sources.push(store.load_dir(&man.load));
-    }
+    let (origin_bytes, sources) = fetch_at_site(lab, dir)?;
     // Stage 2: one multicast session per file, to every phone of its model at once.
     let rate = lab.config().lan_mbit.map(|m| ((m * 0.95) as u64).max(1));
     let mut done = vec![None; n];
@@ -71,120 +50,45 @@ pub(super) fn udpcast(
         // file would charge udpcast 6 of them. The site host packs the fetched load with tar
         // (counted), each receiver unpacks it as it arrives.
         let tarball = dir.join(format!("load-{m}.tar"));
-        let packed = Command::new("tar")
-            .arg("cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&sources[m])
-            .args(man.files.iter().map(|f| f.name.as_str()))
-            .status()
-            .map_err(|e| LabError::Setup(format!("tar: {e}")))?;
-        if !packed.success() {
-            return Err(LabError::Setup(
-                "tar could not pack the fetched load".into(),
-            ));
-        }
+        pack(&tarball, &sources[m], man)?;
         commands.push(format!(
             "in {router}: tar cf {} -C {} <the manifest's files>",
             tarball.display(),
             sources[m].display()
         ));
-        {
-            let f = &man;
-            let src = &tarball;
-            let count = phones.len().to_string();
-            let mut a = argv(&[
-                "udp-sender",
-                "--interface",
-                BRIDGE,
-                "--portbase",
-                &portbase,
-                "--mcast-rdv-address",
-                RDV,
-                "--nokbd",
-                "--no-progress",
-                "--min-receivers",
-                &count,
-                "--max-wait",
-                &timeout,
-                "--file",
-                &src.to_string_lossy(),
-            ]);
-            if let Some(mbit) = rate {
-                a.extend(argv(&["--max-bitrate", &format!("{mbit}m")]));
+        let count = phones.len().to_string();
+        let a = sender_argv(&portbase, &timeout, &count, &tarball, rate);
+        commands.push(shown(&router, &a));
+        // The sender first, as a lab scripts it: it waits for every receiver, and each
+        // receiver's first hello finds it listening.
+        let tx = procs.spawn(&router, &a, &log)?;
+        std::thread::sleep(Duration::from_millis(20));
+        let mut rx = Vec::new();
+        for &i in &phones {
+            let unpack = format!("tar x -C {}", dirs[i].display());
+            let a = receiver_argv(&portbase, &timeout, &unpack);
+            let ns = lab.site.phones[i].name().to_owned();
+            if i == phones[0] {
+                commands.push(shown(&ns, &a));
             }
-            commands.push(shown(&router, &a));
-            // The sender first, as a lab scripts it: it waits for every receiver, and each
-            // receiver's first hello finds it listening.
-            let tx = procs.spawn(&router, &a, &log)?;
-            std::thread::sleep(Duration::from_millis(20));
-            let mut rx = Vec::new();
-            for &i in &phones {
-                let unpack = format!("tar x -C {}", dirs[i].display());
-                let a = argv(&[
-                    "udp-receiver",
-                    "--interface",
-                    PHONE_IFACE,
-                    "--portbase",
-                    &portbase,
-                    "--mcast-rdv-address",
-                    RDV,
-                    "--nokbd",
-                    "--no-progress",
-                    "--start-timeout",
-                    &timeout,
-                    "--receive-timeout",
-                    "30",
-                    "--pipe",
-                    &unpack,
-                ]);
-                let ns = lab.site.phones[i].name().to_owned();
-                if i == phones[0] {
-                    commands.push(shown(&ns, &a));
-                }
-                rx.push((i, procs.spawn(&ns, &a, &log)?));
-            }
-            let t_file = Instant::now();
-            let mut sender_done = false;
-            let mut left = rx.len();
-            let mut failed = 0;
-            while left > 0 || !sender_done {
-                if failed == rx.len() || Instant::now() > deadline {
-                    return Err(LabError::Setup(format!(
-                        "udpcast: of {} receivers of {}, {failed} failed and {left} still ran \
-                         at the end (sender done: {sender_done})",
-                        rx.len(),
-                        f.load
-                    )));
-                }
-                if !sender_done && procs.poll(tx).is_some() {
-                    sender_done = true;
-                }
-                for (i, k) in rx.iter_mut() {
-                    if *k == usize::MAX {
-                        continue;
-                    }
-                    if let Some(ok) = procs.poll(*k) {
-                        // The last file's end is the phone's completion; a failed receiver
-                        // leaves the phone incomplete (and its bytes unverified).
-                        done[*i] = ok.then(|| start.elapsed().as_secs_f64());
-                        missed[*i] |= !ok;
-                        failed += usize::from(!ok);
-                        *k = usize::MAX;
-                        left -= 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            note(
-                &log,
-                &format!(
-                    "pfs: {} took {:.2} s",
-                    f.load,
-                    t_file.elapsed().as_secs_f64()
-                ),
-            );
+            rx.push((i, procs.spawn(&ns, &a, &log)?));
         }
+        let t_file = Instant::now();
+        wait_session(
+            procs,
+            (tx, &mut rx),
+            (start, deadline),
+            (&mut done, &mut missed),
+            &man.load,
+        )?;
+        note(
+            &log,
+            &format!(
+                "pfs: {} took {:.2} s",
+                man.load,
+                t_file.elapsed().as_secs_f64()
+            ),
+        );
     }
     // A phone that missed an earlier file is not complete either.
     for (d, bad) in done.iter_mut().zip(&missed) {
@@ -198,4 +102,142 @@ pub(super) fn udpcast(
         origin_bytes: Some(origin_bytes),
         commands,
     })
+}
+
+/// Stage 1: the site host (the router) fetches every model's load across the WAN with pfs's
+/// TFTP client. The bytes fetched and each model's fetched load directory.
+fn fetch_at_site(lab: &Lab, dir: &Path) -> Result<(u64, Vec<PathBuf>), LabError> {
+    let mut origin_bytes = 0;
+    let mut sources = Vec::new();
+    for (m, (_, folder, man)) in lab.manifests().iter().enumerate() {
+        let store = crate::store::Store::new(&dir.join(format!("site-{m}")));
+        let folder = folder.clone();
+        let s2 = store.clone();
+        let rep = lab
+            .site
+            .router
+            .run(move || {
+                crate::fetch::fetch_load(
+                    (ORIGIN_ADDR, 69).into(),
+                    &folder,
+                    &s2,
+                    None,
+                    crate::tftp::client::ClientConfig::default(),
+                )
+            })?
+            .map_err(|e| LabError::Setup(format!("udpcast stage 1 (WAN fetch): {e}")))?;
+        origin_bytes += rep.bytes;
+        sources.push(store.load_dir(&man.load));
+    }
+    Ok((origin_bytes, sources))
+}
+
+/// Packs the manifest's files of the fetched load in `source` into `tarball`.
+fn pack(tarball: &Path, source: &Path, man: &crate::manifest::Manifest) -> Result<(), LabError> {
+    let packed = Command::new("tar")
+        .arg("cf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(source)
+        .args(man.files.iter().map(|f| f.name.as_str()))
+        .status()
+        .map_err(|e| LabError::Setup(format!("tar: {e}")))?;
+    if !packed.success() {
+        return Err(LabError::Setup(
+            "tar could not pack the fetched load".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// udp-sender of `file` on the bridge, once `count` receivers joined (or `timeout` seconds),
+/// at `rate` Mbit/s when given.
+fn sender_argv(
+    portbase: &str,
+    timeout: &str,
+    count: &str,
+    file: &Path,
+    rate: Option<u64>,
+) -> Vec<String> {
+    let mut a = session_argv("udp-sender", BRIDGE, portbase);
+    a.extend(argv(&[
+        "--min-receivers",
+        count,
+        "--max-wait",
+        timeout,
+        "--file",
+        &file.to_string_lossy(),
+    ]));
+    if let Some(mbit) = rate {
+        a.extend(argv(&["--max-bitrate", &format!("{mbit}m")]));
+    }
+    a
+}
+
+/// udp-receiver on a phone's port, piping what arrives to `unpack`.
+fn receiver_argv(portbase: &str, timeout: &str, unpack: &str) -> Vec<String> {
+    let mut a = session_argv("udp-receiver", PHONE_IFACE, portbase);
+    a.extend(argv(&[
+        "--start-timeout",
+        timeout,
+        "--receive-timeout",
+        "30",
+        "--pipe",
+        unpack,
+    ]));
+    a
+}
+
+/// What udp-sender and udp-receiver both take: the interface, the session's ports and
+/// rendezvous group, no keyboard and no progress output.
+fn session_argv(prog: &str, iface: &str, portbase: &str) -> Vec<String> {
+    argv(&[
+        prog,
+        "--interface",
+        iface,
+        "--portbase",
+        portbase,
+        "--mcast-rdv-address",
+        RDV,
+        "--nokbd",
+        "--no-progress",
+    ])
+}
+
+/// Waits for the sender `tx` and every receiver of `rx` (phone, process) of `load` to end,
+/// noting each phone's completion (seconds since `start`) in `done` and a failed receiver in
+/// `missed`. An error, saying how far the session got, when every receiver failed or at
+/// `deadline`.
+fn wait_session(
+    procs: &mut Procs,
+    (tx, rx): (usize, &mut [(usize, usize)]),
+    (start, deadline): (Instant, Instant),
+    (done, missed): (&mut [Option<f64>], &mut [bool]),
+    load: &str,
+) -> Result<(), LabError> {
+    let mut sender_done = false;
+    let mut left = rx.len();
+    let mut failed = 0;
+    while left > 0 || !sender_done {
+        if failed == rx.len() || Instant::now() > deadline {
+            return Err(LabError::Setup(format!(
+                "udpcast: of {} receivers of {}, {failed} failed and {left} still ran \
+                 at the end (sender done: {sender_done})",
+                rx.len(),
+                load
+            )));
+        }
+        if !sender_done && procs.poll(tx).is_some() {
+            sender_done = true;
+        }
+        left -= poll_ended(procs, rx, |i, ok| {
+            // The last file's end is the phone's completion; a failed receiver leaves the
+            // phone incomplete (and its bytes unverified).
+            done[i] = ok.then(|| start.elapsed().as_secs_f64());
+            missed[i] |= !ok;
+            failed += usize::from(!ok);
+        });
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }

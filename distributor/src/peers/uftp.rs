@@ -38,7 +38,6 @@ pub(super) fn uftp(
     let cfg = lab.config();
     let n = cfg.phones;
     let hq = lab.site.hq.name().to_owned();
-    let router = lab.site.router.name().to_owned();
     let log = dir.join("uftp.log");
     let mut commands = Vec::new();
     let _lo = HqLoopbackMcast::add(lab)?;
@@ -48,54 +47,11 @@ pub(super) fn uftp(
     ));
     // The tunnel, as hq and the site would already run it: a client proxy on the site
     // router multicasting on the bridge, a server proxy in hq sending to it across the WAN.
-    let proxy_id = uftp_id(crate::topology::ROUTER_WAN);
-    let a = argv(&["uftpproxyd", "-c", "-d", "-U", &proxy_id, "-O", BRIDGE]);
-    commands.push(shown(&router, &a));
-    let client_proxy = procs.spawn(&router, &a, &log)?;
-    let dest = crate::topology::ROUTER_WAN.to_string();
-    let a = argv(&["uftpproxyd", "-s", &dest, "-d", "-I", "lo"]);
-    commands.push(shown(&hq, &a));
-    let server_proxy = procs.spawn(&hq, &a, &log)?;
-    std::thread::sleep(Duration::from_millis(300));
-    if procs.poll(client_proxy).is_some() || procs.poll(server_proxy).is_some() {
-        return Err(LabError::Setup("uftpproxyd exited at start".into()));
-    }
-    let proxies = dir.join("proxies");
-    std::fs::write(&proxies, format!("{proxy_id}\n"))
-        .map_err(|e| LabError::Setup(format!("{proxies:?}: {e}")))?;
-    // Power-on: every phone starts its receiver daemon.
+    let proxies = start_proxies(lab, dir, procs, &mut commands)?;
     *start = Instant::now();
     let start = *start;
     let deadline = start + cfg.deadline;
-    let mut dirs = Vec::with_capacity(n);
-    for i in 0..n {
-        let m = i % lab.manifests().len();
-        let base = dir.join(format!("phone{i}"));
-        let (dst, tmp) = (base.join("dest"), base.join("tmp"));
-        for d in [&dst, &tmp] {
-            std::fs::create_dir_all(d).map_err(|e| LabError::Setup(format!("{d:?}: {e}")))?;
-        }
-        dirs.push(dst.join(&lab.manifests()[m].1));
-        // -T: files arrive in tmp and move to dest when the session completes.
-        let a = argv(&[
-            "uftpd",
-            "-d",
-            "-q",
-            "-U",
-            &uftp_id(lab.site.phone_addrs[i]),
-            "-I",
-            PHONE_IFACE,
-            "-D",
-            &dst.to_string_lossy(),
-            "-T",
-            &tmp.to_string_lossy(),
-        ]);
-        let ns = lab.site.phones[i].name().to_owned();
-        if i == 0 {
-            commands.push(shown(&ns, &a));
-        }
-        procs.spawn(&ns, &a, &log)?;
-    }
+    let dirs = start_daemons(lab, dir, procs, &mut commands)?;
     // One session per model, from hq, at the slower of the WAN and a port (less 5%, as
     // udpcast is paced): the tunnel crosses the WAN and the bridge carries it to every port.
     // (uftp's own congestion control, `-C tfmcc:init=50000:max=95000`, did worse here: at 60
@@ -106,12 +62,7 @@ pub(super) fn uftp(
     let mut left: Vec<usize> = (0..n).collect();
     for (m, (_, folder, man)) in lab.manifests().iter().enumerate() {
         let phones = phones_of(lab, m);
-        let hosts = dir.join(format!("hosts-{m}"));
-        let ids: String = phones
-            .iter()
-            .map(|&i| uftp_id(lab.site.phone_addrs[i]) + "\n")
-            .collect();
-        std::fs::write(&hosts, ids).map_err(|e| LabError::Setup(format!("{hosts:?}: {e}")))?;
+        let hosts = write_hosts(lab, dir, m, &phones)?;
         let a = argv(&[
             "uftp",
             "-I",
@@ -174,4 +125,85 @@ pub(super) fn uftp(
         origin_bytes: None,
         commands,
     })
+}
+
+/// uftp's proxies: a client proxy on the site router multicasting on the bridge, a server
+/// proxy in hq sending to it across the WAN. The file naming the client proxy to the server.
+fn start_proxies(
+    lab: &Lab,
+    dir: &Path,
+    procs: &mut Procs,
+    commands: &mut Vec<String>,
+) -> Result<PathBuf, LabError> {
+    let hq = lab.site.hq.name();
+    let router = lab.site.router.name();
+    let log = dir.join("uftp.log");
+    let proxy_id = uftp_id(crate::topology::ROUTER_WAN);
+    let a = argv(&["uftpproxyd", "-c", "-d", "-U", &proxy_id, "-O", BRIDGE]);
+    commands.push(shown(router, &a));
+    let client_proxy = procs.spawn(router, &a, &log)?;
+    let dest = crate::topology::ROUTER_WAN.to_string();
+    let a = argv(&["uftpproxyd", "-s", &dest, "-d", "-I", "lo"]);
+    commands.push(shown(hq, &a));
+    let server_proxy = procs.spawn(hq, &a, &log)?;
+    std::thread::sleep(Duration::from_millis(300));
+    if procs.poll(client_proxy).is_some() || procs.poll(server_proxy).is_some() {
+        return Err(LabError::Setup("uftpproxyd exited at start".into()));
+    }
+    let proxies = dir.join("proxies");
+    std::fs::write(&proxies, format!("{proxy_id}\n"))
+        .map_err(|e| LabError::Setup(format!("{proxies:?}: {e}")))?;
+    Ok(proxies)
+}
+
+/// Power-on: every phone starts its receiver daemon. Where each phone's load arrives.
+fn start_daemons(
+    lab: &Lab,
+    dir: &Path,
+    procs: &mut Procs,
+    commands: &mut Vec<String>,
+) -> Result<Vec<PathBuf>, LabError> {
+    let n = lab.config().phones;
+    let log = dir.join("uftp.log");
+    let mut dirs = Vec::with_capacity(n);
+    for i in 0..n {
+        let m = i % lab.manifests().len();
+        let base = dir.join(format!("phone{i}"));
+        let (dst, tmp) = (base.join("dest"), base.join("tmp"));
+        for d in [&dst, &tmp] {
+            std::fs::create_dir_all(d).map_err(|e| LabError::Setup(format!("{d:?}: {e}")))?;
+        }
+        dirs.push(dst.join(&lab.manifests()[m].1));
+        // -T: files arrive in tmp and move to dest when the session completes.
+        let a = argv(&[
+            "uftpd",
+            "-d",
+            "-q",
+            "-U",
+            &uftp_id(lab.site.phone_addrs[i]),
+            "-I",
+            PHONE_IFACE,
+            "-D",
+            &dst.to_string_lossy(),
+            "-T",
+            &tmp.to_string_lossy(),
+        ]);
+        let ns = lab.site.phones[i].name().to_owned();
+        if i == 0 {
+            commands.push(shown(&ns, &a));
+        }
+        procs.spawn(&ns, &a, &log)?;
+    }
+    Ok(dirs)
+}
+
+/// The file naming model `m`'s `phones` (their uftp ids), for the server's `-H`.
+fn write_hosts(lab: &Lab, dir: &Path, m: usize, phones: &[usize]) -> Result<PathBuf, LabError> {
+    let hosts = dir.join(format!("hosts-{m}"));
+    let ids: String = phones
+        .iter()
+        .map(|&i| uftp_id(lab.site.phone_addrs[i]) + "\n")
+        .collect();
+    std::fs::write(&hosts, ids).map_err(|e| LabError::Setup(format!("{hosts:?}: {e}")))?;
+    Ok(hosts)
 }

@@ -94,6 +94,16 @@ pub fn lab(
             );
         }
     }
+    s.push_str(&results_table(runs));
+    s.push_str(&how_each_was_run(runs));
+    s.push_str(&plots_section(runs, tree_run, tree_of));
+    s
+}
+
+/// Every run's row of the results table, then how much sooner each mode finished than
+/// traditional (when there was a traditional run).
+fn results_table(runs: &[LabReport]) -> String {
+    let mut s = String::new();
     s.push_str("| mode | completed | makespan s | x limit | p50 s | p90 s | p99 s | WAN firmware MB | x models x load | WAN link MB | roots/hierarchy (ever confirmed) | max children | max depth | fallbacks | corrupt |\n");
     s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for r in runs {
@@ -130,6 +140,13 @@ pub fn lab(
             );
         }
     }
+    s
+}
+
+/// The commands each external system ran (`--peers`), and its WAN link bytes; empty when
+/// only pfs ran.
+fn how_each_was_run(runs: &[LabReport]) -> String {
+    let mut s = String::new();
     let external: Vec<&LabReport> = runs.iter().filter(|r| !r.commands.is_empty()).collect();
     if !external.is_empty() {
         s.push_str("\n## How each was run\n\n");
@@ -148,6 +165,16 @@ pub fn lab(
             s.push_str("```\n\n");
         }
     }
+    s
+}
+
+/// The plots section: one sentence saying what each plot shows, then the plot.
+fn plots_section(
+    runs: &[LabReport],
+    tree_run: Option<&LabReport>,
+    tree_of: Option<&str>,
+) -> String {
+    let mut s = String::new();
     s.push_str("\n## Plots\n\n");
     let tree_what = match (tree_run, tree_of) {
         (None, _) => "no run to draw".to_owned(),

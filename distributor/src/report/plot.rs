@@ -14,16 +14,25 @@ use plotters::{
 use crate::{
     lab::{LabReport, TreeNode},
     phone::Mode,
+    report::PhoneTime,
 };
 
 /// A plotting failure (plotters' error, as text).
 pub type PlotError = String;
+
+/// A drawing area of an SVG plot.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 fn err<E: std::fmt::Debug>(e: E) -> PlotError {
     format!("plotting: {e:?}")
 }
 
 const FONT: &str = "sans-serif";
+
+mod tree;
+#[cfg(test)]
+use tree::MAX_W;
+pub use tree::{Layout, layout, trees};
 
 /// A stable colour per series: tab10, as matplotlib users know it. The lab's modes take the
 /// first three ([`cdf_series`]); other systems on the same CDF take the next ones.
@@ -323,119 +332,149 @@ pub fn timeline(runs: &[LabReport]) -> Result<String, PlotError> {
             SVGBackend::with_string(&mut svg, (800, panel * n as u32 + 10)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         for (area, r) in root.split_evenly((n, 1)).iter().zip(runs) {
-            let mut phones = r.phone_times.clone();
-            phones.sort_by_key(|p| p.phone);
-            let tmax = phones
-                .iter()
-                .filter_map(|p| p.installed_s)
-                .fold(r.makespan_s, f64::max)
-                .max(0.1);
-            let count = phones.len().max(1);
-            let addrs: Vec<Ipv4Addr> = phones.iter().map(|p| p.phone).collect();
-            let failed = phones.iter().filter(|p| p.installed_s.is_none()).count();
-            let mut chart = ChartBuilder::on(area)
-                .caption(
-                    format!(
-                        "{}: when each phone installed ({} of {})",
-                        r.mode,
-                        phones.len() - failed,
-                        phones.len()
-                    ),
-                    (FONT, 16),
-                )
-                .margin(10)
-                .x_label_area_size(40)
-                .y_label_area_size(95)
-                .build_cartesian_2d(0f64..tmax * 1.45, -0.5f64..count as f64 - 0.5)
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("time since boot (s)")
-                .y_desc("phone")
-                .max_light_lines(1)
-                .x_label_formatter(&|v| tick(*v))
-                .y_labels(count.min(12))
-                .y_label_formatter(&|v| {
-                    let i = v.round();
-                    if (v - i).abs() < 0.01 && i >= 0.0 {
-                        addrs
-                            .get(i as usize)
-                            .map_or(String::new(), |a| a.to_string())
-                    } else {
-                        String::new()
-                    }
-                })
-                .label_style((FONT, 11))
-                .axis_desc_style((FONT, 13))
-                .draw()
-                .map_err(err)?;
-            let models: BTreeSet<&str> = phones.iter().map(|p| p.model.as_str()).collect();
-            let half = 0.4f64.min(0.45 * (1.0 - 1.0 / count as f64) + 0.05);
-            for (k, model) in models.iter().enumerate() {
-                let c = color(k + 3);
-                chart
-                    .draw_series(phones.iter().enumerate().filter_map(|(i, p)| {
-                        let t = p.installed_s?;
-                        (p.model == *model).then(|| {
-                            Rectangle::new(
-                                [(0.0, i as f64 - half), (t, i as f64 + half)],
-                                c.mix(0.8).filled(),
-                            )
-                        })
-                    }))
-                    .map_err(err)?
-                    .label(format!("{model}: boot to install"))
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 4), (x + 16, y + 4)], c.filled())
-                    });
-            }
-            if failed > 0 {
-                chart
-                    .draw_series(
-                        phones
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, p)| p.installed_s.is_none())
-                            .map(|(i, _)| {
-                                Cross::new((tmax * 1.04, i as f64), 4, RED.stroke_width(2))
-                            }),
-                    )
-                    .map_err(err)?
-                    .label("never installed")
-                    .legend(|(x, y)| Cross::new((x + 8, y), 4, RED.stroke_width(2)));
-            }
-            let with_fallback = phones.iter().filter(|p| p.fallbacks > 0).count();
-            if with_fallback > 0 {
-                chart
-                    .draw_series(
-                        phones
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, p)| p.fallbacks > 0)
-                            .map(|(i, p)| {
-                                TriangleMarker::new(
-                                    (p.installed_s.unwrap_or(tmax), i as f64),
-                                    4,
-                                    BLACK.filled(),
-                                )
-                            }),
-                    )
-                    .map_err(err)?
-                    .label("fell back to the origin")
-                    .legend(|(x, y)| TriangleMarker::new((x + 8, y), 4, BLACK.filled()));
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FONT, 11))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err)?;
+            timeline_panel(area, r)?;
         }
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// One run's panel of [`timeline`].
+fn timeline_panel(area: &Area<'_>, r: &LabReport) -> Result<(), PlotError> {
+    let mut phones = r.phone_times.clone();
+    phones.sort_by_key(|p| p.phone);
+    let tmax = phones
+        .iter()
+        .filter_map(|p| p.installed_s)
+        .fold(r.makespan_s, f64::max)
+        .max(0.1);
+    let count = phones.len().max(1);
+    let addrs: Vec<Ipv4Addr> = phones.iter().map(|p| p.phone).collect();
+    let failed = phones.iter().filter(|p| p.installed_s.is_none()).count();
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{}: when each phone installed ({} of {})",
+                r.mode,
+                phones.len() - failed,
+                phones.len()
+            ),
+            (FONT, 16),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(95)
+        .build_cartesian_2d(0f64..tmax * 1.45, -0.5f64..count as f64 - 0.5)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since boot (s)")
+        .y_desc("phone")
+        .max_light_lines(1)
+        .x_label_formatter(&|v| tick(*v))
+        .y_labels(count.min(12))
+        .y_label_formatter(&|v| {
+            let i = v.round();
+            if (v - i).abs() < 0.01 && i >= 0.0 {
+                addrs
+                    .get(i as usize)
+                    .map_or(String::new(), |a| a.to_string())
+            } else {
+                String::new()
+            }
+        })
+        .label_style((FONT, 11))
+        .axis_desc_style((FONT, 13))
+        .draw()
+        .map_err(err)?;
+    timeline_bars(&mut chart, &phones, count)?;
+    timeline_marks(&mut chart, &phones, tmax)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 11))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A bar from boot to install per phone of `phones` (row = index), one colour per model.
+fn timeline_bars(
+    chart: &mut Chart<'_, '_>,
+    phones: &[PhoneTime],
+    count: usize,
+) -> Result<(), PlotError> {
+    let models: BTreeSet<&str> = phones.iter().map(|p| p.model.as_str()).collect();
+    let half = 0.4f64.min(0.45 * (1.0 - 1.0 / count as f64) + 0.05);
+    for (k, model) in models.iter().enumerate() {
+        let c = color(k + 3);
+        chart
+            .draw_series(phones.iter().enumerate().filter_map(|(i, p)| {
+                let t = p.installed_s?;
+                (p.model == *model).then(|| {
+                    Rectangle::new(
+                        [(0.0, i as f64 - half), (t, i as f64 + half)],
+                        c.mix(0.8).filled(),
+                    )
+                })
+            }))
+            .map_err(err)?
+            .label(format!("{model}: boot to install"))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], c.filled()));
+    }
+    Ok(())
+}
+
+/// Crosses at the right edge (`tmax`) for phones that never installed, triangles for phones
+/// that fell back to the origin.
+fn timeline_marks(
+    chart: &mut Chart<'_, '_>,
+    phones: &[PhoneTime],
+    tmax: f64,
+) -> Result<(), PlotError> {
+    let failed = phones.iter().filter(|p| p.installed_s.is_none()).count();
+    if failed > 0 {
+        chart
+            .draw_series(
+                phones
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.installed_s.is_none())
+                    .map(|(i, _)| Cross::new((tmax * 1.04, i as f64), 4, RED.stroke_width(2))),
+            )
+            .map_err(err)?
+            .label("never installed")
+            .legend(|(x, y)| Cross::new((x + 8, y), 4, RED.stroke_width(2)));
+    }
+    let with_fallback = phones.iter().filter(|p| p.fallbacks > 0).count();
+    if with_fallback > 0 {
+        chart
+            .draw_series(
+                phones
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.fallbacks > 0)
+                    .map(|(i, p)| {
+                        TriangleMarker::new(
+                            (p.installed_s.unwrap_or(tmax), i as f64),
+                            4,
+                            BLACK.filled(),
+                        )
+                    }),
+            )
+            .map_err(err)?
+            .label("fell back to the origin")
+            .legend(|(x, y)| TriangleMarker::new((x + 8, y), 4, BLACK.filled()));
+    }
+    Ok(())
 }
 
 /// The run whose trees the report draws: the last peer-sharing run, else the last run.
@@ -443,230 +482,6 @@ pub fn tree_run(runs: &[LabReport]) -> Option<&LabReport> {
     runs.iter()
         .rfind(|r| r.mode.mode().is_some_and(|m| m != Mode::Traditional))
         .or(runs.last())
-}
-
-/// One hierarchy laid out: each node's (x slot, row), children under their parent.
-#[derive(Debug, Default)]
-pub struct Layout {
-    /// phone -> (x in leaf slots, row from the top)
-    pub pos: BTreeMap<Ipv4Addr, (f64, usize)>,
-    pub slots: usize,
-    pub rows: usize,
-}
-
-/// Tidy layout: leaves take consecutive slots in depth-first order, a parent sits centred over
-/// its children, so no edges cross. Nodes whose parent is not in the hierarchy are roots.
-pub fn layout(nodes: &[TreeNode]) -> Layout {
-    let present: BTreeSet<Ipv4Addr> = nodes.iter().map(|n| n.phone).collect();
-    let mut kids: BTreeMap<Option<Ipv4Addr>, Vec<Ipv4Addr>> = BTreeMap::new();
-    for n in nodes {
-        let parent = n.parent.filter(|p| present.contains(p) && *p != n.phone);
-        kids.entry(parent).or_default().push(n.phone);
-    }
-    for v in kids.values_mut() {
-        v.sort();
-        v.dedup();
-    }
-    let mut out = Layout::default();
-    // Roots: the elected root first, then phones outside the tree (fallback, traditional).
-    let mut roots = kids.get(&None).cloned().unwrap_or_default();
-    let role = |a: Ipv4Addr| nodes.iter().find(|n| n.phone == a).map(|n| n.role.as_str());
-    roots.sort_by_key(|&a| (role(a) != Some("root"), a));
-    // Then anything a cycle kept from the roots' reach, so every phone is drawn.
-    roots.extend(present.iter().copied());
-    // Iterative post-order walk (bounded: each phone placed once, cycles cut).
-    for r in roots {
-        let mut stack = vec![(r, 0usize, false)];
-        while let Some((a, row, expanded)) = stack.pop() {
-            if expanded {
-                let placed: Vec<f64> = kids
-                    .get(&Some(a))
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| out.pos.get(c).map(|p| p.0))
-                    .collect();
-                let x = if placed.is_empty() {
-                    out.slots += 1;
-                    out.slots as f64 - 1.0
-                } else {
-                    (placed[0] + placed[placed.len() - 1]) / 2.0
-                };
-                out.pos.insert(a, (x, row));
-                out.rows = out.rows.max(row + 1);
-                continue;
-            }
-            if out.pos.contains_key(&a) || stack.iter().any(|s| s.0 == a && s.2) {
-                continue;
-            }
-            stack.push((a, row, true));
-            for c in kids.get(&Some(a)).into_iter().flatten().rev() {
-                if !out.pos.contains_key(c) {
-                    stack.push((*c, row + 1, false));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Width per leaf: room for a full address; narrower (shorter labels) in huge hierarchies.
-const SLOT_W: f64 = 92.0;
-const MAX_W: f64 = 30_000.0;
-const ROW_H: i32 = 64;
-const TREE_HEAD: i32 = 58;
-
-/// The tree of every hierarchy of `run` (or only `only`, `MODEL/FILE`), one panel each:
-/// children under their parent, each node labelled with its address and depth, roots and
-/// faulted phones (fell back to the origin, or never installed) marked.
-pub fn trees(run: Option<&LabReport>, only: Option<&str>) -> Result<String, PlotError> {
-    let empty = BTreeMap::new();
-    let all = run.map_or(&empty, |r| &r.trees);
-    let chosen: Vec<(&String, &Vec<TreeNode>)> = all
-        .iter()
-        .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
-        .collect();
-    let failed: BTreeSet<Ipv4Addr> = run
-        .map(|r| {
-            r.phone_times
-                .iter()
-                .filter(|p| p.installed_s.is_none())
-                .map(|p| p.phone)
-                .collect()
-        })
-        .unwrap_or_default();
-    // A hierarchy whose phones all fetched from the origin has no tree: one line says so.
-    let no_tree = |nodes: &[TreeNode]| nodes.iter().all(|n| n.role == "traditional");
-    let layouts: Vec<Layout> = chosen
-        .iter()
-        .map(|(_, n)| {
-            if no_tree(n) {
-                Layout::default()
-            } else {
-                layout(n)
-            }
-        })
-        .collect();
-    let most = layouts.iter().map(|l| l.slots).max().unwrap_or(0).max(1);
-    let slot_w = (MAX_W / most as f64).clamp(16.0, SLOT_W);
-    let width = ((most as f64 * slot_w) as u32 + 40).clamp(700, MAX_W as u32 + 40);
-    let heights: Vec<i32> = layouts
-        .iter()
-        .map(|l| TREE_HEAD + ROW_H * l.rows as i32 + 10)
-        .collect();
-    let height = (heights.iter().sum::<i32>() + 20).max(120) as u32;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let text = |size: u32, anchor: HPos| {
-            TextStyle::from((FONT, size).into_font()).pos(Pos::new(anchor, VPos::Top))
-        };
-        if chosen.is_empty() {
-            let what = match (run, only) {
-                (None, _) => "no run".to_owned(),
-                (Some(_), Some(o)) => format!("no hierarchy named {o}"),
-                (Some(r), None) => format!("no hierarchy in the {} run", r.mode),
-            };
-            root.draw(&Text::new(what, (20, 40), text(16, HPos::Left)))
-                .map_err(err)?;
-        }
-        let mut top = 10;
-        let (c_root, c_member, c_fault) = (color(2), color(0), RED);
-        for (((name, nodes), l), h) in chosen.iter().zip(&layouts).zip(&heights) {
-            let mode = run.map_or(String::new(), |r| r.mode.to_string());
-            let depth = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
-            root.draw(&Text::new(
-                format!(
-                    "hierarchy {name} ({mode} run): {} phones, max depth {depth}",
-                    nodes.len()
-                ),
-                (20, top),
-                text(15, HPos::Left),
-            ))
-            .map_err(err)?;
-            if no_tree(nodes) {
-                root.draw(&Text::new(
-                    "every phone fetched this file from the origin: no peer tree",
-                    (20, top + 26),
-                    text(12, HPos::Left),
-                ))
-                .map_err(err)?;
-                top += h;
-                continue;
-            }
-            // Key.
-            let key_y = top + 26;
-            let mut kx = 20;
-            for (label, c) in [
-                ("root", c_root),
-                ("member", c_member),
-                ("fell back or not installed", c_fault),
-            ] {
-                root.draw(&Circle::new((kx + 5, key_y + 6), 5, c.filled()))
-                    .map_err(err)?;
-                root.draw(&Text::new(label, (kx + 14, key_y), text(12, HPos::Left)))
-                    .map_err(err)?;
-                kx += 30 + 7 * label.len() as i32;
-            }
-            let at = |(x, row): (f64, usize)| -> (i32, i32) {
-                (
-                    20 + (x * slot_w + slot_w / 2.0) as i32,
-                    top + TREE_HEAD + 8 + ROW_H * row as i32,
-                )
-            };
-            for n in nodes.iter() {
-                if let (Some(p), Some(&me)) = (n.parent, l.pos.get(&n.phone))
-                    && let Some(&pp) = l.pos.get(&p)
-                {
-                    // From below the parent's label to the child's top: no line crosses text.
-                    let (from, to) = (at(pp), at(me));
-                    root.draw(&PathElement::new(
-                        vec![(from.0, from.1 + 32), (to.0, to.1 - 7)],
-                        RGBColor(150, 150, 150).stroke_width(1),
-                    ))
-                    .map_err(err)?;
-                }
-            }
-            for n in nodes.iter() {
-                let Some(&p) = l.pos.get(&n.phone) else {
-                    continue;
-                };
-                let (x, y) = at(p);
-                let faulted = n.role == "fallback" || failed.contains(&n.phone);
-                let c = if faulted {
-                    c_fault
-                } else if n.role == "root" {
-                    c_root
-                } else {
-                    c_member
-                };
-                root.draw(&Circle::new((x, y), 7, c.filled()))
-                    .map_err(err)?;
-                // Full labels where they fit; the last two octets and `dN` where they do not.
-                let [_, _, c3, c4] = n.phone.octets();
-                let (label, note) = if slot_w >= 80.0 {
-                    let note = match (n.role.as_str(), faulted) {
-                        ("root", _) => format!("root, depth {}", n.depth),
-                        (role, true) if role != "member" => role.to_owned(),
-                        (_, true) => format!("depth {}, failed", n.depth),
-                        _ => format!("depth {}", n.depth),
-                    };
-                    (n.phone.to_string(), note)
-                } else if slot_w >= 34.0 {
-                    (format!("{c3}.{c4}"), format!("d{}", n.depth))
-                } else {
-                    (String::new(), String::new())
-                };
-                root.draw(&Text::new(label, (x, y + 9), text(11, HPos::Center)))
-                    .map_err(err)?;
-                root.draw(&Text::new(note, (x, y + 21), text(10, HPos::Center)))
-                    .map_err(err)?;
-            }
-            top += h;
-        }
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
 }
 
 #[cfg(test)]

@@ -20,6 +20,62 @@ fn two_hosts_form_one_site() {
     let load = dir.join("srv").join("load");
     let manifest = pfs::manifest::synth_load(&load, 3, None).unwrap();
     // The LAN: a bridge with the origin on it; two hosts, each with a port on the bridge.
+    let (lan, hosts) = lan_with_two_hosts();
+    let _origin = common::Guard(
+        Command::new("ip")
+            .args(["netns", "exec", lan.name(), env!("CARGO_BIN_EXE_pfs")])
+            .args(["-q", "origin", "--listen", "198.18.0.1:69", "--root"])
+            .arg(dir.join("srv"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Both fleets at once, as two hosts would be started.
+    let per_host = run_fleets(&dir, &hosts);
+    let m = merged_report(&dir);
+    common::check_against_doc("fleet", &m);
+    assert_eq!(m["phones"], 10);
+    assert_eq!(
+        m["completed"], 10,
+        "every phone installed a verified load: {m}"
+    );
+    assert_eq!(m["corrupt_installs"], 0);
+    let roots = m["roots"].as_object().unwrap();
+    assert_eq!(
+        roots.len(),
+        manifest.files.len(),
+        "a root for every hierarchy: {m}"
+    );
+    for (h, r) in roots {
+        assert_eq!(
+            r.as_array().unwrap().len(),
+            1,
+            "one root for {h} across both hosts: {m}"
+        );
+    }
+    // The firmware crossed the WAN about once per file, not once per phone: phones of both
+    // hosts fetched from each other.
+    let load_bytes = m["load_bytes"].as_u64().unwrap();
+    assert!(
+        m["origin_bytes"].as_u64().unwrap() < 3 * load_bytes,
+        "origin bytes {} for a {load_bytes}-byte load: {m}",
+        m["origin_bytes"]
+    );
+    assert!(
+        per_host
+            .iter()
+            .all(|v| v["peer_bytes"].as_u64().unwrap() > 0)
+    );
+    drop(hosts);
+    drop(lan);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A LAN namespace with a bridge at 198.18.0.1, and two host namespaces with a port on it
+/// each (198.18.0.2 and .3).
+fn lan_with_two_hosts() -> (Netns, Vec<Netns>) {
     let lan = Netns::create("lan").unwrap();
     lan.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
     lan.ip(&["addr", "add", "198.18.0.1/16", "dev", "br0"])
@@ -48,18 +104,12 @@ fn two_hosts_form_one_site() {
             .unwrap();
         hosts.push(ns);
     }
-    let _origin = common::Guard(
-        Command::new("ip")
-            .args(["netns", "exec", lan.name(), env!("CARGO_BIN_EXE_pfs")])
-            .args(["-q", "origin", "--listen", "198.18.0.1:69", "--root"])
-            .arg(dir.join("srv"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // Both fleets at once, as two hosts would be started.
+    (lan, hosts)
+}
+
+/// Five sharing phones per host, both fleets at once; each fleet's report, checked to have
+/// installed every phone.
+fn run_fleets(dir: &std::path::Path, hosts: &[Netns]) -> Vec<serde_json::Value> {
     let fleets: Vec<_> = hosts
         .iter()
         .enumerate()
@@ -105,6 +155,11 @@ fn two_hosts_form_one_site() {
         assert_eq!(v["corrupt_installs"], 0);
         per_host.push(v);
     }
+    per_host
+}
+
+/// `pfs report merge` of both fleets' reports.
+fn merged_report(dir: &std::path::Path) -> serde_json::Value {
     let merged = Command::new(env!("CARGO_BIN_EXE_pfs"))
         .args(["report", "merge"])
         .arg(dir.join("fleet0.json"))
@@ -123,40 +178,5 @@ fn two_hosts_form_one_site() {
         "{m} {}",
         String::from_utf8_lossy(&merged.stderr)
     );
-    common::check_against_doc("fleet", &m);
-    assert_eq!(m["phones"], 10);
-    assert_eq!(
-        m["completed"], 10,
-        "every phone installed a verified load: {m}"
-    );
-    assert_eq!(m["corrupt_installs"], 0);
-    let roots = m["roots"].as_object().unwrap();
-    assert_eq!(
-        roots.len(),
-        manifest.files.len(),
-        "a root for every hierarchy: {m}"
-    );
-    for (h, r) in roots {
-        assert_eq!(
-            r.as_array().unwrap().len(),
-            1,
-            "one root for {h} across both hosts: {m}"
-        );
-    }
-    // The firmware crossed the WAN about once per file, not once per phone: phones of both
-    // hosts fetched from each other.
-    let load_bytes = m["load_bytes"].as_u64().unwrap();
-    assert!(
-        m["origin_bytes"].as_u64().unwrap() < 3 * load_bytes,
-        "origin bytes {} for a {load_bytes}-byte load: {m}",
-        m["origin_bytes"]
-    );
-    assert!(
-        per_host
-            .iter()
-            .all(|v| v["peer_bytes"].as_u64().unwrap() > 0)
-    );
-    drop(hosts);
-    drop(lan);
-    let _ = std::fs::remove_dir_all(&dir);
+    m
 }

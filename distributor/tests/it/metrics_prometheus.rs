@@ -88,6 +88,34 @@ fn prometheus_scrapes_a_serving_peer() {
         "{body}"
     );
     assert!(body.contains("pfs_role{model=\"CP-7961G\""), "{body}");
+    assert_promtool_accepts(&body);
+    assert_eq!(
+        get(metrics, "/nothing").unwrap().0.split(' ').nth(1),
+        Some("404")
+    );
+
+    // A real Prometheus scraping it every second.
+    let _prometheus = start_prometheus(&dir, metrics, prom);
+    let query = "/api/v1/query?query=pfs_messages_sent_total%7Btype%3D%22Advert%22%7D";
+    let adverts = eventually(40, || {
+        let (_, body) = get(prom, query).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+        (n > 0.0).then_some(n)
+    })
+    .expect("Prometheus scraped the peer and answers for its Advert counter");
+    assert!(adverts >= 1.0);
+    let up = get(prom, "/api/v1/query?query=up%7Bjob%3D%22pfs%22%7D")
+        .unwrap()
+        .1;
+    assert!(up.contains("\"1\""), "the scrape target is up: {up}");
+    drop(_prometheus);
+    drop(_serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `promtool check metrics` accepts `body`.
+fn assert_promtool_accepts(body: &str) {
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -108,12 +136,11 @@ fn prometheus_scrapes_a_serving_peer() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        get(metrics, "/nothing").unwrap().0.split(' ').nth(1),
-        Some("404")
-    );
+}
 
-    // A real Prometheus scraping it every second.
+/// Prometheus on 127.0.0.1:`prom`, its data under `dir`, scraping 127.0.0.1:`metrics` every
+/// second.
+fn start_prometheus(dir: &std::path::Path, metrics: u16, prom: u16) -> common::Guard {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -123,7 +150,7 @@ fn prometheus_scrapes_a_serving_peer() {
         ),
     )
     .unwrap();
-    let _prometheus = common::Guard(
+    common::Guard(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -135,21 +162,5 @@ fn prometheus_scrapes_a_serving_peer() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
-    let query = "/api/v1/query?query=pfs_messages_sent_total%7Btype%3D%22Advert%22%7D";
-    let adverts = eventually(40, || {
-        let (_, body) = get(prom, query).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
-        (n > 0.0).then_some(n)
-    })
-    .expect("Prometheus scraped the peer and answers for its Advert counter");
-    assert!(adverts >= 1.0);
-    let up = get(prom, "/api/v1/query?query=up%7Bjob%3D%22pfs%22%7D")
-        .unwrap()
-        .1;
-    assert!(up.contains("\"1\""), "the scrape target is up: {up}");
-    drop(_prometheus);
-    drop(_serve);
-    let _ = std::fs::remove_dir_all(&dir);
+    )
 }

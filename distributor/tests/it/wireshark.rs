@@ -199,58 +199,83 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
     if !common::tool("tshark") {
         return;
     }
-    let key = HierarchyKey {
-        model: "CP-7961G".into(),
-        file: "apps41.9-4-2ES26.sbn".into(),
-        digest: [7; 32],
-    };
-    let udp = [
-        Message::Advert {
-            key: key.clone(),
-            xid: 0x1234_5678,
-            strength: 99,
-            tier: Tier::Fetching,
-            seq: 3,
-            depth: 0,
-            free_slots: 2,
-            verified: 5,
-        },
-        Message::Join {
-            key: key.clone(),
-            xid: 1,
-            max_children: 2,
-            link_kbit: 100_000,
-            verified: 0,
-            exclude: vec![PeerId::from(Ipv4Addr::new(198, 19, 1, 5))],
-        },
-        Message::Accept {
-            key: key.clone(),
-            xid: 1,
-            parent: PeerId::from(Ipv4Addr::new(198, 19, 1, 9)),
-            port: 4051,
-            depth: 1,
-        },
-        Message::Reject {
-            key: key.clone(),
-            xid: 1,
-            reason: 0,
-        },
-        Message::Leave {
-            key: key.clone(),
-            xid: 1,
-            reason: 0,
-        },
-        Message::Heartbeat {
-            key: key.clone(),
-            xid: 1,
-            verified: 4,
-        },
-        Message::Lease {
-            key,
-            xid: 1,
-            op: pfs::wire::LEASE_GRANT,
-        },
-    ];
+    let pcap = every_message_pcap();
+    let dir = common::scratch("wireshark-types");
+    let file = dir.join("types.pcap");
+    std::fs::write(&file, &pcap.0).unwrap();
+
+    let want: BTreeMap<String, u64> = documented_messages()
+        .into_iter()
+        .map(|(n, _)| (n, 1))
+        .collect();
+    assert_eq!(counts(&file), want);
+    assert_eq!(malformed(&file), 0);
+
+    // Every documented field, under its documented name, in the message of its type.
+    let pdml = tshark(&file, &["-T", "pdml"]);
+    let by_type = pfs_parts_by_type(&pdml);
+    let missing = undocumented_fields(&by_type);
+    assert!(missing.is_empty(), "not decoded as documented: {missing:?}");
+    // Values read back, not only names.
+    assert!(by_type["Accept"].contains("showname=\"parent: 198.19.1.9\""));
+    assert!(by_type["Advert"].contains("showname=\"strength: 99\""));
+    assert!(by_type["Error"].contains("showname=\"message: busy\""));
+    assert!(
+        by_type["Chunk"].contains("show=\"3000\""),
+        "the chunk is reassembled"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lab_capture_counts_equal_what_the_phones_sent() {
+    let _group = crate::common::group(module_path!());
+    if !common::privileged("pfs lab --pcap")
+        || !common::tool("tc")
+        || !common::tool("tcpdump")
+        || !common::tool("tshark")
+    {
+        return;
+    }
+    let dir = common::scratch("wireshark-lab");
+    let pcap = dir.join("lab.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
+        .args(["lab", "--phones", "6", "--models", "CP-7961G"])
+        .args(["--json", "--deadline-s", "60", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .expect("run pfs lab");
+    assert!(
+        out.status.success(),
+        "pfs lab failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    common::check_against_doc("lab", &report);
+    assert_eq!(report["completed"], 6);
+    assert_eq!(report["pcap_dropped"], 0, "the capture is incomplete");
+    let sent: BTreeMap<String, u64> =
+        serde_json::from_value(report["messages_sent"].clone()).unwrap();
+    for ty in ["Advert", "Join", "Accept", "Request", "Chunk"] {
+        assert!(
+            sent.get(ty).copied().unwrap_or(0) > 0,
+            "no {ty} sent: {sent:?}"
+        );
+    }
+    let seen = counts(&pcap);
+    assert_eq!(
+        seen, sent,
+        "the capture's messages by type (left) and the phones' own counts (right)"
+    );
+    assert_eq!(malformed(&pcap), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A capture holding every message type once: the UDP ones broadcast, a request, a chunk
+/// split over two TCP segments, then two messages in one segment.
+fn every_message_pcap() -> Pcap {
+    let udp = every_udp_message();
     let (a, b) = (Ipv4Addr::new(198, 19, 1, 2), Ipv4Addr::new(198, 19, 1, 3));
     let mut pcap = Pcap::new();
     for m in &udp {
@@ -307,19 +332,11 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
     );
     let seq = 1 + chunk.len() as u32;
     pcap.tcp(b, 4051, a, 40000, seq, 1 + request.len() as u32, &two);
-    let dir = common::scratch("wireshark-types");
-    let file = dir.join("types.pcap");
-    std::fs::write(&file, &pcap.0).unwrap();
+    pcap
+}
 
-    let want: BTreeMap<String, u64> = documented_messages()
-        .into_iter()
-        .map(|(n, _)| (n, 1))
-        .collect();
-    assert_eq!(counts(&file), want);
-    assert_eq!(malformed(&file), 0);
-
-    // Every documented field, under its documented name, in the message of its type.
-    let pdml = tshark(&file, &["-T", "pdml"]);
+/// Each message type's `pfs` protocol part of tshark's PDML, by type name.
+fn pfs_parts_by_type(pdml: &str) -> BTreeMap<String, String> {
     let packets: Vec<&str> = pdml.split("<packet>").skip(1).collect();
     let mut by_type: BTreeMap<String, String> = BTreeMap::new();
     for p in &packets {
@@ -336,6 +353,12 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
             by_type.insert(name, part.to_owned());
         }
     }
+    by_type
+}
+
+/// Every documented field (and the header's) that the dissector did not decode under its
+/// documented name, as `type.field (what was looked for)`.
+fn undocumented_fields(by_type: &BTreeMap<String, String>) -> Vec<String> {
     let mut missing = Vec::new();
     for (ty, fields) in documented_messages() {
         let part = by_type
@@ -352,59 +375,61 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
             }
         }
     }
-    assert!(missing.is_empty(), "not decoded as documented: {missing:?}");
-    // Values read back, not only names.
-    assert!(by_type["Accept"].contains("showname=\"parent: 198.19.1.9\""));
-    assert!(by_type["Advert"].contains("showname=\"strength: 99\""));
-    assert!(by_type["Error"].contains("showname=\"message: busy\""));
-    assert!(
-        by_type["Chunk"].contains("show=\"3000\""),
-        "the chunk is reassembled"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    missing
 }
 
-#[test]
-fn lab_capture_counts_equal_what_the_phones_sent() {
-    let _group = crate::common::group(module_path!());
-    if !common::privileged("pfs lab --pcap")
-        || !common::tool("tc")
-        || !common::tool("tcpdump")
-        || !common::tool("tshark")
-    {
-        return;
-    }
-    let dir = common::scratch("wireshark-lab");
-    let pcap = dir.join("lab.pcap");
-    let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
-        .args(["lab", "--phones", "6", "--models", "CP-7961G"])
-        .args(["--json", "--deadline-s", "60", "--pcap"])
-        .arg(&pcap)
-        .output()
-        .expect("run pfs lab");
-    assert!(
-        out.status.success(),
-        "pfs lab failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    common::check_against_doc("lab", &report);
-    assert_eq!(report["completed"], 6);
-    assert_eq!(report["pcap_dropped"], 0, "the capture is incomplete");
-    let sent: BTreeMap<String, u64> =
-        serde_json::from_value(report["messages_sent"].clone()).unwrap();
-    for ty in ["Advert", "Join", "Accept", "Request", "Chunk"] {
-        assert!(
-            sent.get(ty).copied().unwrap_or(0) > 0,
-            "no {ty} sent: {sent:?}"
-        );
-    }
-    let seen = counts(&pcap);
-    assert_eq!(
-        seen, sent,
-        "the capture's messages by type (left) and the phones' own counts (right)"
-    );
-    assert_eq!(malformed(&pcap), 0);
-    let _ = std::fs::remove_dir_all(&dir);
+/// One message of every UDP type, with distinct field values.
+fn every_udp_message() -> Vec<Message> {
+    let key = HierarchyKey {
+        model: "CP-7961G".into(),
+        file: "apps41.9-4-2ES26.sbn".into(),
+        digest: [7; 32],
+    };
+    vec![
+        Message::Advert {
+            key: key.clone(),
+            xid: 0x1234_5678,
+            strength: 99,
+            tier: Tier::Fetching,
+            seq: 3,
+            depth: 0,
+            free_slots: 2,
+            verified: 5,
+        },
+        Message::Join {
+            key: key.clone(),
+            xid: 1,
+            max_children: 2,
+            link_kbit: 100_000,
+            verified: 0,
+            exclude: vec![PeerId::from(Ipv4Addr::new(198, 19, 1, 5))],
+        },
+        Message::Accept {
+            key: key.clone(),
+            xid: 1,
+            parent: PeerId::from(Ipv4Addr::new(198, 19, 1, 9)),
+            port: 4051,
+            depth: 1,
+        },
+        Message::Reject {
+            key: key.clone(),
+            xid: 1,
+            reason: 0,
+        },
+        Message::Leave {
+            key: key.clone(),
+            xid: 1,
+            reason: 0,
+        },
+        Message::Heartbeat {
+            key: key.clone(),
+            xid: 1,
+            verified: 4,
+        },
+        Message::Lease {
+            key,
+            xid: 1,
+            op: pfs::wire::LEASE_GRANT,
+        },
+    ]
 }

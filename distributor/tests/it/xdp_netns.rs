@@ -44,18 +44,7 @@ fn counts_exactly_1000_broadcasts_to_4051_and_100_other_datagrams() {
     if !common::privileged("xdp counts") {
         return;
     }
-    let sender = Netns::create("xt-tx").expect("netns");
-    let receiver = Netns::create("xt-rx").expect("netns");
-    let link = VethPair::create(
-        &sender,
-        "pfsx-a",
-        Ipv4Addr::new(198, 18, 1, 1),
-        &receiver,
-        "pfsx-b",
-        Ipv4Addr::new(198, 18, 1, 2),
-        24,
-    )
-    .expect("veth");
+    let (sender, receiver, link) = veth_between('x', 1);
     let ns = receiver.name().to_owned();
     let iface = link.b_name.clone();
 
@@ -107,30 +96,8 @@ fn counts_exactly_1000_broadcasts_to_4051_and_100_other_datagrams() {
 
     // bpftool reads the same pinned map: per-CPU values must sum to the same totals.
     let pin = format!("/sys/fs/bpf/pfs/{ns}/{iface}/PFS_COUNTERS");
-    let dump = Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned", &pin])
-        .output()
-        .expect("run bpftool");
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let dump: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("bpftool JSON");
-    let sum = |slot: u64| -> u64 {
-        let entry = dump
-            .as_array()
-            .expect("array")
-            .iter()
-            .find(|e| bpftool_number(&e["key"]) == slot)
-            .expect("slot present");
-        entry["values"]
-            .as_array()
-            .expect("per-cpu values")
-            .iter()
-            .map(|v| bpftool_number(&v["value"]))
-            .sum()
-    };
+    let dump = bpftool_dump(&pin);
+    let sum = |slot: u64| per_cpu_sum(&dump, slot);
     assert_eq!(sum(0), 1000);
     assert_eq!(sum(1), 100);
 
@@ -191,59 +158,72 @@ fn bpftool_number(v: &serde_json::Value) -> u64 {
     })
 }
 
-fn advert(model: &str, seq: u32) -> Vec<u8> {
-    pfs::wire::Message::Advert {
-        key: pfs::wire::HierarchyKey {
-            model: model.into(),
-            file: "cvm41sccp.9-4-2SR3-1S.sbn".into(),
-            digest: [7; 32],
-        },
-        xid: 0x0800_27f8,
-        strength: 0x31d4_d43d,
-        tier: pfs::wire::Tier::Tentative,
-        seq,
-        depth: 0,
-        free_slots: 2,
-        verified: 0,
-    }
-    .encode()
-    .unwrap()
-}
-
-#[test]
-fn validates_deduplicates_filters_and_counts_a_known_mix() {
-    let _group = crate::common::group(module_path!());
-    if !common::privileged("xdp known mix") {
-        return;
-    }
-    let sender = Netns::create("xm-tx").expect("netns");
-    let receiver = Netns::create("xm-rx").expect("netns");
+/// Namespaces `x{tag}-tx` and `x{tag}-rx` joined by a veth (`pfs{tag}-a`, `pfs{tag}-b`) on
+/// 198.18.`subnet`.0/24.
+fn veth_between(tag: char, subnet: u8) -> (Netns, Netns, VethPair) {
+    let sender = Netns::create(&format!("x{tag}-tx")).expect("netns");
+    let receiver = Netns::create(&format!("x{tag}-rx")).expect("netns");
     let link = VethPair::create(
         &sender,
-        "pfsm-a",
-        Ipv4Addr::new(198, 18, 2, 1),
+        &format!("pfs{tag}-a"),
+        Ipv4Addr::new(198, 18, subnet, 1),
         &receiver,
-        "pfsm-b",
-        Ipv4Addr::new(198, 18, 2, 2),
+        &format!("pfs{tag}-b"),
+        Ipv4Addr::new(198, 18, subnet, 2),
         24,
     )
     .expect("veth");
-    let ns = receiver.name().to_owned();
-    let iface = link.b_name.clone();
-    ok(&[
-        "xdp", "attach", "--iface", &iface, "--netns", &ns, "--model", "CP-7961G",
-    ]);
-    let _detach = Detach(&iface, &ns);
+    (sender, receiver, link)
+}
 
-    // What a peer in the receiving namespace gets.
-    let socket = receiver
-        .run(|| std::net::UdpSocket::bind("0.0.0.0:4051"))
-        .expect("netns")
-        .expect("bind 4051");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+/// bpftool's JSON dump of the pinned map `pin`.
+fn bpftool_dump(pin: &str) -> serde_json::Value {
+    let dump = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned", pin])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    serde_json::from_slice(&dump.stdout).expect("bpftool JSON")
+}
 
+/// Counter `slot` of a per-CPU map dump, summed over the CPUs.
+fn per_cpu_sum(dump: &serde_json::Value, slot: u64) -> u64 {
+    let entry = dump
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| bpftool_number(&e["key"]) == slot)
+        .expect("slot present");
+    entry["values"]
+        .as_array()
+        .expect("per-cpu values")
+        .iter()
+        .map(|v| bpftool_number(&v["value"]))
+        .sum()
+}
+
+/// Every datagram `socket` receives until it has been quiet for its read timeout (at most
+/// 1000).
+fn drain(socket: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 2048];
+    for _ in 0..1000 {
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => received.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    received
+}
+
+/// The known mix sent to 4051, and the payloads that must pass XDP to the socket, in order:
+/// 20 adverts (pass), 10 of them again (duplicates), 7 of another model, 5 malformed, 4 joins
+/// (never de-duplicated: all pass).
+fn known_mix() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut mix: Vec<Vec<u8>> = Vec::new();
     let mut expected_payloads: Vec<Vec<u8>> = Vec::new();
     for seq in 1..=20 {
@@ -295,6 +275,52 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
         mix.push(join.clone()); // joins are not de-duplicated: all pass
         expected_payloads.push(join);
     }
+    (mix, expected_payloads)
+}
+
+fn advert(model: &str, seq: u32) -> Vec<u8> {
+    pfs::wire::Message::Advert {
+        key: pfs::wire::HierarchyKey {
+            model: model.into(),
+            file: "cvm41sccp.9-4-2SR3-1S.sbn".into(),
+            digest: [7; 32],
+        },
+        xid: 0x0800_27f8,
+        strength: 0x31d4_d43d,
+        tier: pfs::wire::Tier::Tentative,
+        seq,
+        depth: 0,
+        free_slots: 2,
+        verified: 0,
+    }
+    .encode()
+    .unwrap()
+}
+
+#[test]
+fn validates_deduplicates_filters_and_counts_a_known_mix() {
+    let _group = crate::common::group(module_path!());
+    if !common::privileged("xdp known mix") {
+        return;
+    }
+    let (sender, receiver, link) = veth_between('m', 2);
+    let ns = receiver.name().to_owned();
+    let iface = link.b_name.clone();
+    ok(&[
+        "xdp", "attach", "--iface", &iface, "--netns", &ns, "--model", "CP-7961G",
+    ]);
+    let _detach = Detach(&iface, &ns);
+
+    // What a peer in the receiving namespace gets.
+    let socket = receiver
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:4051"))
+        .expect("netns")
+        .expect("bind 4051");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+
+    let (mix, expected_payloads) = known_mix();
     let to = SocketAddrV4::new(link.broadcast(), 4051);
     let sent =
         traffic::send_payloads_in(sender.name(), link.a_addr, to, mix, Duration::from_secs(30))
@@ -313,14 +339,7 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
     .expect("send");
     assert_eq!(others, 3);
 
-    let mut received = Vec::new();
-    let mut buf = [0u8; 2048];
-    for _ in 0..1000 {
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) => received.push(buf[..n].to_vec()),
-            Err(_) => break,
-        }
-    }
+    let received = drain(&socket);
     assert_eq!(
         received, expected_payloads,
         "the peer socket got exactly what should pass"
@@ -343,23 +362,8 @@ fn validates_deduplicates_filters_and_counts_a_known_mix() {
     }
     // bpftool reads the same pinned counters.
     let pin = format!("/sys/fs/bpf/pfs/{ns}/{iface}/PFS_COUNTERS");
-    let dump = Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned", &pin])
-        .output()
-        .expect("bpftool");
-    let dump: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("bpftool JSON");
-    let slot = |i: u64| -> u64 {
-        dump.as_array()
-            .unwrap()
-            .iter()
-            .find(|e| bpftool_number(&e["key"]) == i)
-            .unwrap()["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| bpftool_number(&v["value"]))
-            .sum()
-    };
+    let dump = bpftool_dump(&pin);
+    let slot = |i: u64| per_cpu_sum(&dump, i);
     assert_eq!((slot(2), slot(8), slot(9), slot(10)), (20, 5, 10, 7));
 }
 

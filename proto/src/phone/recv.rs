@@ -28,65 +28,13 @@ impl Phone {
                 max_children,
                 exclude,
                 ..
-            } => {
-                let x = &mut self.hierarchies[i];
-                let placed = match (&mut x.coordinator, x.role) {
-                    (Some(c), Role::Root) if xid == x.me.xid => {
-                        let ex: Vec<_> = exclude.iter().collect();
-                        c.join(from, max_children, &ex)
-                    }
-                    _ => None,
-                };
-                let msg = match placed {
-                    Some((parent, depth)) => Msg::Accept {
-                        h,
-                        xid,
-                        parent,
-                        depth,
-                    },
-                    None => Msg::Reject { h, xid },
-                };
-                out.push(Action::Send { to: from, msg });
-            }
+            } => self.on_join(i, from, h, xid, max_children, &exclude, out),
             Msg::Accept {
                 h,
                 xid,
                 parent,
                 depth,
-            } => {
-                let x = &mut self.hierarchies[i];
-                let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
-                if x.role != Role::Member || !x.join_pending || !expected {
-                    return;
-                }
-                if parent == self.id || x.blacklist.contains(&parent) {
-                    // A root that places us under ourselves or under a peer we caught sending
-                    // corrupt data (found by the fuzz target `phone_events`): ignored as if
-                    // lost; the Join timer asks again.
-                    return;
-                }
-                x.join_pending = false;
-                if let Some(old) = x.parent.filter(|&p| p != parent) {
-                    out.push(Action::Send {
-                        to: old,
-                        msg: x.leave(),
-                    });
-                }
-                x.joined_xid = Some(xid);
-                x.last_rx = now;
-                x.parent = Some(parent);
-                x.depth = depth;
-                x.orphan_since = None;
-                x.lag_since = None;
-                out.push(Action::Send {
-                    to: parent,
-                    msg: Msg::Request {
-                        h,
-                        from: x.verified,
-                        xid,
-                    },
-                });
-            }
+            } => self.on_accept(now, i, from, h, xid, parent, depth, out),
             Msg::Reject { xid, .. } => {
                 // From the root: the Join timer retries and adverts tell us if the root
                 // changed. From our parent: it refused our Request, so re-attach elsewhere.
@@ -101,48 +49,7 @@ impl Phone {
                 h,
                 from: start,
                 xid,
-            } => {
-                let x = &mut self.hierarchies[i];
-                if x.role == Role::Traditional {
-                    return;
-                }
-                let current = x.joined_xid;
-                if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
-                    // Already streaming to it: what is in the socket will arrive, so a repeat
-                    // Request (a stall probe) never rewinds and never duplicates.
-                    c.next = c.next.max(start);
-                    c.xid = xid;
-                } else if x.children.len() < usize::from(cfg.fanout) {
-                    x.children.push(Child {
-                        peer: from,
-                        next: start,
-                        relayed: 0,
-                        xid,
-                    });
-                } else if let Some(stale) = x.children.iter_mut().find(|c| Some(c.xid) != current) {
-                    // Full, but one child belongs to an older tree: it is rejoining anyway.
-                    out.push(Action::Send {
-                        to: stale.peer,
-                        msg: Msg::Reject { h, xid: stale.xid },
-                    });
-                    *stale = Child {
-                        peer: from,
-                        next: start,
-                        relayed: 0,
-                        xid,
-                    };
-                } else {
-                    // Full (the root's bookkeeping was stale). Answer in the child's tree, so
-                    // it re-attaches elsewhere instead of waiting on us.
-                    out.push(Action::Send {
-                        to: from,
-                        msg: Msg::Reject { h, xid },
-                    });
-                    return;
-                }
-                assert!(x.children.len() <= usize::from(cfg.fanout));
-                self.pump(cfg, i, out);
-            }
+            } => self.on_request(cfg, i, from, h, start, xid, out),
             Msg::Chunk {
                 index, have, ok, ..
             } => self.chunk(cfg, now, i, from, index, have, ok, out),
@@ -151,6 +58,142 @@ impl Phone {
                 self.hierarchies[i].children.retain(|c| c.peer != from);
             }
         }
+    }
+
+    /// A Join: as root of tree `xid`, place the joiner (not under any of `exclude`) and
+    /// answer Accept, else Reject.
+    #[allow(clippy::too_many_arguments)]
+    fn on_join(
+        &mut self,
+        i: usize,
+        from: PeerId,
+        h: u32,
+        xid: u32,
+        max_children: u8,
+        exclude: &Excludes,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        let placed = match (&mut x.coordinator, x.role) {
+            (Some(c), Role::Root) if xid == x.me.xid => {
+                let ex: Vec<_> = exclude.iter().collect();
+                c.join(from, max_children, &ex)
+            }
+            _ => None,
+        };
+        let msg = match placed {
+            Some((parent, depth)) => Msg::Accept {
+                h,
+                xid,
+                parent,
+                depth,
+            },
+            None => Msg::Reject { h, xid },
+        };
+        out.push(Action::Send { to: from, msg });
+    }
+
+    /// An Accept from the root we asked: attach under `parent` at `depth` (leaving the old
+    /// parent) and ask it for the file from what we hold.
+    #[allow(clippy::too_many_arguments)]
+    fn on_accept(
+        &mut self,
+        now: Time,
+        i: usize,
+        from: PeerId,
+        h: u32,
+        xid: u32,
+        parent: PeerId,
+        depth: u8,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        let expected = x.best.is_some_and(|b| b.peer == from && b.xid == xid);
+        if x.role != Role::Member || !x.join_pending || !expected {
+            return;
+        }
+        if parent == self.id || x.blacklist.contains(&parent) {
+            // A root that places us under ourselves or under a peer we caught sending
+            // corrupt data (found by the fuzz target `phone_events`): ignored as if
+            // lost; the Join timer asks again.
+            return;
+        }
+        x.join_pending = false;
+        if let Some(old) = x.parent.filter(|&p| p != parent) {
+            out.push(Action::Send {
+                to: old,
+                msg: x.leave(),
+            });
+        }
+        x.joined_xid = Some(xid);
+        x.last_rx = now;
+        x.parent = Some(parent);
+        x.depth = depth;
+        x.orphan_since = None;
+        x.lag_since = None;
+        out.push(Action::Send {
+            to: parent,
+            msg: Msg::Request {
+                h,
+                from: x.verified,
+                xid,
+            },
+        });
+    }
+
+    /// A child's Request to stream from chunk `start` in tree `xid`: taken while there is a
+    /// free slot or a child of an older tree to replace, else refused.
+    #[allow(clippy::too_many_arguments)]
+    fn on_request(
+        &mut self,
+        cfg: &Config,
+        i: usize,
+        from: PeerId,
+        h: u32,
+        start: u32,
+        xid: u32,
+        out: &mut Vec<Action>,
+    ) {
+        let x = &mut self.hierarchies[i];
+        if x.role == Role::Traditional {
+            return;
+        }
+        let current = x.joined_xid;
+        if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
+            // Already streaming to it: what is in the socket will arrive, so a repeat
+            // Request (a stall probe) never rewinds and never duplicates.
+            c.next = c.next.max(start);
+            c.xid = xid;
+        } else if x.children.len() < usize::from(cfg.fanout) {
+            x.children.push(Child {
+                peer: from,
+                next: start,
+                relayed: 0,
+                xid,
+            });
+        } else if let Some(stale) = x.children.iter_mut().find(|c| Some(c.xid) != current) {
+            // Full, but one child belongs to an older tree: it is rejoining anyway.
+            out.push(Action::Send {
+                to: stale.peer,
+                msg: Msg::Reject { h, xid: stale.xid },
+            });
+            *stale = Child {
+                peer: from,
+                next: start,
+                relayed: 0,
+                xid,
+            };
+        } else {
+            // Full (the root's bookkeeping was stale). Answer in the child's tree, so
+            // it re-attaches elsewhere instead of waiting on us.
+            out.push(Action::Send {
+                to: from,
+                msg: Msg::Reject { h, xid },
+            });
+            return;
+        }
+        assert!(x.children.len() <= usize::from(cfg.fanout));
+        self.pump(cfg, i, out);
     }
 
     pub(super) fn advert(

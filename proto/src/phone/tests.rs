@@ -82,24 +82,34 @@ fn fuzz_regressions_phone_events() {
     };
     let spec = [HierarchySpec { id: 0, chunks: 2 }];
     let mut out = Vec::new();
+    a_second_boot_keeps_the_root(&cfg, &spec, &mut out);
+    let mut p = an_accept_naming_ourselves_is_ignored(&cfg, &spec, &mut out);
+    chunks_past_the_end_are_not_counted(&cfg, &mut p, &mut out);
+}
+
+/// Booted twice, the second time as root: still root, invariants hold.
+fn a_second_boot_keeps_the_root(cfg: &Config, spec: &[HierarchySpec], out: &mut Vec<Action>) {
     let timer = |kind| Event::Timer { h: 0, kind };
-    // Boot twice, the second time as root.
-    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
-    p.handle(&cfg, 0, Event::Boot, &mut out);
-    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
-    p.handle(
-        &cfg,
-        cfg.claim_guard + 20,
-        timer(TimerKind::Guard),
-        &mut out,
-    );
+    let mut p = Phone::new(PeerId(3), 100_000, 1, spec);
+    p.handle(cfg, 0, Event::Boot, out);
+    p.handle(cfg, 10, timer(TimerKind::Claim), out);
+    p.handle(cfg, cfg.claim_guard + 20, timer(TimerKind::Guard), out);
     assert_eq!(p.hierarchies[0].role, Role::Root);
-    p.handle(&cfg, cfg.claim_guard + 30, Event::Boot, &mut out);
-    p.invariants(&cfg).unwrap();
+    p.handle(cfg, cfg.claim_guard + 30, Event::Boot, out);
+    p.invariants(cfg).unwrap();
     assert_eq!(p.hierarchies[0].role, Role::Root);
-    // An Accept that names us as our own parent.
-    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
-    p.handle(&cfg, 0, Event::Boot, &mut out);
+}
+
+/// An Accept that names us as our own parent is ignored; a sane one still counts. Returns
+/// the phone, a member under phone 0.
+fn an_accept_naming_ourselves_is_ignored(
+    cfg: &Config,
+    spec: &[HierarchySpec],
+    out: &mut Vec<Action>,
+) -> Phone {
+    let timer = |kind| Event::Timer { h: 0, kind };
+    let mut p = Phone::new(PeerId(3), 100_000, 1, spec);
+    p.handle(cfg, 0, Event::Boot, out);
     let root = Claim {
         tier: Tier::Confirmed,
         strength: u64::MAX,
@@ -115,15 +125,15 @@ fn fuzz_regressions_phone_events() {
         free_slots: 0,
     };
     p.handle(
-        &cfg,
+        cfg,
         1,
         Event::Recv {
             from: PeerId(0),
             msg: advert,
         },
-        &mut out,
+        out,
     );
-    p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
+    p.handle(cfg, 300_000, timer(TimerKind::Join), out);
     let accept = |parent: u32| Msg::Accept {
         h: 0,
         xid: 0,
@@ -131,31 +141,35 @@ fn fuzz_regressions_phone_events() {
         depth: 1,
     };
     p.handle(
-        &cfg,
+        cfg,
         300_001,
         Event::Recv {
             from: PeerId(0),
             msg: accept(3),
         },
-        &mut out,
+        out,
     );
-    p.invariants(&cfg).unwrap();
+    p.invariants(cfg).unwrap();
     assert_eq!(p.hierarchies[0].parent, None);
     p.handle(
-        &cfg,
+        cfg,
         300_002,
         Event::Recv {
             from: PeerId(0),
             msg: accept(0),
         },
-        &mut out,
+        out,
     );
     assert_eq!(
         p.hierarchies[0].parent,
         Some(PeerId(0)),
         "a sane Accept still counts"
     );
-    // Chunks 0, 1, then a "chunk 2" of a 2-chunk file.
+    p
+}
+
+/// Chunks 0, 1, then a "chunk 2" of a 2-chunk file from the parent: two verified.
+fn chunks_past_the_end_are_not_counted(cfg: &Config, p: &mut Phone, out: &mut Vec<Action>) {
     for index in 0..3 {
         let chunk = Msg::Chunk {
             h: 0,
@@ -164,26 +178,23 @@ fn fuzz_regressions_phone_events() {
             ok: true,
         };
         p.handle(
-            &cfg,
+            cfg,
             300_010 + u64::from(index),
             Event::Recv {
                 from: PeerId(0),
                 msg: chunk,
             },
-            &mut out,
+            out,
         );
-        p.invariants(&cfg).unwrap();
+        p.invariants(cfg).unwrap();
     }
     assert_eq!(p.hierarchies[0].verified, 2);
 }
 
-/// Regression (found by `pfs simulate --swarm`): a grant after a long run of refusals was
-/// dated from the first request, had expired on arrival, and the member fell back and
-/// stopped at once, again and again, while the root held the slot. A refusal answers the
-/// requests before it; the grant lasts from a later one.
-#[test]
-fn a_grant_after_refusals_is_a_live_lease() {
-    let cfg = Config::default();
+/// Phone 2 with one 1000-chunk hierarchy, booted, that heard confirmed root 7 (xid 77, 10
+/// chunks verified) at 1 ms, sent its Join at 300 ms and was refused at 301 ms. Returns the
+/// phone and the root's advert.
+fn refused_by_root_7(cfg: &Config, out: &mut Vec<Action>) -> (Phone, Event) {
     let mut p = Phone::new(
         PeerId(2),
         100_000,
@@ -193,8 +204,7 @@ fn a_grant_after_refusals_is_a_live_lease() {
             chunks: 1000,
         }],
     );
-    let mut out = Vec::new();
-    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.handle(cfg, 0, Event::Boot, out);
     let root = Claim {
         tier: Tier::Confirmed,
         strength: u64::MAX,
@@ -212,18 +222,31 @@ fn a_grant_after_refusals_is_a_live_lease() {
             free_slots: 0,
         },
     };
+    let timer = |kind| Event::Timer { h: 0, kind };
+    p.handle(cfg, 1_000, advert, out);
+    p.handle(cfg, 300_000, timer(TimerKind::Join), out);
+    let reject = Event::Recv {
+        from: PeerId(7),
+        msg: Msg::Reject { h: 0, xid: 77 },
+    };
+    p.handle(cfg, 301_000, reject, out);
+    (p, advert)
+}
+
+/// Regression (found by `pfs simulate --swarm`): a grant after a long run of refusals was
+/// dated from the first request, had expired on arrival, and the member fell back and
+/// stopped at once, again and again, while the root held the slot. A refusal answers the
+/// requests before it; the grant lasts from a later one.
+#[test]
+fn a_grant_after_refusals_is_a_live_lease() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let (mut p, advert) = refused_by_root_7(&cfg, &mut out);
     let lease = |op| Event::Recv {
         from: PeerId(7),
         msg: Msg::Lease { h: 0, xid: 77, op },
     };
     let timer = |kind| Event::Timer { h: 0, kind };
-    p.handle(&cfg, 1_000, advert, &mut out);
-    p.handle(&cfg, 300_000, timer(TimerKind::Join), &mut out);
-    let reject = Event::Recv {
-        from: PeerId(7),
-        msg: Msg::Reject { h: 0, xid: 77 },
-    };
-    p.handle(&cfg, 301_000, reject, &mut out);
     // Orphaned past fallback_after, refused for three lease times, then granted.
     let refuse_until = 301_000 + cfg.fallback_after + 3 * cfg.lease_time;
     let mut now = 301_000;

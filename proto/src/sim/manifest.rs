@@ -37,54 +37,6 @@ pub(super) fn at_boot<'a>(cfg: &SimConfig, specs: &'a [HierarchySpec]) -> &'a [H
     }
 }
 
-impl Report {
-    pub(super) fn new(cfg: &SimConfig, load_bytes: u64, limit_s: f64) -> Report {
-        Report {
-            phones: cfg.phones,
-            completed: 0,
-            crashed: 0,
-            frozen: 0,
-            cut: 0,
-            corrupt_installs: 0,
-            origin_fallbacks: 0,
-            fallbacks_no_peer: 0,
-            roots_rejected_corrupt: 0,
-            liars: 0,
-            roots_rejected_stalled: 0,
-            roots_elected_max: 0,
-            origin_peak_sessions: 0,
-            origin_busy: 0,
-            manifest_wan_bytes: if cfg.manifest_over_lan {
-                0
-            } else {
-                u64::from(cfg.phones) * cfg.manifest_bytes
-            },
-            manifest_origin_fetches: if cfg.manifest_over_lan { 0 } else { cfg.phones },
-            roots_max: 0,
-            roots_max_partitioned: 0,
-            final_max_depth: 0,
-            final_roots_max: 0,
-            max_children: 0,
-            max_depth: 0,
-            wan_bytes: 0,
-            load_bytes,
-            models: cfg.models,
-            makespan_s: 0.0,
-            normal_makespan_s: 0.0,
-            limit_s,
-            election_converged_s: 0.0,
-            election_broadcasts: 0,
-            unicast_control: 0,
-            slow_phones_with_children: 0,
-            events: 0,
-            timed_out: false,
-            wall_s: 0.0,
-            seed: cfg.seed,
-            mode: cfg.mode,
-        }
-    }
-}
-
 impl Sim {
     /// Whether `h` is a manifest's hierarchy.
     pub(super) fn is_manifest(&self, h: u32) -> bool {

@@ -154,24 +154,6 @@ impl Sim {
         }
     }
 
-    /// `p` installed `h`: checked against the ground truth; the phone completes with its
-    /// last file (a manifest adds its load's files first).
-    fn install(&mut self, now: Time, p: u32, h: u32) {
-        let t = self.truth_index(p, h);
-        let chunks = self.chunks_of(h as usize % self.files);
-        if self.truth[t] != chunks {
-            self.report.corrupt_installs += 1;
-        }
-        self.installed[p as usize] += 1;
-        self.manifest_installed(now, p, h);
-        if usize::from(self.installed[p as usize]) == self.files
-            && self.phones[p as usize].liar.is_none()
-        {
-            self.completion[p as usize] = Some(now);
-            self.report.completed += 1;
-        }
-    }
-
     pub(super) fn act(&mut self, now: Time, p: u32, action: Action) {
         let lat = self.cfg.lan_latency_us;
         match action {
@@ -203,87 +185,13 @@ impl Sim {
                     self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
                 }
             }
-            Action::Send { to, msg } => {
-                let to = to.0;
-                let ev = Event::Recv {
-                    from: PeerId(p),
-                    msg,
-                };
-                match msg {
-                    Msg::Chunk { h, index, .. } => {
-                        let bytes = self.chunk_bytes(h, index) as f64;
-                        let (pi, ti) = (p as usize, to as usize);
-                        let start = now.max(self.egress_free[pi]);
-                        let end = start + (bytes / self.rate[pi]).ceil() as Time;
-                        self.egress_free[pi] = end;
-                        let in_start = (start + lat).max(self.ingress_free[ti]);
-                        let mut arrive =
-                            (in_start + (bytes / self.rate[ti]).ceil() as Time).max(end + lat);
-                        if self.lossy((bytes as u64).div_ceil(PACKET)) {
-                            arrive += 2 * lat + 1000;
-                        }
-                        self.ingress_free[ti] = arrive;
-                        self.push(arrive, SimEvent::Phone { to, ev });
-                    }
-                    Msg::Request { .. } if self.frozen[to as usize] => {
-                        // A hung phone's kernel accepts the connection; nothing answers.
-                    }
-                    Msg::Request { .. } if !self.alive[to as usize] => {
-                        // Connecting to a dead phone fails after the TCP timeout.
-                        let ev = Event::PeerLost { peer: PeerId(to) };
-                        let at = now + self.cfg.peer_timeout_ms * 1000;
-                        self.push(at, SimEvent::Phone { to: p, ev });
-                    }
-                    Msg::Request { .. } => {
-                        if !self.tcp_peers[p as usize].contains(&to) {
-                            self.tcp_peers[p as usize].push(to);
-                            self.tcp_peers[to as usize].push(p);
-                        }
-                        self.push(now + lat, SimEvent::Phone { to, ev });
-                    }
-                    // Leave and Lease are UDP datagrams on real sockets too: lossy.
-                    Msg::Join { .. }
-                    | Msg::Accept { .. }
-                    | Msg::Reject { .. }
-                    | Msg::Leave { .. }
-                    | Msg::Lease { .. } => {
-                        self.report.unicast_control += 1;
-                        if !self.lossy(1) {
-                            self.push(now + lat, SimEvent::Phone { to, ev });
-                        }
-                    }
-                    Msg::Advert { .. } => unreachable!("adverts are broadcast"),
-                }
-            }
+            Action::Send { to, msg } => self.send(now, p, to.0, msg),
             Action::OriginOpen { h, .. } if self.origin_blocked(now, p) => {
                 // The RRQ goes unanswered; the client gives up after a TFTP timeout.
                 let ev = Event::OriginBusy { h };
                 self.push(now + 1_000_000, SimEvent::Phone { to: p, ev });
             }
-            Action::OriginOpen { h, .. } => {
-                let t = self.truth_index(p, h);
-                self.close_origin(t);
-                let max = self.cfg.origin_max_sessions;
-                if max > 0 && self.origin_sessions >= max {
-                    self.report.origin_busy += 1;
-                    let ev = Event::OriginBusy { h };
-                    self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
-                } else {
-                    self.session_opened(h);
-                    self.origin_open[t] = true;
-                    self.origin_gen[t] += 1;
-                    let generation = self.origin_gen[t];
-                    let ev = Event::OriginReady { h };
-                    self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
-                    let first = SimEvent::OriginSend {
-                        to: p,
-                        h,
-                        index: 0,
-                        generation,
-                    };
-                    self.push(now + self.rtt, first);
-                }
-            }
+            Action::OriginOpen { h, .. } => self.open_origin(now, p, h),
             Action::OriginClose { h } => {
                 let t = self.truth_index(p, h);
                 self.close_origin(t);
@@ -326,6 +234,111 @@ impl Sim {
                     self.report.roots_rejected_stalled += 1;
                 }
             }
+        }
+    }
+
+    /// Phone `p`'s message `msg` to phone `to` across the LAN (neither side cut off, `to`
+    /// not hung for a chunk): a chunk through both links, a stream request (failing after
+    /// the TCP timeout to a dead phone), a lossy control datagram.
+    fn send(&mut self, now: Time, p: u32, to: u32, msg: Msg) {
+        let lat = self.cfg.lan_latency_us;
+        let ev = Event::Recv {
+            from: PeerId(p),
+            msg,
+        };
+        match msg {
+            Msg::Chunk { h, index, .. } => self.send_chunk(now, p, to, h, index, ev),
+            Msg::Request { .. } if self.frozen[to as usize] => {
+                // A hung phone's kernel accepts the connection; nothing answers.
+            }
+            Msg::Request { .. } if !self.alive[to as usize] => {
+                // Connecting to a dead phone fails after the TCP timeout.
+                let ev = Event::PeerLost { peer: PeerId(to) };
+                let at = now + self.cfg.peer_timeout_ms * 1000;
+                self.push(at, SimEvent::Phone { to: p, ev });
+            }
+            Msg::Request { .. } => {
+                if !self.tcp_peers[p as usize].contains(&to) {
+                    self.tcp_peers[p as usize].push(to);
+                    self.tcp_peers[to as usize].push(p);
+                }
+                self.push(now + lat, SimEvent::Phone { to, ev });
+            }
+            // Leave and Lease are UDP datagrams on real sockets too: lossy.
+            Msg::Join { .. }
+            | Msg::Accept { .. }
+            | Msg::Reject { .. }
+            | Msg::Leave { .. }
+            | Msg::Lease { .. } => {
+                self.report.unicast_control += 1;
+                if !self.lossy(1) {
+                    self.push(now + lat, SimEvent::Phone { to, ev });
+                }
+            }
+            Msg::Advert { .. } => unreachable!("adverts are broadcast"),
+        }
+    }
+
+    /// A chunk of `h` from `p` to `to`: it occupies `p`'s egress, then `to`'s ingress; a lost
+    /// packet costs a retransmission round.
+    fn send_chunk(&mut self, now: Time, p: u32, to: u32, h: u32, index: u32, ev: Event) {
+        let lat = self.cfg.lan_latency_us;
+        let bytes = self.chunk_bytes(h, index) as f64;
+        let (pi, ti) = (p as usize, to as usize);
+        let start = now.max(self.egress_free[pi]);
+        let end = start + (bytes / self.rate[pi]).ceil() as Time;
+        self.egress_free[pi] = end;
+        let in_start = (start + lat).max(self.ingress_free[ti]);
+        let mut arrive = (in_start + (bytes / self.rate[ti]).ceil() as Time).max(end + lat);
+        if self.lossy((bytes as u64).div_ceil(PACKET)) {
+            arrive += 2 * lat + 1000;
+        }
+        self.ingress_free[ti] = arrive;
+        self.push(arrive, SimEvent::Phone { to, ev });
+    }
+
+    /// Phone `p` opens an origin transfer of `h`: refused when the origin is at its bound,
+    /// else ready after a round trip, streaming from the first chunk.
+    fn open_origin(&mut self, now: Time, p: u32, h: u32) {
+        let t = self.truth_index(p, h);
+        self.close_origin(t);
+        let max = self.cfg.origin_max_sessions;
+        if max > 0 && self.origin_sessions >= max {
+            self.report.origin_busy += 1;
+            let ev = Event::OriginBusy { h };
+            self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
+        } else {
+            self.session_opened(h);
+            self.origin_open[t] = true;
+            self.origin_gen[t] += 1;
+            let generation = self.origin_gen[t];
+            let ev = Event::OriginReady { h };
+            self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
+            let first = SimEvent::OriginSend {
+                to: p,
+                h,
+                index: 0,
+                generation,
+            };
+            self.push(now + self.rtt, first);
+        }
+    }
+
+    /// Phone `p` installs `h`: corrupt unless the ground truth holds every chunk; the phone
+    /// is complete with its last file (a manifest adds its load's files first).
+    fn install(&mut self, now: Time, p: u32, h: u32) {
+        let t = self.truth_index(p, h);
+        let chunks = self.chunks_of(h as usize % self.files);
+        if self.truth[t] != chunks {
+            self.report.corrupt_installs += 1;
+        }
+        self.installed[p as usize] += 1;
+        self.manifest_installed(now, p, h);
+        if usize::from(self.installed[p as usize]) == self.files
+            && self.phones[p as usize].liar.is_none()
+        {
+            self.completion[p as usize] = Some(now);
+            self.report.completed += 1;
         }
     }
 }

@@ -251,110 +251,118 @@ impl ClientSession {
                 },
                 out,
             ),
-            Packet::Oack { options } if self.expected == 1 => {
-                if options.blksize.is_some_and(|b| b > self.cfg.blksize)
-                    || options.windowsize.is_some_and(|w| w > self.cfg.windowsize)
-                {
-                    return self.abort(ErrorCode::OptionNegotiation, "OACK exceeds request", out);
-                }
-                self.negotiated = true;
-                self.blksize = u64::from(options.blksize.unwrap_or(DEFAULT_BLKSIZE));
-                self.window = u64::from(options.windowsize.unwrap_or(1));
-                self.cwnd = self.window as f64;
-                if let Some(size) = options.tsize {
-                    out.push(ClientAction::Size(size));
-                }
-                self.retries = 0;
-                self.asked_at = now;
-                let held = self.ack_held();
-                self.send(now, held, out);
-            }
-            Packet::Data { block, data } => {
-                if self.expected == 1 && !self.negotiated {
-                    // The server ignored our options: plain RFC 1350.
-                    self.negotiated = true;
-                }
-                let abs = absolute_block(block, self.expected);
-                if abs != self.expected {
-                    // A gap (a block lost) asks once for a rewind: acknowledge what we hold
-                    // (RFC 7440 section 4). A copy of the last block we hold means the server
-                    // missed our ACK: say it again. Any other copy is the rest of a resent
-                    // window and says nothing; answering each would read as a fresh rewind
-                    // request and duplicate every window after it.
-                    let gap = abs > self.expected;
-                    let answer = if gap {
-                        self.gap_acked != Some(self.expected)
-                    } else {
-                        // Only the block our last ACK named: a copy of any other is
-                        // the server answering an ACK we sent since, and answering it
-                        // would put every later window out of step with the server's.
-                        abs + 1 == self.expected && abs == self.last_ack
-                    };
-                    if answer {
-                        self.since_ack = 0;
-                        let resync = self.ack_held();
-                        if gap {
-                            // A block of this window was lost: the path is congested.
-                            self.gap_acked = Some(self.expected);
-                            self.congestion();
-                            self.request_window(now, resync, out);
-                        } else {
-                            // The server resent: it heard nothing from us for a whole
-                            // timeout, a loss on the path. Answer at once.
-                            self.congestion();
-                            self.paced = None;
-                            self.asked_at = now;
-                            self.send(now, resync, out);
-                        }
-                    }
-                    return;
-                }
-                if data.len() as u64 > self.blksize {
-                    return self.abort(
-                        ErrorCode::IllegalOperation,
-                        "DATA longer than blksize",
-                        out,
-                    );
-                }
-                out.push(ClientAction::Write {
-                    offset: self.bytes,
-                    data: data.to_vec(),
-                });
-                self.bytes += data.len() as u64;
-                self.expected += 1;
-                self.since_ack += 1;
-                self.retries = 0;
-                let last = (data.len() as u64) < self.blksize;
-                if last {
-                    self.since_ack = 0;
-                    self.paced = None;
-                    let held = self.ack_held();
-                    self.send(now, held, out);
-                } else if self.since_ack >= self.window {
-                    self.since_ack = 0;
-                    // A whole window in order: a clean round, unless a gap cut it.
-                    let round = now.saturating_sub(self.asked_at).max(1);
-                    self.round_min = Some(self.round_min.map_or(round, |r| r.min(round)));
-                    if !self.cut_this_round {
-                        self.cwnd = (self.cwnd + 1.0).min(self.window as f64);
-                    }
-                    let held = self.ack_held();
-                    self.request_window(now, held, out);
-                } else {
-                    self.deadline = now + self.stall_wait();
-                    out.push(ClientAction::Timer(self.deadline));
-                }
-                if last {
-                    self.finished = true;
-                    out.push(ClientAction::Done(Ok(self.bytes)));
-                }
-            }
+            Packet::Oack { options } if self.expected == 1 => self.on_oack(now, &options, out),
+            Packet::Data { block, data } => self.on_data(now, block, data, out),
             Packet::Oack { .. } => {}
             Packet::Rrq { .. } | Packet::Wrq { .. } | Packet::Ack { .. } => self.abort(
                 ErrorCode::IllegalOperation,
                 "unexpected packet from server",
                 out,
             ),
+        }
+    }
+
+    /// The server's option acknowledgement: what it granted, unless it granted more than was
+    /// asked; then the first ACK.
+    fn on_oack(&mut self, now: Time, options: &Options, out: &mut Vec<ClientAction>) {
+        if options.blksize.is_some_and(|b| b > self.cfg.blksize)
+            || options.windowsize.is_some_and(|w| w > self.cfg.windowsize)
+        {
+            return self.abort(ErrorCode::OptionNegotiation, "OACK exceeds request", out);
+        }
+        self.negotiated = true;
+        self.blksize = u64::from(options.blksize.unwrap_or(DEFAULT_BLKSIZE));
+        self.window = u64::from(options.windowsize.unwrap_or(1));
+        self.cwnd = self.window as f64;
+        if let Some(size) = options.tsize {
+            out.push(ClientAction::Size(size));
+        }
+        self.retries = 0;
+        self.asked_at = now;
+        let held = self.ack_held();
+        self.send(now, held, out);
+    }
+
+    /// A DATA block: written when it is the next one, then acknowledged at the window's end
+    /// or the file's, or waited on.
+    fn on_data(&mut self, now: Time, block: u16, data: &[u8], out: &mut Vec<ClientAction>) {
+        if self.expected == 1 && !self.negotiated {
+            // The server ignored our options: plain RFC 1350.
+            self.negotiated = true;
+        }
+        let abs = absolute_block(block, self.expected);
+        if abs != self.expected {
+            return self.on_out_of_order(now, abs, out);
+        }
+        if data.len() as u64 > self.blksize {
+            return self.abort(ErrorCode::IllegalOperation, "DATA longer than blksize", out);
+        }
+        out.push(ClientAction::Write {
+            offset: self.bytes,
+            data: data.to_vec(),
+        });
+        self.bytes += data.len() as u64;
+        self.expected += 1;
+        self.since_ack += 1;
+        self.retries = 0;
+        let last = (data.len() as u64) < self.blksize;
+        if last {
+            self.since_ack = 0;
+            self.paced = None;
+            let held = self.ack_held();
+            self.send(now, held, out);
+        } else if self.since_ack >= self.window {
+            self.since_ack = 0;
+            // A whole window in order: a clean round, unless a gap cut it.
+            let round = now.saturating_sub(self.asked_at).max(1);
+            self.round_min = Some(self.round_min.map_or(round, |r| r.min(round)));
+            if !self.cut_this_round {
+                self.cwnd = (self.cwnd + 1.0).min(self.window as f64);
+            }
+            let held = self.ack_held();
+            self.request_window(now, held, out);
+        } else {
+            self.deadline = now + self.stall_wait();
+            out.push(ClientAction::Timer(self.deadline));
+        }
+        if last {
+            self.finished = true;
+            out.push(ClientAction::Done(Ok(self.bytes)));
+        }
+    }
+
+    /// A block other than the next (`abs`, in absolute numbering): a gap or a copy.
+    fn on_out_of_order(&mut self, now: Time, abs: u64, out: &mut Vec<ClientAction>) {
+        // A gap (a block lost) asks once for a rewind: acknowledge what we hold
+        // (RFC 7440 section 4). A copy of the last block we hold means the server
+        // missed our ACK: say it again. Any other copy is the rest of a resent
+        // window and says nothing; answering each would read as a fresh rewind
+        // request and duplicate every window after it.
+        let gap = abs > self.expected;
+        let answer = if gap {
+            self.gap_acked != Some(self.expected)
+        } else {
+            // Only the block our last ACK named: a copy of any other is
+            // the server answering an ACK we sent since, and answering it
+            // would put every later window out of step with the server's.
+            abs + 1 == self.expected && abs == self.last_ack
+        };
+        if answer {
+            self.since_ack = 0;
+            let resync = self.ack_held();
+            if gap {
+                // A block of this window was lost: the path is congested.
+                self.gap_acked = Some(self.expected);
+                self.congestion();
+                self.request_window(now, resync, out);
+            } else {
+                // The server resent: it heard nothing from us for a whole
+                // timeout, a loss on the path. Answer at once.
+                self.congestion();
+                self.paced = None;
+                self.asked_at = now;
+                self.send(now, resync, out);
+            }
         }
     }
 

@@ -59,50 +59,58 @@ fn tier() -> impl Strategy<Value = Tier> {
     ]
 }
 
+/// Any Advert.
+fn advert() -> impl Strategy<Value = Message> {
+    (
+        key(),
+        any::<u32>(),
+        any::<u64>(),
+        tier(),
+        any::<u32>(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(key, xid, strength, tier, seq, depth, free_slots, verified)| Message::Advert {
+                key,
+                xid,
+                strength,
+                tier,
+                seq,
+                depth,
+                free_slots,
+                verified,
+            },
+        )
+}
+
+/// Any Join, excluding up to 8 peers.
+fn join() -> impl Strategy<Value = Message> {
+    (
+        key(),
+        any::<u32>(),
+        any::<u8>(),
+        any::<u32>(),
+        any::<u32>(),
+        proptest::collection::vec(any::<u32>().prop_map(PeerId), 0..=8),
+    )
+        .prop_map(
+            |(key, xid, max_children, link_kbit, verified, exclude)| Message::Join {
+                key,
+                xid,
+                max_children,
+                link_kbit,
+                verified,
+                exclude,
+            },
+        )
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (
-            key(),
-            any::<u32>(),
-            any::<u64>(),
-            tier(),
-            any::<u32>(),
-            any::<u8>(),
-            any::<u8>(),
-            any::<u32>()
-        )
-            .prop_map(
-                |(key, xid, strength, tier, seq, depth, free_slots, verified)| {
-                    Message::Advert {
-                        key,
-                        xid,
-                        strength,
-                        tier,
-                        seq,
-                        depth,
-                        free_slots,
-                        verified,
-                    }
-                }
-            ),
-        (
-            key(),
-            any::<u32>(),
-            any::<u8>(),
-            any::<u32>(),
-            any::<u32>(),
-            proptest::collection::vec(any::<u32>().prop_map(PeerId), 0..=8)
-        )
-            .prop_map(|(key, xid, max_children, link_kbit, verified, exclude)| {
-                Message::Join {
-                    key,
-                    xid,
-                    max_children,
-                    link_kbit,
-                    verified,
-                    exclude,
-                }
-            }),
+        advert(),
+        join(),
         (
             key(),
             any::<u32>(),

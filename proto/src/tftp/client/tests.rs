@@ -115,6 +115,99 @@ struct Run {
     cuts: u32,
 }
 
+/// An event of [`bottleneck`]'s simulation.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    ToClient(Vec<u8>),
+    ToServer(Vec<u8>),
+    ClientTimer(Time),
+    ServerTimer(Time),
+    Storm,
+}
+
+/// [`bottleneck`]'s events in time order, ties in the order they were pushed.
+#[derive(Default)]
+struct Events {
+    q: std::collections::BinaryHeap<std::cmp::Reverse<(Time, u64, Ev)>>,
+    seq: u64,
+}
+
+impl Events {
+    fn push(&mut self, t: Time, e: Ev) {
+        self.seq += 1;
+        self.q.push(std::cmp::Reverse((t, self.seq, e)));
+    }
+
+    fn pop(&mut self) -> Option<(Time, Ev)> {
+        self.q.pop().map(|std::cmp::Reverse((t, _, e))| (t, e))
+    }
+}
+
+/// A tail-drop queue of `queue` bytes drained at `rate` bytes per microsecond, `delay`
+/// microseconds to the far end.
+struct Link {
+    rate: f64,
+    queue: f64,
+    delay: u64,
+    busy_until: f64,
+}
+
+impl Link {
+    /// When a packet of `size` bytes entering at `now` arrives; `None` when it does not fit
+    /// behind the backlog and is lost.
+    fn enqueue(&mut self, now: Time, size: f64) -> Option<Time> {
+        let backlog = (self.busy_until - now as f64).max(0.0) * self.rate;
+        if backlog + size > self.queue {
+            return None;
+        }
+        self.busy_until = self.busy_until.max(now as f64) + size / self.rate;
+        Some(self.busy_until as Time + self.delay)
+    }
+
+    /// 5 ms of other traffic at `load` times the link rate, in 1000-byte packets.
+    fn storm_burst(&mut self, now: Time, load: f64) {
+        let mut bytes = 5_000.0 * self.rate * load;
+        while bytes > 0.0 {
+            let _ = self.enqueue(now, 1000.0);
+            bytes -= 1000.0;
+        }
+    }
+}
+
+/// The datagram a server action puts on the wire (DATA filled with 0x5a), if any.
+fn server_datagram(a: &ServerAction) -> Option<Vec<u8>> {
+    match a {
+        ServerAction::SendOack(o) => Some(oack(o)),
+        ServerAction::SendData { wire, len, .. } => {
+            let mut d = data_header(*wire).to_vec();
+            d.resize(4 + len, 0x5a);
+            Some(d)
+        }
+        ServerAction::Timer(_) | ServerAction::Done(_) => None,
+    }
+}
+
+/// A datagram from the client reaching the server: a read request starts the session for
+/// a file of `file_len` bytes.
+fn to_server(
+    server: &mut Option<ServerSession>,
+    now: Time,
+    b: &[u8],
+    file_len: u64,
+    s_out: &mut Vec<ServerAction>,
+) {
+    match decode(b).unwrap() {
+        Packet::Rrq { options, .. } => {
+            let mut s = ServerSession::new(&ServerConfig::default(), file_len, options);
+            s.start(now, s_out);
+            *server = Some(s);
+        }
+        Packet::Ack { block } => server.as_mut().unwrap().on_ack(now, block, s_out),
+        Packet::Error { message, .. } => server.as_mut().unwrap().on_error(message, s_out),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A deterministic lossy bottleneck: the real [`ServerSession`] behind a tail-drop queue
 /// of `queue` bytes drained at `rate` bytes per microsecond (a tbf-shaped WAN), `delay`
 /// microseconds each way, ACKs never lost. During `storm` (from, to) other traffic
@@ -129,32 +222,14 @@ fn bottleneck(
     storm: (u64, u64),
     storm_load: f64,
 ) -> Run {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-    enum Ev {
-        ToClient(Vec<u8>),
-        ToServer(Vec<u8>),
-        ClientTimer(Time),
-        ServerTimer(Time),
-        Storm,
-    }
     const OVERHEAD: f64 = 28.0; // IP + UDP
-    let mut q: BinaryHeap<Reverse<(Time, u64, Ev)>> = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut push = |q: &mut BinaryHeap<Reverse<(Time, u64, Ev)>>, t: Time, e: Ev| {
-        seq += 1;
-        q.push(Reverse((t, seq, e)));
-    };
-    let mut busy_until = 0f64;
+    let mut q = Events::default();
     // Tail drop: a packet that does not fit behind the backlog is lost.
-    let mut enqueue = |now: Time, size: f64| -> Option<Time> {
-        let backlog = (busy_until - now as f64).max(0.0) * rate;
-        if backlog + size > queue {
-            return None;
-        }
-        busy_until = busy_until.max(now as f64) + size / rate;
-        Some(busy_until as Time + delay)
+    let mut link = Link {
+        rate,
+        queue,
+        delay,
+        busy_until: 0.0,
     };
     let mut client = ClientSession::new(cfg, "f");
     let mut server: Option<ServerSession> = None;
@@ -170,15 +245,15 @@ fn bottleneck(
         cuts: 0,
     };
     client.start(0, &mut c_out);
-    push(&mut q, storm.0, Ev::Storm);
+    q.push(storm.0, Ev::Storm);
     let mut now = 0;
     for _ in 0..10_000_000 {
         for a in c_out.drain(..) {
             match a {
-                ClientAction::Send(b) => push(&mut q, now + delay, Ev::ToServer(b)),
+                ClientAction::Send(b) => q.push(now + delay, Ev::ToServer(b)),
                 ClientAction::Timer(t) => {
                     c_timer = t;
-                    push(&mut q, t, Ev::ClientTimer(t));
+                    q.push(t, Ev::ClientTimer(t));
                 }
                 ClientAction::Done(r) => {
                     assert_eq!(r, Ok(file_len));
@@ -192,46 +267,28 @@ fn bottleneck(
             }
         }
         for a in s_out.drain(..) {
-            let bytes = match a {
-                ServerAction::SendOack(o) => oack(&o),
-                ServerAction::SendData { wire, len, .. } => {
-                    let mut d = data_header(wire).to_vec();
-                    d.resize(4 + len, 0x5a);
-                    d
-                }
-                ServerAction::Timer(t) => {
-                    s_timer = t;
-                    push(&mut q, t, Ev::ServerTimer(t));
-                    continue;
-                }
-                ServerAction::Done(_) => continue,
+            if let ServerAction::Timer(t) = a {
+                s_timer = t;
+                q.push(t, Ev::ServerTimer(t));
+            }
+            let Some(bytes) = server_datagram(&a) else {
+                continue;
             };
             let size = bytes.len() as f64 + OVERHEAD;
-            if let Some(at) = enqueue(now, size) {
+            if let Some(at) = link.enqueue(now, size) {
                 if bytes[1] == 3 {
                     run.link_bytes += size as u64;
                 }
-                push(&mut q, at, Ev::ToClient(bytes));
+                q.push(at, Ev::ToClient(bytes));
             }
         }
-        let Some(Reverse((t, _, ev))) = q.pop() else {
+        let Some((t, ev)) = q.pop() else {
             panic!("nothing left to happen");
         };
         now = t;
         match ev {
             Ev::ToClient(b) => client.on_packet(now, decode(&b).unwrap(), &mut c_out),
-            Ev::ToServer(b) => match decode(&b).unwrap() {
-                Packet::Rrq { options, .. } => {
-                    let mut s = ServerSession::new(&ServerConfig::default(), file_len, options);
-                    s.start(now, &mut s_out);
-                    server = Some(s);
-                }
-                Packet::Ack { block } => server.as_mut().unwrap().on_ack(now, block, &mut s_out),
-                Packet::Error { message, .. } => {
-                    server.as_mut().unwrap().on_error(message, &mut s_out)
-                }
-                other => panic!("{other:?}"),
-            },
+            Ev::ToServer(b) => to_server(&mut server, now, &b, file_len, &mut s_out),
             Ev::ClientTimer(at) if at == c_timer => client.on_timer(now, &mut c_out),
             Ev::ServerTimer(at) if at == s_timer => {
                 if let Some(s) = server.as_mut() {
@@ -241,13 +298,8 @@ fn bottleneck(
             Ev::ClientTimer(_) | Ev::ServerTimer(_) => {}
             Ev::Storm => {
                 if now < storm.1 {
-                    // 5 ms of other traffic at `storm_load` times the link rate.
-                    let mut bytes = 5_000.0 * rate * storm_load;
-                    while bytes > 0.0 {
-                        let _ = enqueue(now, 1000.0);
-                        bytes -= 1000.0;
-                    }
-                    push(&mut q, now + 5_000, Ev::Storm);
+                    link.storm_burst(now, storm_load);
+                    q.push(now + 5_000, Ev::Storm);
                 }
             }
         }
