@@ -637,13 +637,14 @@ pub fn fleet_progress(ready: &[Ready]) -> Arc<Progress> {
     let n = ready.len() as u64;
     let files = ready
         .first()
-        .map(|r| {
-            r.prepared
-                .manifest()
-                .files
-                .iter()
-                .map(|f| (r.opts.model.clone(), f.name.clone(), f.size * n))
-                .collect()
+        .and_then(|r| {
+            let m = r.prepared.manifest()?;
+            Some(
+                m.files
+                    .iter()
+                    .map(|f| (r.opts.model.clone(), f.name.clone(), f.size * n))
+                    .collect(),
+            )
         })
         .unwrap_or_default();
     Progress::new(files)
@@ -658,8 +659,8 @@ pub fn run_fleet(
 ) -> Result<FleetReport, FleetError> {
     let manifest = ready
         .first()
-        .map(|r| r.prepared.manifest().clone())
-        .ok_or_else(|| FleetError::Setup("no phone started".into()))?;
+        .and_then(|r| r.prepared.manifest().cloned())
+        .ok_or_else(|| FleetError::Setup("no phone started with its manifest".into()))?;
     let run = run(ready, cfg.backend, cfg.deadline, progress)?;
     let mut times = Vec::new();
     let mut corrupt = 0;

@@ -33,7 +33,7 @@ mod origin;
 mod report;
 mod summary;
 use origin::OriginGuard;
-pub use report::{LabReport, TreeNode};
+pub use report::{LabReport, ManifestCounts, TreeNode};
 pub use summary::text_trees;
 use summary::{cpu_seconds, status_kib};
 
@@ -207,13 +207,26 @@ fn synth_loads(
     let mut manifests = Vec::new();
     for (m, model) in cfg.models.iter().enumerate() {
         let tmp = origin_root.join(format!("tmp-{m}"));
-        let manifest = crate::manifest::synth_load(&tmp, cfg.seed + m as u64 * 101, None)
-            .map_err(|e| LabError::Setup(format!("synthesising the load: {e}")))?;
+        let manifest = synth_signed(&tmp, cfg.seed, m)?;
         let dir = load_name(&manifest.load, model);
         std::fs::rename(&tmp, origin_root.join(&dir)).map_err(setup("load dir"))?;
         manifests.push((model.clone(), dir, manifest));
     }
     Ok(manifests)
+}
+
+/// The lab's load signer (the vendor's key a phone checks signed loads with), derived from the
+/// seed: the synthetic loads' manifests are signed with it, and every phone is given its public
+/// half (a keyless phone could not verify a manifest a peer hands it; see docs/protocol.md).
+fn signer(seed: u64) -> ed25519_dalek::SigningKey {
+    let d = blake3::hash(format!("pfs lab signer {seed}").as_bytes());
+    ed25519_dalek::SigningKey::from_bytes(d.as_bytes())
+}
+
+/// Model `m`'s synthetic load in `dir`, its manifest signed by the lab's [`signer`].
+fn synth_signed(dir: &Path, seed: u64, m: usize) -> Result<Manifest, LabError> {
+    crate::manifest::synth_load(dir, seed + m as u64 * 101, Some(&signer(seed)))
+        .map_err(|e| LabError::Setup(format!("synthesising the load: {e}")))
 }
 
 /// The load directory of `model` on the origin (also the cnf.xml's loadInformation).
@@ -384,7 +397,9 @@ impl Lab {
             mode,
             fanout: self.cfg.fanout,
             backend: self.cfg.backend,
-            public_key: None,
+            // The verifiable configuration: the phones check the loads' signer, so a manifest
+            // from a peer is as good as the origin's and crosses the WAN once per load.
+            public_key: Some(signer(self.cfg.seed).verifying_key()),
             tftp,
             linger: None,
             deadline: None,
@@ -445,8 +460,8 @@ impl Lab {
         r.wan_samples_source = wan_samples_source;
         r.prepare_s = prepare_s;
         add_engine_counters(&mut r, &run);
-        r.wan_manifest_bytes = wan_manifest_bytes;
-        r.wan_overhead_bytes = wan_link_bytes.saturating_sub(wan_manifest_bytes + r.wan_bytes);
+        r.wan_manifest_bytes += wan_manifest_bytes;
+        r.wan_overhead_bytes = wan_link_bytes.saturating_sub(r.wan_manifest_bytes + r.wan_bytes);
         self.add_host_usage(&mut r, run.fds_at_end, cpu_s);
         if let Some(peak) = self.origin.peak_sessions() {
             r.origin_peak_sessions = Some(peak);

@@ -43,12 +43,14 @@ use crate::{
 mod actions;
 mod faults;
 mod host;
+mod lanmanifest;
+use lanmanifest::{add_files, lan_manifest, manifest_state};
 mod origin;
 mod prepare;
 mod streams;
 pub use faults::Fault;
 pub use host::{Host, PeerProgress};
-pub use prepare::{Place, Prepared};
+pub use prepare::{Place, Prepared, iface_addrs};
 
 pub const PORT: u16 = pfs_common::PFS_PORT;
 
@@ -114,6 +116,8 @@ pub struct PeerOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FileReport {
     pub file: String,
+    /// The load's manifest, shared over the LAN as a hierarchy of its own (not firmware).
+    pub manifest: bool,
     pub bytes: u64,
     pub role: String,
     pub became_root: bool,
@@ -137,6 +141,8 @@ pub struct FileReport {
     pub roots_rejected_stalled: u32,
     /// When this phone confirmed itself root (`@@@HROOT`), in seconds from its boot.
     pub confirmed_root_s: Option<f64>,
+    /// Origin transfers this phone opened for the file (each retry and reopen counts).
+    pub origin_transfers: u32,
     /// Origin transfers the server refused with a TFTP error (busy, not found, ...).
     pub origin_refused: u32,
     /// Origin transfers abandoned after the retransmissions ran out.
@@ -197,42 +203,6 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// The IPv4 address and broadcast address of `iface` (computed from the netmask when the
-/// address was added without one, as `ip addr add A/N` does).
-pub fn iface_addrs(iface: &str) -> Result<(Ipv4Addr, Ipv4Addr), PeerError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| io_err(iface)(e.into()))?;
-    for a in addrs {
-        if a.interface_name != iface {
-            continue;
-        }
-        let Some(addr) = a
-            .address
-            .as_ref()
-            .and_then(|x| x.as_sockaddr_in())
-            .map(|x| x.ip())
-        else {
-            continue;
-        };
-        let given = a
-            .broadcast
-            .as_ref()
-            .and_then(|x| x.as_sockaddr_in())
-            .map(|x| x.ip())
-            .filter(|b| !b.is_unspecified() && *b != addr);
-        let mask = a
-            .netmask
-            .as_ref()
-            .and_then(|x| x.as_sockaddr_in())
-            .map_or(u32::MAX, |m| u32::from(m.ip()));
-        if mask == u32::MAX {
-            continue; // a point-to-point /32 has no broadcast domain
-        }
-        let bcast = given.unwrap_or(Ipv4Addr::from(u32::from(addr) | !mask));
-        return Ok((addr, bcast));
-    }
-    Err(PeerError::NoAddress(iface.to_owned()))
-}
-
 /// The origin URLs of a `Source::Origin`, in the order tried.
 pub fn origin_urls(spec: &str) -> Vec<&str> {
     spec.split(',')
@@ -288,6 +258,10 @@ struct FileState {
     origin_pick: usize,
     report: FileReport,
     next_progress: u32,
+    /// The manifest's hierarchy (its one chunk is the signed manifest, whatever its size).
+    is_manifest: bool,
+    /// Chunk size of this file: the manifest's for firmware; the manifest's own size for it.
+    chunk_size: u32,
 }
 
 /// Reassembles frames from one TCP stream.
@@ -310,7 +284,9 @@ pub struct Peer {
     cfg: Config,
     me: Ipv4Addr,
     bcast: Ipv4Addr,
-    manifest: Manifest,
+    /// Known before power-on (served, or fetched by a keyless phone), or once the manifest's
+    /// hierarchy delivered it verified.
+    manifest: Option<Manifest>,
     store: Store,
     files: Vec<FileState>,
     phone: Phone,
@@ -468,7 +444,7 @@ impl Peer {
     }
 
     fn installed(&self) -> bool {
-        self.files.iter().all(|f| f.installed)
+        self.manifest.is_some() && self.files.iter().all(|f| f.installed)
     }
 
     /// Installed a verified load (a liar's own install does not count: it is no phone).

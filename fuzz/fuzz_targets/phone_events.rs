@@ -79,7 +79,7 @@ fn msg(u: &mut Unstructured) -> Result<Msg> {
 
 fn event(u: &mut Unstructured) -> Result<Event> {
     let h = u.int_in_range(0..=2)?;
-    Ok(match u.int_in_range(0..=6)? {
+    Ok(match u.int_in_range(0..=7)? {
         0 => Event::Boot,
         1 => Event::Timer {
             h,
@@ -102,11 +102,12 @@ fn event(u: &mut Unstructured) -> Result<Event> {
         },
         4 => Event::OriginReady { h },
         5 => Event::OriginBusy { h },
-        _ => Event::OriginChunk {
+        6 => Event::OriginChunk {
             h,
             index: u.int_in_range(0..=40)?,
             ok: u.ratio(7, 8)?,
         },
+        _ => Event::Added,
     })
 }
 
@@ -128,6 +129,10 @@ fn run(u: &mut Unstructured) -> Result<()> {
     phone.handle(&cfg, now, Event::Boot, &mut out);
     for _ in 0..u.int_in_range(0..=400)? {
         now += u.int_in_range(0..=4_000_000u64)?;
+        // The load's third file, added after boot (as once the manifest arrives).
+        if phone.hierarchies.len() < 3 && u.ratio(1, 64)? {
+            phone.add_hierarchies(&[HierarchySpec { id: 2, chunks: u.int_in_range(1..=30)? }]);
+        }
         let ev = event(u)?;
         out.clear();
         phone.handle(&cfg, now, ev, &mut out);

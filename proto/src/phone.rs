@@ -190,6 +190,10 @@ pub enum Event {
     PeerLost {
         peer: PeerId,
     },
+    /// The driver added hierarchies with [`Phone::add_hierarchies`] (the load's files, once
+    /// its manifest is verified): they start as every hierarchy does at `Boot`. Before `Boot`
+    /// it is ignored (`Boot` starts them).
+    Added,
 }
 
 /// Why a phone fell back to the origin. Every fallback is counted and logged (CSCus67416).
@@ -449,52 +453,14 @@ pub struct Phone {
     /// When a chunk of any hierarchy, from any parent or the origin, last arrived: on a slow
     /// port that is still receiving, one stream's silence is the port's backlog, not proof.
     last_chunk: Time,
+    /// Hierarchies started (claim timers armed): the first `started`; later ones were added
+    /// and wait for [`Event::Added`].
+    started: usize,
 }
 
 impl Phone {
     pub fn new(id: PeerId, link_kbit: u32, seed: u64, specs: &[HierarchySpec]) -> Self {
-        let hierarchies = specs
-            .iter()
-            .map(|s| Hierarchy {
-                id: s.id,
-                chunks: s.chunks,
-                verified: 0,
-                role: Role::Waiting,
-                parent: None,
-                depth: 0,
-                children: Vec::new(),
-                me: Claim {
-                    tier: Tier::Tentative,
-                    strength: 0,
-                    peer: id,
-                    xid: 0,
-                },
-                best: None,
-                root_seen_at: 0,
-                seq: 0,
-                joined_xid: None,
-                join_pending: false,
-                orphan_since: None,
-                lag_since: None,
-                last_rx: 0,
-                last_progress: 0,
-                starved_since: None,
-                starved_root_mark: 0,
-                root_verified: 0,
-                excludes: Excludes::default(),
-                blacklist: Vec::new(),
-                coordinator: None,
-                origin_open: false,
-                last_origin_rx: 0,
-                leases: Vec::new(),
-                wants_lease: false,
-                lease_until: 0,
-                lease_asked_at: None,
-                installs: 0,
-                lies: false,
-                trickle_at: 0,
-            })
-            .collect();
+        let hierarchies = specs.iter().map(|s| Hierarchy::new(id, s)).collect();
         Phone {
             id,
             link_kbit,
@@ -505,6 +471,7 @@ impl Phone {
             booted: false,
             watchdog_due: None,
             last_chunk: 0,
+            started: 0,
         }
     }
 
@@ -574,6 +541,11 @@ impl Phone {
                     self.origin_chunk(cfg, now, i, index, ok, out);
                 }
             }
+            Event::Added if self.booted => match self.liar {
+                Some(kind) => self.liar_start(cfg, now, kind, out),
+                None => self.start_added(cfg, now, true, out),
+            },
+            Event::Added => {}
             Event::PeerLost { peer } => {
                 for i in 0..self.hierarchies.len() {
                     let x = &mut self.hierarchies[i];
@@ -597,17 +569,8 @@ impl Phone {
             self.liar_boot(cfg, now, kind, out);
             return;
         }
-        for i in 0..self.hierarchies.len() {
-            if cfg.mode == Mode::Traditional {
-                self.hierarchies[i].role = Role::Traditional;
-            } else {
-                self.hierarchies[i].orphan_since = Some(now);
-                self.arm_claim(cfg, now, i, 0, out);
-            }
-        }
-        if cfg.mode == Mode::Traditional {
-            self.open_next_traditional(out);
-        } else {
+        self.start_added(cfg, now, false, out);
+        if cfg.mode != Mode::Traditional {
             self.watchdog_due = Some(now + cfg.watchdog);
             out.push(Action::Timer {
                 h: 0,
@@ -626,6 +589,20 @@ impl Phone {
         now: Time,
         i: usize,
         listen: Time,
+        out: &mut Vec<Action>,
+    ) {
+        self.arm_claim_at(cfg, now, i, listen, false, out);
+    }
+
+    /// [`Self::arm_claim`]; `at_once`: the claim timer fires now (the strength is drawn as
+    /// usual).
+    fn arm_claim_at(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        listen: Time,
+        at_once: bool,
         out: &mut Vec<Action>,
     ) {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
@@ -654,7 +631,7 @@ impl Phone {
         out.push(Action::Timer {
             h: hier.id,
             kind: TimerKind::Claim,
-            at: now + listen + delay,
+            at: if at_once { now } else { now + listen + delay },
         });
     }
 
@@ -781,6 +758,7 @@ impl Phone {
     }
 }
 
+mod added;
 mod check;
 mod data;
 mod lease;
@@ -790,3 +768,5 @@ mod watchdog;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_added;

@@ -12,8 +12,13 @@
 //!   --max-sessions` enforces (it answers "server busy"); 0 for a server without a limit
 //!   (tftpd-hpa). The origin protects itself no further: the bound on fallbacks is the core's
 //!   lease rule (a root grants at most `fallback_slots`), the same on real sockets.
-//! - Manifests: every phone fetches its manifest from the origin before power-on, as `pfs lab`
-//!   does while preparing phones; counted in `manifest_wan_bytes`, outside the makespan.
+//! - Manifests (`manifest_over_lan`, the signed configuration and the default): each model's
+//!   manifest is one more hierarchy of one chunk (`manifest_bytes`), elected, fetched by its
+//!   root over the WAN and relayed like any file; a phone adds its load's hierarchies when
+//!   the manifest arrives, as the runtime does once it verified the signature. Its WAN bytes
+//!   count in `manifest_wan_bytes`, inside the makespan. Without it (a keyless phone cannot
+//!   verify a peer's manifest) every phone fetches its own before power-on, as `pfs lab
+//!   --keyless` does while preparing phones; counted outside the makespan.
 //! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
 //!   ingress serializer plus `lan_latency_us`. A chunk occupies the sender's egress, then the
 //!   receiver's ingress; per stream (sender, receiver), deliveries stay in order (TCP).
@@ -43,6 +48,7 @@ use crate::phone::{
 /// Timer kinds, for the replace-semantics table.
 mod check;
 mod faults;
+mod manifest;
 mod net;
 mod setup;
 pub use check::check;
@@ -93,6 +99,9 @@ pub struct SimConfig {
     pub tftp_window_bytes: u64,
     /// Bytes of one manifest fetch (pfs-manifest.json plus TFTP overhead).
     pub manifest_bytes: u64,
+    /// The manifest is shared over the LAN as a hierarchy of its own (phones verify its
+    /// signature); `false`: every phone fetches its own from the origin before power-on.
+    pub manifest_over_lan: bool,
     pub peer_timeout_ms: u64,
     pub partition_fraction: f64,
     pub partition_at_s: f64,
@@ -140,6 +149,7 @@ impl Default for SimConfig {
                 u64::from(c.windowsize) * u64::from(c.blksize)
             },
             manifest_bytes: 10_592,
+            manifest_over_lan: true,
             peer_timeout_ms: 1000,
             partition_fraction: 0.0,
             // Used only with `partition_fraction` > 0.
@@ -179,6 +189,9 @@ pub struct Report {
     /// Origin transfers refused with "busy" by the origin's admission.
     pub origin_busy: u32,
     pub manifest_wan_bytes: u64,
+    /// Manifest transfers opened at the origin: once per phone without
+    /// `manifest_over_lan`, else by manifest roots and lease holders.
+    pub manifest_origin_fetches: u32,
     pub roots_max: u32,
     pub roots_max_partitioned: u32,
     /// The deepest phone in the trees as they stand at the end of the run (`max_depth` is the
@@ -348,6 +361,9 @@ struct Sim {
     /// one is open.
     origin_gen: Vec<u32>,
     origin_open: Vec<bool>,
+    /// Per (phone, file): when the transfer's latest chunk arrives. TFTP delivers in order,
+    /// whatever a closed peer stream did to the phone's ingress queue meanwhile.
+    origin_last: Vec<Time>,
     origin_sessions: u32,
     /// Per (phone, file, timer kind): the latest arming (replace semantics).
     timer_gen: Vec<u32>,
@@ -362,15 +378,20 @@ struct Sim {
     partition: (Time, Time),
     last_claim: Time,
     actions: Vec<Action>,
+    /// Per file index: its size; with `manifest_over_lan` index 0 is the manifest.
+    sizes: Vec<u64>,
+    /// Per model, every hierarchy a phone of it takes part in (those after the manifest are
+    /// added when it arrives).
+    specs: Vec<Vec<HierarchySpec>>,
 }
 
 impl Sim {
     fn chunks_of(&self, file: usize) -> u32 {
-        self.cfg.file_sizes[file].div_ceil(u64::from(self.cfg.chunk_size)) as u32
+        self.sizes[file].div_ceil(u64::from(self.cfg.chunk_size)) as u32
     }
 
     fn chunk_bytes(&self, h: u32, index: u32) -> u64 {
-        let size = self.cfg.file_sizes[h as usize % self.files];
+        let size = self.sizes[h as usize % self.files];
         let start = u64::from(index) * u64::from(self.cfg.chunk_size);
         (size - start.min(size)).min(u64::from(self.cfg.chunk_size))
     }
@@ -390,7 +411,9 @@ impl Sim {
 
     /// `kill_root_at`: the first root of `h` crashes once it holds that fraction of the file.
     fn maybe_kill_root(&mut self, now: Time, p: u32, h: u32) {
-        if self.cfg.kill_root_at <= 0.0 || self.roots_killed[h as usize] {
+        // The manifest's root is not aimed at (the lab's plan skips hierarchies a root holds
+        // whole, and a one-chunk manifest is whole the moment it holds any of it).
+        if self.cfg.kill_root_at <= 0.0 || self.roots_killed[h as usize] || self.is_manifest(h) {
             return;
         }
         let Some(x) = self.phones[p as usize]

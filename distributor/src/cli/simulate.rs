@@ -28,6 +28,11 @@ pub(super) struct SimulateArgs {
     lan_mbit: f64,
     #[arg(long, default_value_t = SimConfig::default().lan_latency_us)]
     lan_latency_us: u64,
+    /// Phones without the load signer's key: each fetches its own manifest from the origin
+    /// before power-on (default: the manifest is a hierarchy shared over the LAN, as phones
+    /// with the key share it; docs/protocol.md).
+    #[arg(long)]
+    keyless: bool,
     /// Packet loss probability on every link.
     #[arg(long, default_value_t = SimConfig::default().loss)]
     loss: f64,
@@ -124,6 +129,7 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         kill_root_at: a.kill_root_at,
         fallback_slots: a.fallback_slots,
         origin_max_sessions: a.origin_max_sessions,
+        manifest_over_lan: !a.keyless,
         ..SimConfig::default()
     };
     if let Some(n) = a.swarm {

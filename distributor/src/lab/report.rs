@@ -3,6 +3,51 @@
 use super::*;
 
 /// One hierarchy's tree: (phone, parent) edges; the root has no parent.
+/// Where the phones' manifests came from, counted from each phone's events.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ManifestCounts {
+    /// Manifest transfers phones opened at the origin during the run (roots of a manifest's
+    /// hierarchy and lease holders; retries count), plus one per keyless phone before power-on.
+    pub manifest_origin_fetches: u32,
+    /// Phones that fetched their manifest themselves before power-on: no key to verify a
+    /// peer's (the `keyless` reason).
+    pub manifest_keyless: u32,
+    /// Phones whose manifest came from a peer over the LAN, verified with their key.
+    pub manifest_from_peers: u32,
+    /// Of `origin_fallbacks`, those on a manifest's hierarchy (a lease after `fallback_after`
+    /// without a usable parent), also in `manifest_origin_fetches`.
+    pub manifest_fallbacks: u32,
+    /// Manifests from peers or the origin that failed verification (rejected, never used).
+    pub manifest_rejected: u32,
+}
+
+impl ManifestCounts {
+    /// Counts over the phones' reports (a phone without a manifest file fetched its own
+    /// before power-on).
+    pub fn of(reports: &[(usize, crate::peer::PeerReport, Option<Instant>)]) -> ManifestCounts {
+        let mut c = ManifestCounts::default();
+        for (_, r, _) in reports {
+            match r.files.iter().find(|f| f.manifest) {
+                None => c.manifest_keyless += 1,
+                Some(f) => {
+                    c.manifest_origin_fetches += f.origin_transfers;
+                    c.manifest_from_peers += u32::from(f.peer_bytes > 0);
+                    c.manifest_fallbacks += f.fallbacks;
+                    c.manifest_rejected += f.corrupt_chunks as u32;
+                }
+            }
+        }
+        c.manifest_origin_fetches += c.manifest_keyless;
+        c
+    }
+
+    /// Manifest bytes phones fetched from the origin during the run.
+    pub fn run_bytes(reports: &[(usize, crate::peer::PeerReport, Option<Instant>)]) -> u64 {
+        let files = reports.iter().flat_map(|(_, r, _)| &r.files);
+        files.filter(|f| f.manifest).map(|f| f.origin_bytes).sum()
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TreeNode {
     pub phone: Ipv4Addr,
@@ -49,8 +94,13 @@ pub struct LabReport {
     pub wan_bytes: u64,
     /// Everything hq sent over the WAN link (`ip -s link`): firmware, manifests, headers.
     pub wan_link_bytes: u64,
-    /// Of that, what crossed while phones fetched their manifests before power-on.
+    /// Of that, manifests: what crossed while phones fetched theirs before power-on
+    /// (keyless phones), plus the manifest bytes roots and lease holders fetched during the
+    /// run (counted from their events).
     pub wan_manifest_bytes: u64,
+    /// Where the phones' manifests came from (counted from their events).
+    #[serde(flatten)]
+    pub manifests: ManifestCounts,
     /// The rest beyond the firmware: TFTP and IP headers, resent blocks, ARP.
     pub wan_overhead_bytes: u64,
     /// DATA blocks the embedded origin sent more than once (after a loss, a reordering or a
@@ -190,6 +240,12 @@ impl LabReport {
             v.push(format!(
                 "phones fetched {} firmware bytes from the origin, but the WAN link carried only {}",
                 self.wan_bytes, self.wan_link_bytes
+            ));
+        }
+        if self.wan_bytes + self.wan_manifest_bytes > self.wan_link_bytes {
+            v.push(format!(
+                "phones fetched {} firmware and {} manifest bytes, but the WAN link carried only {}",
+                self.wan_bytes, self.wan_manifest_bytes, self.wan_link_bytes
             ));
         }
         if self.corrupt_installs > self.completed || self.completed > self.phones {

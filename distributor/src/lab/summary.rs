@@ -184,12 +184,14 @@ impl Lab {
             roots_max: files.roots.values().copied().max().unwrap_or(0),
             roots_elected_max: files.confirmed.values().copied().max().unwrap_or(0),
             origin_session_bound: u64::from(models)
-                * self.manifests[0].2.files.len() as u64
+                * (self.manifests[0].2.files.len() as u64 + 1) // and the manifest's hierarchy
                 * (1 + u64::from(crate::phone::Config::default().fallback_slots)),
             max_children: files.max_children,
             max_depth: files.max_depth,
             wan_bytes: files.wan,
             wan_link_bytes,
+            wan_manifest_bytes: ManifestCounts::run_bytes(&results),
+            manifests: ManifestCounts::of(&results),
             load_bytes,
             models,
             makespan_s: completions.iter().copied().fold(0.0, f64::max),
@@ -266,7 +268,7 @@ impl FileTally {
             if f.confirmed_root {
                 *self.confirmed.entry(h.clone()).or_default() += 1;
             }
-            self.wan += f.origin_bytes;
+            self.wan += f.origin_bytes * u64::from(!f.manifest); // firmware: the manifest apart
             self.trees.entry(h).or_default().push(TreeNode {
                 phone: r.peer,
                 parent: f.parent.filter(|_| f.role == "member"),

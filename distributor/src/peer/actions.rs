@@ -28,6 +28,9 @@ impl Peer {
                 }
                 self.timers.insert((at, h, code), kind);
             }
+            Action::Install { h } if self.files[h as usize].is_manifest => {
+                self.manifest_installed(h as usize)?
+            }
             Action::Install { h } => self.install(h)?,
             Action::Fallback { h, reason } => {
                 let f = &mut self.files[h as usize];
@@ -105,9 +108,9 @@ impl Peer {
     }
 
     pub(super) fn activate(&mut self) -> Result<(), PeerError> {
-        if let Source::Origin(_) = self.opts.source {
-            self.store.activate(&self.manifest)?;
-            info!(load = %self.manifest.load, "load verified and activated");
+        if let (Source::Origin(_), Some(m)) = (&self.opts.source, &self.manifest) {
+            self.store.activate(m)?;
+            info!(load = %m.load, "load verified and activated");
         }
         self.activated = true;
         self.installed_at = Some(Instant::now());

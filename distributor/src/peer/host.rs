@@ -182,7 +182,6 @@ pub struct PeerProgress<'a> {
 
 impl Peer {
     pub fn progress(&self) -> PeerProgress<'_> {
-        let cs = u64::from(self.manifest.chunk_size);
         let mut p = PeerProgress {
             model: &self.opts.model,
             files: Vec::with_capacity(self.files.len()),
@@ -192,6 +191,10 @@ impl Peer {
             fallbacks: 0,
         };
         for (f, x) in self.files.iter().zip(&self.phone.hierarchies) {
+            if f.is_manifest {
+                continue; // not a file of the load (the live display shows the load's)
+            }
+            let cs = u64::from(f.chunk_size);
             p.files.push((
                 &f.entry.name,
                 (u64::from(x.verified) * cs).min(f.entry.size),
@@ -265,7 +268,10 @@ impl Peer {
         PeerReport {
             peer: self.me,
             model: self.opts.model.clone(),
-            load: self.manifest.load.clone(),
+            load: self
+                .manifest
+                .as_ref()
+                .map_or_else(String::new, |m| m.load.clone()),
             mode: self.opts.mode,
             installed: self.installed(),
             seconds: self.start.elapsed().as_secs_f64(),
@@ -288,7 +294,7 @@ impl Peer {
         for (f, x) in self.files.iter_mut().zip(&self.phone.hierarchies) {
             let pct = (x.verified * 100).checked_div(f.chunks).unwrap_or(100);
             if pct >= f.next_progress && pct < 100 {
-                info!(file = %f.entry.name, "{pct}% {} KB", u64::from(x.verified) * u64::from(self.manifest.chunk_size) / 1024);
+                info!(file = %f.entry.name, "{pct}% {} KB", u64::from(x.verified) * u64::from(f.chunk_size) / 1024);
                 f.next_progress = pct / 10 * 10 + 10;
             }
         }

@@ -76,6 +76,7 @@ impl Peer {
             return Err(PeerError::Usage("no origin URL".into()));
         }
         let url = urls[self.files[h as usize].origin_pick % urls.len()].to_owned();
+        self.files[h as usize].report.origin_transfers += 1;
         if url.starts_with("http://") {
             return self.origin_open_http(h, &url, fallback);
         }
@@ -126,7 +127,7 @@ impl Peer {
             tid: None,
             session,
             deadline: None,
-            buf: Vec::with_capacity(self.manifest.chunk_size as usize),
+            buf: Vec::with_capacity(self.files[h as usize].chunk_size as usize),
             index: 0,
         });
         self.origin_actions(now, h as usize, out)?;
@@ -150,7 +151,7 @@ impl Peer {
         let name = self.files[i].entry.name.clone();
         let at = crate::http::HttpUrl::parse(url)?.join(&name);
         let verified = self.phone.hierarchies[i].verified.min(self.files[i].chunks);
-        let cs = self.manifest.chunk_size;
+        let cs = self.files[i].chunk_size;
         let offset = if verified >= self.files[i].chunks {
             self.files[i].entry.size
         } else {
@@ -232,7 +233,7 @@ impl Peer {
             tid: None,
             session: ClientSession::new(self.opts.tftp.clone(), &name),
             deadline: None,
-            buf: Vec::with_capacity(self.manifest.chunk_size as usize),
+            buf: Vec::with_capacity(self.files[i].chunk_size as usize),
             // TFTP cannot seek: the file streams from its start, and the verified prefix is
             // skipped chunk by chunk.
             index: 0,
@@ -263,7 +264,7 @@ impl Peer {
                         self.origin_bytes(now, i, &data)?;
                     }
                     HttpMsg::Done(Ok(())) => {
-                        self.origin_bytes(now, i, &[])?;
+                        self.origin_end(now, i)?;
                         self.origin_close(i as u32);
                     }
                     HttpMsg::Done(Err(e)) => {
@@ -408,7 +409,7 @@ impl Peer {
                 }
                 ClientAction::Timer(at) => o.deadline = Some(at),
                 ClientAction::Size(n) => {
-                    if n != self.files[i].entry.size {
+                    if n != self.files[i].entry.size && !self.files[i].is_manifest {
                         warn!(file = %self.files[i].entry.name, "origin announces {n} bytes, the manifest {}", self.files[i].entry.size);
                     }
                 }
@@ -418,7 +419,7 @@ impl Peer {
                 }
                 ClientAction::Done(Ok(_)) => {
                     // Completes an empty last chunk (an empty file), then ends the transfer.
-                    self.origin_bytes(now, i, &[])?;
+                    self.origin_end(now, i)?;
                     self.origin_close(i as u32);
                 }
                 ClientAction::Done(Err(e)) => {
@@ -446,7 +447,11 @@ impl Peer {
         i: usize,
         mut data: &[u8],
     ) -> Result<(), PeerError> {
-        let cs = self.manifest.chunk_size;
+        if self.files[i].is_manifest {
+            self.manifest_origin_bytes(i, data);
+            return Ok(());
+        }
+        let cs = self.files[i].chunk_size;
         loop {
             let f = &mut self.files[i];
             let Some(o) = f.origin.as_mut() else {

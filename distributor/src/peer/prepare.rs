@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// Fetches and checks the manifest from the origin (or reads it from a served directory).
-pub(super) fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
+/// Fetches and checks the manifest from the origin (or reads it from a served directory),
+/// with its bytes as they came.
+pub(super) fn load_manifest(opts: &PeerOptions) -> Result<(Manifest, Vec<u8>), PeerError> {
     let key = opts.public_key.as_ref();
     match &opts.source {
         Source::Serve(dir) => {
@@ -11,7 +12,7 @@ pub(super) fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
                 .map_err(io_err(dir.join(MANIFEST_FILE).display().to_string()))?;
             let m = Manifest::parse(&bytes, key)?;
             m.verify_dir(dir)?;
-            Ok(m)
+            Ok((m, bytes))
         }
         Source::Origin(spec) => {
             let urls = origin_urls(spec);
@@ -41,7 +42,7 @@ pub(super) fn load_manifest(opts: &PeerOptions) -> Result<Manifest, PeerError> {
             if let Some(e) = last {
                 return Err(e);
             }
-            Ok(Manifest::parse(&bytes, key)?)
+            Ok((Manifest::parse(&bytes, key)?, bytes))
         }
     }
 }
@@ -126,7 +127,8 @@ impl Place {
 pub struct Prepared {
     me: Ipv4Addr,
     bcast: Ipv4Addr,
-    manifest: Manifest,
+    /// None when the manifest comes over the LAN after power-on.
+    manifest: Option<(Manifest, Vec<u8>)>,
     udp: UdpSocket,
     listener: TcpListener,
 }
@@ -139,7 +141,14 @@ impl Prepared {
         let opts = opts.clone();
         place.run(move || {
             let (me, bcast) = iface_addrs(&opts.iface)?;
-            let manifest = load_manifest(&opts)?;
+            // A phone that can verify a peer's manifest (a key, peer sharing) takes it from the
+            // LAN after power-on; a served load's is at hand.
+            let from_lan = lan_manifest(&opts) && matches!(opts.source, Source::Origin(_));
+            let manifest = if from_lan {
+                None
+            } else {
+                Some(load_manifest(&opts)?)
+            };
             let udp = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, opts.port))
                 .map_err(io_err(format!("UDP port {}", opts.port)))?;
             udp.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
@@ -164,8 +173,9 @@ impl Prepared {
         })?
     }
 
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+    /// The manifest, when known before power-on.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref().map(|m| &m.0)
     }
 }
 
@@ -187,13 +197,20 @@ impl Peer {
         } = prepared;
         let base = slot << PHONE_SHIFT;
         let store = Store::new(&opts.store);
-        let done_already = store.current().as_deref() == Some(manifest.load.as_str());
-        let files = manifest
-            .files
-            .iter()
-            .map(|entry| file_state(&opts, &store, &manifest, entry, done_already))
-            .collect::<Result<Vec<_>, PeerError>>()?;
-        let phone = phone_with(me, opts.seed, &files);
+        let mut phone = Phone::new(PeerId::from(me), 100_000, opts.seed, &[]);
+        let mut files = Vec::new();
+        if lan_manifest(&opts) {
+            let held = manifest.as_ref().map(|m| m.1.as_slice());
+            files.push(manifest_state(&opts, held)?);
+            phone.add_hierarchies(&[HierarchySpec { id: 0, chunks: 1 }]);
+            phone.preload(0, u32::from(held.is_some()));
+        }
+        let done_already = manifest
+            .as_ref()
+            .is_some_and(|m| store.current().as_deref() == Some(m.0.load.as_str()));
+        if let Some((m, _)) = &manifest {
+            add_files(&opts, &store, m, &mut files, &mut phone)?;
+        }
         let cfg = Config {
             mode: opts.mode,
             fanout: opts.fanout,
@@ -202,7 +219,7 @@ impl Peer {
         {
             let mut r = reactor.borrow_mut();
             info!(
-                peer = %me, broadcast = %bcast, iface = %opts.iface, load = %manifest.load, files = files.len(),
+                peer = %me, broadcast = %bcast, iface = %opts.iface, files = files.len(),
                 backend = r.stats().backend, mode = ?opts.mode,
                 "pfs peer starting"
             );
@@ -215,7 +232,7 @@ impl Peer {
             cfg,
             me,
             bcast,
-            manifest,
+            manifest: manifest.map(|m| m.0),
             store,
             files,
             phone,
@@ -246,9 +263,45 @@ impl Peer {
     }
 }
 
+/// The IPv4 address and broadcast address of `iface` (computed from the netmask when the
+/// address was added without one, as `ip addr add A/N` does).
+pub fn iface_addrs(iface: &str) -> Result<(Ipv4Addr, Ipv4Addr), PeerError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| io_err(iface)(e.into()))?;
+    for a in addrs {
+        if a.interface_name != iface {
+            continue;
+        }
+        let Some(addr) = a
+            .address
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map(|x| x.ip())
+        else {
+            continue;
+        };
+        let given = a
+            .broadcast
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map(|x| x.ip())
+            .filter(|b| !b.is_unspecified() && *b != addr);
+        let mask = a
+            .netmask
+            .as_ref()
+            .and_then(|x| x.as_sockaddr_in())
+            .map_or(u32::MAX, |m| u32::from(m.ip()));
+        if mask == u32::MAX {
+            continue; // a point-to-point /32 has no broadcast domain
+        }
+        let bcast = given.unwrap_or(Ipv4Addr::from(u32::from(addr) | !mask));
+        return Ok((addr, bcast));
+    }
+    Err(PeerError::NoAddress(iface.to_owned()))
+}
+
 /// One file of the load as the phone starts with it: its hierarchy key, and what it already
 /// holds: the whole file (serving, installed, or verified on disk) or a partial download.
-fn file_state(
+pub(super) fn file_state(
     opts: &PeerOptions,
     store: &Store,
     manifest: &Manifest,
@@ -299,27 +352,7 @@ fn file_state(
             ..FileReport::default()
         },
         next_progress: 10,
+        is_manifest: false,
+        chunk_size: manifest.chunk_size,
     })
-}
-
-/// The core for phone `me`: one hierarchy per file, preloaded with what it holds.
-fn phone_with(me: Ipv4Addr, seed: u64, files: &[FileState]) -> Phone {
-    let specs: Vec<HierarchySpec> = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| HierarchySpec {
-            id: i as u32,
-            chunks: f.chunks,
-        })
-        .collect();
-    let mut phone = Phone::new(PeerId::from(me), 100_000, seed, &specs);
-    for (i, f) in files.iter().enumerate() {
-        let have = if f.installed {
-            f.chunks
-        } else {
-            f.partial.as_ref().map_or(0, Partial::verified_prefix)
-        };
-        phone.preload(i as u32, have);
-    }
-    phone
 }

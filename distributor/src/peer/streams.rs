@@ -74,7 +74,7 @@ impl Peer {
                     let Some(h) = self.files.iter().position(|f| f.id == hierarchy) else {
                         continue;
                     };
-                    let cs = u64::from(self.manifest.chunk_size);
+                    let cs = u64::from(self.files[h].chunk_size);
                     if !offset.is_multiple_of(cs) {
                         warn!(peer = %Ipv4Addr::from(peer), "unaligned request; closing");
                         break Ok(false);
@@ -124,7 +124,13 @@ impl Peer {
         let Some(h) = self.files.iter().position(|f| f.id == hierarchy) else {
             return Ok(());
         };
-        let cs = u64::from(self.manifest.chunk_size);
+        if self.files[h].is_manifest {
+            return match offset {
+                0 => self.manifest_chunk_in(now, from, h, data),
+                _ => Ok(()),
+            };
+        }
+        let cs = u64::from(self.files[h].chunk_size);
         let f = &mut self.files[h];
         if !offset.is_multiple_of(cs) || offset >= f.entry.size.max(1) {
             return Ok(());
@@ -374,7 +380,7 @@ impl Peer {
             x.depth,
             from
         );
-        let offset = u64::from(from) * u64::from(self.manifest.chunk_size);
+        let offset = u64::from(from) * u64::from(f.chunk_size);
         let frame = Message::Request {
             hierarchy: f.id,
             offset,
@@ -431,8 +437,8 @@ impl Peer {
         };
         let f = &self.files[h as usize];
         debug_assert!(index < self.phone.hierarchies[h as usize].verified);
-        let cs = u64::from(self.manifest.chunk_size);
-        let (start, end) = f.entry.chunk_range(self.manifest.chunk_size, index);
+        let cs = u64::from(f.chunk_size);
+        let (start, end) = f.entry.chunk_range(f.chunk_size, index);
         let have_bytes = (u64::from(have) * cs).min(f.entry.size);
         let head = wire::chunk_head(f.id, start, have_bytes, (end - start) as usize);
         let frame = match &f.map {

@@ -183,6 +183,27 @@ pub fn check_lab_report(dir: &std::path::Path, runs: usize) {
     );
 }
 
+/// Runs `pfs lab ARGS --json`, which must succeed; its report (the last line), checked
+/// against docs/report.md.
+pub fn lab_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pfs"))
+        .arg("lab")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run pfs lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pfs lab {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    check_against_doc("lab", &r);
+    r
+}
+
 /// `json` (one report of `kind`) holds exactly the fields `docs/report.md` documents for it.
 pub fn check_against_doc(kind: &str, json: &serde_json::Value) {
     use pfs::report::schema;

@@ -4,8 +4,6 @@
 
 use crate::common;
 
-use std::process::Command;
-
 const ROOT_TIMEOUT_S: f64 = 3.0;
 
 /// Runs a 30-phone, one-model lab at 10 Mbit/s with `faults`; returns its JSON report.
@@ -13,29 +11,10 @@ fn lab(faults: &[&str]) -> Option<serde_json::Value> {
     if !common::privileged("pfs lab with faults") || !common::tool("tc") {
         return None;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_pfs"))
-        .args(["lab", "--phones", "30", "--models", "CP-7961G"])
-        .args([
-            "--wan-mbit",
-            "10",
-            "--seed",
-            "3",
-            "--json",
-            "--deadline-s",
-            "90",
-        ])
-        .args(faults)
-        .output()
-        .expect("run pfs lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pfs lab {faults:?} failed:\n{stdout}\n{stderr}"
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a report"))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    common::check_against_doc("lab", &r);
+    let mut args = vec!["--phones", "30", "--models", "CP-7961G", "--wan-mbit", "10"];
+    args.extend(["--seed", "3", "--deadline-s", "90"]);
+    args.extend(faults);
+    let r = common::lab_json(&args);
     assert_eq!(r["stuck"], 0, "{r}");
     assert_eq!(r["corrupt_installs"], 0, "{r}");
     let faulted = r["crashed"].as_u64().unwrap()

@@ -14,6 +14,7 @@ mod http_interop;
 mod http_origin;
 mod lab_faults_netns;
 mod lab_http;
+mod lab_manifest_netns;
 mod lab_netns;
 mod lab_wan_rtt_netns;
 mod load_cli;

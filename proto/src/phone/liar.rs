@@ -5,7 +5,23 @@ use super::*;
 impl Phone {
     /// A liar powers on already "root" of everything, with the strongest claim there is.
     pub(super) fn liar_boot(&mut self, cfg: &Config, now: Time, kind: Liar, out: &mut Vec<Action>) {
-        for i in 0..self.hierarchies.len() {
+        self.liar_start(cfg, now, kind, out);
+        out.push(Action::Timer {
+            h: 0,
+            kind: TimerKind::Watchdog,
+            at: now + cfg.watchdog,
+        });
+    }
+
+    /// Lies about every hierarchy not started yet (at boot, and those added later).
+    pub(super) fn liar_start(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        kind: Liar,
+        out: &mut Vec<Action>,
+    ) {
+        for i in self.started..self.hierarchies.len() {
             let xid: u32 = self.rng.random();
             let x = &mut self.hierarchies[i];
             x.role = Role::Root;
@@ -32,11 +48,7 @@ impl Phone {
                 });
             }
         }
-        out.push(Action::Timer {
-            h: 0,
-            kind: TimerKind::Watchdog,
-            at: now + cfg.watchdog,
-        });
+        self.started = self.hierarchies.len();
     }
 
     /// A liar answers every join with itself as the parent, takes every child, and ignores

@@ -61,14 +61,18 @@ impl Sim {
                     continue;
                 }
                 let mut depth = 0u32;
-                let mut cur = self.phones[i].hierarchies[k].parent;
+                // A phone still without its manifest has only that hierarchy.
+                let mut cur = self.phones[i].hierarchies.get(k).and_then(|x| x.parent);
                 while let Some(p) = cur {
                     depth += 1;
                     if depth > 4096 {
                         self.log_cycle(now, i, k);
                         break;
                     }
-                    cur = self.phones[p.0 as usize].hierarchies[k].parent;
+                    cur = self.phones[p.0 as usize]
+                        .hierarchies
+                        .get(k)
+                        .and_then(|x| x.parent);
                 }
                 self.report.max_depth = self.report.max_depth.max(depth);
                 if last {

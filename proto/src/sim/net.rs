@@ -42,7 +42,7 @@ impl Sim {
             return;
         }
         let bytes = self.chunk_bytes(h, index);
-        self.report.wan_bytes += bytes;
+        self.count_wan(h, bytes);
         let start = now.max(self.wan_free);
         self.wan_free = start + (bytes as f64 / self.wan_rate).ceil() as Time;
         let mut arrive = self.wan_free + self.rtt / 2;
@@ -51,6 +51,8 @@ impl Sim {
         if self.lossy(bytes.div_ceil(PACKET)) {
             arrive += self.rtt.max(1000);
         }
+        arrive = arrive.max(self.origin_last[t]);
+        self.origin_last[t] = arrive;
         self.ingress_free[pi] = arrive;
         self.push(
             arrive,
@@ -310,9 +312,7 @@ impl Sim {
             let ev = Event::OriginBusy { h };
             self.push(now + self.rtt, SimEvent::Phone { to: p, ev });
         } else {
-            self.origin_sessions += 1;
-            self.report.origin_peak_sessions =
-                self.report.origin_peak_sessions.max(self.origin_sessions);
+            self.session_opened(h);
             self.origin_open[t] = true;
             self.origin_gen[t] += 1;
             let generation = self.origin_gen[t];
@@ -329,7 +329,7 @@ impl Sim {
     }
 
     /// Phone `p` installs `h`: corrupt unless the ground truth holds every chunk; the phone
-    /// is complete with its last file.
+    /// is complete with its last file (a manifest adds its load's files first).
     fn install(&mut self, now: Time, p: u32, h: u32) {
         let t = self.truth_index(p, h);
         let chunks = self.chunks_of(h as usize % self.files);
@@ -337,6 +337,7 @@ impl Sim {
             self.report.corrupt_installs += 1;
         }
         self.installed[p as usize] += 1;
+        self.manifest_installed(now, p, h);
         if usize::from(self.installed[p as usize]) == self.files
             && self.phones[p as usize].liar.is_none()
         {

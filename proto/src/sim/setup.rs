@@ -8,7 +8,9 @@ impl Sim {
     /// does).
     pub(super) fn build(cfg: &SimConfig) -> (Sim, Vec<Option<Time>>) {
         assert!(cfg.phones > 0 && cfg.models > 0 && !cfg.file_sizes.is_empty());
-        let files = cfg.file_sizes.len();
+        let sizes = manifest::sizes(cfg);
+        let files = sizes.len();
+        let specs = manifest::specs(cfg, &sizes);
         let n = cfg.phones as usize;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let load_bytes: u64 = cfg.file_sizes.iter().sum();
@@ -28,7 +30,7 @@ impl Sim {
             .iter()
             .map(|&s| if s { cfg.slow_mbit } else { cfg.lan_mbit } / 8.0)
             .collect();
-        let mut phones = make_phones(cfg, &rate, &mut rng);
+        let mut phones = make_phones(cfg, &specs, &rate, &mut rng);
         let liars = corrupt_and_liars(cfg, &mut phones, &mut order, &mut rng);
         let mut by_model = vec![Vec::new(); cfg.models as usize];
         for i in 0..cfg.phones {
@@ -67,6 +69,7 @@ impl Sim {
             tcp_peers: vec![Vec::new(); n],
             origin_gen: vec![0; n * files],
             origin_open: vec![false; n * files],
+            origin_last: vec![0; n * files],
             origin_sessions: 0,
             timer_gen: vec![0; n * files * TIMER_KINDS],
             confirmed: vec![Vec::new(); cfg.models as usize * files],
@@ -77,6 +80,8 @@ impl Sim {
             partition,
             last_claim: 0,
             actions: Vec::new(),
+            sizes,
+            specs,
             cfg: cfg.clone(),
         };
         sim.report.liars = liars;
@@ -180,28 +185,19 @@ fn draw(order: &mut [u32], rng: &mut ChaCha8Rng, count: usize) -> Vec<bool> {
     marked
 }
 
-/// One phone per index, of model `i % models`, on a link of `rate[i]` bytes per microsecond.
-fn make_phones(cfg: &SimConfig, rate: &[f64], rng: &mut ChaCha8Rng) -> Vec<Phone> {
-    let files = cfg.file_sizes.len();
-    let specs: Vec<Vec<HierarchySpec>> = (0..cfg.models)
-        .map(|m| {
-            (0..files)
-                .map(|f| HierarchySpec {
-                    id: m * files as u32 + f as u32,
-                    chunks: cfg.file_sizes[f].div_ceil(u64::from(cfg.chunk_size)) as u32,
-                })
-                .collect()
-        })
-        .collect();
+/// One phone per index, of model `i % models`, on a link of `rate[i]` bytes per microsecond,
+/// knowing the hierarchies its model's phones know at power-on.
+fn make_phones(
+    cfg: &SimConfig,
+    specs: &[Vec<HierarchySpec>],
+    rate: &[f64],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Phone> {
     (0..cfg.phones)
         .map(|i| {
             let kbit = (rate[i as usize] * 8.0 * 1000.0) as u32;
-            Phone::new(
-                PeerId(i),
-                kbit,
-                rng.random(),
-                &specs[(i % cfg.models) as usize],
-            )
+            let specs = manifest::at_boot(cfg, &specs[(i % cfg.models) as usize]);
+            Phone::new(PeerId(i), kbit, rng.random(), specs)
         })
         .collect()
 }
@@ -268,7 +264,12 @@ fn new_report(cfg: &SimConfig, load_bytes: u64, limit_s: f64) -> Report {
         roots_elected_max: 0,
         origin_peak_sessions: 0,
         origin_busy: 0,
-        manifest_wan_bytes: u64::from(cfg.phones) * cfg.manifest_bytes,
+        manifest_wan_bytes: if cfg.manifest_over_lan {
+            0
+        } else {
+            u64::from(cfg.phones) * cfg.manifest_bytes
+        },
+        manifest_origin_fetches: if cfg.manifest_over_lan { 0 } else { cfg.phones },
         roots_max: 0,
         roots_max_partitioned: 0,
         final_max_depth: 0,

@@ -401,7 +401,7 @@ fn traditional_over_a_long_wan_is_capped_at_a_block_per_round_trip() {
 /// Liars (`--liar-peers`): hostile phones claiming root with the strongest adverts. One silent
 /// liar costs its victims one unanswered stall probe and a re-election (1.8 x the limit at 60
 /// phones); two (one silent, one trickling, which also fetches its own copy over the WAN) are
-/// caught one after the other (2.4 to 3.7 x). Everyone else installs, nothing corrupt.
+/// caught one after the other (2.2 to 4.3 x). Everyone else installs, nothing corrupt.
 #[test]
 fn liars_claiming_root_stall_nobody() {
     for seed in 1..=5 {
@@ -415,9 +415,13 @@ fn liars_claiming_root_stall_nobody() {
             assert_eq!(r.completed, 60 - liars, "{ctx}");
             assert_eq!(r.corrupt_installs, 0, "{ctx}");
             assert!(r.roots_rejected_stalled > 0, "{ctx}");
-            let (copies, bound) = if liars == 1 { (1, 2.0) } else { (2, 4.0) };
+            // Two liars also hold the manifest's hierarchy first (one more stage to catch
+            // them in, serially, before any file is known): 4.25 x at seeds 4 and 5 (3.7 x
+            // before the manifest came over the LAN), and a re-election's wasted partial
+            // fetch (2.44 loads at seed 5).
+            let (copies, bound, slack) = if liars == 1 { (1, 2.0, 5) } else { (2, 4.5, 2) };
             assert!(
-                r.wan_bytes <= copies * r.load_bytes + r.load_bytes / 5,
+                r.wan_bytes <= copies * r.load_bytes + r.load_bytes / slack,
                 "{ctx}"
             );
             assert!(r.makespan_s <= bound * r.limit_s, "{ctx}");
@@ -443,5 +447,43 @@ fn issue_14_plans_end_with_one_root_per_hierarchy() {
         let failures = sim::check(&r);
         assert!(failures.is_empty(), "seed {seed}: {failures:?}");
         assert_eq!(r.final_roots_max, 1, "seed {seed}: {}", without_wall(&r));
+    }
+}
+
+/// The manifest over the LAN (the signed configuration): each model's manifest crosses the
+/// WAN once, not once per phone, and the firmware makespan stays within 3% of a site whose
+/// phones each fetched their own before power-on (keyless: `manifest_over_lan` off).
+#[test]
+fn the_manifest_crosses_the_wan_once_per_model() {
+    for (phones, models, seed) in [(200, 1, 1), (300, 2, 2), (1000, 1, 3)] {
+        let lan = SimConfig {
+            models,
+            ..cfg(phones, seed)
+        };
+        let r = sim::run(&lan);
+        let ctx = without_wall(&r);
+        assert_eq!(r.completed, phones, "{ctx}");
+        assert_eq!(r.manifest_origin_fetches, models, "{ctx}");
+        assert_eq!(
+            r.manifest_wan_bytes,
+            u64::from(models) * lan.manifest_bytes,
+            "{ctx}"
+        );
+        assert_eq!(r.wan_bytes, u64::from(models) * r.load_bytes, "{ctx}");
+        assert_eq!(r.roots_elected_max, 1, "{ctx}");
+        let own = sim::run(&SimConfig {
+            manifest_over_lan: false,
+            ..lan
+        });
+        assert_eq!(own.manifest_origin_fetches, phones);
+        assert_eq!(
+            own.manifest_wan_bytes,
+            u64::from(phones) * lan.manifest_bytes
+        );
+        assert!(
+            r.makespan_s <= 1.03 * own.makespan_s,
+            "{ctx} vs {}",
+            without_wall(&own)
+        );
     }
 }

@@ -1,0 +1,161 @@
+//! Hierarchies added after boot (the load's files, once the manifest's hierarchy delivered).
+
+use super::*;
+
+fn spec(id: u32, chunks: u32) -> HierarchySpec {
+    HierarchySpec { id, chunks }
+}
+
+/// Claim timers in `out` for `h`: their deadlines.
+fn claims(out: &[Action], h: u32) -> Vec<Time> {
+    out.iter()
+        .filter_map(|a| match *a {
+            Action::Timer {
+                h: x,
+                kind: TimerKind::Claim,
+                at,
+            } if x == h => Some(at),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Phone 5 that became root of the manifest's hierarchy 0 (one chunk) and verified it.
+fn manifest_root(cfg: &Config, out: &mut Vec<Action>) -> Phone {
+    let mut p = Phone::new(PeerId(5), 100_000, 3, &[spec(0, 1)]);
+    p.handle(cfg, 0, Event::Boot, out);
+    let at = claims(out, 0)[0];
+    p.handle(
+        cfg,
+        at,
+        Event::Timer {
+            h: 0,
+            kind: TimerKind::Claim,
+        },
+        out,
+    );
+    let guard = at + cfg.claim_guard;
+    p.handle(
+        cfg,
+        guard,
+        Event::Timer {
+            h: 0,
+            kind: TimerKind::Guard,
+        },
+        out,
+    );
+    assert!(out.contains(&Action::OriginOpen {
+        h: 0,
+        fallback: false
+    }));
+    p.handle(cfg, guard + 1, Event::OriginReady { h: 0 }, out);
+    let chunk = Event::OriginChunk {
+        h: 0,
+        index: 0,
+        ok: true,
+    };
+    p.handle(cfg, guard + 2, chunk, out);
+    assert!(out.contains(&Action::Install { h: 0 }));
+    p
+}
+
+#[test]
+fn added_hierarchies_wait_for_the_event_then_claim_as_at_boot() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.add_hierarchies(&[spec(1, 10), spec(2, 40), spec(1, 10)]);
+    assert_eq!(p.hierarchies.len(), 3, "an id already present is skipped");
+    out.clear();
+    p.handle(
+        &cfg,
+        1_000,
+        Event::Recv {
+            from: PeerId(9),
+            msg: Msg::Leave { h: 1, xid: 0 },
+        },
+        &mut out,
+    );
+    assert!(
+        claims(&out, 1).is_empty(),
+        "nothing starts before Event::Added"
+    );
+    p.handle(&cfg, 2_000, Event::Added, &mut out);
+    // Not a root of anything: no claim at once. Added late, each listens first (the largest
+    // file for a confirmed root's interval: the manifest's root leads it).
+    let (small, large) = (claims(&out, 1), claims(&out, 2));
+    assert_eq!((small.len(), large.len()), (1, 1), "{out:?}");
+    assert!(small[0] >= 2_000 + cfg.advert_interval + cfg.claim_guard);
+    assert!(large[0] >= 2_000 + cfg.root_advert_interval + cfg.advert_interval);
+    out.clear();
+    p.handle(&cfg, 3_000, Event::Added, &mut out);
+    assert!(
+        claims(&out, 1).is_empty() && claims(&out, 2).is_empty(),
+        "started once"
+    );
+    p.invariants(&cfg).unwrap();
+}
+
+#[test]
+fn the_manifest_root_claims_the_largest_file_at_once() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = manifest_root(&cfg, &mut out);
+    p.add_hierarchies(&[spec(1, 10), spec(2, 40), spec(3, 40)]);
+    out.clear();
+    p.handle(&cfg, 500_000, Event::Added, &mut out);
+    assert_eq!(
+        claims(&out, 2),
+        vec![500_000],
+        "the first of the largest, at once"
+    );
+    assert!(claims(&out, 1)[0] > 500_000 && claims(&out, 3)[0] > 500_000);
+    p.invariants(&cfg).unwrap();
+}
+
+#[test]
+fn added_before_boot_start_at_boot_and_traditional_phones_fetch_one_at_a_time() {
+    let cfg = Config {
+        mode: Mode::Traditional,
+        ..Config::default()
+    };
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
+    p.handle(&cfg, 0, Event::Added, &mut out);
+    assert!(out.is_empty(), "Added before Boot is ignored");
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    assert_eq!(
+        out,
+        vec![Action::OriginOpen {
+            h: 0,
+            fallback: false
+        }]
+    );
+    p.add_hierarchies(&[spec(1, 2)]);
+    out.clear();
+    p.handle(&cfg, 10, Event::Added, &mut out);
+    assert!(
+        out.is_empty(),
+        "file 0 is still open: file 1 waits its turn"
+    );
+    p.handle(&cfg, 20, Event::OriginReady { h: 0 }, &mut out);
+    p.handle(
+        &cfg,
+        30,
+        Event::OriginChunk {
+            h: 0,
+            index: 0,
+            ok: true,
+        },
+        &mut out,
+    );
+    assert!(
+        out.contains(&Action::OriginOpen {
+            h: 1,
+            fallback: false
+        }),
+        "{out:?}"
+    );
+    p.invariants(&cfg).unwrap();
+}
