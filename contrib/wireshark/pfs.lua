@@ -26,6 +26,7 @@ local types = {
 }
 local tiers = { [0] = "tentative", [1] = "fetching", [2] = "confirmed" }
 local lease_ops = { [0] = "request", [1] = "grant", [2] = "refuse", [3] = "release" }
+local exclusions = { [0] = "dead", [1] = "corrupt", [2] = "slow" }
 
 local f = {
     magic = ProtoField.bytes("pfs.magic", "magic"),
@@ -50,6 +51,7 @@ local f = {
     link_kbit = ProtoField.uint32("pfs.link_kbit", "link_kbit"),
     n = ProtoField.uint8("pfs.n", "n"),
     exclude = ProtoField.ipv4("pfs.exclude", "exclude"),
+    exclude_reason = ProtoField.uint8("pfs.exclude_reason", "exclude_reason", base.DEC, exclusions),
     parent = ProtoField.ipv4("pfs.parent", "parent"),
     port = ProtoField.uint16("pfs.port", "port"),
     reason = ProtoField.uint8("pfs.reason", "reason"),
@@ -173,6 +175,7 @@ local bodies = {
         local n = r:u8(f.n)
         for _ = 1, (n or 0) do
             r:u32(f.exclude)
+            r:u8(f.exclude_reason)
         end
     end,
     [0x03] = function(r)

@@ -36,7 +36,6 @@ use crate::{
         self,
         client::{ClientAction, ClientConfig, ClientError, ClientSession},
     },
-    tree::Exclusion,
     wire::{self, HierarchyId, HierarchyKey, Message, PeerId, Tier},
 };
 

@@ -45,10 +45,14 @@ fn msg(u: &mut Unstructured) -> Result<Msg> {
             xid,
             max_children: u.int_in_range(0..=3)?,
             verified: small(u)?,
-            exclude: Excludes::from_peers(
-                (0..u.int_in_range(0..=5)?).map(|p| PeerId(p % 8)),
-                pick(u, &[Exclusion::Dead, Exclusion::Corrupt, Exclusion::Slow])?,
-            ),
+            exclude: {
+                let mut pairs = Vec::new();
+                for p in 0..u.int_in_range(0..=5)? {
+                    let why = pick(u, &[Exclusion::Dead, Exclusion::Corrupt, Exclusion::Slow])?;
+                    pairs.push((PeerId(p % 8), why));
+                }
+                Excludes::from_pairs(pairs)
+            },
         },
         2 => Msg::Accept {
             h,

@@ -24,23 +24,30 @@ pub use crate::time::Time;
 mod config;
 pub use config::{Config, Mode};
 
-/// Up to four exclusions carried by a `Join`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Up to four exclusions carried by a `Join`, each with its reason (as on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Excludes {
     len: u8,
-    items: [(PeerId, u8); 4],
+    items: [(PeerId, Exclusion); 4],
+}
+
+impl Default for Excludes {
+    fn default() -> Self {
+        Excludes {
+            len: 0,
+            items: [(PeerId(0), Exclusion::Dead); 4],
+        }
+    }
 }
 
 impl Excludes {
     pub fn iter(&self) -> impl Iterator<Item = (PeerId, Exclusion)> + '_ {
-        self.items[..self.len as usize]
-            .iter()
-            .map(|&(p, r)| (p, exclusion_from_u8(r)))
+        self.items[..self.len as usize].iter().copied()
     }
-    /// Exclusions read off the wire, which carries peers only: all get the same reason.
-    pub fn from_peers(peers: impl IntoIterator<Item = PeerId>, why: Exclusion) -> Self {
+    /// Exclusions read off the wire, with their reasons; beyond four, the latest are kept.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (PeerId, Exclusion)>) -> Self {
         let mut e = Excludes::default();
-        for p in peers {
+        for (p, why) in pairs {
             e.push(p, why);
         }
         e
@@ -50,16 +57,8 @@ impl Excludes {
             self.items.rotate_left(1);
             self.len -= 1;
         }
-        self.items[self.len as usize] = (peer, why as u8);
+        self.items[self.len as usize] = (peer, why);
         self.len += 1;
-    }
-}
-
-fn exclusion_from_u8(r: u8) -> Exclusion {
-    match r {
-        0 => Exclusion::Dead,
-        1 => Exclusion::Corrupt,
-        _ => Exclusion::Slow,
     }
 }
 

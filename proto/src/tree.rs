@@ -20,15 +20,28 @@ struct Member {
     order: u64,
 }
 
-/// Why a peer was excluded by a joiner.
+/// Why a peer was excluded by a joiner; the discriminant is its code on the wire (the `Join`'s
+/// `exclude_reason`, docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusion {
     /// Connection lost: never placed under again.
-    Dead,
+    Dead = 0,
     /// Sent a chunk that failed its digest: never a parent again.
-    Corrupt,
+    Corrupt = 1,
     /// Too slow for its children: kept, but gets no new children.
-    Slow,
+    Slow = 2,
+}
+
+impl Exclusion {
+    /// The reason a wire code stands for; `None` for a code no version defines.
+    pub fn from_code(code: u8) -> Option<Exclusion> {
+        match code {
+            0 => Some(Exclusion::Dead),
+            1 => Some(Exclusion::Corrupt),
+            2 => Some(Exclusion::Slow),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]

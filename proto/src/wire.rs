@@ -6,6 +6,7 @@
 use pfs_common::msg_type;
 
 pub use crate::ids::{HierarchyId, PeerId};
+pub use crate::tree::Exclusion;
 
 /// `PF` (shared with the XDP program, which validates the same header).
 pub const MAGIC: [u8; 2] = pfs_common::WIRE_MAGIC;
@@ -114,7 +115,9 @@ pub enum Message {
         max_children: u8,
         link_kbit: u32,
         verified: u32,
-        exclude: Vec<PeerId>,
+        /// Each excluded peer with the joiner's reason: the root's placement treats them
+        /// differently (`tree::Coordinator::exclude`).
+        exclude: Vec<(PeerId, Exclusion)>,
     },
     Accept {
         key: HierarchyKey,
@@ -276,8 +279,9 @@ impl Message {
                     });
                 }
                 w.u8(exclude.len() as u8);
-                for peer in exclude {
+                for &(peer, why) in exclude {
                     w.u32(peer.0);
+                    w.u8(why as u8);
                 }
             }
             Message::Accept {
@@ -501,7 +505,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             }
             let mut exclude = Vec::with_capacity(n);
             for _ in 0..n {
-                exclude.push(PeerId(r.u32()?));
+                let peer = PeerId(r.u32()?);
+                let why = Exclusion::from_code(r.u8()?).ok_or(DecodeError::BadField {
+                    field: "exclude_reason",
+                    why: "not 0 (dead), 1 (corrupt) or 2 (slow)",
+                })?;
+                exclude.push((peer, why));
             }
             Message::Join {
                 key,

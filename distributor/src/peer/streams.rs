@@ -224,8 +224,7 @@ impl Peer {
                 xid,
                 max_children,
                 verified,
-                // The wire carries peers only: never place the joiner under any of them.
-                exclude: Excludes::from_peers(exclude, Exclusion::Slow),
+                exclude: Excludes::from_pairs(exclude),
             },
             Message::Accept {
                 xid, parent, depth, ..
@@ -289,7 +288,7 @@ impl Peer {
                 max_children,
                 link_kbit: self.phone.link_kbit,
                 verified,
-                exclude: exclude.iter().map(|(p, _)| p).collect(),
+                exclude: exclude.iter().collect(),
             },
             Msg::Accept {
                 xid, parent, depth, ..

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command};
 
-use pfs::wire::{HierarchyId, HierarchyKey, Message, PeerId, Tier};
+use pfs::wire::{Exclusion, HierarchyId, HierarchyKey, Message, PeerId, Tier};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/wireshark/pfs.lua");
 const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
@@ -189,6 +189,7 @@ fn protocol_md_tables_are_read() {
     assert_eq!(m.len(), 11, "{m:?}");
     assert_eq!(m[0].0, "Advert");
     assert!(m[1].1.contains(&"exclude".to_owned()) && m[1].1.contains(&"n".to_owned()));
+    assert!(m[1].1.contains(&"exclude_reason".to_owned()), "{:?}", m[1]);
     assert!(m[7].1.contains(&"hierarchy id".to_owned()), "{:?}", m[7]);
     assert_eq!(m[10].1, ["code", "message"]);
 }
@@ -219,6 +220,11 @@ fn every_message_type_and_field_decodes_by_its_documented_name() {
     // Values read back, not only names.
     assert!(by_type["Accept"].contains("showname=\"parent: 198.19.1.9\""));
     assert!(by_type["Advert"].contains("showname=\"strength: 99\""));
+    assert!(
+        by_type["Join"].contains("showname=\"exclude_reason: corrupt (1)\""),
+        "{}",
+        by_type["Join"]
+    );
     assert!(by_type["Error"].contains("showname=\"message: busy\""));
     assert!(
         by_type["Chunk"].contains("show=\"3000\""),
@@ -402,7 +408,10 @@ fn every_udp_message() -> Vec<Message> {
             max_children: 2,
             link_kbit: 100_000,
             verified: 0,
-            exclude: vec![PeerId::from(Ipv4Addr::new(198, 19, 1, 5))],
+            exclude: vec![(
+                PeerId::from(Ipv4Addr::new(198, 19, 1, 5)),
+                Exclusion::Corrupt,
+            )],
         },
         Message::Accept {
             key: key.clone(),

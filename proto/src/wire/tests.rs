@@ -85,7 +85,15 @@ fn advert() -> impl Strategy<Value = Message> {
         )
 }
 
-/// Any Join, excluding up to 8 peers.
+fn exclusion() -> impl Strategy<Value = Exclusion> {
+    prop_oneof![
+        Just(Exclusion::Dead),
+        Just(Exclusion::Corrupt),
+        Just(Exclusion::Slow),
+    ]
+}
+
+/// Any Join, excluding up to 8 peers, each with its reason.
 fn join() -> impl Strategy<Value = Message> {
     (
         key(),
@@ -93,7 +101,7 @@ fn join() -> impl Strategy<Value = Message> {
         any::<u8>(),
         any::<u32>(),
         any::<u32>(),
-        proptest::collection::vec(any::<u32>().prop_map(PeerId), 0..=8),
+        proptest::collection::vec((any::<u32>().prop_map(PeerId), exclusion()), 0..=8),
     )
         .prop_map(
             |(key, xid, max_children, link_kbit, verified, exclude)| Message::Join {
@@ -236,6 +244,48 @@ fn typed_errors() {
     // A body shorter than its type needs, with a length that says so.
     let short = [b'P', b'F', VERSION, 0x12, 0, 0, 0, 3, 1, 2, 3];
     assert!(matches!(decode(&short), Err(DecodeError::Truncated { .. })));
+}
+
+/// Every exclusion's reason crosses the wire as itself (the root places by it), and a code no
+/// version defines is a typed error, not read as some reason.
+#[test]
+fn join_exclusions_carry_their_reason() {
+    let key = HierarchyKey {
+        model: "m".into(),
+        file: "f".into(),
+        digest: [0; 32],
+    };
+    let exclude = vec![
+        (PeerId(1), Exclusion::Dead),
+        (PeerId(2), Exclusion::Corrupt),
+        (PeerId(3), Exclusion::Slow),
+    ];
+    let msg = Message::Join {
+        key,
+        xid: 1,
+        max_children: 2,
+        link_kbit: 1000,
+        verified: 0,
+        exclude,
+    };
+    let good = msg.encode().unwrap();
+    assert_eq!(decode(&good), Ok(msg));
+    // The last byte is the third exclusion's reason.
+    assert_eq!(good[good.len() - 1], 2);
+    for code in [3u8, 0x80, 0xff] {
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() = code;
+        assert!(
+            matches!(
+                decode(&bad),
+                Err(DecodeError::BadField {
+                    field: "exclude_reason",
+                    ..
+                })
+            ),
+            "code {code}"
+        );
+    }
 }
 
 #[test]
