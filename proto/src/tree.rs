@@ -16,6 +16,12 @@ struct Member {
     /// Children as placed by this coordinator (a moved member keeps them).
     kids: Vec<PeerId>,
     capable: bool,
+    /// Excluded by a joiner as slow (or full: its `Reject`): offered only when no other
+    /// member has room. A joiner's exclusion is its own view; taken as final, every stale
+    /// placement under faults took a healthy parent out for good, the root ran out of places
+    /// and the orphans fell back to the origin one after another (`pfs lab`, issue 14's
+    /// plan, seed 8: 4710 rejects, 40 fallbacks).
+    suspect: bool,
     /// Position in `open` while it has free slots.
     order: u64,
 }
@@ -24,11 +30,13 @@ struct Member {
 /// `exclude_reason`, docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusion {
-    /// Connection lost: never placed under again.
+    /// Connection lost or silent: its slot at its parent is freed and it gets no children
+    /// until it joins again.
     Dead = 0,
     /// Sent a chunk that failed its digest: never a parent again.
     Corrupt = 1,
-    /// Too slow for its children: kept, but gets no new children.
+    /// Too slow for its children (or full: its `Reject`): kept, and gets new children only
+    /// when no other member has room.
     Slow = 2,
 }
 
@@ -71,6 +79,7 @@ impl Coordinator {
                 depth: 0,
                 kids: Vec::new(),
                 capable: true,
+                suspect: false,
                 order: 0,
             },
         );
@@ -110,7 +119,7 @@ impl Coordinator {
             pick = Some((depth, order, peer));
             break;
         }
-        let (depth, order, parent) = pick?;
+        let (depth, order, parent) = pick.or_else(|| self.reopen_suspect(joiner, exclude))?;
         let fills_last_slot = self.members[&parent].kids.len() + 1 >= usize::from(self.fanout)
             && self.open.len() <= 1;
         if max_children == 0 && fills_last_slot {
@@ -136,6 +145,7 @@ impl Coordinator {
             depth: child_depth,
             kids: Vec::new(),
             capable,
+            suspect: false,
             order: child_order,
         });
         // A re-attaching member keeps its children; re-key it in `open` at its new depth.
@@ -143,6 +153,7 @@ impl Coordinator {
         entry.parent = Some(parent);
         entry.depth = child_depth;
         entry.capable &= capable;
+        entry.suspect = false; // it joined: alive
         entry.order = child_order;
         if entry.capable && entry.kids.len() < usize::from(self.fanout) {
             self.open.insert((child_depth, child_order, joiner));
@@ -200,14 +211,45 @@ impl Coordinator {
             return;
         };
         self.open.remove(&(m.depth, m.order, peer));
-        m.capable = false;
-        if why == Exclusion::Dead {
-            let parent = m.parent;
-            self.members.remove(&peer);
-            if let Some(p) = parent {
-                self.release_slot(p, peer);
-            }
+        if why == Exclusion::Corrupt {
+            m.capable = false;
+            return;
         }
+        if why == Exclusion::Slow {
+            m.suspect = true;
+            return;
+        }
+        // Dead: where it really hangs now is unknown (offering it again made parent cycles in
+        // `pfs simulate --swarm`); it is placed again when it joins again.
+        let parent = m.parent;
+        self.members.remove(&peer);
+        if let Some(p) = parent {
+            self.release_slot(p, peer);
+        }
+    }
+
+    /// No member in good standing has room for `joiner`: the shallowest suspect with room
+    /// that the joiner does not exclude itself (nor one of its descendants) is offered again,
+    /// as (depth, order, peer) back in `open`.
+    fn reopen_suspect(
+        &mut self,
+        joiner: PeerId,
+        exclude: &[(PeerId, Exclusion)],
+    ) -> Option<(u8, u64, PeerId)> {
+        let fanout = usize::from(self.fanout);
+        let pick = self
+            .members
+            .iter()
+            .filter(|&(&id, m)| m.suspect && m.capable && m.kids.len() < fanout && id != joiner)
+            .filter(|&(&id, _)| !exclude.iter().any(|&(e, _)| e == id))
+            .map(|(&id, m)| (m.depth, m.order, id))
+            .filter(|&(_, _, id)| !self.is_descendant(id, joiner))
+            .min()?;
+        if let Some(m) = self.members.get_mut(&pick.2) {
+            m.suspect = false;
+        }
+        self.open.insert(pick);
+        Some(pick)
     }
 
     /// `child` leaves `parent`: the parent's slot opens again (if it may still take children).
@@ -215,7 +257,7 @@ impl Coordinator {
         let fanout = usize::from(self.fanout);
         if let Some(p) = self.members.get_mut(&parent) {
             p.kids.retain(|&k| k != child);
-            if p.capable && p.kids.len() < fanout {
+            if p.capable && !p.suspect && p.kids.len() < fanout {
                 self.open.insert((p.depth, p.order, parent));
             }
         }
@@ -260,11 +302,12 @@ impl Coordinator {
                 }
                 cur = self.members.get(&p).and_then(|x| x.parent);
             }
-            let should_be_open = m.capable && m.kids.len() < fanout;
+            let should_be_open = m.capable && !m.suspect && m.kids.len() < fanout;
             if should_be_open != self.open.contains(&(m.depth, m.order, id)) {
                 return Err(format!(
-                    "{id}: open set disagrees (capable {}, {} kids)",
+                    "{id}: open set disagrees (capable {}, suspect {}, {} kids)",
                     m.capable,
+                    m.suspect,
                     m.kids.len()
                 ));
             }
@@ -352,6 +395,88 @@ mod tests {
             assert_ne!(p, 1);
             c.exclude(PeerId(100), Exclusion::Dead);
         }
+    }
+
+    /// An exclusion is one joiner's view: with no other member left with room, a member
+    /// excluded as slow (or full) by someone else is offered again rather than nobody, and
+    /// never to the joiner that excluded it. A corrupt one never is.
+    #[test]
+    fn excluded_members_are_a_last_resort_not_lost() {
+        let mut c = Coordinator::new(PeerId(0), 1);
+        assert_eq!(join(&mut c, 1, 1, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Slow)]), None);
+        assert_eq!(
+            join(&mut c, 3, 1, &[]),
+            Some((1, 2)),
+            "1 was only slow for 2"
+        );
+        c.invariants().unwrap();
+        let mut c = Coordinator::new(PeerId(0), 1);
+        join(&mut c, 1, 1, &[]);
+        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Corrupt)]), None);
+        assert_eq!(
+            join(&mut c, 3, 1, &[]),
+            None,
+            "a corrupt member is never a parent"
+        );
+    }
+
+    /// Slow: skipped while any member in good standing has room, even a deeper one.
+    #[test]
+    fn a_slow_member_waits_behind_members_in_good_standing() {
+        let mut c = Coordinator::new(PeerId(0), 2);
+        join(&mut c, 1, 2, &[]);
+        join(&mut c, 2, 2, &[]);
+        assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Slow)]), Some((2, 2)));
+        assert_eq!(
+            join(&mut c, 4, 2, &[]),
+            Some((2, 2)),
+            "1 is shallower, but slow"
+        );
+        assert_eq!(join(&mut c, 5, 2, &[]), Some((3, 3)));
+        c.invariants().unwrap();
+        // Joining again itself, it is heard alive: in good standing again.
+        let (p, _) = join(&mut c, 1, 2, &[]).unwrap();
+        assert_ne!(p, 1);
+        c.invariants().unwrap();
+        let d1 = c.members[&PeerId(1)].depth;
+        assert!(c.open.iter().any(|&(d, _, id)| id == PeerId(1) && d == d1));
+    }
+
+    /// Dead: removed with its slot at its parent freed, and offered to nobody, not even as a
+    /// last resort, until it joins again.
+    #[test]
+    fn a_dead_member_is_offered_to_nobody_until_it_joins_again() {
+        let mut c = Coordinator::new(PeerId(0), 1);
+        join(&mut c, 1, 1, &[]);
+        assert_eq!(join(&mut c, 2, 1, &[]), Some((1, 2)));
+        assert_eq!(
+            join(&mut c, 3, 1, &[(2, Exclusion::Dead)]),
+            Some((1, 2)),
+            "2's slot under 1 is free"
+        );
+        assert!(!c.members.contains_key(&PeerId(2)));
+        // Nobody but 3 has room; 4 refuses 3 as slow: no parent at all, 2 is not one.
+        assert_eq!(join(&mut c, 4, 1, &[(3, Exclusion::Slow)]), None);
+        assert_eq!(
+            join(&mut c, 5, 1, &[]),
+            Some((3, 3)),
+            "the slow 3, last resort"
+        );
+        assert_eq!(join(&mut c, 2, 1, &[]), Some((5, 4)), "2 is back");
+        assert_eq!(join(&mut c, 6, 1, &[]), Some((2, 5)), "and a parent again");
+        c.invariants().unwrap();
+    }
+
+    /// Corrupt: never a parent again, even after it joins again.
+    #[test]
+    fn a_corrupt_member_stays_out_after_it_joins_again() {
+        let mut c = Coordinator::new(PeerId(0), 1);
+        join(&mut c, 1, 1, &[]);
+        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Corrupt)]), None);
+        assert_eq!(join(&mut c, 1, 1, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 2, 1, &[]), None, "1 is corrupt for good");
+        c.invariants().unwrap();
     }
 
     #[test]
