@@ -246,15 +246,20 @@ fn typed_errors() {
     assert!(matches!(decode(&short), Err(DecodeError::Truncated { .. })));
 }
 
+/// A key with these names (checked only when encoded) and a zero digest.
+fn named_key(model: &str, file: &str) -> HierarchyKey {
+    HierarchyKey {
+        model: model.into(),
+        file: file.into(),
+        digest: [0; 32],
+    }
+}
+
 /// Every exclusion's reason crosses the wire as itself (the root places by it), and a code no
 /// version defines is a typed error, not read as some reason.
 #[test]
 fn join_exclusions_carry_their_reason() {
-    let key = HierarchyKey {
-        model: "m".into(),
-        file: "f".into(),
-        digest: [0; 32],
-    };
+    let key = named_key("m", "f");
     let exclude = vec![
         (PeerId(1), Exclusion::Dead),
         (PeerId(2), Exclusion::Corrupt),
@@ -290,11 +295,7 @@ fn join_exclusions_carry_their_reason() {
 
 #[test]
 fn invalid_keys_are_refused_not_truncated() {
-    let key = |model: &str, file: &str| HierarchyKey {
-        model: model.into(),
-        file: file.into(),
-        digest: [0; 32],
-    };
+    let key = named_key;
     for bad in [
         key("", "f"),
         key(&"M".repeat(33), "f"),
