@@ -130,13 +130,53 @@ fn init_tracing(cli: &Cli) {
 
 pub(super) fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.prints_only() {
+        // Rust ignores SIGPIPE, so `pfs config show | head` would panic on the first write
+        // after the reader left; a printing command ends quietly instead, as cat does. (Not
+        // the commands with sockets: a peer that vanished must not kill the process.)
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_tracing(&cli);
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pfs: {err:#}");
+            eprintln!("pfs: {}", error_chain(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes, `: `-joined, leaving out a cause whose text the message before it
+/// already says (errors that print their source, like `io::Error` wrapped with a path, would
+/// otherwise show it twice).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+impl Command {
+    /// Commands that only read files and print: no socket whose peer may vanish.
+    fn prints_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Simulate(_)
+                | Command::Manifest(_)
+                | Command::Report(_)
+                | Command::Load(_)
+                | Command::Config(_)
+                | Command::Key(_)
+        )
     }
 }
 
