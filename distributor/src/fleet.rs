@@ -111,7 +111,10 @@ pub fn prepare_all(phones: Vec<(PeerOptions, Place)>) -> Result<Vec<Ready>, Flee
         let _ = w.join();
     }
     if let Some((i, e)) = first_err {
-        return Err(FleetError::Setup(format!("phone {i}: {e}")));
+        return Err(FleetError::Setup(format!(
+            "phone {i}: {}",
+            crate::error_chain(&e)
+        )));
     }
     out.sort_by_key(|r| r.index);
     Ok(out)
@@ -748,5 +751,21 @@ mod tests {
         assert_eq!(c.p50_s, 80.30);
         assert_eq!(Completions::of(&[]).max_s, 0.0);
         assert_eq!(Completions::of(&[3.5]).p50_s, 3.5);
+    }
+
+    /// A failure says its cause once: the wrapped error's source is not lost (a fleet whose
+    /// origin never answered printed only the URL) and not repeated.
+    #[test]
+    fn error_chain_keeps_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("tftp://h/f")]
+        struct Outer(#[source] std::io::Error);
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
+        assert_eq!(crate::error_chain(&Outer(timeout)), "tftp://h/f: no answer");
+        #[derive(Debug, thiserror::Error)]
+        #[error("/x: {0}")]
+        struct Says(#[source] std::io::Error);
+        let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        assert_eq!(crate::error_chain(&Says(gone)), "/x: gone");
     }
 }

@@ -152,6 +152,13 @@ pub const MAX_LOOPS: usize = 4;
 pub fn spawn_loops(cfg: OriginConfig, loops: usize) -> io::Result<OriginHandle> {
     let root = cfg.root.canonicalize()?;
     raise_fd_limit(cfg.max_sessions + 64 * loops.max(1));
+    if cfg.listen.port() != 0 {
+        // SO_REUSEPORT would let this origin share a port another server already holds (the
+        // kernel then splits requests between two servers); a plain bind first refuses that.
+        drop(std::net::UdpSocket::bind(cfg.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
+        })?);
+    }
     let first = listener(cfg.listen)?;
     let addr = first.local_addr()?;
     let mut sockets = vec![first];

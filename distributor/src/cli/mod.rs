@@ -141,28 +141,10 @@ pub(super) fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pfs: {}", error_chain(&err));
+            eprintln!("pfs: {}", pfs::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes, `: `-joined, leaving out a cause whose text the message before it
-/// already says (errors that print their source, like `io::Error` wrapped with a path, would
-/// otherwise show it twice).
-fn error_chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 impl Command {
