@@ -98,7 +98,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// Binds and starts serving `cfg.root` read-only.
 pub fn spawn(cfg: HttpConfig) -> io::Result<HttpHandle> {
-    let root = cfg.root.canonicalize()?;
+    let root = crate::origin::served_root(&cfg.root)?;
     let listener = TcpListener::bind(cfg.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen)))?;
     listener.set_nonblocking(true)?;

@@ -78,3 +78,16 @@ fn a_port_in_use_is_refused_not_shared() {
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     assert!(err.to_string().contains(&first.addr.to_string()), "{err}");
 }
+
+/// `--root` must be a directory that exists; the error names it.
+#[test]
+fn the_served_root_is_an_existing_directory() {
+    let missing = served_root(Path::new("/nonexistent-pfs-root")).unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent-pfs-root"),
+        "{missing}"
+    );
+    let file = served_root(&std::env::current_exe().unwrap()).unwrap_err();
+    assert_eq!(file.kind(), std::io::ErrorKind::NotADirectory, "{file}");
+    assert!(served_root(&std::env::temp_dir()).unwrap().is_dir());
+}
