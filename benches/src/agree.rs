@@ -57,7 +57,7 @@ pub fn agree(args: &[String]) {
             "wan_mbit": wan,
             "sim": {"completed": s.completed, "roots_elected_max": s.roots_elected_max,
                     "fallbacks": s.origin_fallbacks, "origin_peak_sessions": s.origin_peak_sessions,
-                    "wan_bytes": s.wan_bytes, "manifest_wan_bytes": s.manifest_wan_bytes,
+                    "wan_bytes": s.wan_bytes, "wan_manifest_bytes": s.wan_manifest_bytes,
                     "makespan_ratio": sr},
             "lab": {"completed": l.completed, "roots_elected_max": l.roots_elected_max,
                     "fallbacks": l.origin_fallbacks, "origin_peak_sessions": l.origin_peak_sessions,
@@ -96,7 +96,7 @@ fn print_table(rows: &[(usize, sim::Report, pfs::lab::LabReport)]) {
             s.origin_fallbacks,
             l.origin_fallbacks,
             s.wan_bytes as f64 / 1e6,
-            s.manifest_wan_bytes as f64 / 1e6,
+            s.wan_manifest_bytes as f64 / 1e6,
             l.wan_link_bytes as f64 / 1e6,
             s.makespan_s / s.limit_s,
             l.makespan_s / l.limit_s

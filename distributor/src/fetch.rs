@@ -35,7 +35,7 @@ pub enum FetchError {
         file: String,
         why: String,
     },
-    #[error("bad URL {0:?}: expected tftp://HOST[:PORT]/PATH")]
+    #[error("bad URL {0:?}: expected tftp://HOST[:PORT]/PATH or http://HOST[:PORT]/PATH")]
     Url(String),
     #[error("cannot resolve {0}")]
     Resolve(String),

@@ -98,8 +98,9 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// Binds and starts serving `cfg.root` read-only.
 pub fn spawn(cfg: HttpConfig) -> io::Result<HttpHandle> {
-    let root = cfg.root.canonicalize()?;
-    let listener = TcpListener::bind(cfg.listen)?;
+    let root = crate::origin::served_root(&cfg.root)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen)))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -15,8 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hdrhistogram::Histogram;
-
 use crate::{
     engine::Backend,
     fleet::{self, FleetError},
@@ -158,12 +156,51 @@ impl Drop for Lab {
     }
 }
 
-/// Refuses a site that cannot be built: no phones or models, or an origin asked for a
-/// protocol it does not serve.
-fn check_config(cfg: &LabConfig) -> Result<(), LabError> {
+/// Refuses a site that cannot be built, before the host lock is waited for or anything is
+/// built: no phones or models, rates that are not positive, fractions outside 0..=1 (loss
+/// below 1), more hostile phones than phones, or an origin asked for a protocol it does not
+/// serve.
+pub fn check_config(cfg: &LabConfig) -> Result<(), LabError> {
+    let bad = |why: String| Err(LabError::Setup(why));
     if cfg.phones == 0 || cfg.models.is_empty() {
-        return Err(LabError::Setup(
-            "need at least one phone and one model".into(),
+        return bad("need at least one phone and one model".into());
+    }
+    let f = &cfg.faults;
+    let rates = [
+        ("wan-mbit", Some(cfg.wan_mbit)),
+        ("lan-mbit", cfg.lan_mbit),
+        ("slow-mbit", (f.slow_fraction > 0.0).then_some(f.slow_mbit)),
+        ("wan-rtt-ms", cfg.wan_rtt_ms),
+    ];
+    for (name, r) in rates {
+        if let Some(r) = r
+            && !(r > 0.0 && r.is_finite())
+        {
+            return bad(format!("--{name} must be positive, not {r}"));
+        }
+    }
+    let fractions = [
+        ("crash-fraction", Some(f.crash_fraction)),
+        ("freeze-fraction", Some(f.freeze_fraction)),
+        ("cut-fraction", Some(f.cut_fraction)),
+        ("slow-fraction", Some(f.slow_fraction)),
+        ("kill-root-at", f.kill_root_at),
+        ("cut-root-at", f.cut_root_at),
+    ];
+    for (name, x) in fractions {
+        if let Some(x) = x
+            && !(0.0..=1.0).contains(&x)
+        {
+            return bad(format!("--{name} must be within 0..=1, not {x}"));
+        }
+    }
+    if !(0.0..1.0).contains(&f.loss) {
+        return bad(format!("--loss must be within 0..1, not {}", f.loss));
+    }
+    if f.corrupt_peers + f.liar_peers > cfg.phones {
+        return bad(format!(
+            "--corrupt-peers {} and --liar-peers {} are more than the {} phones",
+            f.corrupt_peers, f.liar_peers, cfg.phones
         ));
     }
     match (cfg.origin, cfg.origin_proto) {

@@ -145,13 +145,34 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
     spawn_loops(cfg, loops)
 }
 
+/// The directory an origin serves, resolved. Errors name the path: missing, or not a directory.
+pub fn served_root(root: &Path) -> io::Result<PathBuf> {
+    let real = root
+        .canonicalize()
+        .map_err(|e| io::Error::new(e.kind(), format!("--root {}: {e}", root.display())))?;
+    if !real.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("--root {}: not a directory", root.display()),
+        ));
+    }
+    Ok(real)
+}
+
 /// Most event loops an origin runs.
 pub const MAX_LOOPS: usize = 4;
 
 /// [`spawn`] with `loops` event loops.
 pub fn spawn_loops(cfg: OriginConfig, loops: usize) -> io::Result<OriginHandle> {
-    let root = cfg.root.canonicalize()?;
+    let root = served_root(&cfg.root)?;
     raise_fd_limit(cfg.max_sessions + 64 * loops.max(1));
+    if cfg.listen.port() != 0 {
+        // SO_REUSEPORT would let this origin share a port another server already holds (the
+        // kernel then splits requests between two servers); a plain bind first refuses that.
+        drop(std::net::UdpSocket::bind(cfg.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
+        })?);
+    }
     let first = listener(cfg.listen)?;
     let addr = first.local_addr()?;
     let mut sockets = vec![first];

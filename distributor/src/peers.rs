@@ -429,14 +429,6 @@ pub(super) fn wait_listening(lab: &Lab, port: u16, max: Duration) -> Result<(), 
     )))
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let k = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[k - 1]
-}
-
 fn summarise(lab: &Lab, p: Peer, _dir: &Path, out: &Outcome, wan_link_bytes: u64) -> LabReport {
     let cfg = lab.config();
     let manifests = lab.manifests();
@@ -470,8 +462,7 @@ fn summarise(lab: &Lab, p: Peer, _dir: &Path, out: &Outcome, wan_link_bytes: u64
             fallbacks: 0,
         });
     }
-    let mut sorted = completions.clone();
-    sorted.sort_by(f64::total_cmp);
+    let c = crate::fleet::Completions::of(&completions);
     let wan_rate = cfg.wan_mbit * 1e6 / 8.0;
     let wan_bytes = out.origin_bytes.unwrap_or(wan_link_bytes);
     let mut r = LabReport {
@@ -484,12 +475,12 @@ fn summarise(lab: &Lab, p: Peer, _dir: &Path, out: &Outcome, wan_link_bytes: u64
         wan_overhead_bytes: wan_link_bytes.saturating_sub(wan_bytes),
         load_bytes,
         models,
-        makespan_s: sorted.last().copied().unwrap_or(0.0),
+        makespan_s: c.max_s,
         limit_s: f64::from(models) * load_bytes as f64 / wan_rate,
-        completion_p50_s: quantile(&sorted, 0.5),
-        completion_p90_s: quantile(&sorted, 0.9),
-        completion_p99_s: quantile(&sorted, 0.99),
-        completion_max_s: quantile(&sorted, 1.0),
+        completion_p50_s: c.p50_s,
+        completion_p90_s: c.p90_s,
+        completion_p99_s: c.p99_s,
+        completion_max_s: c.max_s,
         wan_mbit: cfg.wan_mbit,
         lan_mbit: cfg.lan_mbit,
         backend: "external".into(),

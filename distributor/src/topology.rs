@@ -81,7 +81,6 @@ pub fn lock_host() -> Result<std::fs::File, NetnsError> {
         } else {
             format!(" ({holder})")
         };
-        tracing::warn!("another pfs site{who} is running on this host: waiting for it");
         eprintln!("pfs: another pfs site{who} is running on this host: waiting for it");
         // SAFETY: as above, blocking.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {

@@ -16,7 +16,7 @@
 //!   manifest is one more hierarchy of one chunk (`manifest_bytes`), elected, fetched by its
 //!   root over the WAN and relayed like any file; a phone adds its load's hierarchies when
 //!   the manifest arrives, as the runtime does once it verified the signature. Its WAN bytes
-//!   count in `manifest_wan_bytes`, inside the makespan. Without it (a keyless phone cannot
+//!   count in `wan_manifest_bytes`, inside the makespan. Without it (a keyless phone cannot
 //!   verify a peer's manifest) every phone fetches its own before power-on, as `pfs lab
 //!   --keyless` does while preparing phones; counted outside the makespan.
 //! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
@@ -188,7 +188,7 @@ pub struct Report {
     pub origin_peak_sessions: u32,
     /// Origin transfers refused with "busy" by the origin's admission.
     pub origin_busy: u32,
-    pub manifest_wan_bytes: u64,
+    pub wan_manifest_bytes: u64,
     /// Manifest transfers opened at the origin: once per phone without
     /// `manifest_over_lan`, else by manifest roots and lease holders.
     pub manifest_origin_fetches: u32,

@@ -173,6 +173,8 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     use pfs::lab::Lab;
     pfs::peer::install_signal_handlers();
     let cfg = a.lab_config();
+    // Bad arguments fail at once, not after waiting for another site's lock.
+    pfs::lab::check_config(&cfg)?;
     let info = pfs::report::RunInfo::here(pfs::report::SiteInfo::of_lab(&cfg));
     let show = !a.json;
     if show {
@@ -218,7 +220,23 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
         && runs
             .iter()
             .all(|r| r.stuck == 0 && r.corrupt_installs == 0 && r.violations.is_empty());
+    if runs.is_empty() {
+        eprintln!("pfs: no run finished");
+    }
     for r in &runs {
+        // Every reason the exit status will be a failure, said once per run.
+        if r.stuck > 0 {
+            eprintln!(
+                "pfs: {} run: {} of {} phones neither installed nor faulted (deadline {} s)",
+                r.mode, r.stuck, r.phones, a.deadline_s
+            );
+        }
+        if r.corrupt_installs > 0 {
+            eprintln!(
+                "pfs: {} run: {} phones installed bytes that do not match the load",
+                r.mode, r.corrupt_installs
+            );
+        }
         for v in &r.violations {
             eprintln!("pfs: {} run: {v}", r.mode);
         }
@@ -397,7 +415,7 @@ pub(super) fn print_lab_run(r: &pfs::lab::LabReport) {
     }
     if !r.fault_events.is_empty() || r.slow > 0 || r.corrupt_peers > 0 {
         println!(
-            "  faults: crashed {}, frozen {}, cut {}, slow {}, corrupt peers {}; stuck {}; normal phones' makespan {:.2} s ({:.2} x limit); recovery p50 {:.2} s max {:.2} s over {} orphans; origin peak sessions {:?} (bound {})",
+            "  faults: crashed {}, frozen {}, cut {}, slow {}, corrupt peers {}; stuck {}; normal phones' makespan {:.2} s ({:.2} x limit); recovery p50 {:.2} s max {:.2} s over {} orphans; origin peak sessions {} (bound {})",
             r.crashed,
             r.frozen,
             r.cut,
@@ -409,7 +427,8 @@ pub(super) fn print_lab_run(r: &pfs::lab::LabReport) {
             r.recovery_p50_s,
             r.recovery_max_s,
             r.recoveries,
-            r.origin_peak_sessions,
+            r.origin_peak_sessions
+                .map_or("not counted".into(), |n| n.to_string()),
             r.origin_session_bound
         );
         for e in &r.fault_events {

@@ -130,13 +130,35 @@ fn init_tracing(cli: &Cli) {
 
 pub(super) fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.prints_only() {
+        // Rust ignores SIGPIPE, so `pfs config show | head` would panic on the first write
+        // after the reader left; a printing command ends quietly instead, as cat does. (Not
+        // the commands with sockets: a peer that vanished must not kill the process.)
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_tracing(&cli);
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pfs: {err:#}");
+            eprintln!("pfs: {}", pfs::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// Commands that only read files and print: no socket whose peer may vanish.
+    fn prints_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Simulate(_)
+                | Command::Manifest(_)
+                | Command::Report(_)
+                | Command::Load(_)
+                | Command::Config(_)
+                | Command::Key(_)
+        )
     }
 }
 

@@ -86,12 +86,21 @@ pub(super) struct SimulateArgs {
 
 pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     for (name, p) in [
-        ("loss", a.loss),
         ("crash-fraction", a.crash_fraction),
         ("slow-fraction", a.slow_fraction),
+        ("freeze-fraction", a.freeze_fraction),
+        ("cut-fraction", a.cut_fraction),
+        ("partition-fraction", a.partition_fraction),
     ] {
         anyhow::ensure!((0.0..=1.0).contains(&p), "--{name} must be within 0..=1");
     }
+    anyhow::ensure!(
+        u64::from(a.corrupt_peers) + u64::from(a.liar_peers) <= u64::from(a.phones),
+        "--corrupt-peers and --liar-peers are more than the {} phones",
+        a.phones
+    );
+    // At 1 nothing would ever arrive: the run could only time out.
+    anyhow::ensure!((0.0..1.0).contains(&a.loss), "--loss must be within 0..1");
     for (name, r) in [
         ("wan-mbit", a.wan_mbit),
         ("lan-mbit", a.lan_mbit),
@@ -163,14 +172,29 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             r.limit_s,
             r.makespan_s / r.limit_s
         );
+        // Per model, as the lab prints it: 1.000 is one copy of each model's load.
+        let loads = r.load_bytes as f64 * f64::from(r.models);
         println!(
-            "WAN bytes {} = {:.3} x load",
+            "WAN bytes: firmware {} = {:.3} x (models x load), manifests {} = {:.3} x",
             r.wan_bytes,
-            r.wan_bytes as f64 / r.load_bytes as f64
+            r.wan_bytes as f64 / loads,
+            r.wan_manifest_bytes,
+            r.wan_manifest_bytes as f64 / loads
         );
+        // A depth past the bound means the sampler followed a parent-pointer cycle.
+        let depth = if r.max_depth > 4096 {
+            format!("{} (a parent cycle was seen)", r.max_depth)
+        } else {
+            r.max_depth.to_string()
+        };
         println!(
-            "election converged {:.3} s with {} broadcasts; roots max {}, children max {}, depth max {}",
-            r.election_converged_s, r.election_broadcasts, r.roots_max, r.max_children, r.max_depth
+            "election converged {:.3} s with {} broadcasts; roots max {} (partitioned {}), ever confirmed {}, children max {}, depth max {depth}",
+            r.election_converged_s,
+            r.election_broadcasts,
+            r.roots_max,
+            r.roots_max_partitioned,
+            r.roots_elected_max,
+            r.max_children
         );
         println!("{} events in {:.2} s wall", r.events, r.wall_s);
     }

@@ -76,7 +76,8 @@ pub struct LabReport {
     /// Members whose root, their parent, fed them nothing or a trickle of what it claimed to
     /// hold, and who re-elected without it.
     pub roots_rejected_stalled: u32,
-    /// Roots of one hierarchy at the end of the run (a snapshot; see `roots_elected_max`).
+    /// Confirmed roots of one hierarchy at the end of the run (a snapshot; see
+    /// `roots_elected_max`, which it can never exceed).
     pub roots_max: u32,
     /// The most distinct phones that confirmed themselves root (`@@@HROOT`) of one hierarchy
     /// at any time in the run, counted from every phone's events.
@@ -259,6 +260,12 @@ impl LabReport {
         {
             v.push(format!(
                 "the WAN was set to a {set} ms round trip, but ping measured {got} ms"
+            ));
+        }
+        if self.roots_max > self.roots_elected_max {
+            v.push(format!(
+                "{} confirmed roots of one hierarchy at the end, but at most {} ever confirmed",
+                self.roots_max, self.roots_elected_max
             ));
         }
         if self.mode.mode().is_some_and(|m| m != Mode::Traditional)

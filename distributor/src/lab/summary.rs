@@ -130,7 +130,6 @@ impl Lab {
     ) -> LabReport {
         let load_bytes = self.manifests[0].2.load_bytes();
         let models = self.manifests.len() as u32;
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
         let mut completions = Vec::new();
         let mut phone_times = Vec::new();
         let mut corrupt = 0;
@@ -145,7 +144,6 @@ impl Lab {
             if let Some(at) = done {
                 let s = at.duration_since(start).as_secs_f64();
                 completions.push(s);
-                let _ = hist.record(((s * 1e6) as u64).max(1));
                 if !self.install_verifies(*i, stores) {
                     corrupt += 1;
                 }
@@ -161,13 +159,7 @@ impl Lab {
             zc_copied += r.engine.zc_copied;
             files.add(r);
         }
-        let q = |p: f64| {
-            if hist.is_empty() {
-                0.0
-            } else {
-                hist.value_at_quantile(p) as f64 / 1e6
-            }
-        };
+        let c = crate::fleet::Completions::of(&completions);
         let wan_rate = self.cfg.wan_mbit * 1e6 / 8.0;
         // Everything not counted here (faults, the origin's and the engine's counters, the
         // host) is filled in by the run.
@@ -196,10 +188,10 @@ impl Lab {
             models,
             makespan_s: completions.iter().copied().fold(0.0, f64::max),
             limit_s: f64::from(models) * load_bytes as f64 / wan_rate,
-            completion_p50_s: q(0.5),
-            completion_p90_s: q(0.9),
-            completion_p99_s: q(0.99),
-            completion_max_s: q(1.0),
+            completion_p50_s: c.p50_s,
+            completion_p90_s: c.p90_s,
+            completion_p99_s: c.p99_s,
+            completion_max_s: c.max_s,
             setup_s: self.setup_s,
             wan_mbit: self.cfg.wan_mbit,
             lan_mbit: self.cfg.lan_mbit,
@@ -247,7 +239,10 @@ impl FileTally {
     fn add(&mut self, r: &PeerReport) {
         for f in &r.files {
             let h = format!("{}/{}", r.model, f.file);
-            if f.role == "root" {
+            // Confirmed roots at the end: a phone still in the fetching tier of a late claim
+            // is not counted, as it is not in `roots_elected_max` (which `cross_check` holds
+            // this snapshot below).
+            if f.role == "root" && f.confirmed_root {
                 *self.roots.entry(h.clone()).or_default() += 1;
             }
             self.max_children = self.max_children.max(f.max_children as u32);

@@ -60,3 +60,34 @@ fn leading_slashes_name_the_root_and_dotdot_stays_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A second origin on a port another server holds fails (SO_REUSEPORT alone would have let
+/// both bind and split the requests between them), naming the address.
+#[test]
+fn a_port_in_use_is_refused_not_shared() {
+    let root = std::env::temp_dir();
+    let cfg = |listen: std::net::SocketAddr| OriginConfig {
+        root: root.clone(),
+        listen,
+        max_sessions: 4,
+        session: Default::default(),
+    };
+    let first = spawn(cfg("127.0.0.1:0".parse().unwrap())).unwrap();
+    let second = spawn(cfg(first.addr));
+    let err = second.err().expect("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(err.to_string().contains(&first.addr.to_string()), "{err}");
+}
+
+/// `--root` must be a directory that exists; the error names it.
+#[test]
+fn the_served_root_is_an_existing_directory() {
+    let missing = served_root(Path::new("/nonexistent-pfs-root")).unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent-pfs-root"),
+        "{missing}"
+    );
+    let file = served_root(&std::env::current_exe().unwrap()).unwrap_err();
+    assert_eq!(file.kind(), std::io::ErrorKind::NotADirectory, "{file}");
+    assert!(served_root(&std::env::temp_dir()).unwrap().is_dir());
+}

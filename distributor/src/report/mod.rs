@@ -88,10 +88,15 @@ impl SiteInfo {
             wan_mbit: cfg.wan_mbit,
             wan_burst_kib: cfg.wan_burst_kib,
             lan_mbit: cfg.lan_mbit,
-            wan_rtt_ms: None,
-            wan_loss: None,
+            wan_rtt_ms: cfg.wan_rtt_ms,
+            wan_loss: (cfg.faults.loss > 0.0).then_some(cfg.faults.loss),
             fanout: cfg.fanout,
-            origin: name(cfg.origin.to_possible_value()),
+            // Which server and which protocol the phones used (`pfs over http`).
+            origin: format!(
+                "{} over {}",
+                name(cfg.origin.to_possible_value()),
+                name(cfg.origin_proto.to_possible_value())
+            ),
             backend: name(cfg.backend.to_possible_value()),
             seed: cfg.seed,
         }

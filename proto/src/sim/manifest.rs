@@ -56,7 +56,7 @@ impl Sim {
     /// `bytes` of `h` left the origin: firmware or manifest.
     pub(super) fn count_wan(&mut self, h: u32, bytes: u64) {
         if self.is_manifest(h) {
-            self.report.manifest_wan_bytes += bytes;
+            self.report.wan_manifest_bytes += bytes;
         } else {
             self.report.wan_bytes += bytes;
         }

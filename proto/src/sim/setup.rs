@@ -264,7 +264,7 @@ fn new_report(cfg: &SimConfig, load_bytes: u64, limit_s: f64) -> Report {
         roots_elected_max: 0,
         origin_peak_sessions: 0,
         origin_busy: 0,
-        manifest_wan_bytes: if cfg.manifest_over_lan {
+        wan_manifest_bytes: if cfg.manifest_over_lan {
             0
         } else {
             u64::from(cfg.phones) * cfg.manifest_bytes

@@ -465,7 +465,7 @@ fn the_manifest_crosses_the_wan_once_per_model() {
         assert_eq!(r.completed, phones, "{ctx}");
         assert_eq!(r.manifest_origin_fetches, models, "{ctx}");
         assert_eq!(
-            r.manifest_wan_bytes,
+            r.wan_manifest_bytes,
             u64::from(models) * lan.manifest_bytes,
             "{ctx}"
         );
@@ -477,7 +477,7 @@ fn the_manifest_crosses_the_wan_once_per_model() {
         });
         assert_eq!(own.manifest_origin_fetches, phones);
         assert_eq!(
-            own.manifest_wan_bytes,
+            own.wan_manifest_bytes,
             u64::from(phones) * lan.manifest_bytes
         );
         assert!(
