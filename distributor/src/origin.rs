@@ -30,7 +30,7 @@ use std::{
         fd::{AsFd, AsRawFd},
         unix::fs::FileExt,
     },
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -101,39 +101,6 @@ impl Drop for OriginHandle {
     }
 }
 
-/// Resolves a requested name inside `root` (already canonical). Leading slashes name the
-/// root; `..` anywhere is refused, before and after the slashes are taken off.
-pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, (ErrorCode, String)> {
-    let relative = requested.trim_start_matches('/');
-    let rel = Path::new(relative);
-    let escapes = rel
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
-    if relative.is_empty() || escapes {
-        return Err((
-            ErrorCode::AccessViolation,
-            format!("{requested:?}: empty names and .. are refused"),
-        ));
-    }
-    let full = root.join(rel);
-    let real = full.canonicalize().map_err(|_| {
-        (
-            ErrorCode::FileNotFound,
-            format!("{requested}: file not found"),
-        )
-    })?;
-    if !real.starts_with(root) {
-        return Err((
-            ErrorCode::AccessViolation,
-            format!("{requested}: resolves outside the served directory"),
-        ));
-    }
-    if !real.is_file() {
-        return Err((ErrorCode::FileNotFound, format!("{requested}: not a file")));
-    }
-    Ok(real)
-}
-
 /// Binds and starts serving: one event loop per core (at most [`MAX_LOOPS`]), each with its
 /// own listening socket on the same address (SO_REUSEPORT). The kernel hashes a client
 /// endpoint to one socket, so each endpoint's requests always reach the same loop, which
@@ -143,20 +110,6 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
         .map_or(1, |n| n.get())
         .clamp(1, MAX_LOOPS);
     spawn_loops(cfg, loops)
-}
-
-/// The directory an origin serves, resolved. Errors name the path: missing, or not a directory.
-pub fn served_root(root: &Path) -> io::Result<PathBuf> {
-    let real = root
-        .canonicalize()
-        .map_err(|e| io::Error::new(e.kind(), format!("--root {}: {e}", root.display())))?;
-    if !real.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            format!("--root {}: not a directory", root.display()),
-        ));
-    }
-    Ok(real)
 }
 
 /// Most event loops an origin runs.
@@ -263,6 +216,8 @@ fn raise_fd_limit(want: usize) {
     }
 }
 
+mod paths;
+pub use paths::{resolve, served_root};
 mod source;
 use source::{Source, open_source};
 

@@ -635,6 +635,12 @@ impl Phone {
     }
 
     fn timer(&mut self, cfg: &Config, now: Time, i: usize, kind: TimerKind, out: &mut Vec<Action>) {
+        if i >= self.started {
+            // Added but not started: the core armed no timer for it, so this one is stale or
+            // spurious. Acting on it (a claim, then a coordinator) would be undone by the
+            // start (found by the phone_events fuzz target: "Waiting holds a coordinator").
+            return;
+        }
         let h = self.hierarchies[i].id;
         match kind {
             TimerKind::Claim => {

@@ -84,7 +84,9 @@ pub(super) struct SimulateArgs {
     json: bool,
 }
 
-pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+/// Refuses arguments no run can honour: fractions outside 0..=1 (loss below 1), more
+/// hostile phones than phones, rates and times that are not positive.
+fn check_args(a: &SimulateArgs) -> anyhow::Result<()> {
     for (name, p) in [
         ("crash-fraction", a.crash_fraction),
         ("slow-fraction", a.slow_fraction),
@@ -112,6 +114,11 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         a.wan_rtt_ms >= 0.0 && a.max_sim_s > 0.0,
         "times must be positive"
     );
+    Ok(())
+}
+
+pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    check_args(&a)?;
     let cfg = SimConfig {
         phones: a.phones,
         seed: a.seed.unwrap_or(SimConfig::default().seed),
@@ -150,53 +157,7 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", pfs::report::schema::to_json_line("simulate", &r)?);
     } else {
-        println!(
-            "{} phones, {} model(s), mode {}, seed {}",
-            r.phones, r.models, r.mode, r.seed
-        );
-        println!(
-            "completed {} crashed {} frozen {} cut {} liars {} corrupt installs {} origin fallbacks {}; roots rejected: corrupt {}, stalled {}",
-            r.completed,
-            r.crashed,
-            r.frozen,
-            r.cut,
-            r.liars,
-            r.corrupt_installs,
-            r.origin_fallbacks,
-            r.roots_rejected_corrupt,
-            r.roots_rejected_stalled
-        );
-        println!(
-            "makespan {:.2} s (limit {:.2} s, ratio {:.3})",
-            r.makespan_s,
-            r.limit_s,
-            r.makespan_s / r.limit_s
-        );
-        // Per model, as the lab prints it: 1.000 is one copy of each model's load.
-        let loads = r.load_bytes as f64 * f64::from(r.models);
-        println!(
-            "WAN bytes: firmware {} = {:.3} x (models x load), manifests {} = {:.3} x",
-            r.wan_bytes,
-            r.wan_bytes as f64 / loads,
-            r.wan_manifest_bytes,
-            r.wan_manifest_bytes as f64 / loads
-        );
-        // A depth past the bound means the sampler followed a parent-pointer cycle.
-        let depth = if r.max_depth > 4096 {
-            format!("{} (a parent cycle was seen)", r.max_depth)
-        } else {
-            r.max_depth.to_string()
-        };
-        println!(
-            "election converged {:.3} s with {} broadcasts; roots max {} (partitioned {}), ever confirmed {}, children max {}, depth max {depth}",
-            r.election_converged_s,
-            r.election_broadcasts,
-            r.roots_max,
-            r.roots_max_partitioned,
-            r.roots_elected_max,
-            r.max_children
-        );
-        println!("{} events in {:.2} s wall", r.events, r.wall_s);
+        print_text(&r);
     }
     let failures = sim::check(&r);
     for f in &failures {
@@ -207,6 +168,57 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The report as text.
+fn print_text(r: &sim::Report) {
+    println!(
+        "{} phones, {} model(s), mode {}, seed {}",
+        r.phones, r.models, r.mode, r.seed
+    );
+    println!(
+        "completed {} crashed {} frozen {} cut {} liars {} corrupt installs {} origin fallbacks {}; roots rejected: corrupt {}, stalled {}",
+        r.completed,
+        r.crashed,
+        r.frozen,
+        r.cut,
+        r.liars,
+        r.corrupt_installs,
+        r.origin_fallbacks,
+        r.roots_rejected_corrupt,
+        r.roots_rejected_stalled
+    );
+    println!(
+        "makespan {:.2} s (limit {:.2} s, ratio {:.3})",
+        r.makespan_s,
+        r.limit_s,
+        r.makespan_s / r.limit_s
+    );
+    // Per model, as the lab prints it: 1.000 is one copy of each model's load.
+    let loads = r.load_bytes as f64 * f64::from(r.models);
+    println!(
+        "WAN bytes: firmware {} = {:.3} x (models x load), manifests {} = {:.3} x",
+        r.wan_bytes,
+        r.wan_bytes as f64 / loads,
+        r.wan_manifest_bytes,
+        r.wan_manifest_bytes as f64 / loads
+    );
+    // A depth past the bound means the sampler followed a parent-pointer cycle.
+    let depth = if r.max_depth > 4096 {
+        format!("{} (a parent cycle was seen)", r.max_depth)
+    } else {
+        r.max_depth.to_string()
+    };
+    println!(
+        "election converged {:.3} s with {} broadcasts; roots max {} (partitioned {}), ever confirmed {}, children max {}, depth max {depth}",
+        r.election_converged_s,
+        r.election_broadcasts,
+        r.roots_max,
+        r.roots_max_partitioned,
+        r.roots_elected_max,
+        r.max_children
+    );
+    println!("{} events in {:.2} s wall", r.events, r.wall_s);
 }
 
 /// `pfs simulate --swarm N`: N runs of `cfg` with random seeds; the first failure (a

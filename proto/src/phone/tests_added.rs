@@ -159,3 +159,30 @@ fn added_before_boot_start_at_boot_and_traditional_phones_fetch_one_at_a_time() 
     );
     p.invariants(&cfg).unwrap();
 }
+
+/// A claim and guard timer for a hierarchy added but not started make no root: the core
+/// armed no timer for it, and the start that follows would leave a waiting phone holding a
+/// coordinator (the phone_events fuzz target's crash "Waiting holds a coordinator").
+#[test]
+fn timers_before_the_start_of_an_added_hierarchy_are_ignored() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(3), 100_000, 7, &[spec(0, 4)]);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.add_hierarchies(&[spec(2, 4)]);
+    for (at, kind) in [(1_000, TimerKind::Claim), (2_000_000, TimerKind::Guard)] {
+        out.clear();
+        p.handle(&cfg, at, Event::Timer { h: 2, kind }, &mut out);
+        assert!(out.is_empty(), "{kind:?} acted: {out:?}");
+        p.invariants(&cfg).unwrap();
+    }
+    assert_eq!(p.hierarchies[1].role, Role::Waiting);
+    out.clear();
+    p.handle(&cfg, 3_000_000, Event::Added, &mut out);
+    p.invariants(&cfg).unwrap();
+    assert_eq!(
+        claims(&out, 2).len(),
+        1,
+        "started as at boot: one claim timer"
+    );
+}
