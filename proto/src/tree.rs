@@ -196,7 +196,8 @@ impl Coordinator {
             }
             let was_open = self.open.remove(&(m.depth, m.order, node));
             m.depth = new_depth;
-            if was_open || (m.capable && m.kids.len() < usize::from(fanout)) {
+            // A suspect (excluded as slow) stays out of `open` while it moves with its parent.
+            if was_open || (m.capable && !m.suspect && m.kids.len() < usize::from(fanout)) {
                 self.open.insert((new_depth, m.order, node));
             }
             stack.extend(m.kids.iter().copied());
@@ -507,5 +508,22 @@ mod tests {
                 assert!(*k <= fanout);
             }
         }
+    }
+
+    /// A member excluded as slow that moves with its parent stays out of the open set (the
+    /// `tree` fuzz target: "open set disagrees (capable true, suspect true, 0 kids)").
+    #[test]
+    fn a_suspect_moved_with_its_parent_stays_closed() {
+        let mut c = Coordinator::new(PeerId(0), 2);
+        for j in 1..=4 {
+            join(&mut c, j, 2, &[]);
+        }
+        // 3 sits under 1; 5 joins excluding 3 as slow, then 1 moves under 2.
+        join(&mut c, 5, 2, &[(3, Exclusion::Slow)]);
+        c.invariants().unwrap();
+        let (p, _) = join(&mut c, 1, 2, &[(0, Exclusion::Slow)]).unwrap();
+        assert_ne!(p, 0);
+        c.invariants().unwrap();
+        assert!(c.members[&PeerId(3)].suspect);
     }
 }
