@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::manifest::{FileEntry, Manifest, ManifestError, verify_file};
+use crate::manifest::{FileEntry, Manifest, ManifestError};
 
 /// Where scratch stores go: tmpfs (`/dev/shm`) when there is one, so stores stay in memory;
 /// the temporary directory otherwise.
@@ -197,7 +197,14 @@ impl Partial {
         Ok(())
     }
 
-    /// Checks the whole file, then renames it into place.
+    /// Makes the file durable and renames it into place, once every chunk is verified.
+    ///
+    /// The file is not hashed again: each chunk was checked against the manifest's digest
+    /// before it was written ([`Partial::write_chunk`]), or read back and checked when the
+    /// download resumed ([`Partial::open`]), and the chunk ranges tile the file. A second
+    /// whole-file hash here read the same page-cache bytes again; with hundreds of phones on a
+    /// core finishing at once it was most of the CPU at the end of a lab run (perf, issue 13).
+    /// Errors: [`StoreError::Incomplete`] if any chunk is unverified; I/O errors with the path.
     pub fn install(self) -> Result<PathBuf, StoreError> {
         let missing = self.missing();
         if missing > 0 {
@@ -208,7 +215,6 @@ impl Partial {
         }
         let (fin, part, bits) = Self::paths(&self.dir, &self.entry.name);
         self.open_part()?.sync_all().map_err(io_err(&part))?;
-        verify_file(&self.entry, self.chunk_size, &part)?;
         fs::rename(&part, &fin).map_err(io_err(&fin))?;
         let _ = fs::remove_file(&bits);
         sync_dir(&self.dir)?;
@@ -258,13 +264,33 @@ impl Store {
     /// Makes `m` the active load after verifying every file of it; until then (and if that
     /// fails) the previous load stays active and untouched.
     pub fn activate(&self, m: &Manifest) -> Result<(), StoreError> {
+        self.require_complete(m)?;
+        m.verify_dir(&self.load_dir(&m.load))?;
+        self.commit(m)
+    }
+
+    /// Makes `m` the active load when every file of it was verified by this process: installed
+    /// through [`Partial::install`] (chunk by chunk) or checked with
+    /// [`crate::manifest::verify_file`] when found on disk. Skips [`Store::activate`]'s
+    /// whole-load hash, which a phone that has just verified every chunk does not need.
+    /// Errors: [`StoreError::LoadIncomplete`] if a file is missing; I/O errors with the path.
+    pub fn activate_verified(&self, m: &Manifest) -> Result<(), StoreError> {
+        self.require_complete(m)?;
+        self.commit(m)
+    }
+
+    fn require_complete(&self, m: &Manifest) -> Result<(), StoreError> {
         let dir = self.load_dir(&m.load);
-        for f in &m.files {
-            if !dir.join(&f.name).is_file() {
-                return Err(StoreError::LoadIncomplete(m.load.clone()));
-            }
+        if m.files.iter().all(|f| dir.join(&f.name).is_file()) {
+            Ok(())
+        } else {
+            Err(StoreError::LoadIncomplete(m.load.clone()))
         }
-        m.verify_dir(&dir)?;
+    }
+
+    /// Writes the manifest beside the load and points `current` at it, atomically.
+    fn commit(&self, m: &Manifest) -> Result<(), StoreError> {
+        let dir = self.load_dir(&m.load);
         let manifest_path = dir.join(crate::manifest::MANIFEST_FILE);
         fs::write(
             &manifest_path,
@@ -380,6 +406,10 @@ mod tests {
         p.install().unwrap();
         assert!(matches!(
             store.activate(&new),
+            Err(StoreError::LoadIncomplete(_))
+        ));
+        assert!(matches!(
+            store.activate_verified(&new),
             Err(StoreError::LoadIncomplete(_))
         ));
         assert_eq!(store.current().as_deref(), Some("OLD"));

@@ -109,7 +109,7 @@ impl Peer {
 
     pub(super) fn activate(&mut self) -> Result<(), PeerError> {
         if let (Source::Origin(_), Some(m)) = (&self.opts.source, &self.manifest) {
-            self.store.activate(m)?;
+            self.store.activate_verified(m)?;
             info!(load = %m.load, "load verified and activated");
         }
         self.activated = true;
