@@ -572,6 +572,7 @@ impl Server {
         self.stats
             .peak_sessions
             .fetch_max(running, Ordering::Relaxed);
+        tracing::info!(%peer, file = %self.slots[slot].as_ref().expect("just set").name, running, "transfer started");
         let now = self.now();
         let mut actions = std::mem::take(&mut self.actions);
         if let Some(t) = self.slots[slot].as_mut() {

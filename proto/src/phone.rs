@@ -62,6 +62,10 @@ impl Excludes {
     }
 }
 
+/// The strength bit of a claim made without deferral (not slow, not already a busy root):
+/// any such claim beats every deferred one with the same data held.
+const PROMPT: u64 = 0x8000_0000;
+
 /// Messages between phones. UDP: `Advert` (broadcast), `Join`, `Accept`, `Reject`;
 /// TCP: `Request`, `Chunk`, `Leave`. `h` is the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,6 +337,14 @@ pub struct Hierarchy {
     /// if the root got data meanwhile (or holds the whole file), never when the origin itself
     /// stalls (under WAN loss everyone starves at once; leaving then wrecked the tree).
     starved_root_mark: u32,
+    /// How long the current claim waits for a stronger one before fetching: `claim_guard`
+    /// at boot, `busy_claim_guard` for any later election (see [`Config::busy_claim_guard`]).
+    guard: Time,
+    /// As root: when the coordinator last placed a joiner. While joiners keep coming (phones
+    /// still learning the load's files from the manifest), the root advertises every
+    /// `advert_interval` even once confirmed, so a phone that adds the file late hears it
+    /// within its listen and follows instead of claiming a second root.
+    last_placed: Time,
     /// The root's verified chunk count, from its adverts.
     root_verified: u32,
     excludes: Excludes,
@@ -590,11 +602,11 @@ impl Phone {
         listen: Time,
         out: &mut Vec<Action>,
     ) {
-        self.arm_claim_at(cfg, now, i, listen, false, out);
+        self.arm_claim_at(cfg, now, i, listen, false, cfg.busy_claim_guard, out);
     }
 
     /// [`Self::arm_claim`]; `at_once`: the claim timer fires now (the strength is drawn as
-    /// usual).
+    /// usual); `guard`: how long the claim then waits for a stronger one.
     fn arm_claim_at(
         &mut self,
         cfg: &Config,
@@ -602,6 +614,7 @@ impl Phone {
         i: usize,
         listen: Time,
         at_once: bool,
+        guard: Time,
         out: &mut Vec<Action>,
     ) {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
@@ -618,9 +631,10 @@ impl Phone {
             delay += cfg.claim_window;
             strength |= low >> 1;
         } else {
-            strength |= 0x8000_0000 | (low >> 1);
+            strength |= PROMPT | (low >> 1);
         }
         hier.role = Role::Waiting;
+        hier.guard = guard;
         hier.me = Claim {
             tier: Tier::Tentative,
             strength,
@@ -644,9 +658,29 @@ impl Phone {
         let h = self.hierarchies[i].id;
         match kind {
             TimerKind::Claim => {
+                // A phone already root of a file it is still fetching defers its claim by one
+                // claim window, weaker, as a slow phone does: it is the busiest phone of the
+                // site (origin transfer, relaying to its children), so the last to hear other
+                // claims (1000 lab phones: the manifest's root passed its guard on five files
+                // 170-400 ms after others had become their roots), and roots spread over
+                // phones spread the upload. It still becomes root if nobody else claims.
+                let busy_root = self
+                    .hierarchies
+                    .iter()
+                    .enumerate()
+                    .any(|(j, h)| j != i && h.role == Role::Root && !h.done());
                 let x = &mut self.hierarchies[i];
                 if x.role != Role::Waiting || x.best.is_some_and(|b| b > x.me) {
                     return; // suppressed: a claim at least as strong was heard
+                }
+                if busy_root && x.me.strength & PROMPT != 0 {
+                    x.me.strength &= !PROMPT;
+                    out.push(Action::Timer {
+                        h,
+                        kind: TimerKind::Claim,
+                        at: now + cfg.claim_window,
+                    });
+                    return;
                 }
                 x.role = Role::Claimant;
                 x.seq = 1;
@@ -654,7 +688,7 @@ impl Phone {
                 out.push(Action::Timer {
                     h,
                     kind: TimerKind::Guard,
-                    at: now + cfg.claim_guard,
+                    at: now + x.guard,
                 });
             }
             TimerKind::Guard => {
@@ -674,7 +708,8 @@ impl Phone {
                     out.push(Action::ConfirmedRoot { h, xid: x.me.xid });
                 }
                 out.push(Action::Broadcast(x.advert(cfg.fanout)));
-                let next = if x.me.tier == Tier::Confirmed {
+                let joining = now.saturating_sub(x.last_placed) < cfg.root_advert_interval;
+                let next = if x.me.tier == Tier::Confirmed && !joining {
                     cfg.root_advert_interval
                 } else {
                     cfg.advert_interval

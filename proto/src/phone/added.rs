@@ -30,6 +30,8 @@ impl Hierarchy {
             last_progress: 0,
             starved_since: None,
             starved_root_mark: 0,
+            guard: 0,
+            last_placed: 0,
             root_verified: 0,
             excludes: Excludes::default(),
             blacklist: Vec::new(),
@@ -77,8 +79,10 @@ impl Phone {
         // the manifest still spreads. Every other phone expects that root and listens for a
         // confirmed root's advert interval before its own back-off. The other files are
         // elected as usual (their roots stay spread over the phones); a phone that adds them
-        // late listens for one fetching root's advert interval first, since adverts of roots
-        // elected before it knew the keys went unheard.
+        // late listens for two advert intervals first (a root adverts that often while it
+        // still places joiners), since adverts of roots elected before it knew the keys went
+        // unheard. One interval was too short: with the manifest 2 s deep into a 1000-phone
+        // lab, 30 late phones per file claimed roots that had been confirmed for a second.
         let lead = (self.started..self.hierarchies.len())
             .max_by_key(|&i| (self.hierarchies[i].chunks, std::cmp::Reverse(i)));
         let leader = late
@@ -93,10 +97,19 @@ impl Phone {
             let listen = match (late, lead == Some(i)) {
                 (false, _) => 0,
                 (true, true) => cfg.root_advert_interval + cfg.advert_interval,
-                (true, false) => cfg.advert_interval + cfg.claim_guard,
+                (true, false) => 2 * cfg.advert_interval + cfg.claim_guard,
+            };
+            // Only the boot election (every phone idle, starting together) and the lead its
+            // leader claims at once keep the short guard; an election while the manifest and
+            // the lead's chunks flood the LAN waits `busy_claim_guard` (see Config).
+            let at_once = leader && lead == Some(i);
+            let guard = if !late || at_once {
+                cfg.claim_guard
+            } else {
+                cfg.busy_claim_guard
             };
             self.hierarchies[i].orphan_since = Some(now);
-            self.arm_claim_at(cfg, now, i, listen, leader && lead == Some(i), out);
+            self.arm_claim_at(cfg, now, i, listen, at_once, guard, out);
         }
         self.started = self.hierarchies.len();
         if cfg.mode == Mode::Traditional && idle {

@@ -60,6 +60,13 @@ pub struct Config {
     pub root_advert_interval: Time,
     pub claim_window: Time,
     pub claim_guard: Time,
+    /// The guard of every election after boot (files added once the manifest arrived,
+    /// re-elections). Two claimants become root together when neither hears the other
+    /// within the guard; on a site busy with the manifest and the lead file's chunks a
+    /// broadcast took longer than `claim_guard` to be heard (1000 lab phones: up to 6 roots
+    /// per file fetching at once, 46 transfers at the origin against a bound of 35). These
+    /// elections are not on the critical path (the lead file keeps the WAN busy meanwhile).
+    pub busy_claim_guard: Time,
     /// Upper bound on phones per broadcast domain, for the suppression timer.
     pub n_max: u64,
     pub join_spread: Time,
@@ -101,6 +108,7 @@ impl Default for Config {
             root_advert_interval: 1_000_000,
             claim_window: 500_000,
             claim_guard: 30_000,
+            busy_claim_guard: 250_000,
             n_max: 100_000,
             join_spread: 200_000,
             join_timeout: 500_000,

@@ -29,7 +29,7 @@ impl Phone {
                 max_children,
                 exclude,
                 ..
-            } => self.on_join(i, from, h, xid, max_children, &exclude, out),
+            } => self.on_join(now, i, from, h, xid, max_children, &exclude, out),
             Msg::Accept {
                 h,
                 xid,
@@ -66,6 +66,7 @@ impl Phone {
     #[allow(clippy::too_many_arguments)]
     fn on_join(
         &mut self,
+        now: Time,
         i: usize,
         from: PeerId,
         h: u32,
@@ -82,6 +83,9 @@ impl Phone {
             }
             _ => None,
         };
+        if placed.is_some() {
+            x.last_placed = now;
+        }
         let msg = match placed {
             Some((parent, depth)) => Msg::Accept {
                 h,

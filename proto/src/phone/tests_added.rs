@@ -86,7 +86,7 @@ fn added_hierarchies_wait_for_the_event_then_claim_as_at_boot() {
     // file for a confirmed root's interval: the manifest's root leads it).
     let (small, large) = (claims(&out, 1), claims(&out, 2));
     assert_eq!((small.len(), large.len()), (1, 1), "{out:?}");
-    assert!(small[0] >= 2_000 + cfg.advert_interval + cfg.claim_guard);
+    assert!(small[0] >= 2_000 + 2 * cfg.advert_interval + cfg.claim_guard);
     assert!(large[0] >= 2_000 + cfg.root_advert_interval + cfg.advert_interval);
     out.clear();
     p.handle(&cfg, 3_000, Event::Added, &mut out);
