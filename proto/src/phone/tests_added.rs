@@ -186,3 +186,106 @@ fn timers_before_the_start_of_an_added_hierarchy_are_ignored() {
         "started as at boot: one claim timer"
     );
 }
+
+fn timer(h: u32, kind: TimerKind) -> Event {
+    Event::Timer { h, kind }
+}
+
+fn broadcasts(out: &[Action], h: u32) -> usize {
+    out.iter()
+        .filter(|a| matches!(a, Action::Broadcast(m) if m.hierarchy() == h))
+        .count()
+}
+
+/// The manifest's root, fetching the lead file, is the busiest phone: its claim on another
+/// file waits one claim window more and weaker, then (nobody else claimed) goes out and
+/// waits `busy_claim_guard`, not the boot's `claim_guard` (1000 lab phones: the manifest's
+/// root had passed its guard on five files after others had become their roots).
+#[test]
+fn a_busy_root_defers_its_claims_and_later_elections_guard_longer() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = manifest_root(&cfg, &mut out);
+    p.add_hierarchies(&[spec(1, 10), spec(2, 40)]);
+    out.clear();
+    p.handle(&cfg, 500_000, Event::Added, &mut out);
+    let small = claims(&out, 1)[0];
+    // The lead (2) at once: claim, guard (short: nobody else claims it yet), root, fetching.
+    p.handle(&cfg, 500_000, timer(2, TimerKind::Claim), &mut out);
+    p.handle(
+        &cfg,
+        500_000 + cfg.claim_guard,
+        timer(2, TimerKind::Guard),
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[2].role, Role::Root);
+    out.clear();
+    p.handle(&cfg, small, timer(1, TimerKind::Claim), &mut out);
+    assert_eq!(broadcasts(&out, 1), 0, "deferred, not claimed: {out:?}");
+    assert_eq!(claims(&out, 1), vec![small + cfg.claim_window]);
+    let weak = p.hierarchies[1].me.strength;
+    assert_eq!(weak & PROMPT, 0, "weaker than any prompt claim");
+    out.clear();
+    let again = small + cfg.claim_window;
+    p.handle(&cfg, again, timer(1, TimerKind::Claim), &mut out);
+    assert_eq!(broadcasts(&out, 1), 1, "nobody claimed: it does");
+    let guard = out.iter().find_map(|a| match *a {
+        Action::Timer {
+            h: 1,
+            kind: TimerKind::Guard,
+            at,
+        } => Some(at),
+        _ => None,
+    });
+    assert_eq!(guard, Some(again + cfg.busy_claim_guard));
+    p.invariants(&cfg).unwrap();
+}
+
+/// A confirmed root adverts every `advert_interval` while it places joiners, and slows to
+/// `root_advert_interval` once none came for that long: a phone that learns the file late
+/// listens two advert intervals and must hear it.
+#[test]
+fn a_confirmed_root_adverts_fast_while_phones_still_join() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = manifest_root(&cfg, &mut out);
+    p.add_hierarchies(&[spec(1, 40)]);
+    p.handle(&cfg, 500_000, Event::Added, &mut out);
+    p.handle(&cfg, 500_000, timer(1, TimerKind::Claim), &mut out);
+    let mut now = 500_000 + cfg.claim_guard;
+    p.handle(&cfg, now, timer(1, TimerKind::Guard), &mut out);
+    let xid = p.hierarchies[1].me.xid;
+    let next_advert = |out: &[Action]| {
+        out.iter().find_map(|a| match *a {
+            Action::Timer {
+                h: 1,
+                kind: TimerKind::Advert,
+                at,
+            } => Some(at),
+            _ => None,
+        })
+    };
+    // Confirm, with a joiner placed before every advert.
+    for k in 0..cfg.confirm_adverts + 3 {
+        now += cfg.advert_interval;
+        let join = Msg::Join {
+            h: 1,
+            xid,
+            max_children: 2,
+            verified: 0,
+            exclude: Excludes::default(),
+        };
+        let from = PeerId(100 + k);
+        p.handle(&cfg, now - 1, Event::Recv { from, msg: join }, &mut out);
+        out.clear();
+        p.handle(&cfg, now, timer(1, TimerKind::Advert), &mut out);
+        assert_eq!(next_advert(&out), Some(now + cfg.advert_interval), "{k}");
+    }
+    assert_eq!(p.hierarchies[1].me.tier, Tier::Confirmed);
+    // No joiner for a root advert interval: the settled cadence.
+    now += cfg.root_advert_interval;
+    out.clear();
+    p.handle(&cfg, now, timer(1, TimerKind::Advert), &mut out);
+    assert_eq!(next_advert(&out), Some(now + cfg.root_advert_interval));
+    p.invariants(&cfg).unwrap();
+}
