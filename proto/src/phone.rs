@@ -602,11 +602,11 @@ impl Phone {
         listen: Time,
         out: &mut Vec<Action>,
     ) {
-        self.arm_claim_at(cfg, now, i, listen, false, cfg.busy_claim_guard, out);
+        self.arm_claim_at(cfg, now, i, listen, false, out);
     }
 
     /// [`Self::arm_claim`]; `at_once`: the claim timer fires now (the strength is drawn as
-    /// usual); `guard`: how long the claim then waits for a stronger one.
+    /// usual). The claim's guard is `busy_claim_guard`; the boot election shortens it.
     fn arm_claim_at(
         &mut self,
         cfg: &Config,
@@ -614,7 +614,6 @@ impl Phone {
         i: usize,
         listen: Time,
         at_once: bool,
-        guard: Time,
         out: &mut Vec<Action>,
     ) {
         let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
@@ -634,7 +633,7 @@ impl Phone {
             strength |= PROMPT | (low >> 1);
         }
         hier.role = Role::Waiting;
-        hier.guard = guard;
+        hier.guard = cfg.busy_claim_guard;
         hier.me = Claim {
             tier: Tier::Tentative,
             strength,

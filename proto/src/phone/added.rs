@@ -109,7 +109,8 @@ impl Phone {
                 cfg.busy_claim_guard
             };
             self.hierarchies[i].orphan_since = Some(now);
-            self.arm_claim_at(cfg, now, i, listen, at_once, guard, out);
+            self.arm_claim_at(cfg, now, i, listen, at_once, out);
+            self.hierarchies[i].guard = guard;
         }
         self.started = self.hierarchies.len();
         if cfg.mode == Mode::Traditional && idle {
