@@ -31,6 +31,7 @@ impl Hierarchy {
             starved_since: None,
             starved_root_mark: 0,
             root_verified: 0,
+            owed_since: None,
             excludes: Excludes::default(),
             blacklist: Vec::new(),
             coordinator: None,
