@@ -135,17 +135,11 @@ impl Phone {
         x.lag_since = None;
         // A new parent is judged by its own silence: a starvation clock left running from the
         // old one had a root that placed us under itself called a liar 0.8 s later, before its
-        // first chunk could arrive (`pfs simulate --swarm`). Any parent but the root is judged
-        // from now (the Request below is its first probe): restarted only at the next probe,
-        // every move to another parent cost a stall timeout more (chaos plans 14 and 20 at
-        // 2.31 x the limit, from 1.6 and 2.1). So is a root that claims the whole file: it
-        // streams what we lack at once on this Request (a liar's claim; waiting for the next
-        // probe as well let a silent liar holding the manifest's hierarchy cost every phone
-        // 5 s, issue 14's chaos plan at 2.07 x the limit or more). A root still fetching is
-        // judged from the first unanswered probe, as before (a slow one lags behind its
-        // origin transfer on every file at once).
-        let root = x.best.filter(|b| b.peer == parent);
-        x.starved_since = (root.is_none() || x.root_verified == x.chunks).then_some(now);
+        // first chunk could arrive (`pfs simulate --swarm`). The root is judged from the first
+        // unanswered probe, as before; any other parent from now (the Request below is its
+        // first probe): restarted only at the next probe, every move to another parent cost a
+        // stall timeout more (chaos plans 14 and 20 at 2.31 x the limit, from 1.6 and 2.1).
+        x.starved_since = (Some(parent) != x.best.map(|b| b.peer)).then_some(now);
         x.starved_root_mark = x.root_verified;
         out.push(Action::Send {
             to: parent,

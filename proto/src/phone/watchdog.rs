@@ -127,11 +127,7 @@ impl Phone {
             // and the child called it a liar 0.5 s after its first chunk for the child
             // arrived (two working roots to the end, `pfs simulate --swarm`).
             let owed = now.saturating_sub(x.owed_since.map_or(since, |t| t.max(since)));
-            // A lie is a claim still being made: a root whose adverts stopped is presumed
-            // dead (the root-silence rule), not blacklisted for what it said before it died.
-            let claiming = now.saturating_sub(x.root_seen_at) <= cfg.stall_timeout;
             if starving
-                && claiming
                 && x.placed_under_root(parent)
                 && owed > root_silence_limit(cfg, limit, link_kbit, idle)
             {

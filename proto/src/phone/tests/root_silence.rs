@@ -129,18 +129,14 @@ fn a_new_placement_starts_a_new_starvation_clock() {
         from: PeerId(7),
         msg,
     };
-    // Starving under 7 since the placement at 301 ms; 7 then refuses us (full) at 2.1 s and
-    // places us again.
-    for k in 1..=4u64 {
-        if k % 2 == 0 {
-            p.handle(&cfg, k * cfg.watchdog, recv(advert), &mut out);
-        }
+    // Starving under 7 since the probe at 2.5 s; 7 then refuses us (full) and places us again.
+    for k in 1..=5u64 {
         p.handle(&cfg, k * cfg.watchdog, WATCHDOG, &mut out);
     }
     assert!(p.hierarchies[0].starved_since.is_some());
     p.handle(
         &cfg,
-        2_100_000,
+        2_600_000,
         recv(Msg::Reject { h: 0, xid: 77 }),
         &mut out,
     );
@@ -148,19 +144,17 @@ fn a_new_placement_starts_a_new_starvation_clock() {
         h: 0,
         kind: TimerKind::Join,
     };
-    p.handle(&cfg, 2_100_000, join, &mut out);
+    p.handle(&cfg, 2_600_000, join, &mut out);
     let accept = Msg::Accept {
         h: 0,
         xid: 77,
         parent: PeerId(7),
         depth: 1,
     };
-    p.handle(&cfg, 2_101_000, recv(accept), &mut out);
+    p.handle(&cfg, 2_601_000, recv(accept), &mut out);
     assert_eq!(p.hierarchies[0].parent, Some(PeerId(7)));
     out.clear();
-    // The old clock (from 301 ms) would have called 7 a liar by 2.5 s; the new one, from
-    // 2.1 s, gives 7 a stall timeout to answer.
-    for k in 5..=8u64 {
+    for k in 6..=10u64 {
         if k % 2 == 0 {
             p.handle(&cfg, k * cfg.watchdog, recv(advert), &mut out);
         }
@@ -353,23 +347,6 @@ fn a_root_behind_its_member_is_judged_from_when_it_holds_more() {
     assert!(
         accused > 7_700_000 + 2 * cfg.stall_timeout
             && accused <= 7_700_000 + 2 * cfg.stall_timeout + cfg.root_advert_interval,
-        "accused at {accused}"
-    );
-}
-
-/// A root that claims the whole file streams what we lack at once on the Request we send it
-/// when it places us: one stall timeout of silence from then is a liar's (issue 14's chaos
-/// plan: judged only from the next probe, a silent liar holding the manifest's hierarchy
-/// cost every phone 5 s, 2.07 x the limit with one liar and no other fault; now 1.7 x).
-#[test]
-fn a_root_claiming_the_whole_file_is_judged_from_the_placement() {
-    let cfg = Config::default();
-    let (accused, left) = accused_at(100_000, 0);
-    let accused = accused.expect("a silent root claiming the whole file is caught");
-    assert!(
-        accused > 301_000 + cfg.stall_timeout
-            && accused <= 301_000 + cfg.stall_timeout + 2 * cfg.watchdog
-            && left == 0,
         "accused at {accused}"
     );
 }
