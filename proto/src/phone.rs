@@ -347,6 +347,10 @@ pub struct Hierarchy {
     last_placed: Time,
     /// The root's verified chunk count, from its adverts.
     root_verified: u32,
+    /// Since when the root we follow has advertised a chunk we lack, without our verified
+    /// prefix growing: how long a root that is our parent has owed us data. Its silence
+    /// before it held anything for us is no lie (a slow root behind its fast child).
+    owed_since: Option<Time>,
     excludes: Excludes,
     blacklist: Vec<PeerId>,
     coordinator: Option<Box<Coordinator>>,
@@ -421,6 +425,14 @@ impl Hierarchy {
     fn placed_under_root(&self, parent: PeerId) -> bool {
         self.best
             .is_some_and(|b| b.peer == parent && self.joined_xid == Some(b.xid))
+    }
+    /// Notes whether the root we follow holds a chunk we lack (see `owed_since`).
+    fn note_owed(&mut self, now: Time) {
+        if self.root_verified > self.verified {
+            self.owed_since.get_or_insert(now);
+        } else {
+            self.owed_since = None;
+        }
     }
     fn fetching(&self) -> bool {
         matches!(self.role, Role::Root | Role::Fallback | Role::Traditional)

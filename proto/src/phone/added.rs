@@ -33,6 +33,7 @@ impl Hierarchy {
             guard: 0,
             last_placed: 0,
             root_verified: 0,
+            owed_since: None,
             excludes: Excludes::default(),
             blacklist: Vec::new(),
             coordinator: None,

@@ -61,6 +61,9 @@ impl Phone {
         // A phone whose own link is the bottleneck cannot blame its parent for the lag.
         let own_link_ok = self.link_kbit >= cfg.leaf_below_kbit;
         let x = &mut self.hierarchies[i];
+        // What the root owes us is owed from now on (what it held before just arrived).
+        x.owed_since = None;
+        x.note_owed(now);
         // A parent that falls far behind what it holds itself is slow: re-attach elsewhere.
         // The root as our parent streams each chunk as it verifies it, so it is held to a
         // small lag (a trickling liar on a short file never falls 16 chunks behind).

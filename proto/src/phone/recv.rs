@@ -21,6 +21,7 @@ impl Phone {
                 let x = &mut self.hierarchies[i];
                 if x.best.is_some_and(|b| b.peer == from) {
                     x.root_verified = verified;
+                    x.note_owed(now);
                 }
             }
             Msg::Join {

@@ -122,9 +122,14 @@ impl Phone {
             let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
             let starving = x.root_verified > x.verified && root_fed;
             let waited = now.saturating_sub(since);
+            // The root is judged from when it first held a chunk we lack, not from when we
+            // began to starve: a slow root behind its fast child owed it nothing until then,
+            // and the child called it a liar 0.5 s after its first chunk for the child
+            // arrived (two working roots to the end, `pfs simulate --swarm`).
+            let owed = now.saturating_sub(x.owed_since.map_or(since, |t| t.max(since)));
             if starving
                 && x.placed_under_root(parent)
-                && waited > root_silence_limit(cfg, limit, link_kbit, idle)
+                && owed > root_silence_limit(cfg, limit, link_kbit, idle)
             {
                 // Our parent is the root itself: it adverts data it does not send us. No
                 // other placement can help (it places us under itself again), so it is

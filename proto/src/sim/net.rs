@@ -48,6 +48,12 @@ impl Sim {
         let mut arrive = self.wan_free + self.rtt / 2;
         let pi = p as usize;
         arrive = arrive.max(self.ingress_free[pi] + (bytes as f64 / self.rate[pi]) as Time);
+        // TFTP's window is acknowledged by the client: the origin sends no further ahead of
+        // what the phone's port has taken in (a slow port is the transfer's bottleneck, not a
+        // queue the origin fills). Without this, the origin ran 7 s ahead of a 2 Mbit/s root,
+        // whose port then held phantom chunks after it closed the transfer; a later parent's
+        // chunks queued behind them and the phone called that honest root a liar.
+        let acked = arrive - self.rtt / 2;
         if self.lossy(bytes.div_ceil(PACKET)) {
             arrive += self.rtt.max(1000);
         }
@@ -83,7 +89,7 @@ impl Sim {
                 index: index + 1,
                 generation,
             };
-            self.push(paced.max(self.wan_free), next);
+            self.push(paced.max(self.wan_free).max(acked), next);
         }
     }
 

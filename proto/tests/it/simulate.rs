@@ -435,13 +435,18 @@ fn liars_claiming_root_stall_nobody() {
 /// a slow port's backlog taken for the root's silence (the first), chunks of one stream
 /// overtaking each other in the model after the receiver closed another stream (306), a
 /// starvation clock carried over from the previous parent (824, 1470), a parent of an older
-/// tree judged as the new root before the member joined it (994).
+/// tree judged as the new root before the member joined it (994), and, with a liar, a slow
+/// root called a liar by a member that held more than it did, 0.5 s after the root first held
+/// a chunk the member lacked (635340061525167378).
 #[test]
 fn issue_14_plans_end_with_one_root_per_hierarchy() {
-    for seed in [10_168_890_155_700_885_784, 306, 824, 994, 1470] {
+    let seeds = [10_168_890_155_700_885_784, 306, 824, 994, 1470];
+    let plans = seeds.map(|seed| (seed, 0)).into_iter();
+    for (seed, liar_peers) in plans.chain([(635_340_061_525_167_378, 1)]) {
         let r = sim::run(&issue_14_plan(SimConfig {
             phones: 100,
             seed,
+            liar_peers,
             ..SimConfig::default()
         }));
         let failures = sim::check(&r);

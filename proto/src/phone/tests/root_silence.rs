@@ -252,3 +252,101 @@ fn a_parent_that_became_root_of_another_tree_is_not_a_liar() {
     });
     assert!(left, "a parent that feeds nothing is left: {out:?}");
 }
+
+/// Regression (`pfs simulate --swarm`, seed 635340061525167378 of issue 14's plan with a liar
+/// and two models): a slow root elected while a fast member already held more of the file
+/// than it did fed that member nothing for seconds because it had nothing to give; the
+/// member, starving since its first probe, called it a liar 0.5 s after the root first held
+/// a chunk it lacked (before that chunk could cross the root's slow port), blacklisted it,
+/// became root itself, and the two trees never merged. The root is judged from when it first
+/// held something for us; a root that holds more and sends nothing is still caught.
+#[test]
+fn a_root_behind_its_member_is_judged_from_when_it_holds_more() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let (mut p, _) = member_of_root_7(&cfg, &mut out);
+    p.preload(0, 18);
+    let claim = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: PeerId(7),
+        xid: 77,
+    };
+    let from_7 = |msg| Event::Recv {
+        from: PeerId(7),
+        msg,
+    };
+    let (h, seq, depth, free_slots, have, ok) = (0, 9, 0, 0, 21, true);
+    let advert = |verified| {
+        from_7(Msg::Advert {
+            h,
+            claim,
+            seq,
+            verified,
+            depth,
+            free_slots,
+        })
+    };
+    let chunk = |index| from_7(Msg::Chunk { h, index, have, ok });
+    let mut accused = None;
+    for step in 4..=400u64 {
+        let now = step * 50_000;
+        out.clear();
+        // The root holds 5 chunks until 6 s, 21 from then and 2 more every second from 8 s;
+        // it sends chunk 18 at 6.7 s, 19 and 20 after it, and nothing more.
+        if now % cfg.root_advert_interval == 0 {
+            let held = match now {
+                ..6_000_000 => 5,
+                6_000_000..8_000_000 => 21,
+                _ => 21 + 2 * (now / 1_000_000 - 7) as u32,
+            };
+            p.handle(&cfg, now, advert(held), &mut out);
+        }
+        for (at, index) in [(6_700_000, 18), (7_200_000, 19), (7_700_000, 20)] {
+            if now == at {
+                p.handle(&cfg, now, chunk(index), &mut out);
+            }
+        }
+        if now % cfg.watchdog == 0 {
+            p.handle(&cfg, now, WATCHDOG, &mut out);
+        }
+        if stalled(&out) {
+            accused = Some(now);
+            break;
+        }
+        if out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Msg::Leave { .. },
+                    ..
+                }
+            )
+        }) {
+            // Left for a fresh place (the starvation rule): the root places it under itself.
+            let join = Event::Timer {
+                h: 0,
+                kind: TimerKind::Join,
+            };
+            p.handle(&cfg, now + 1, join, &mut out);
+            let accept = Msg::Accept {
+                h: 0,
+                xid: 77,
+                parent: PeerId(7),
+                depth: 1,
+            };
+            p.handle(&cfg, now + 2, from_7(accept), &mut out);
+        }
+    }
+    assert_eq!(
+        p.hierarchies[0].verified, 21,
+        "called a liar at {accused:?}, before it could feed us"
+    );
+    // Its last chunk came at 7.7 s: the first probe after it, then one unanswered.
+    let accused = accused.expect("a root that holds more and sends nothing is caught");
+    assert!(
+        accused > 7_700_000 + 2 * cfg.stall_timeout
+            && accused <= 7_700_000 + 2 * cfg.stall_timeout + cfg.root_advert_interval,
+        "accused at {accused}"
+    );
+}
