@@ -1,0 +1,135 @@
+//! The election: claim timers with back-off, deferral and guard, and becoming root.
+
+use super::*;
+
+impl Phone {
+    /// Arms the claim timer; `listen` µs are added before the back-off (a member that lost
+    /// its root first listens for one root advert interval, so a root that was only late, as
+    /// on an overloaded host, is heard before anyone claims its place).
+    pub(super) fn arm_claim(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        listen: Time,
+        out: &mut Vec<Action>,
+    ) {
+        self.arm_claim_at(cfg, now, i, listen, false, out);
+    }
+
+    /// [`Self::arm_claim`]; `at_once`: the claim timer fires now (the strength is drawn as
+    /// usual). The claim's guard is `busy_claim_guard`; the boot election shortens it.
+    pub(super) fn arm_claim_at(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        i: usize,
+        listen: Time,
+        at_once: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let x: f64 = self.rng.random_range(f64::EPSILON..=1.0);
+        let xid: u32 = self.rng.random();
+        let hier = &mut self.hierarchies[i];
+        let (mut delay, mut strength) = claim_draw(x, cfg.claim_window, cfg.n_max, hier.verified);
+        // A phone on a slow port would fetch the whole file through it and feed the tree at
+        // its rate (a 2 Mbit/s root held a 100-phone site to 2.4 x the WAN limit in the
+        // simulator): it claims one claim window later and weaker than any phone that is not
+        // slow, so it becomes root only if no such phone claims (data held still counts first).
+        let low = strength & 0xffff_ffff;
+        strength &= !0xffff_ffff;
+        if self.link_kbit < cfg.leaf_below_kbit {
+            delay += cfg.claim_window;
+            strength |= low >> 1;
+        } else {
+            strength |= PROMPT | (low >> 1);
+        }
+        hier.role = Role::Waiting;
+        hier.guard = cfg.busy_claim_guard;
+        hier.me = Claim {
+            tier: Tier::Tentative,
+            strength,
+            peer: self.id,
+            xid,
+        };
+        out.push(Action::Timer {
+            h: hier.id,
+            kind: TimerKind::Claim,
+            at: if at_once { now } else { now + listen + delay },
+        });
+    }
+
+    /// The claim timer: claim (broadcast, then the guard) unless suppressed or deferred.
+    pub(super) fn claim_timer(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let h = self.hierarchies[i].id;
+        // A phone already root of a file it is still fetching defers its claim by one
+        // claim window, weaker, as a slow phone does: it is the busiest phone of the
+        // site (origin transfer, relaying to its children), so the last to hear other
+        // claims (1000 lab phones: the manifest's root passed its guard on five files
+        // 170-400 ms after others had become their roots), and roots spread over
+        // phones spread the upload. It still becomes root if nobody else claims.
+        let busy_root = self
+            .hierarchies
+            .iter()
+            .enumerate()
+            .any(|(j, h)| j != i && h.role == Role::Root && !h.done());
+        let x = &mut self.hierarchies[i];
+        if x.role != Role::Waiting || x.best.is_some_and(|b| b > x.me) {
+            return; // suppressed: a claim at least as strong was heard
+        }
+        if busy_root && x.me.strength & PROMPT != 0 {
+            x.me.strength &= !PROMPT;
+            out.push(Action::Timer {
+                h,
+                kind: TimerKind::Claim,
+                at: now + cfg.claim_window,
+            });
+            return;
+        }
+        x.role = Role::Claimant;
+        x.seq = 1;
+        out.push(Action::Broadcast(x.advert(cfg.fanout)));
+        out.push(Action::Timer {
+            h,
+            kind: TimerKind::Guard,
+            at: now + x.guard,
+        });
+    }
+
+    pub(super) fn become_root(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
+        let id = self.id;
+        let x = &mut self.hierarchies[i];
+        let h = x.id;
+        if let Some(old) = x.parent.take() {
+            out.push(Action::Send {
+                to: old,
+                msg: x.leave(),
+            });
+        }
+        x.role = Role::Root;
+        x.me.tier = Tier::Fetching;
+        x.refresh_strength();
+        x.best = Some(x.me);
+        x.children.clear();
+        x.coordinator = Some(Box::new(Coordinator::new(id, cfg.fanout)));
+        x.orphan_since = None;
+        x.join_pending = false;
+        x.joined_xid = Some(x.me.xid);
+        x.depth = 0;
+        x.seq += 1;
+        out.push(Action::BecameRoot {
+            h,
+            xid: x.me.xid,
+            serving: x.done(),
+        });
+        out.push(Action::Broadcast(x.advert(cfg.fanout)));
+        out.push(Action::Timer {
+            h,
+            kind: TimerKind::Advert,
+            at: now + cfg.advert_interval,
+        });
+        if !x.done() {
+            out.push(Action::OriginOpen { h, fallback: false });
+        }
+    }
+}
