@@ -72,7 +72,7 @@ impl Phone {
             .hierarchies
             .iter()
             .enumerate()
-            .any(|(j, h)| j != i && h.role == Role::Root && !h.done());
+            .any(|(j, y)| j != i && y.role == Role::Root && !y.done());
         let x = &mut self.hierarchies[i];
         if x.role != Role::Waiting || x.best.is_some_and(|b| b > x.me) {
             return; // suppressed: a claim at least as strong was heard
