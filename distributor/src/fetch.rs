@@ -627,14 +627,20 @@ fn check_loads(path: &Path, manifest: &crate::manifest::Manifest) -> Result<(), 
     Ok(())
 }
 
-/// A window arrives as one burst: make room for it. As root the kernel's rmem_max does not
-/// apply (SO_RCVBUFFORCE); otherwise take what the limit allows.
+/// A window arrives as one burst: make room for it (4 MiB).
 pub(crate) fn grow_receive_buffer(socket: &UdpSocket) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    const WANT: usize = 4 << 20;
-    if setsockopt(socket, sockopt::RcvBufForce, &WANT).is_err() {
-        let _ = setsockopt(socket, sockopt::RcvBuf, &WANT);
+    receive_buffer(socket, 4 << 20);
+}
+
+/// Asks for a `bytes` receive buffer. As root the kernel's rmem_max does not apply
+/// (SO_RCVBUFFORCE); otherwise take what the limit allows. Returns the size the kernel set
+/// (it doubles the request for its bookkeeping), or `None` if it cannot be read.
+pub(crate) fn receive_buffer(socket: &UdpSocket, bytes: usize) -> Option<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
     }
+    getsockopt(socket, sockopt::RcvBuf).ok()
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub enum LabError {
     Peer(#[from] PeerError),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Netstat(#[from] crate::netstat::NetstatError),
     #[error("{0}")]
     Setup(String),
 }
@@ -475,7 +477,7 @@ impl Lab {
         if let Some(f) = &faults {
             self.apply_site_faults(f)?;
         }
-        let cpu0 = cpu_seconds();
+        let (cpu0, udp0) = (cpu_seconds(), self.site.phone_udp()?);
         let mut run = fleet::run_with(
             ready,
             self.cfg.backend,
@@ -484,6 +486,7 @@ impl Lab {
             faults.clone(),
         )?;
         let cpu_s = cpu_seconds() - cpu0;
+        let udp = self.site.phone_udp()?.since(udp0);
         let (start, results) = (run.start, std::mem::take(&mut run.phones));
         let wan_link_bytes = self.site.wan_tx_bytes()? - wan0;
         let wan_samples_source = sampler.source.clone();
@@ -497,6 +500,7 @@ impl Lab {
         r.wan_samples_source = wan_samples_source;
         r.prepare_s = prepare_s;
         add_engine_counters(&mut r, &run);
+        (r.udp_in_datagrams, r.udp_rcvbuf_errors) = (udp.in_datagrams, udp.rcvbuf_errors);
         r.wan_manifest_bytes += wan_manifest_bytes;
         r.wan_overhead_bytes = wan_link_bytes.saturating_sub(r.wan_manifest_bytes + r.wan_bytes);
         self.add_host_usage(&mut r, run.fds_at_end, cpu_s);

@@ -17,6 +17,7 @@ pub mod loads;
 pub mod manifest;
 pub mod metrics;
 pub mod netns;
+pub mod netstat;
 pub mod origin;
 pub mod peer;
 pub mod peers;

@@ -436,6 +436,12 @@ impl Site {
     }
 
     /// Bytes hq has sent over the WAN link so far.
+    /// The UDP MIB counters of every phone's namespace, summed (datagrams delivered, and
+    /// dropped at a full socket receive buffer).
+    pub fn phone_udp(&self) -> Result<crate::netstat::UdpCounters, crate::netstat::NetstatError> {
+        crate::netstat::udp_sum(self.phones.iter().map(|p| p.name()))
+    }
+
     pub fn wan_tx_bytes(&self) -> Result<u64, NetnsError> {
         let out = self.hq.ip(&["-s", "-j", "link", "show", HQ_WAN_IFACE])?;
         let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| NetnsError::Ip {

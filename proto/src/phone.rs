@@ -326,6 +326,9 @@ pub struct Hierarchy {
     seq: u32,
     joined_xid: Option<u32>,
     join_pending: bool,
+    /// Joins sent in the current attempt to join (reset when a new one starts): the retry
+    /// interval doubles with each (see `join_retry`).
+    join_tries: u8,
     orphan_since: Option<Time>,
     lag_since: Option<Time>,
     last_rx: Time,
@@ -340,11 +343,10 @@ pub struct Hierarchy {
     /// How long the current claim waits for a stronger one before fetching: `claim_guard`
     /// at boot, `busy_claim_guard` for any later election (see [`Config::busy_claim_guard`]).
     guard: Time,
-    /// As root: when the coordinator last placed a joiner. While joiners keep coming (phones
-    /// still learning the load's files from the manifest), the root advertises every
-    /// `advert_interval` even once confirmed, so a phone that adds the file late hears it
-    /// within its listen and follows instead of claiming a second root.
-    last_placed: Time,
+    /// When the current claim's guard ends, and how often it was extended because the guard
+    /// timer fired late (at most `elect::MAX_GUARD_EXTENSIONS`).
+    guard_due: Time,
+    guard_extensions: u8,
     /// The root's verified chunk count, from its adverts.
     root_verified: u32,
     /// Since when the root we follow has advertised a chunk we lack, without our verified
@@ -613,12 +615,7 @@ impl Phone {
         let h = self.hierarchies[i].id;
         match kind {
             TimerKind::Claim => self.claim_timer(cfg, now, i, out),
-            TimerKind::Guard => {
-                let x = &self.hierarchies[i];
-                if x.role == Role::Claimant && x.best.is_none_or(|b| b <= x.me) {
-                    self.become_root(cfg, now, i, out);
-                }
-            }
+            TimerKind::Guard => self.guard_timer(cfg, now, i, out),
             TimerKind::Advert => {
                 let x = &mut self.hierarchies[i];
                 if x.role != Role::Root {
@@ -630,8 +627,7 @@ impl Phone {
                     out.push(Action::ConfirmedRoot { h, xid: x.me.xid });
                 }
                 out.push(Action::Broadcast(x.advert(cfg.fanout)));
-                let joining = now.saturating_sub(x.last_placed) < cfg.root_advert_interval;
-                let next = if x.me.tier == Tier::Confirmed && !joining {
+                let next = if x.me.tier == Tier::Confirmed {
                     cfg.root_advert_interval
                 } else {
                     cfg.advert_interval
@@ -647,11 +643,14 @@ impl Phone {
                 // would not; it asks for children like anyone else, to test the defences.)
                 let leaf = self.link_kbit < cfg.leaf_below_kbit && !self.corrupt;
                 let max_children = if leaf { 0 } else { cfg.fanout };
+                let jitter = self.rng.random_range(0.0..0.25);
                 let x = &mut self.hierarchies[i];
                 let Some(root) = x.best else { return };
                 if x.role != Role::Member || !x.join_pending {
                     return;
                 }
+                let retry = join_retry(cfg, x.join_tries, jitter);
+                x.join_tries = x.join_tries.saturating_add(1);
                 out.push(Action::Send {
                     to: root.peer,
                     msg: Msg::Join {
@@ -665,7 +664,7 @@ impl Phone {
                 out.push(Action::Timer {
                     h,
                     kind: TimerKind::Join,
-                    at: now + cfg.join_timeout,
+                    at: now + retry,
                 });
             }
             TimerKind::OriginRetry => {
@@ -681,6 +680,17 @@ impl Phone {
             TimerKind::Watchdog => unreachable!("handled phone-wide"),
         }
     }
+}
+
+/// How long a `Join` waits for its answer before it is sent again: `join_timeout` doubled
+/// for each join already sent in this attempt, at most 8 x (4 s), plus `jitter` (a fraction
+/// in [0, 0.25)). A fixed interval collapsed 1000 lab phones: roots whose loops ran 0.5 s
+/// late answered after the retry was already sent, so every join was sent again, and again
+/// (90,000 joins for 7,000 memberships; the roots' sockets held 5,000 of them, the adverts
+/// of other roots stuck behind, so roots presumed each other dead and re-elected).
+fn join_retry(cfg: &Config, tries: u8, jitter: f64) -> Time {
+    let base = cfg.join_timeout << tries.min(3);
+    base + (base as f64 * jitter) as Time
 }
 
 mod added;

@@ -155,6 +155,11 @@ pub struct LabReport {
     pub engine_recv_no_buffers: u64,
     pub engine_recv_truncated: u64,
     pub engine_stalled_cutoffs: u64,
+    /// UDP datagrams the phones' namespaces delivered during the run, and those the kernel
+    /// dropped because a phone's socket receive buffer was full (`RcvbufErrors`): election and
+    /// control messages lost to overload before any phone could see them.
+    pub udp_in_datagrams: u64,
+    pub udp_rcvbuf_errors: u64,
     /// The process's descriptors when the run ended (before phones closed theirs), and the
     /// per-phone average; the descriptor limit the lab set.
     pub fds_at_end: u64,

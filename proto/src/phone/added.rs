@@ -24,6 +24,7 @@ impl Hierarchy {
             seq: 0,
             joined_xid: None,
             join_pending: false,
+            join_tries: 0,
             orphan_since: None,
             lag_since: None,
             last_rx: 0,
@@ -31,7 +32,8 @@ impl Hierarchy {
             starved_since: None,
             starved_root_mark: 0,
             guard: 0,
-            last_placed: 0,
+            guard_due: 0,
+            guard_extensions: 0,
             root_verified: 0,
             owed_since: None,
             excludes: Excludes::default(),
@@ -80,10 +82,12 @@ impl Phone {
         // the manifest still spreads. Every other phone expects that root and listens for a
         // confirmed root's advert interval before its own back-off. The other files are
         // elected as usual (their roots stay spread over the phones); a phone that adds them
-        // late listens for two advert intervals first (a root adverts that often while it
-        // still places joiners), since adverts of roots elected before it knew the keys went
-        // unheard. One interval was too short: with the manifest 2 s deep into a 1000-phone
-        // lab, 30 late phones per file claimed roots that had been confirmed for a second.
+        // late listens for a confirmed root's advert interval and one advert interval of
+        // slack first, since adverts of roots elected before it knew the keys went unheard.
+        // A shorter listen was not enough: with the manifest 2 s deep into a 1000-phone lab,
+        // 30 late phones per file claimed roots that had been confirmed for a second. (Roots
+        // advertising faster while phones joined fixed that too, but quadrupled the site's
+        // broadcasts: 800 adverts to 1000 phones in 28 s, which the lab could not absorb.)
         let lead = (self.started..self.hierarchies.len())
             .max_by_key(|&i| (self.hierarchies[i].chunks, std::cmp::Reverse(i)));
         let leader = late
@@ -95,10 +99,10 @@ impl Phone {
                 self.hierarchies[i].role = Role::Traditional;
                 continue;
             }
-            let listen = match (late, lead == Some(i)) {
-                (false, _) => 0,
-                (true, true) => cfg.root_advert_interval + cfg.advert_interval,
-                (true, false) => 2 * cfg.advert_interval + cfg.claim_guard,
+            let listen = if late {
+                cfg.root_advert_interval + cfg.advert_interval
+            } else {
+                0
             };
             // Only the boot election (every phone idle, starting together) and the lead its
             // leader claims at once keep the short guard; an election while the manifest and

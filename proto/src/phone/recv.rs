@@ -30,7 +30,7 @@ impl Phone {
                 max_children,
                 exclude,
                 ..
-            } => self.on_join(now, i, from, h, xid, max_children, &exclude, out),
+            } => self.on_join(i, from, h, xid, max_children, &exclude, out),
             Msg::Accept {
                 h,
                 xid,
@@ -67,7 +67,6 @@ impl Phone {
     #[allow(clippy::too_many_arguments)]
     fn on_join(
         &mut self,
-        now: Time,
         i: usize,
         from: PeerId,
         h: u32,
@@ -84,9 +83,6 @@ impl Phone {
             }
             _ => None,
         };
-        if placed.is_some() {
-            x.last_placed = now;
-        }
         let msg = match placed {
             Some((parent, depth)) => Msg::Accept {
                 h,
@@ -293,6 +289,7 @@ impl Phone {
         let x = &mut self.hierarchies[i];
         x.role = Role::Member;
         x.join_pending = true;
+        x.join_tries = 0;
         x.orphan_since.get_or_insert(now);
         out.push(Action::Timer {
             h: x.id,
@@ -309,6 +306,7 @@ impl Phone {
         }
         x.orphan_since.get_or_insert(now);
         x.join_pending = true;
+        x.join_tries = 0;
         let h = x.id;
         out.push(Action::Timer {
             h,

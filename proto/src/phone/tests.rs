@@ -446,3 +446,73 @@ fn a_late_driver_is_not_a_dead_root() {
         lost_at - 6_500_000
     );
 }
+
+/// An unanswered `Join` is sent again after `join_timeout`, then twice, four and eight times
+/// that (plus at most a quarter of jitter), never faster: a root whose loop runs late is not
+/// flooded with copies of the same join.
+#[test]
+fn unanswered_joins_back_off() {
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = Phone::new(
+        PeerId(2),
+        100_000,
+        9,
+        &[HierarchySpec { id: 0, chunks: 10 }],
+    );
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: PeerId(7),
+        xid: 77,
+    };
+    let advert = Msg::Advert {
+        h: 0,
+        claim: root,
+        seq: 9,
+        verified: 10,
+        depth: 0,
+        free_slots: 2,
+    };
+    let from = PeerId(7);
+    p.handle(&cfg, 1_000, Event::Recv { from, msg: advert }, &mut out);
+    let mut now = 300_000;
+    for k in 0..6u32 {
+        out.clear();
+        let join = Event::Timer {
+            h: 0,
+            kind: TimerKind::Join,
+        };
+        p.handle(&cfg, now, join, &mut out);
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    to: PeerId(7),
+                    msg: Msg::Join { .. }
+                }
+            )),
+            "{k}: {out:?}"
+        );
+        let next = out
+            .iter()
+            .find_map(|a| match *a {
+                Action::Timer {
+                    kind: TimerKind::Join,
+                    at,
+                    ..
+                } => Some(at),
+                _ => None,
+            })
+            .expect("the retry is armed");
+        let base = cfg.join_timeout << k.min(3);
+        assert!(
+            (now + base..=now + base + base / 4).contains(&next),
+            "{k}: retry after {} µs",
+            next - now
+        );
+        now = next;
+    }
+    p.invariants(&cfg).unwrap();
+}
