@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// Whether a claim heard before our claim timer fired keeps us from claiming: a higher tier,
+/// or the same tier and at least our class (the strength's high bits: data held, then
+/// `PROMPT`), whatever the random draw below them. Once we have claimed, full strengths decide.
+///
+/// The back-off orders claims by strength only when every phone starts together (boot). Phones
+/// that learn of a file at different times (the manifest reaches depth 9 over 1-2 s) fire in
+/// the order they started: comparing the draw as well, every phone whose draw beat all claims
+/// it had heard claimed too (59 tentative claims for one file in a 1000-phone lab).
+pub(super) fn suppresses(heard: Claim, me: Claim) -> bool {
+    const CLASS: u64 = !(PROMPT - 1);
+    heard > me || (heard.tier == me.tier && heard.strength & CLASS >= me.strength & CLASS)
+}
+
 /// How often a claim's guard is extended because its timer fired late (see
 /// [`Phone::guard_timer`]): at most this many guards more before the claim stands.
 pub(crate) const MAX_GUARD_EXTENSIONS: u8 = 4;
@@ -78,8 +91,8 @@ impl Phone {
             .enumerate()
             .any(|(j, y)| j != i && y.role == Role::Root && !y.done());
         let x = &mut self.hierarchies[i];
-        if x.role != Role::Waiting || x.best.is_some_and(|b| b > x.me) {
-            return; // suppressed: a claim at least as strong was heard
+        if x.role != Role::Waiting || x.best.is_some_and(|b| suppresses(b, x.me)) {
+            return; // suppressed: a claim at least as good was heard
         }
         if busy_root && x.me.strength & PROMPT != 0 {
             x.me.strength &= !PROMPT;

@@ -386,3 +386,62 @@ fn a_late_guard_listens_again_before_the_claim_stands() {
     assert_ne!(p.hierarchies[1].role, Role::Root);
     p.invariants(&cfg).unwrap();
 }
+
+/// A claim heard before our timer fires suppresses ours when it offers at least as much (data
+/// held, a prompt claim), whatever the random draw: phones that start at different times would
+/// otherwise each claim when their draw beat everything heard so far. Data held still wins.
+#[test]
+fn a_claim_as_good_as_ours_suppresses_whatever_the_draw() {
+    use super::elect::suppresses;
+    let claim = |strength: u64, tier: Tier| Claim {
+        tier,
+        strength,
+        peer: PeerId(1),
+        xid: 1,
+    };
+    let me = claim(PROMPT | 0x7000_0000, Tier::Tentative);
+    // Same class (no data, prompt), a weaker draw: suppresses.
+    assert!(suppresses(claim(PROMPT | 5, Tier::Tentative), me));
+    // A deferred claim (a busy root, a slow port): does not.
+    assert!(!suppresses(claim(0x7fff_ffff, Tier::Tentative), me));
+    // Less data held: does not; more: does.
+    let mine_with_data = claim((3 << 32) | PROMPT, Tier::Tentative);
+    assert!(!suppresses(
+        claim((2 << 32) | PROMPT | 0x7fff_ffff, Tier::Tentative),
+        mine_with_data
+    ));
+    assert!(suppresses(claim(4 << 32, Tier::Tentative), mine_with_data));
+    // A root (higher tier) always does.
+    assert!(suppresses(claim(0, Tier::Fetching), mine_with_data));
+
+    // Through the phone: the claim timer of a phone that heard a weaker-draw prompt claim.
+    let cfg = Config::default();
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(2), 100_000, 3, &[spec(0, 10)]);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let mut heard = p.hierarchies[0].me;
+    (heard.peer, heard.strength) = (PeerId(8), PROMPT); // the weakest prompt draw
+    assert!(heard < p.hierarchies[0].me);
+    let advert = Msg::Advert {
+        h: 0,
+        claim: heard,
+        seq: 1,
+        verified: 0,
+        depth: 0,
+        free_slots: 2,
+    };
+    p.handle(
+        &cfg,
+        1_000,
+        Event::Recv {
+            from: PeerId(8),
+            msg: advert,
+        },
+        &mut out,
+    );
+    out.clear();
+    p.handle(&cfg, 2_000, timer(0, TimerKind::Claim), &mut out);
+    assert!(claims(&out, 0).is_empty() && !out.iter().any(|a| matches!(a, Action::Broadcast(_))));
+    assert_eq!(p.hierarchies[0].role, Role::Waiting);
+    p.invariants(&cfg).unwrap();
+}
