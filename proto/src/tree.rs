@@ -60,6 +60,16 @@ pub struct Coordinator {
     /// (depth, order, peer) of capable members with free slots.
     open: BTreeSet<(u8, u64, PeerId)>,
     next_order: u64,
+    /// Members excluded as dead, each with the parent it had: it is offered to nobody, but
+    /// its children still point at it, and where it hangs is still where it hung (a silent
+    /// phone excluded by one joiner is often alive, attached and feeding its other
+    /// children). The walk up from its descendants goes on through here, so none of its
+    /// ancestors is ever placed under one of them. Dropping the link (the member simply
+    /// removed) made parent cycles: in `pfs simulate --phones 100 --corrupt-peers 2 --seed
+    /// 8`, 40 excluded its starving parent 60 as dead, and the root then placed 94 under 50,
+    /// a descendant of 60, which itself hung below 94 (98 phones of a file in a cycle, 194 x
+    /// the limit).
+    gone: HashMap<PeerId, Option<PeerId>>,
 }
 
 impl Coordinator {
@@ -71,6 +81,7 @@ impl Coordinator {
             members: HashMap::new(),
             open: BTreeSet::new(),
             next_order: 0,
+            gone: HashMap::new(),
         };
         c.members.insert(
             root,
@@ -140,10 +151,16 @@ impl Coordinator {
         let capable = max_children > 0;
         let child_order = self.next_order;
         self.next_order += 1;
+        // Back from the dead: it takes up the children that still point at it.
+        let kids = if self.gone.remove(&joiner).is_some() {
+            self.orphans_of(joiner)
+        } else {
+            Vec::new()
+        };
         let entry = self.members.entry(joiner).or_insert(Member {
             parent: None,
             depth: child_depth,
-            kids: Vec::new(),
+            kids,
             capable,
             suspect: false,
             order: child_order,
@@ -220,12 +237,40 @@ impl Coordinator {
             m.suspect = true;
             return;
         }
-        // Dead: where it really hangs now is unknown (offering it again made parent cycles in
-        // `pfs simulate --swarm`); it is placed again when it joins again.
+        // Dead: offered to nobody until it joins again (offering it again made parent cycles
+        // in `pfs simulate --swarm`), its slot at its parent freed. Its link up is kept in
+        // `gone` for the descendant walk.
         let parent = m.parent;
         self.members.remove(&peer);
+        self.gone.insert(peer, parent);
         if let Some(p) = parent {
             self.release_slot(p, peer);
+        }
+    }
+
+    /// The members that still point at `peer` as their parent (at most `fanout`: nobody is
+    /// placed under a dead member, so no more than it had). Cost: the member count, once per
+    /// return of a member excluded as dead.
+    fn orphans_of(&self, peer: PeerId) -> Vec<PeerId> {
+        let mut kids: Vec<(u64, PeerId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.parent == Some(peer))
+            .map(|(&id, m)| (m.order, id))
+            .collect();
+        kids.sort_unstable();
+        kids.into_iter()
+            .map(|(_, id)| id)
+            .take(usize::from(self.fanout))
+            .collect()
+    }
+
+    /// The parent `node` has as far as this coordinator knows: a member's, or the one a
+    /// member excluded as dead had.
+    fn parent_of(&self, node: PeerId) -> Option<PeerId> {
+        match self.members.get(&node) {
+            Some(m) => m.parent,
+            None => self.gone.get(&node).copied().flatten(),
         }
     }
 
@@ -293,15 +338,16 @@ impl Coordinator {
                     "{id} lists {k} as a child, but {k} has another parent"
                 ));
             }
-            // A walk up ends at the root or at a removed (dead) parent: never loops.
+            // A walk up, through members excluded as dead, ends at the root or at a peer
+            // never placed: never loops.
             let mut cur = m.parent;
             let mut steps = 0;
             while let Some(p) = cur {
                 steps += 1;
-                if steps > self.members.len() {
+                if steps > self.members.len() + self.gone.len() {
                     return Err(format!("{id} is on a parent cycle"));
                 }
-                cur = self.members.get(&p).and_then(|x| x.parent);
+                cur = self.parent_of(p);
             }
             let should_be_open = m.capable && !m.suspect && m.kids.len() < fanout;
             if should_be_open != self.open.contains(&(m.depth, m.order, id)) {
@@ -319,15 +365,16 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Whether `node` lies in the subtree of `ancestor`.
+    /// Whether `node` lies in the subtree of `ancestor`, as far as this coordinator knows:
+    /// the walk up goes on through members excluded as dead (see `gone`).
     fn is_descendant(&self, node: PeerId, ancestor: PeerId) -> bool {
         let mut cur = Some(node);
-        // Bounded walk: a path visits each member at most once unless there is a cycle, which
+        // Bounded walk: a path visits each peer at most once unless there is a cycle, which
         // `join` prevents; the bound makes even that case terminate (answering "descendant").
-        for _ in 0..=self.members.len() {
+        for _ in 0..=self.members.len() + self.gone.len() {
             match cur {
                 Some(n) if n == ancestor => return true,
-                Some(n) => cur = self.members.get(&n).and_then(|m| m.parent),
+                Some(n) => cur = self.parent_of(n),
                 None => return false,
             }
         }
@@ -508,6 +555,32 @@ mod tests {
                 assert!(*k <= fanout);
             }
         }
+    }
+
+    /// Regression (`pfs simulate --phones 100 --corrupt-peers 2 --seed 8`, 194 x the limit):
+    /// a member excluded as dead by one joiner is often alive and still feeding its other
+    /// children. Removed with its link up, its children's walk up stopped at it, so one of
+    /// its ancestors was placed under one of them: a parent cycle among the phones.
+    #[test]
+    fn an_ancestor_of_a_member_excluded_as_dead_never_lands_below_it() {
+        let mut c = Coordinator::new(PeerId(0), 2);
+        // 0: 1 2; 1: 3 4; 2: 5 6; 3: 7 8; 4: 9 10; 5: 11 12; 6: 13 14; 7: 15 16.
+        for j in 1..=16 {
+            join(&mut c, j, 2, &[]);
+        }
+        // 7 starves under 3 and leaves it, excluding it as dead; 3 lives on, still 8's parent.
+        assert_eq!(join(&mut c, 7, 2, &[(3, Exclusion::Dead)]), Some((1, 2)));
+        // 1 re-joins, refusing the root (slow to it). The shallowest free slot is 8's, but 8
+        // hangs below 1 (8 -> 3 -> 1): placed there, 1 -> 8 -> 3 -> 1 would be a cycle.
+        let (p, _) = join(&mut c, 1, 2, &[(0, Exclusion::Slow)]).unwrap();
+        assert_ne!(p, 8, "1 placed under its own descendant 8 (8 -> 3 -> 1)");
+        assert!(![3, 4, 7, 8, 9, 10, 15, 16].contains(&p), "under its subtree: {p}");
+        c.invariants().unwrap();
+        // 3 comes back: it takes up 8 again, at its new depth.
+        let (_, d3) = join(&mut c, 3, 2, &[]).unwrap();
+        assert_eq!(c.members[&PeerId(3)].kids, vec![PeerId(8)]);
+        assert_eq!(c.members[&PeerId(8)].depth, d3 + 1);
+        c.invariants().unwrap();
     }
 
     /// A member excluded as slow that moves with its parent stays out of the open set (the
