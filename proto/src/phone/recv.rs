@@ -87,6 +87,17 @@ impl Phone {
         if placed.is_some() {
             x.last_placed = now;
         }
+        // A child of ours that the joiner caught sending corrupt chunks holds one of the tree's
+        // only inlets: stop feeding it and tell it to re-attach (as a leaf, elsewhere).
+        if let Some(c) = &mut x.coordinator {
+            for bad in c.take_evicted() {
+                x.children.retain(|c| c.peer != bad);
+                out.push(Action::Send {
+                    to: bad,
+                    msg: Msg::Reject { h, xid: x.me.xid },
+                });
+            }
+        }
         let msg = match placed {
             Some((parent, depth)) => Msg::Accept {
                 h,
@@ -173,6 +184,16 @@ impl Phone {
             return;
         }
         let current = x.joined_xid;
+        if x.coordinator.as_ref().is_some_and(|c| c.is_corrupt(from)) {
+            // As root: never feed a peer caught relaying corrupt chunks directly (a Request
+            // it sent before our eviction reached it); it re-attaches elsewhere.
+            x.children.retain(|c| c.peer != from);
+            out.push(Action::Send {
+                to: from,
+                msg: Msg::Reject { h, xid },
+            });
+            return;
+        }
         if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
             // Already streaming to it: what is in the socket will arrive, so a repeat
             // Request (a stall probe) never rewinds and never duplicates.
