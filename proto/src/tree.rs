@@ -644,7 +644,10 @@ mod tests {
         // hangs below 1 (8 -> 3 -> 1): placed there, 1 -> 8 -> 3 -> 1 would be a cycle.
         let (p, _) = join(&mut c, 1, 2, &[(0, Exclusion::Slow)]).unwrap();
         assert_ne!(p, 8, "1 placed under its own descendant 8 (8 -> 3 -> 1)");
-        assert!(![3, 4, 7, 8, 9, 10, 15, 16].contains(&p), "under its subtree: {p}");
+        assert!(
+            ![3, 4, 7, 8, 9, 10, 15, 16].contains(&p),
+            "under its subtree: {p}"
+        );
         c.invariants().unwrap();
         // 3 comes back: it takes up 8 again, at its new depth.
         let (_, d3) = join(&mut c, 3, 2, &[]).unwrap();

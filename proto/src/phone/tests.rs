@@ -463,7 +463,12 @@ fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
     let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
     p.handle(&cfg, 0, Event::Boot, &mut out);
     p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
-    p.handle(&cfg, cfg.claim_guard + 20, timer(TimerKind::Guard), &mut out);
+    p.handle(
+        &cfg,
+        cfg.claim_guard + 20,
+        timer(TimerKind::Guard),
+        &mut out,
+    );
     assert_eq!(p.hierarchies[0].role, Role::Root);
     let xid = p.hierarchies[0].me.xid;
     let join = |exclude: &[(u32, Exclusion)]| Msg::Join {
@@ -478,7 +483,15 @@ fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
     let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
         t += 1_000;
         out.clear();
-        p.handle(&cfg, t, Event::Recv { from: PeerId(from), msg }, out);
+        p.handle(
+            &cfg,
+            t,
+            Event::Recv {
+                from: PeerId(from),
+                msg,
+            },
+            out,
+        );
         p.invariants(&cfg).unwrap();
     };
     let accepted = |out: &[Action], to: u32| {
@@ -504,7 +517,10 @@ fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
     recv(&mut p, 20, join(&[]), &mut out);
     assert_eq!(accepted(&out, 20), Some(11));
     recv(&mut p, 20, join(&[(11, Exclusion::Corrupt)]), &mut out);
-    assert!(rejected(&out, 11), "the root tells 11 to re-attach: {out:?}");
+    assert!(
+        rejected(&out, 11),
+        "the root tells 11 to re-attach: {out:?}"
+    );
     assert_eq!(accepted(&out, 20), Some(3), "20 takes 11's slot");
     let kids: Vec<_> = p.hierarchies[0].children().collect();
     assert_eq!(kids, vec![PeerId(14)], "11 is fed no more");
