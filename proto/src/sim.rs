@@ -202,8 +202,8 @@ pub struct Report {
     pub final_roots_max: u32,
     pub max_children: u32,
     pub max_depth: u32,
-    /// Parent cycles formed: each time an Accept gave a phone a parent below itself. Any
-    /// fails the run ([`check`]).
+    /// Parent cycles formed: each time an Accept gave a phone a parent below itself, every
+    /// phone on the loop still lacking chunks of the file. Any fails the run ([`check`]).
     pub parent_cycles: u32,
     pub wan_bytes: u64,
     pub load_bytes: u64,

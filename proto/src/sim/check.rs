@@ -21,24 +21,34 @@ impl Sim {
         }
     }
 
-    /// `phone`'s parent in hierarchy `h`.
-    pub(super) fn parent_in(&self, phone: u32, h: u32) -> Option<PeerId> {
+    /// `phone`'s parent in hierarchy `h`, and whether it still needs one (it lacks chunks).
+    fn link_in(&self, phone: u32, h: u32) -> (Option<PeerId>, bool) {
         self.phones[phone as usize]
             .hierarchies
             .iter()
             .find(|x| x.id == h)
-            .and_then(|x| x.parent)
+            .map_or((None, false), |x| (x.parent, !x.done()))
+    }
+
+    /// `phone`'s parent in hierarchy `h`.
+    pub(super) fn parent_in(&self, phone: u32, h: u32) -> Option<PeerId> {
+        self.link_in(phone, h).0
     }
 
     /// An Accept just gave `to` a new parent in hierarchy `h`: if the walk up from it comes
-    /// back to it, the phones now form a parent cycle (counted in `parent_cycles`, which
-    /// fails the run, and logged). A crashed phone's parent is no edge: the walk stops there.
+    /// back to it, and every phone on the way still lacks chunks of the file, the phones now
+    /// form a parent cycle that no data can enter (counted in `parent_cycles`, which fails
+    /// the run, and logged). A phone holding the whole file keeps its parent only as history
+    /// (both drivers close its stream, and it never asks its parent again; it feeds the
+    /// phone below it on the loop), and a crashed phone's parent is no edge either.
     pub(super) fn check_cycle(&mut self, now: Time, to: u32, h: u32) {
-        let mut cur = self.parent_in(to, h);
+        let (mut cur, mut live) = self.link_in(to, h);
         for _ in 0..self.phones.len() {
             match cur {
                 Some(p) if p.0 == to => {
-                    self.report.parent_cycles += 1;
+                    if live {
+                        self.report.parent_cycles += 1;
+                    }
                     let k = self.phones[to as usize]
                         .hierarchies
                         .iter()
@@ -48,7 +58,11 @@ impl Sim {
                     }
                     return;
                 }
-                Some(p) if self.alive[p.0 as usize] => cur = self.parent_in(p.0, h),
+                Some(p) if self.alive[p.0 as usize] => {
+                    let (next, needs) = self.link_in(p.0, h);
+                    live &= needs;
+                    cur = next;
+                }
                 _ => return,
             }
         }
@@ -195,6 +209,11 @@ mod tests {
         assert_eq!(sim.report.parent_cycles, 1);
         sim.sample(2, false);
         assert_eq!(sim.report.max_depth, DEPTH_WALK + 1);
+        // Through a phone that holds the whole file: its parent is history, no cycle counted.
+        let x = &mut sim.phones[2].hierarchies[0];
+        x.verified = x.chunks;
+        sim.check_cycle(3, 3, h);
+        assert_eq!(sim.report.parent_cycles, 1);
         // Every phone done, nothing else wrong: the cycle alone fails it.
         sim.report.completed = cfg.phones;
         let failures = check(&sim.finish());
