@@ -652,6 +652,10 @@ impl Phone {
                 if x.role != Role::Member || !x.join_pending {
                     return;
                 }
+                if x.joined_xid != Some(root.xid) {
+                    // Joining another tree: out of the old one first (see `leave_tree`).
+                    Self::leave_tree(x, Some(root.xid), out);
+                }
                 out.push(Action::Send {
                     to: root.peer,
                     msg: Msg::Join {

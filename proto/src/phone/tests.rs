@@ -1,5 +1,6 @@
 use super::*;
 
+mod merge;
 mod root_silence;
 
 /// Phone 2 with one 1000-chunk hierarchy, booted, that heard confirmed root 7 (xid 77, whole
