@@ -651,6 +651,10 @@ impl Phone {
                 }
                 let retry = join_retry(cfg, x.join_tries, jitter);
                 x.join_tries = x.join_tries.saturating_add(1);
+                if x.joined_xid != Some(root.xid) {
+                    // Joining another tree: out of the old one first (see `leave_tree`).
+                    Self::leave_tree(x, Some(root.xid), out);
+                }
                 out.push(Action::Send {
                     to: root.peer,
                     msg: Msg::Join {

@@ -195,13 +195,16 @@ pub struct Report {
     pub roots_max: u32,
     pub roots_max_partitioned: u32,
     /// The deepest phone in the trees as they stand at the end of the run (`max_depth` is the
-    /// deepest at any sample, transient parent cycles while two trees merge included).
+    /// deepest at any sample; a parent cycle shows there as `DEPTH_WALK` + 1).
     pub final_max_depth: u32,
     /// The most roots of one hierarchy at the end of the run, among phones that work (not
     /// hung, corrupt or lying; `roots_max` is the most at any sample outside partitions).
     pub final_roots_max: u32,
     pub max_children: u32,
     pub max_depth: u32,
+    /// Parent cycles formed: each time an Accept gave a phone a parent below itself, every
+    /// phone on the loop still lacking chunks of the file. Any fails the run ([`check`]).
+    pub parent_cycles: u32,
     pub wan_bytes: u64,
     pub load_bytes: u64,
     pub models: u32,

@@ -60,6 +60,24 @@ pub struct Coordinator {
     /// (depth, order, peer) of capable members with free slots.
     open: BTreeSet<(u8, u64, PeerId)>,
     next_order: u64,
+    /// Members excluded as dead, each with the parent it had: it is offered to nobody, but
+    /// its children still point at it, and where it hangs is still where it hung (a silent
+    /// phone excluded by one joiner is often alive, attached and feeding its other
+    /// children). The walk up from its descendants goes on through here, so none of its
+    /// ancestors is ever placed under one of them. Dropping the link (the member simply
+    /// removed) made parent cycles: in `pfs simulate --phones 100 --corrupt-peers 2 --seed
+    /// 8`, 40 excluded its starving parent 60 as dead, and the root then placed 94 under 50,
+    /// a descendant of 60, which itself hung below 94 (98 phones of a file in a cycle, 194 x
+    /// the limit).
+    gone: HashMap<PeerId, Option<PeerId>>,
+    /// Members (or members excluded as dead) some joiner excluded as corrupt: never a parent
+    /// again, and never the root's own child. The root's `fanout` slots are the tree's only
+    /// inlet: two corrupt peers in them fed nobody, and every other phone of the file starved
+    /// (`pfs simulate --phones 100 --corrupt-peers 2 --seed 8`: 19 fallbacks, 6.5 x the limit).
+    corrupt: BTreeSet<PeerId>,
+    /// The root's own children taken out of its slots as corrupt, until the root collects
+    /// them ([`Coordinator::take_evicted`]) to stop feeding them and tell them to re-attach.
+    evicted: Vec<PeerId>,
 }
 
 impl Coordinator {
@@ -71,6 +89,9 @@ impl Coordinator {
             members: HashMap::new(),
             open: BTreeSet::new(),
             next_order: 0,
+            gone: HashMap::new(),
+            corrupt: BTreeSet::new(),
+            evicted: Vec::new(),
         };
         c.members.insert(
             root,
@@ -106,14 +127,22 @@ impl Coordinator {
         for &(peer, why) in exclude {
             self.exclude(peer, why);
         }
+        if exclude.iter().any(|&(_, why)| why == Exclusion::Corrupt) {
+            self.evict_corrupt_root_kids();
+        }
         // Leaving the old parent frees its slot.
         if let Some(old) = self.members.get(&joiner).and_then(|m| m.parent) {
             self.release_slot(old, joiner);
         }
         let excluded = |p: PeerId| exclude.iter().any(|&(e, _)| e == p);
+        let corrupt = self.corrupt.contains(&joiner);
+        let capable = max_children > 0 && !corrupt;
         let mut pick = None;
         for &(depth, order, peer) in &self.open {
             if peer == joiner || excluded(peer) || self.is_descendant(peer, joiner) {
+                continue;
+            }
+            if corrupt && peer == self.root {
                 continue;
             }
             pick = Some((depth, order, peer));
@@ -122,7 +151,7 @@ impl Coordinator {
         let (depth, order, parent) = pick.or_else(|| self.reopen_suspect(joiner, exclude))?;
         let fills_last_slot = self.members[&parent].kids.len() + 1 >= usize::from(self.fanout)
             && self.open.len() <= 1;
-        if max_children == 0 && fills_last_slot {
+        if !capable && fills_last_slot {
             // The last free slot is kept for a joiner that can take children: a leaf in it
             // would leave nobody to place anyone under. Found twice: by `pfs simulate
             // --swarm` (two slow phones under the root, 193 of 200 stuck) and by the chaos
@@ -137,13 +166,18 @@ impl Coordinator {
             self.open.remove(&(depth, order, parent));
         }
         let child_depth = depth.saturating_add(1);
-        let capable = max_children > 0;
         let child_order = self.next_order;
         self.next_order += 1;
+        // Back from the dead: it takes up the children that still point at it.
+        let kids = if self.gone.remove(&joiner).is_some() {
+            self.orphans_of(joiner)
+        } else {
+            Vec::new()
+        };
         let entry = self.members.entry(joiner).or_insert(Member {
             parent: None,
             depth: child_depth,
-            kids: Vec::new(),
+            kids,
             capable,
             suspect: false,
             order: child_order,
@@ -209,23 +243,83 @@ impl Coordinator {
             return;
         }
         let Some(m) = self.members.get_mut(&peer) else {
+            if why == Exclusion::Corrupt && self.gone.contains_key(&peer) {
+                self.corrupt.insert(peer);
+            }
             return;
         };
         self.open.remove(&(m.depth, m.order, peer));
         if why == Exclusion::Corrupt {
             m.capable = false;
+            self.corrupt.insert(peer);
             return;
         }
         if why == Exclusion::Slow {
             m.suspect = true;
             return;
         }
-        // Dead: where it really hangs now is unknown (offering it again made parent cycles in
-        // `pfs simulate --swarm`); it is placed again when it joins again.
+        // Dead: offered to nobody until it joins again (offering it again made parent cycles
+        // in `pfs simulate --swarm`), its slot at its parent freed. Its link up is kept in
+        // `gone` for the descendant walk.
         let parent = m.parent;
         self.members.remove(&peer);
+        self.gone.insert(peer, parent);
         if let Some(p) = parent {
             self.release_slot(p, peer);
+        }
+    }
+
+    /// Whether some joiner excluded `peer` as corrupt.
+    pub fn is_corrupt(&self, peer: PeerId) -> bool {
+        self.corrupt.contains(&peer)
+    }
+
+    /// The root's own children excluded as corrupt leave its slots (before the joiner that
+    /// reported them is placed, so it can take one); listed in `evicted` for the root.
+    fn evict_corrupt_root_kids(&mut self) {
+        let root = self.root;
+        let bad: Vec<PeerId> = self.members[&root]
+            .kids
+            .iter()
+            .copied()
+            .filter(|k| self.corrupt.contains(k))
+            .collect();
+        for k in bad {
+            self.release_slot(root, k);
+            self.evicted.push(k);
+        }
+    }
+
+    /// The root's children taken out of its slots as corrupt since the last call: the root
+    /// stops feeding them and tells them to re-attach (they are placed below another member,
+    /// as leaves).
+    pub fn take_evicted(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// The members that still point at `peer` as their parent (at most `fanout`: nobody is
+    /// placed under a dead member, so no more than it had). Cost: the member count, once per
+    /// return of a member excluded as dead.
+    fn orphans_of(&self, peer: PeerId) -> Vec<PeerId> {
+        let mut kids: Vec<(u64, PeerId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.parent == Some(peer))
+            .map(|(&id, m)| (m.order, id))
+            .collect();
+        kids.sort_unstable();
+        kids.into_iter()
+            .map(|(_, id)| id)
+            .take(usize::from(self.fanout))
+            .collect()
+    }
+
+    /// The parent `node` has as far as this coordinator knows: a member's, or the one a
+    /// member excluded as dead had.
+    fn parent_of(&self, node: PeerId) -> Option<PeerId> {
+        match self.members.get(&node) {
+            Some(m) => m.parent,
+            None => self.gone.get(&node).copied().flatten(),
         }
     }
 
@@ -293,15 +387,16 @@ impl Coordinator {
                     "{id} lists {k} as a child, but {k} has another parent"
                 ));
             }
-            // A walk up ends at the root or at a removed (dead) parent: never loops.
+            // A walk up, through members excluded as dead, ends at the root or at a peer
+            // never placed: never loops.
             let mut cur = m.parent;
             let mut steps = 0;
             while let Some(p) = cur {
                 steps += 1;
-                if steps > self.members.len() {
+                if steps > self.members.len() + self.gone.len() {
                     return Err(format!("{id} is on a parent cycle"));
                 }
-                cur = self.members.get(&p).and_then(|x| x.parent);
+                cur = self.parent_of(p);
             }
             let should_be_open = m.capable && !m.suspect && m.kids.len() < fanout;
             if should_be_open != self.open.contains(&(m.depth, m.order, id)) {
@@ -319,15 +414,16 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Whether `node` lies in the subtree of `ancestor`.
+    /// Whether `node` lies in the subtree of `ancestor`, as far as this coordinator knows:
+    /// the walk up goes on through members excluded as dead (see `gone`).
     fn is_descendant(&self, node: PeerId, ancestor: PeerId) -> bool {
         let mut cur = Some(node);
-        // Bounded walk: a path visits each member at most once unless there is a cycle, which
+        // Bounded walk: a path visits each peer at most once unless there is a cycle, which
         // `join` prevents; the bound makes even that case terminate (answering "descendant").
-        for _ in 0..=self.members.len() {
+        for _ in 0..=self.members.len() + self.gone.len() {
             match cur {
                 Some(n) if n == ancestor => return true,
-                Some(n) => cur = self.members.get(&n).and_then(|m| m.parent),
+                Some(n) => cur = self.parent_of(n),
                 None => return false,
             }
         }
@@ -414,10 +510,12 @@ mod tests {
         c.invariants().unwrap();
         let mut c = Coordinator::new(PeerId(0), 1);
         join(&mut c, 1, 1, &[]);
-        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Corrupt)]), None);
+        // 1 leaves the root's slot (see `a_corrupt_member_stays_out_after_it_joins_again`).
+        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
+        assert_eq!(join(&mut c, 3, 1, &[]), Some((2, 2)));
         assert_eq!(
-            join(&mut c, 3, 1, &[]),
-            None,
+            join(&mut c, 4, 1, &[]),
+            Some((3, 3)),
             "a corrupt member is never a parent"
         );
     }
@@ -469,15 +567,34 @@ mod tests {
         c.invariants().unwrap();
     }
 
-    /// Corrupt: never a parent again, even after it joins again.
+    /// Corrupt: never a parent again, even after it joins again (or is excluded as dead and
+    /// comes back), and never the root's own child: the root's slots are the tree's inlet.
     #[test]
     fn a_corrupt_member_stays_out_after_it_joins_again() {
-        let mut c = Coordinator::new(PeerId(0), 1);
-        join(&mut c, 1, 1, &[]);
-        assert_eq!(join(&mut c, 2, 1, &[(1, Exclusion::Corrupt)]), None);
-        assert_eq!(join(&mut c, 1, 1, &[]), Some((0, 1)));
-        assert_eq!(join(&mut c, 2, 1, &[]), None, "1 is corrupt for good");
-        c.invariants().unwrap();
+        let never_under_1 = |c: &mut Coordinator| {
+            for j in 10..40 {
+                let (p, _) = join(c, j, 2, &[]).unwrap();
+                assert_ne!(p, 1, "1 is corrupt for good");
+            }
+            c.invariants().unwrap();
+        };
+        let mut c = Coordinator::new(PeerId(0), 2);
+        join(&mut c, 1, 2, &[]);
+        join(&mut c, 2, 2, &[]);
+        assert_eq!(join(&mut c, 3, 2, &[]), Some((1, 2)));
+        // 3 catches 1: 1 leaves the root's slot and 3 takes it.
+        assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
+        assert_eq!(c.take_evicted(), vec![PeerId(1)]);
+        assert_eq!(join(&mut c, 1, 2, &[]), Some((2, 2)), "a leaf below 2");
+        never_under_1(&mut c);
+        // Excluded as dead meanwhile, and back: still corrupt.
+        let mut c = Coordinator::new(PeerId(0), 2);
+        join(&mut c, 1, 2, &[]);
+        join(&mut c, 2, 2, &[]);
+        assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
+        assert_eq!(join(&mut c, 4, 2, &[(1, Exclusion::Dead)]), Some((2, 2)));
+        assert_eq!(join(&mut c, 1, 2, &[]), Some((2, 2)));
+        never_under_1(&mut c);
     }
 
     #[test]
@@ -508,6 +625,35 @@ mod tests {
                 assert!(*k <= fanout);
             }
         }
+    }
+
+    /// Regression (`pfs simulate --phones 100 --corrupt-peers 2 --seed 8`, 194 x the limit):
+    /// a member excluded as dead by one joiner is often alive and still feeding its other
+    /// children. Removed with its link up, its children's walk up stopped at it, so one of
+    /// its ancestors was placed under one of them: a parent cycle among the phones.
+    #[test]
+    fn an_ancestor_of_a_member_excluded_as_dead_never_lands_below_it() {
+        let mut c = Coordinator::new(PeerId(0), 2);
+        // 0: 1 2; 1: 3 4; 2: 5 6; 3: 7 8; 4: 9 10; 5: 11 12; 6: 13 14; 7: 15 16.
+        for j in 1..=16 {
+            join(&mut c, j, 2, &[]);
+        }
+        // 7 starves under 3 and leaves it, excluding it as dead; 3 lives on, still 8's parent.
+        assert_eq!(join(&mut c, 7, 2, &[(3, Exclusion::Dead)]), Some((1, 2)));
+        // 1 re-joins, refusing the root (slow to it). The shallowest free slot is 8's, but 8
+        // hangs below 1 (8 -> 3 -> 1): placed there, 1 -> 8 -> 3 -> 1 would be a cycle.
+        let (p, _) = join(&mut c, 1, 2, &[(0, Exclusion::Slow)]).unwrap();
+        assert_ne!(p, 8, "1 placed under its own descendant 8 (8 -> 3 -> 1)");
+        assert!(
+            ![3, 4, 7, 8, 9, 10, 15, 16].contains(&p),
+            "under its subtree: {p}"
+        );
+        c.invariants().unwrap();
+        // 3 comes back: it takes up 8 again, at its new depth.
+        let (_, d3) = join(&mut c, 3, 2, &[]).unwrap();
+        assert_eq!(c.members[&PeerId(3)].kids, vec![PeerId(8)]);
+        assert_eq!(c.members[&PeerId(8)].depth, d3 + 1);
+        c.invariants().unwrap();
     }
 
     /// A member excluded as slow that moves with its parent stays out of the open set (the

@@ -56,8 +56,20 @@ impl Phone {
                 index, have, ok, ..
             } => self.chunk(cfg, now, i, from, index, have, ok, out),
             Msg::Lease { xid, op, .. } => self.lease(cfg, now, i, from, xid, op, out),
-            Msg::Leave { .. } => {
-                self.hierarchies[i].children.retain(|c| c.peer != from);
+            Msg::Leave { xid, .. } => {
+                let x = &mut self.hierarchies[i];
+                x.children.retain(|c| c.peer != from);
+                // From our parent, in the tree we joined: it left that tree for another (see
+                // `leave_tree`). Not its fault: re-join without excluding it. (xid 0 is a
+                // stream's end, which says nothing of a tree.)
+                if xid != 0
+                    && x.parent == Some(from)
+                    && x.joined_xid == Some(xid)
+                    && x.role == Role::Member
+                {
+                    x.parent = None;
+                    self.rejoin(now, i, out);
+                }
             }
         }
     }
@@ -83,6 +95,17 @@ impl Phone {
             }
             _ => None,
         };
+        // A child of ours that the joiner caught sending corrupt chunks holds one of the tree's
+        // only inlets: stop feeding it and tell it to re-attach (as a leaf, elsewhere).
+        if let Some(c) = &mut x.coordinator {
+            for bad in c.take_evicted() {
+                x.children.retain(|c| c.peer != bad);
+                out.push(Action::Send {
+                    to: bad,
+                    msg: Msg::Reject { h, xid: x.me.xid },
+                });
+            }
+        }
         let msg = match placed {
             Some((parent, depth)) => Msg::Accept {
                 h,
@@ -169,6 +192,16 @@ impl Phone {
             return;
         }
         let current = x.joined_xid;
+        if x.coordinator.as_ref().is_some_and(|c| c.is_corrupt(from)) {
+            // As root: never feed a peer caught relaying corrupt chunks directly (a Request
+            // it sent before our eviction reached it); it re-attaches elsewhere.
+            x.children.retain(|c| c.peer != from);
+            out.push(Action::Send {
+                to: from,
+                msg: Msg::Reject { h, xid },
+            });
+            return;
+        }
         if let Some(c) = x.children.iter_mut().find(|c| c.peer == from) {
             // Already streaming to it: what is in the socket will arrive, so a repeat
             // Request (a stall probe) never rewinds and never duplicates.
@@ -265,7 +298,7 @@ impl Phone {
                     x.me.tier = Tier::Tentative;
                     out.push(Action::Broadcast(x.advert(cfg.fanout)));
                     x.coordinator = None;
-                    x.children.clear();
+                    Self::leave_tree(x, None, out);
                     if x.origin_open {
                         x.origin_open = false;
                         out.push(Action::OriginClose { h });
@@ -312,6 +345,33 @@ impl Phone {
             h,
             kind: TimerKind::Join,
             at: now,
+        });
+    }
+
+    /// Leaving the tree we were in for tree `next` (or, `None`, for none yet): our parent is
+    /// told (`Leave`) and dropped, and so is every child not already placed under us in
+    /// `next`, told by a `Leave` in its own tree. Done before the first `Join` reaches the
+    /// new root, so when its `Accept` lands no edge of the old tree still leads up to us:
+    /// the new root knows nothing of those edges, and placed a phone under one of its own
+    /// old-tree descendants (`pfs simulate --phones 100 --partition-fraction 0.3 --seed 1000`,
+    /// and `--crash-fraction 0.1 --loss 0.02`: parent cycles while the trees merged).
+    pub(super) fn leave_tree(x: &mut Hierarchy, next: Option<u32>, out: &mut Vec<Action>) {
+        if let Some(old) = x.parent.take() {
+            out.push(Action::Send {
+                to: old,
+                msg: x.leave(),
+            });
+        }
+        let h = x.id;
+        x.children.retain(|c| {
+            let stays = next == Some(c.xid);
+            if !stays {
+                out.push(Action::Send {
+                    to: c.peer,
+                    msg: Msg::Leave { h, xid: c.xid },
+                });
+            }
+            stays
         });
     }
 

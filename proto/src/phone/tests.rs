@@ -1,5 +1,6 @@
 use super::*;
 
+mod merge;
 mod root_silence;
 
 /// Phone 2 with one 1000-chunk hierarchy, booted, that heard confirmed root 7 (xid 77, whole
@@ -515,4 +516,94 @@ fn unanswered_joins_back_off() {
         now = next;
     }
     p.invariants(&cfg).unwrap();
+}
+
+/// The root's own children caught relaying corrupt chunks leave its slots (the tree's only
+/// inlet): `pfs simulate --phones 100 --corrupt-peers 2 --seed 8` had both corrupt peers
+/// under the root for good, and every other phone of the file starved (19 fallbacks,
+/// 6.5 x the limit, once the parent cycle was gone).
+#[test]
+fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
+    let cfg = Config {
+        claim_window: 1,
+        ..Config::default()
+    };
+    let spec = [HierarchySpec { id: 0, chunks: 8 }];
+    let mut out = Vec::new();
+    let timer = |kind| Event::Timer { h: 0, kind };
+    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
+    p.handle(
+        &cfg,
+        cfg.claim_guard + 20,
+        timer(TimerKind::Guard),
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[0].role, Role::Root);
+    let xid = p.hierarchies[0].me.xid;
+    let join = |exclude: &[(u32, Exclusion)]| Msg::Join {
+        h: 0,
+        xid,
+        max_children: 2,
+        verified: 0,
+        exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
+    };
+    let request = Msg::Request { h: 0, from: 0, xid };
+    let mut t = 100_000;
+    let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
+        t += 1_000;
+        out.clear();
+        p.handle(
+            &cfg,
+            t,
+            Event::Recv {
+                from: PeerId(from),
+                msg,
+            },
+            out,
+        );
+        p.invariants(&cfg).unwrap();
+    };
+    let accepted = |out: &[Action], to: u32| {
+        out.iter().find_map(|a| match a {
+            Action::Send {
+                to: dst,
+                msg: Msg::Accept { parent, .. },
+            } if *dst == PeerId(to) => Some(parent.0),
+            _ => None,
+        })
+    };
+    let rejected = |out: &[Action], to: u32| {
+        out.iter().any(|a| {
+            matches!(a, Action::Send { to: dst, msg: Msg::Reject { .. } } if *dst == PeerId(to))
+        })
+    };
+    // 11 (corrupt) and 14 fill the root's slots; 11's child 20 catches it.
+    for kid in [11, 14] {
+        recv(&mut p, kid, join(&[]), &mut out);
+        assert_eq!(accepted(&out, kid), Some(3));
+        recv(&mut p, kid, request, &mut out);
+    }
+    recv(&mut p, 20, join(&[]), &mut out);
+    assert_eq!(accepted(&out, 20), Some(11));
+    recv(&mut p, 20, join(&[(11, Exclusion::Corrupt)]), &mut out);
+    assert!(
+        rejected(&out, 11),
+        "the root tells 11 to re-attach: {out:?}"
+    );
+    assert_eq!(accepted(&out, 20), Some(3), "20 takes 11's slot");
+    let kids: Vec<_> = p.hierarchies[0].children().collect();
+    assert_eq!(kids, vec![PeerId(14)], "11 is fed no more");
+    // 11's Request from before it heard: refused. Joining again: placed below another member.
+    recv(&mut p, 11, request, &mut out);
+    assert!(rejected(&out, 11));
+    recv(&mut p, 20, request, &mut out);
+    recv(&mut p, 11, join(&[(3, Exclusion::Slow)]), &mut out);
+    let parent = accepted(&out, 11).expect("placed");
+    assert!(parent != 3 && parent != 11, "under {parent}");
+    // And it never comes back under the root, even excluding nobody.
+    recv(&mut p, 14, join(&[]), &mut out);
+    recv(&mut p, 11, join(&[]), &mut out);
+    assert_ne!(accepted(&out, 11), Some(3));
 }

@@ -21,6 +21,53 @@ impl Sim {
         }
     }
 
+    /// `phone`'s parent in hierarchy `h`, and whether it still needs one (it lacks chunks).
+    fn link_in(&self, phone: u32, h: u32) -> (Option<PeerId>, bool) {
+        self.phones[phone as usize]
+            .hierarchies
+            .iter()
+            .find(|x| x.id == h)
+            .map_or((None, false), |x| (x.parent, !x.done()))
+    }
+
+    /// `phone`'s parent in hierarchy `h`.
+    pub(super) fn parent_in(&self, phone: u32, h: u32) -> Option<PeerId> {
+        self.link_in(phone, h).0
+    }
+
+    /// An Accept just gave `to` a new parent in hierarchy `h`: if the walk up from it comes
+    /// back to it, and every phone on the way still lacks chunks of the file, the phones now
+    /// form a parent cycle that no data can enter (counted in `parent_cycles`, which fails
+    /// the run, and logged). A phone holding the whole file keeps its parent only as history
+    /// (both drivers close its stream, and it never asks its parent again; it feeds the
+    /// phone below it on the loop), and a crashed phone's parent is no edge either.
+    pub(super) fn check_cycle(&mut self, now: Time, to: u32, h: u32) {
+        let (mut cur, mut live) = self.link_in(to, h);
+        for _ in 0..self.phones.len() {
+            match cur {
+                Some(p) if p.0 == to => {
+                    if live {
+                        self.report.parent_cycles += 1;
+                    }
+                    let k = self.phones[to as usize]
+                        .hierarchies
+                        .iter()
+                        .position(|x| x.id == h);
+                    if let Some(k) = k {
+                        self.log_cycle(now, to as usize, k);
+                    }
+                    return;
+                }
+                Some(p) if self.alive[p.0 as usize] => {
+                    let (next, needs) = self.link_in(p.0, h);
+                    live &= needs;
+                    cur = next;
+                }
+                _ => return,
+            }
+        }
+    }
+
     /// Counts roots per hierarchy, children per parent and tree depth from the phones' state.
     pub(super) fn sample(&mut self, now: Time, last: bool) {
         let hierarchies = self.cfg.models as usize * self.files;
@@ -65,7 +112,7 @@ impl Sim {
                 let mut cur = self.phones[i].hierarchies.get(k).and_then(|x| x.parent);
                 while let Some(p) = cur {
                     depth += 1;
-                    if depth > 4096 {
+                    if depth > DEPTH_WALK {
                         self.log_cycle(now, i, k);
                         break;
                     }
@@ -83,10 +130,14 @@ impl Sim {
     }
 }
 
-/// Runs one simulation to completion (or `max_sim_s`).
+/// How far [`Sim::sample`] follows parent pointers: deeper is a parent cycle.
+const DEPTH_WALK: u32 = 4096;
+
 /// What a run must show whatever its faults, as readable failures (empty: the run passed):
 /// every phone installed or was faulted (none stuck), it ended before `max_sim_s`, nothing
-/// corrupt was installed, and outside partitions no hierarchy ever had two roots at once.
+/// corrupt was installed, outside partitions no hierarchy ever had two roots at once, and
+/// no phones ever formed a parent cycle, even for a moment (counted when an Accept closes
+/// one, and seen by the samples' bounded walk as a depth beyond [`DEPTH_WALK`]).
 /// The phones' own invariants ([`Phone::invariants`]) are checked after every event by
 /// [`run`] itself, which panics on the first one broken.
 pub fn check(r: &Report) -> Vec<String> {
@@ -105,6 +156,12 @@ pub fn check(r: &Report) -> Vec<String> {
     if r.corrupt_installs > 0 {
         failures.push(format!("{} corrupt installs", r.corrupt_installs));
     }
+    if r.parent_cycles > 0 || r.max_depth > DEPTH_WALK {
+        failures.push(format!(
+            "{} parent cycles formed (max_depth {})",
+            r.parent_cycles, r.max_depth
+        ));
+    }
     // Faults (a liar or corrupt root rejected, a root hung, crashed or cut off) make a second
     // root by design until the trees merge; at the end there must be one, and without faults
     // always.
@@ -122,4 +179,54 @@ pub fn check(r: &Report) -> Vec<String> {
         ));
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run whose phones ever formed a parent cycle fails, even if every phone installed:
+    /// `pfs simulate --phones 100 --corrupt-peers 2 --seed 8` ended with 100 installed,
+    /// passed, and had held 98 phones of one file in a cycle for 20 minutes of virtual time.
+    #[test]
+    fn a_parent_cycle_fails_the_run() {
+        let cfg = SimConfig {
+            phones: 4,
+            ..SimConfig::default()
+        };
+        let (mut sim, _) = Sim::build(&cfg);
+        let h = sim.phones[0].hierarchies[0].id;
+        let link = |sim: &mut Sim, child: usize, parent: u32| {
+            sim.phones[child].hierarchies[0].parent = Some(PeerId(parent));
+        };
+        // 1 -> 2 -> 3 is a chain; 3 -> 1 closes it.
+        link(&mut sim, 1, 2);
+        link(&mut sim, 2, 3);
+        sim.check_cycle(0, 2, h);
+        assert_eq!(sim.report.parent_cycles, 0, "a chain is no cycle");
+        link(&mut sim, 3, 1);
+        sim.check_cycle(1, 3, h);
+        assert_eq!(sim.report.parent_cycles, 1);
+        sim.sample(2, false);
+        assert_eq!(sim.report.max_depth, DEPTH_WALK + 1);
+        // Through a phone that holds the whole file: its parent is history, no cycle counted.
+        let x = &mut sim.phones[2].hierarchies[0];
+        x.verified = x.chunks;
+        sim.check_cycle(3, 3, h);
+        assert_eq!(sim.report.parent_cycles, 1);
+        // Every phone done, nothing else wrong: the cycle alone fails it.
+        sim.report.completed = cfg.phones;
+        let failures = check(&sim.finish());
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("1 parent cycles"), "{failures:?}");
+        // Either sign alone is enough (a cycle some sample saw, or one an Accept made).
+        let mut r = Sim::build(&cfg).0.finish();
+        r.completed = cfg.phones;
+        assert!(check(&r).is_empty());
+        r.max_depth = DEPTH_WALK + 1;
+        assert_eq!(check(&r).len(), 1);
+        r.max_depth = 3;
+        r.parent_cycles = 2;
+        assert_eq!(check(&r).len(), 1);
+    }
 }

@@ -112,7 +112,21 @@ impl Sim {
         }
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
+        // An Accept is the only event that gives a phone a parent, so the only one that can
+        // close a parent cycle: checked when it moved the phone.
+        let accepted = match ev {
+            Event::Recv {
+                msg: Msg::Accept { h, .. },
+                ..
+            } => Some((h, self.parent_in(to, h))),
+            _ => None,
+        };
         self.phones[to as usize].handle(&self.core, now, ev, &mut actions);
+        if let Some((h, before)) = accepted
+            && self.parent_in(to, h) != before
+        {
+            self.check_cycle(now, to, h);
+        }
         if let Err(broken) = self.phones[to as usize].invariants(&self.core) {
             panic!("invariant broken at t={now} µs after {ev:?}: {broken}");
         }

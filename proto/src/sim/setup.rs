@@ -276,6 +276,7 @@ fn new_report(cfg: &SimConfig, load_bytes: u64, limit_s: f64) -> Report {
         final_roots_max: 0,
         max_children: 0,
         max_depth: 0,
+        parent_cycles: 0,
         wan_bytes: 0,
         load_bytes,
         models: cfg.models,
