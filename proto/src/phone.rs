@@ -343,10 +343,10 @@ pub struct Hierarchy {
     /// How long the current claim waits for a stronger one before fetching: `claim_guard`
     /// at boot, `busy_claim_guard` for any later election (see [`Config::busy_claim_guard`]).
     guard: Time,
-    /// When the current claim's guard ends, and how often it was extended because the guard
-    /// timer fired late (at most `elect::MAX_GUARD_EXTENSIONS`).
-    guard_due: Time,
-    guard_extensions: u8,
+    /// When the pending election timer (claim, then guard) is due, and how often this
+    /// election waited again because one fired late (at most `elect::MAX_LATE_WAITS`).
+    election_due: Time,
+    late_waits: u8,
     /// The root's verified chunk count, from its adverts.
     root_verified: u32,
     /// Since when the root we follow has advertised a chunk we lack, without our verified

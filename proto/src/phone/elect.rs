@@ -15,9 +15,9 @@ pub(super) fn suppresses(heard: Claim, me: Claim) -> bool {
     heard > me || (heard.tier == me.tier && heard.strength & CLASS >= me.strength & CLASS)
 }
 
-/// How often a claim's guard is extended because its timer fired late (see
-/// [`Phone::guard_timer`]): at most this many guards more before the claim stands.
-pub(crate) const MAX_GUARD_EXTENSIONS: u8 = 4;
+/// How often one election waits again because its claim or guard timer fired late (see
+/// [`Phone::claim_timer`], [`Phone::guard_timer`]); after that the phone acts anyway.
+pub(crate) const MAX_LATE_WAITS: u8 = 4;
 
 impl Phone {
     /// Arms the claim timer; `listen` µs are added before the back-off (a member that lost
@@ -63,16 +63,18 @@ impl Phone {
         }
         hier.role = Role::Waiting;
         hier.guard = cfg.busy_claim_guard;
+        hier.late_waits = 0;
         hier.me = Claim {
             tier: Tier::Tentative,
             strength,
             peer: self.id,
             xid,
         };
+        hier.election_due = if at_once { now } else { now + listen + delay };
         out.push(Action::Timer {
             h: hier.id,
             kind: TimerKind::Claim,
-            at: if at_once { now } else { now + listen + delay },
+            at: hier.election_due,
         });
     }
 
@@ -96,22 +98,36 @@ impl Phone {
         }
         if busy_root && x.me.strength & PROMPT != 0 {
             x.me.strength &= !PROMPT;
+            x.election_due = now + cfg.claim_window;
             out.push(Action::Timer {
                 h,
                 kind: TimerKind::Claim,
-                at: now + cfg.claim_window,
+                at: x.election_due,
+            });
+            return;
+        }
+        // Fired late: the loop was busy, and phones whose timers fell due meanwhile fire in
+        // this same turn, none having heard the others (1000 lab phones: 66 claimed one file
+        // in one turn, and their 66,000 broadcast copies then took longer than any guard to
+        // be delivered). Draw the back-off afresh from now, so the claims spread out again.
+        if now > x.election_due + cfg.busy_claim_guard / 2 && x.late_waits < MAX_LATE_WAITS {
+            x.late_waits += 1;
+            x.election_due = now + self.rng.random_range(0..=cfg.claim_window);
+            out.push(Action::Timer {
+                h,
+                kind: TimerKind::Claim,
+                at: x.election_due,
             });
             return;
         }
         x.role = Role::Claimant;
         x.seq = 1;
-        x.guard_due = now + x.guard;
-        x.guard_extensions = 0;
+        x.election_due = now + x.guard;
         out.push(Action::Broadcast(x.advert(cfg.fanout)));
         out.push(Action::Timer {
             h,
             kind: TimerKind::Guard,
-            at: x.guard_due,
+            at: x.election_due,
         });
     }
 
@@ -122,20 +138,20 @@ impl Phone {
     /// during the guard may still wait in its socket or its network queue (1000 lab phones
     /// on 2 cores: 28 phones passed their guards on one file in the same turn, none having
     /// heard the others or the root elected 350 ms before them). Such a phone listens one
-    /// guard more, at most [`MAX_GUARD_EXTENSIONS`] times, so a phone that is always late
+    /// guard more, at most [`MAX_LATE_WAITS`] times, so a phone that is always late
     /// still claims in the end. On time, as on a real phone's own CPU, this never happens.
     pub(super) fn guard_timer(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
         let x = &mut self.hierarchies[i];
         if x.role != Role::Claimant || x.best.is_some_and(|b| b > x.me) {
             return;
         }
-        if now > x.guard_due + x.guard / 2 && x.guard_extensions < MAX_GUARD_EXTENSIONS {
-            x.guard_extensions += 1;
-            x.guard_due = now + x.guard;
+        if now > x.election_due + x.guard / 2 && x.late_waits < MAX_LATE_WAITS {
+            x.late_waits += 1;
+            x.election_due = now + x.guard;
             out.push(Action::Timer {
                 h: x.id,
                 kind: TimerKind::Guard,
-                at: x.guard_due,
+                at: x.election_due,
             });
             return;
         }

@@ -298,11 +298,11 @@ fn a_confirmed_root_adverts_at_the_root_interval_while_phones_join() {
 }
 
 /// A guard timer that fires more than half a guard late (the phone's loop was busy) is
-/// extended, at most `MAX_GUARD_EXTENSIONS` times; a claim heard meanwhile suppresses it,
+/// extended, at most `MAX_LATE_WAITS` times; a claim heard meanwhile suppresses it,
 /// and a phone that is always late still becomes root in the end.
 #[test]
 fn a_late_guard_listens_again_before_the_claim_stands() {
-    use super::elect::MAX_GUARD_EXTENSIONS;
+    use super::elect::MAX_LATE_WAITS;
     let cfg = Config::default();
     // The manifest's root (its hierarchy done) claims an added file at 500 ms.
     let claimant = |out: &mut Vec<Action>| {
@@ -336,15 +336,15 @@ fn a_late_guard_listens_again_before_the_claim_stands() {
         &mut out,
     );
     assert_eq!(p.hierarchies[1].role, Role::Root);
-    // Always late: extended MAX_GUARD_EXTENSIONS times, then root.
+    // Always late: extended MAX_LATE_WAITS times, then root.
     let mut p = claimant(&mut out);
     let mut now = 500_000;
-    for k in 0..=MAX_GUARD_EXTENSIONS {
+    for k in 0..=MAX_LATE_WAITS {
         now += 2 * guard; // a whole guard late each time
 
         out.clear();
         p.handle(&cfg, now, timer(1, TimerKind::Guard), &mut out);
-        if k < MAX_GUARD_EXTENSIONS {
+        if k < MAX_LATE_WAITS {
             assert_eq!(p.hierarchies[1].role, Role::Claimant, "{k}");
             assert_eq!(guard_at(&out), Some(now + guard), "{k}");
         } else {
@@ -443,5 +443,56 @@ fn a_claim_as_good_as_ours_suppresses_whatever_the_draw() {
     p.handle(&cfg, 2_000, timer(0, TimerKind::Claim), &mut out);
     assert!(claims(&out, 0).is_empty() && !out.iter().any(|a| matches!(a, Action::Broadcast(_))));
     assert_eq!(p.hierarchies[0].role, Role::Waiting);
+    p.invariants(&cfg).unwrap();
+}
+
+/// A claim timer that fires more than half a busy guard late draws its back-off afresh
+/// instead of claiming (phones whose timers fell due during one long turn would all claim in
+/// it), at most `MAX_LATE_WAITS` times; on time it claims at once.
+#[test]
+fn a_late_claim_timer_draws_its_back_off_afresh() {
+    use super::elect::MAX_LATE_WAITS;
+    let cfg = Config::default();
+    let claim_at = |out: &[Action]| {
+        out.iter().find_map(|a| match *a {
+            Action::Timer {
+                h: 0,
+                kind: TimerKind::Claim,
+                at,
+            } => Some(at),
+            _ => None,
+        })
+    };
+    let broadcast = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Broadcast(_)));
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(2), 100_000, 3, &[spec(0, 10)]);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let mut due = claim_at(&out).expect("armed at boot");
+    for k in 0..=MAX_LATE_WAITS {
+        let now = due + cfg.busy_claim_guard;
+        out.clear();
+        p.handle(&cfg, now, timer(0, TimerKind::Claim), &mut out);
+        if k < MAX_LATE_WAITS {
+            assert!(!broadcast(&out), "{k}: claimed late");
+            due = claim_at(&out).expect("drawn afresh");
+            assert!((now..=now + cfg.claim_window).contains(&due), "{k}");
+        } else {
+            assert!(broadcast(&out), "claims in the end");
+            assert_eq!(p.hierarchies[0].role, Role::Claimant);
+        }
+    }
+    // On time (a quarter of a busy guard late): claims at once.
+    let mut p = Phone::new(PeerId(2), 100_000, 3, &[spec(0, 10)]);
+    out.clear();
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let due = claim_at(&out).unwrap();
+    out.clear();
+    p.handle(
+        &cfg,
+        due + cfg.busy_claim_guard / 4,
+        timer(0, TimerKind::Claim),
+        &mut out,
+    );
+    assert!(broadcast(&out));
     p.invariants(&cfg).unwrap();
 }
