@@ -53,6 +53,7 @@ fn named() -> Case {
             corrupt_peers: 2,
             liar_peers: 1,
             loss: 0.01,
+            drop_fragments: false,
             ..FaultPlan::default()
         },
     }
@@ -74,6 +75,7 @@ fn random(seed: u64) -> Case {
             corrupt_peers: pick(&mut x, &[0, 1, 2]),
             liar_peers: pick(&mut x, &[0, 0, 1]),
             loss: pick(&mut x, &[0.0, 0.0, 0.01]),
+            drop_fragments: false,
             ..FaultPlan::default()
         },
     }

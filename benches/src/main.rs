@@ -322,7 +322,7 @@ fn scale_fleet(
         deadline: std::time::Duration::from_secs(if quick { 120 } else { 600 }),
         tftp: ClientConfig {
             windowsize: window,
-            ..ClientConfig::default()
+            ..ClientConfig::unfragmented()
         },
         seed: 1,
         sharing: None,

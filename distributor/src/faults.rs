@@ -45,6 +45,9 @@ pub struct FaultPlan {
     pub cut_first_root_after_s: Option<f64>,
     /// Random packet loss (0..1) on the site bridge and the WAN (nftables `numgen random`).
     pub loss: f64,
+    /// The site router drops every IP fragment between the WAN and the site, as some
+    /// firewalls do: fragment-filling TFTP blocks never arrive.
+    pub drop_fragments: bool,
 }
 
 impl FaultPlan {
@@ -59,6 +62,7 @@ impl FaultPlan {
             && self.cut_root_at.is_none()
             && self.cut_first_root_after_s.is_none()
             && self.loss <= 0.0
+            && !self.drop_fragments
     }
 
     /// Which phone gets what: disjoint sets, drawn from `seed`. Phone 0 .. n-1.
@@ -507,6 +511,36 @@ pub fn loss_on(site: &crate::topology::Site, p: f64) -> Result<(), String> {
         Some(&rules),
     )
     .map_err(|e| format!("{e} (apt-get install nftables)"))
+}
+
+/// Every IP fragment (more-fragments set or a non-zero offset) forwarded between the WAN and
+/// the site is dropped in the site router, as a firewall that refuses fragments does.
+pub fn drop_fragments_on(site: &crate::topology::Site) -> Result<(), String> {
+    let rules = "table ip pfs_frag {\n chain fw {\n  type filter hook forward priority 0; \
+                 policy accept;\n  ip frag-off & 0x3fff != 0 drop\n }\n}\n";
+    run(
+        "ip",
+        &["netns", "exec", site.router.name(), "nft", "-f", "-"],
+        Some(rules),
+    )
+    .map_err(|e| format!("{e} (apt-get install nftables)"))
+}
+
+pub fn drop_fragments_off(site: &crate::topology::Site) {
+    let _ = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            site.router.name(),
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "pfs_frag",
+        ],
+        None,
+    );
 }
 
 pub fn loss_off(site: &crate::topology::Site) {

@@ -282,6 +282,18 @@ pub fn transfer(
     cfg: ClientConfig,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), FetchError>,
 ) -> Result<FetchReport, FetchError> {
+    transfer_with(server, file, cfg, sink, &mut |_, _| {})
+}
+
+/// [`transfer`], telling `restarted` when the transfer falls back to a smaller blksize
+/// (fragments that never arrive; see [`ClientAction::Restart`]). The fallback is logged here.
+pub fn transfer_with(
+    server: SocketAddr,
+    file: &str,
+    cfg: ClientConfig,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), FetchError>,
+    restarted: &mut dyn FnMut(u16, &'static str),
+) -> Result<FetchReport, FetchError> {
     let io_err = |source| FetchError::Io {
         server,
         file: file.to_owned(),
@@ -292,8 +304,12 @@ pub fn transfer(
     } else {
         "[::]:0".parse().expect("literal")
     };
-    let socket = UdpSocket::bind(bind).map_err(io_err)?;
-    grow_receive_buffer(&socket);
+    let open = || -> io::Result<UdpSocket> {
+        let socket = UdpSocket::bind(bind)?;
+        grow_receive_buffer(&socket);
+        Ok(socket)
+    };
+    let mut socket = open().map_err(io_err)?;
     let mut session = ClientSession::new(cfg, file);
     let start = Instant::now();
     let now = || start.elapsed().as_micros() as u64;
@@ -312,6 +328,13 @@ pub fn transfer(
                 }
                 ClientAction::Write { data, .. } => sink(&data)?,
                 ClientAction::Size(_) => {}
+                ClientAction::Restart { blksize, why } => {
+                    tracing::warn!(%server, file, blksize, "tftp: {why}; starting over unfragmented");
+                    restarted(blksize, why);
+                    // A fresh transfer id: the old transfer's datagrams cannot reach us.
+                    socket = open().map_err(io_err)?;
+                    peer = None;
+                }
                 ClientAction::Timer(at) => deadline = at,
                 ClientAction::Done(result) => {
                     let bytes = result.map_err(|source| FetchError::Transfer {
@@ -404,15 +427,27 @@ pub fn fetch_named_load(
     key: Option<&ed25519_dalek::VerifyingKey>,
     cfg: ClientConfig,
 ) -> Result<LoadReport, FetchError> {
+    let mut cfg = cfg;
     let mut read = |path: &str, _offset: u64, sink: &mut crate::http::Sink<'_, FetchError>| {
         // TFTP cannot start mid-file: the whole file, from 0.
         let mut at = 0u64;
-        transfer(server, path, cfg.clone(), &mut |d| {
-            sink(at, d)?;
-            at += d.len() as u64;
-            Ok(())
-        })
-        .map(|_| ())
+        let mut fell_back = false;
+        let r = transfer_with(
+            server,
+            path,
+            cfg.clone(),
+            &mut |d| {
+                sink(at, d)?;
+                at += d.len() as u64;
+                Ok(())
+            },
+            &mut |_, _| fell_back = true,
+        );
+        // The path drops fragments: the next files start unfragmented.
+        if let Some(unfragmented) = cfg.fallback().filter(|_| fell_back) {
+            cfg = unfragmented;
+        }
+        r.map(|_| ())
     };
     load_from(server, dir, load, store, key, &mut read)
 }

@@ -241,7 +241,7 @@ fn run_core(
 ) -> Result<CoreRun, FleetError> {
     let blksize = share
         .iter()
-        .map(|r| r.opts.tftp.blksize)
+        .map(|r| r.opts.loop_blksize())
         .max()
         .unwrap_or(1428);
     let mut host = Host::new(backend, Limits::for_blksize(blksize));

@@ -88,6 +88,8 @@ pub struct LabConfig {
     pub wan_mbit: f64,
     /// WAN tbf bucket in KiB (`None`: 10 ms at the rate, at least 32 KiB).
     pub wan_burst_kib: Option<u32>,
+    /// The roots' WAN fetch (TFTP; the traditional baseline uses a phone's lock-step client).
+    pub tftp: ClientConfig,
     pub lan_mbit: Option<f64>,
     pub fanout: u8,
     pub origin: OriginKind,
@@ -120,6 +122,7 @@ impl Default for LabConfig {
             models: vec!["CP-7961G".into(), "CP-7941G".into()],
             wan_mbit: 50.0,
             wan_burst_kib: None,
+            tftp: ClientConfig::default(),
             lan_mbit: Some(100.0),
             fanout: crate::phone::Config::default().fanout,
             origin: OriginKind::Pfs,
@@ -416,10 +419,10 @@ impl Lab {
         let tftp = if mode == Mode::Traditional {
             ClientConfig {
                 windowsize: 1,
-                ..ClientConfig::default()
+                ..ClientConfig::unfragmented()
             }
         } else {
-            ClientConfig::default()
+            self.cfg.tftp.clone()
         };
         Ok(PeerOptions {
             iface: PHONE_IFACE.into(),
@@ -591,6 +594,10 @@ impl Lab {
             crate::faults::loss_on(&self.site, f.plan.loss)
                 .map_err(|e| LabError::Setup(format!("packet loss: {e}")))?;
         }
+        if f.plan.drop_fragments {
+            crate::faults::drop_fragments_on(&self.site)
+                .map_err(|e| LabError::Setup(format!("dropping fragments: {e}")))?;
+        }
         Ok(())
     }
 
@@ -602,6 +609,9 @@ impl Lab {
         }
         if f.plan.loss > 0.0 {
             crate::faults::loss_off(&self.site);
+        }
+        if f.plan.drop_fragments {
+            crate::faults::drop_fragments_off(&self.site);
         }
         for e in f.events.lock().expect("lock").iter() {
             if e.kind == "cut"

@@ -111,6 +111,19 @@ pub struct PeerOptions {
     pub port: u16,
 }
 
+impl PeerOptions {
+    /// The largest TFTP DATA the phone's reactor receives: only the traditional mode runs its
+    /// origin transfers in the loop; a root's WAN fetch has a thread and a socket of its own,
+    /// so its (possibly fragment-filling) blksize does not shrink the reactor's buffer pool.
+    pub fn loop_blksize(&self) -> u16 {
+        if self.mode == Mode::Traditional {
+            self.tftp.blksize
+        } else {
+            self.tftp.blksize.min(crate::tftp::UNFRAGMENTED_BLKSIZE)
+        }
+    }
+}
+
 /// Per file, what happened; part of the final report.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FileReport {
@@ -150,7 +163,9 @@ pub struct FileReport {
     pub origin_errors: u32,
     /// Failed HTTP origin transfers after which the phone moved on to another origin of its
     /// list, by reason: `http_to_tftp` (HTTP first, then TFTP, as a phone does) or
-    /// `http_to_http`. Not counted in `origin_errors`.
+    /// `http_to_http`; and TFTP transfers that started over with the unfragmented blksize
+    /// because their fragmented blocks never arrived (`tftp_fragmented_to_unfragmented`). Not counted in
+    /// `origin_errors`.
     pub origin_switches: BTreeMap<String, u32>,
     pub installed_s: Option<f64>,
 }
@@ -217,6 +232,8 @@ enum HttpMsg {
     Done(Result<(), String>),
     /// A TFTP transfer's end, with why (refusals and timeouts are counted apart).
     Failed(ClientError),
+    /// The TFTP transfer started over with the unfragmented blksize (logged by the thread).
+    Restarted,
 }
 
 /// Reads an HTTP origin thread may hold queued for the loop (backpressure on the socket).
@@ -384,7 +401,7 @@ impl Peer {
     /// One phone on this machine's interface with a reactor of its own (`pfs peer`).
     pub fn new(opts: PeerOptions) -> Result<Peer, PeerError> {
         let prepared = Prepared::new(&opts, &Place::Here)?;
-        let reactor = engine::open(opts.backend, Limits::for_blksize(opts.tftp.blksize))
+        let reactor = engine::open(opts.backend, Limits::for_blksize(opts.loop_blksize()))
             .map_err(io_err(format!("engine {:?}", opts.backend)))?;
         Peer::start(
             opts,

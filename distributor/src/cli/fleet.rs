@@ -33,10 +33,10 @@ pub(super) struct FleetArgs {
     #[arg(long, value_enum, default_value_t = pfs::engine::Backend::Auto)]
     backend: pfs::engine::Backend,
     /// TFTP block size to ask for.
-    #[arg(long, default_value_t = pfs::tftp::client::ClientConfig::default().blksize, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    #[arg(long, default_value_t = pfs::tftp::client::ClientConfig::unfragmented().blksize, value_parser = clap::value_parser!(u16).range(8..=65464))]
     blksize: u16,
     /// TFTP window size to ask for (RFC 7440).
-    #[arg(long, default_value_t = pfs::tftp::client::ClientConfig::default().windowsize, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = pfs::tftp::client::ClientConfig::unfragmented().windowsize, value_parser = clap::value_parser!(u16).range(1..))]
     windowsize: u16,
     /// Stop after this many seconds, counting phones not done as failed.
     #[arg(long, default_value_t = 600.0)]

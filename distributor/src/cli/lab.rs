@@ -108,6 +108,11 @@ pub(super) struct LabArgs {
     /// site router).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// The site router drops every IP fragment between the WAN and the site (a firewall that
+    /// refuses fragments): the roots' WAN fetch must fall back to unfragmented blocks
+    /// (`origin_switches.tftp_fragmented_to_unfragmented`).
+    #[arg(long)]
+    drop_fragments: bool,
     /// Phones find each other with ARP broadcasts (default: static neighbour entries, as
     /// Mininet's autoStaticArp; a thousand phones' ARP floods cost seconds of kernel time on
     /// two cores).
@@ -117,6 +122,14 @@ pub(super) struct LabArgs {
     /// this process (the kernel has no netem); ping from a phone checks it before the run.
     #[arg(long, value_parser = parse_rtt)]
     wan_rtt_ms: Option<f64>,
+    /// blksize of the roots' WAN fetch (the traditional baseline keeps a phone's lock-step
+    /// 1428-byte blocks); above 1428 each block is several IP fragments, and a transfer whose
+    /// fragments never arrive starts over with 1428.
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().tftp.blksize, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    blksize: u16,
+    /// windowsize of the roots' WAN fetch, in blocks.
+    #[arg(long, default_value_t = pfs::lab::LabConfig::default().tftp.windowsize, value_parser = clap::value_parser!(u16).range(1..))]
+    windowsize: u16,
 }
 
 fn parse_rtt(s: &str) -> Result<f64, String> {
@@ -136,6 +149,11 @@ impl LabArgs {
             models: self.models.clone(),
             wan_mbit: self.wan_mbit,
             wan_burst_kib: self.wan_burst_kib,
+            tftp: pfs::tftp::client::ClientConfig {
+                blksize: self.blksize,
+                windowsize: self.windowsize,
+                ..pfs::lab::LabConfig::default().tftp
+            },
             lan_mbit: (self.lan_mbit > 0.0).then_some(self.lan_mbit),
             fanout: self.fanout,
             origin: self.origin,
@@ -162,6 +180,7 @@ impl LabArgs {
                 cut_root_at: self.cut_root_at,
                 cut_first_root_after_s: self.cut_first_root_after_s,
                 loss: self.loss,
+                drop_fragments: self.drop_fragments,
             },
             dynamic_arp: self.dynamic_arp,
             wan_rtt_ms: self.wan_rtt_ms,

@@ -151,6 +151,7 @@ pub(super) fn run_fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
         timeout: a.timeout_ms * 1000,
         max_retries: a.retries,
         adaptive: !a.fixed_window,
+        ..Default::default()
     };
     let report = pfs::fetch::fetch(server, &path, &a.output, cfg)?;
     eprintln!(

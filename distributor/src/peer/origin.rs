@@ -49,7 +49,11 @@ pub(super) fn tftp_origin_thread(
         why: "transfer closed".into(),
     };
     let mut sink = |data: &[u8]| tx.send(HttpMsg::Data(data.to_vec())).map_err(|_| closed());
-    let result = place.run(|| fetch::transfer(server, &path, cfg, &mut sink));
+    let restarts = tx.clone();
+    let mut restarted = |_, _| {
+        let _ = restarts.send(HttpMsg::Restarted);
+    };
+    let result = place.run(|| fetch::transfer_with(server, &path, cfg, &mut sink, &mut restarted));
     let end = match result {
         Ok(Ok(_)) => HttpMsg::Done(Ok(())),
         Ok(Err(FetchError::Transfer { source, .. })) => HttpMsg::Failed(source),
@@ -57,6 +61,21 @@ pub(super) fn tftp_origin_thread(
         Err(e) => HttpMsg::Done(Err(e.to_string())),
     };
     let _ = tx.send(end);
+}
+
+/// The `origin_switches` reason of a TFTP transfer that fell back from a fragmented blksize
+/// to the unfragmented one (its fragments never arrived, or stopped).
+pub(crate) const SWITCH_BLKSIZE: &str = "tftp_fragmented_to_unfragmented";
+
+impl FileReport {
+    /// Counts a TFTP transfer's fallback to the unfragmented blksize under [`SWITCH_BLKSIZE`]
+    /// (the transfer logged why).
+    pub(crate) fn count_blksize_fallback(&mut self) {
+        *self
+            .origin_switches
+            .entry(SWITCH_BLKSIZE.to_owned())
+            .or_default() += 1;
+    }
 }
 
 impl Peer {
@@ -263,6 +282,7 @@ impl Peer {
                         self.files[i].report.origin_bytes += data.len() as u64;
                         self.origin_bytes(now, i, &data)?;
                     }
+                    HttpMsg::Restarted => self.fragments_dropped(i),
                     HttpMsg::Done(Ok(())) => {
                         self.origin_end(now, i)?;
                         self.origin_close(i as u32);
@@ -328,6 +348,51 @@ impl Peer {
         } else {
             "tftp"
         })
+    }
+
+    /// File `i`'s origin transfer fell back to unfragmented blocks: counted, and this phone's
+    /// later transfers start unfragmented (the path drops fragments; each would otherwise
+    /// lose the seconds the fallback takes).
+    fn fragments_dropped(&mut self, i: usize) {
+        self.files[i].report.count_blksize_fallback();
+        if let Some(cfg) = self.opts.tftp.fallback() {
+            info!(
+                blksize = cfg.blksize,
+                windowsize = cfg.windowsize,
+                "fragments do not reach this phone: later origin transfers start unfragmented"
+            );
+            self.opts.tftp = cfg;
+        }
+    }
+
+    /// A fresh socket (transfer id) for the in-loop origin transfer `i`, which starts over:
+    /// datagrams of the old transfer then cannot reach its session.
+    fn origin_new_tid(&mut self, now: Time, i: usize) -> Result<(), PeerError> {
+        let sock = self
+            .place
+            .run(|| {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                fetch::grow_receive_buffer(&s);
+                Ok::<_, io::Error>(s)
+            })
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        let token = self.token();
+        let registered = sock.and_then(|s| self.reactor.borrow_mut().udp(token, s));
+        let Some(o) = self.files[i].origin.as_mut() else {
+            return Ok(());
+        };
+        let old = std::mem::replace(&mut o.token, token);
+        o.tid = None;
+        self.reactor.borrow_mut().close(old);
+        if let Err(e) = registered {
+            let f = &mut self.files[i];
+            f.report.origin_errors += 1;
+            warn!(file = %f.entry.name, "cannot open an origin socket: {e}");
+            self.origin_close(i as u32);
+            self.feed(now, Event::OriginBusy { h: i as u32 })?;
+        }
+        Ok(())
     }
 
     pub(super) fn origin_close(&mut self, h: u32) {
@@ -396,7 +461,8 @@ impl Peer {
         // Datagrams first: the bytes of the last block complete the file, and the core then
         // closes the transfer, which would swallow the final ACK queued behind them and leave
         // the server retransmitting into a closed port.
-        out.sort_by_key(|a| !matches!(a, ClientAction::Send(_)));
+        // A restart stays between the ERROR to the old transfer and the new request.
+        out.sort_by_key(|a| !matches!(a, ClientAction::Send(_) | ClientAction::Restart { .. }));
         for a in out {
             let Some(o) = self.files[i].origin.as_mut() else {
                 return Ok(());
@@ -408,6 +474,11 @@ impl Peer {
                     let _ = self.reactor.borrow_mut().send_to(token, to, &bytes);
                 }
                 ClientAction::Timer(at) => o.deadline = Some(at),
+                ClientAction::Restart { blksize, why } => {
+                    warn!(file = %self.files[i].entry.name, blksize, "origin transfer: {why}; starting over unfragmented");
+                    self.fragments_dropped(i);
+                    self.origin_new_tid(now, i)?;
+                }
                 ClientAction::Size(n) => {
                     if n != self.files[i].entry.size && !self.files[i].is_manifest {
                         warn!(file = %self.files[i].entry.name, "origin announces {n} bytes, the manifest {}", self.files[i].entry.size);

@@ -46,7 +46,7 @@ fn every_origin_transfer_ends_with_the_clients_final_ack() {
             port_base: 61_100 + 100 * round as u16,
             backend,
             deadline: Duration::from_secs(60),
-            tftp: ClientConfig::default(),
+            tftp: ClientConfig::unfragmented(),
             seed: 7,
             sharing: None,
         };

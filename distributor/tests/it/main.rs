@@ -4,6 +4,7 @@
 //! ([`common::group`]): each module was its own binary before and its timings (lab makespans,
 //! real servers on fixed ports) assume as much.
 
+mod blksize_netns;
 mod common;
 mod deb_package;
 mod engine;

@@ -74,7 +74,7 @@ impl Sim {
             // upgrading traditionally uses its own lock-step client (RFC 1350: one block per
             // RTT), as `pfs lab` does (`windowsize 1`; 100 ms measured there: 14 KB/s).
             let window = if self.cfg.mode == Mode::Traditional {
-                u64::from(crate::tftp::client::ClientConfig::default().blksize)
+                u64::from(crate::tftp::UNFRAGMENTED_BLKSIZE)
             } else {
                 self.cfg.tftp_window_bytes
             };

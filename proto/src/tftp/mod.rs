@@ -17,6 +17,18 @@ pub use packet::{ErrorCode, Options, Packet, TftpError};
 pub const MAX_BLKSIZE: u16 = 65464;
 pub const MIN_BLKSIZE: u16 = 8;
 pub const DEFAULT_BLKSIZE: u16 = 512;
+/// A blksize whose DATA datagram crosses a 1500-byte Ethernet MTU whole, with room to spare
+/// for IP options or a tunnel header (1500 - 20 IP - 8 UDP - 4 TFTP = 1468 at most).
+pub const UNFRAGMENTED_BLKSIZE: u16 = 1428;
+
+/// The blksize whose DATA datagram fills `fragments` whole IPv4 fragments of an `mtu`-byte
+/// link: every fragment but the last carries `mtu - 20` bytes (a multiple of 8 at 1500), and
+/// the datagram is those bytes less 8 (UDP) and 4 (TFTP) of headers. On a 1500 MTU each
+/// fragment costs 34 bytes of Ethernet and IP header, so a block of `fragments` fragments
+/// costs `34 * fragments + 12` bytes of headers.
+pub const fn fragment_filling_blksize(fragments: u16, mtu: u16) -> u16 {
+    ((mtu - 20) & !7) * fragments - 12
+}
 
 /// The wire block number of absolute block `abs` (1-based); wraps to 0 after 65535, as
 /// tftpd-hpa and curl do.

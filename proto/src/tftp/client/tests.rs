@@ -32,6 +32,7 @@ fn transfer(
                 ClientAction::Timer(t) => c_timer = t,
                 ClientAction::Size(s) => assert_eq!(s as usize, file.len()),
                 ClientAction::Done(r) => return r.map(|_| (got, data_sent)),
+                ClientAction::Restart { .. } => panic!("no fallback configured here"),
             }
         }
         let mut s_out = Vec::new();
@@ -311,12 +312,21 @@ fn bottleneck(
 /// site powers on and its traffic overruns the queue: the link carries at most 1.03 x the
 /// file (with headers) with the paced window and with the fixed one, the paced window
 /// puts no more on the link than the fixed one and costs at most 5% more time, and
-/// without a storm nothing is resent or paced.
+/// without a storm nothing is resent or paced. Both for the unfragmented client (16 blocks
+/// of 1428) and the WAN default (3 fragment-filling blocks; the model drops a datagram
+/// whole, as a lost fragment does).
 #[test]
 fn the_window_adapts_to_loss_on_a_simulated_bottleneck() {
+    for base in [ClientConfig::unfragmented(), ClientConfig::default()] {
+        adapts_on_a_bottleneck(base);
+    }
+}
+
+fn adapts_on_a_bottleneck(base: ClientConfig) {
     let rate = 1.25; // bytes per microsecond: 10 Mbit/s
     let queue = 157_000.0; // tbf: 100 ms at the rate plus a 32 KiB bucket
     let file_len = 8_130_000;
+    let blksize = f64::from(base.blksize);
     let mut results = Vec::new();
     for (storm, load) in [
         ((0, 0), 0.0),
@@ -327,11 +337,11 @@ fn the_window_adapts_to_loss_on_a_simulated_bottleneck() {
         for adaptive in [false, true] {
             let cfg = ClientConfig {
                 adaptive,
-                ..ClientConfig::default()
+                ..base.clone()
             };
             let r = bottleneck(file_len, cfg, rate, queue, 20_000, storm, load);
             eprintln!(
-                "storm {storm:?} x{load} adaptive {adaptive}: {:.3} x link bytes, {} resent blocks, {:.2} s, {} cuts",
+                "blksize {blksize} storm {storm:?} x{load} adaptive {adaptive}: {:.3} x link bytes, {} resent blocks, {:.2} s, {} cuts",
                 r.link_bytes as f64 / r.file_bytes as f64,
                 r.sent - r.blocks,
                 r.makespan as f64 / 1e6,
@@ -344,7 +354,7 @@ fn the_window_adapts_to_loss_on_a_simulated_bottleneck() {
         let (fixed, paced) = (&pair[0].2, &pair[1].2);
         let (storm, _, _) = pair[0];
         // IP, UDP and TFTP headers: what crosses the link when nothing is resent.
-        let headers = 1.0 + 32.0 / 1428.0;
+        let headers = 1.0 + 32.0 / blksize;
         for r in [fixed, paced] {
             let x = r.link_bytes as f64 / r.file_bytes as f64 / headers;
             // Before: one server timeout put every later window out of step and the
@@ -397,7 +407,7 @@ fn one_lost_block_costs_about_one_window() {
     for window in [4u16, 16, 64] {
         let cfg = ClientConfig {
             windowsize: window,
-            ..ClientConfig::default()
+            ..ClientConfig::unfragmented()
         };
         for lost in [5, 40, 301] {
             let (got, sent) = transfer(&file, cfg.clone(), |n| n == lost).expect("transfer");
@@ -506,4 +516,196 @@ fn an_unanswered_request_backs_off_then_gives_up() {
     out.clear();
     c.on_timer(at, &mut out);
     assert_eq!(out, vec![ClientAction::Done(Err(ClientError::Timeout(4)))]);
+}
+
+/// What [`through_path`] saw: the bytes written, the restarts, the end, and when it came.
+struct PathRun {
+    got: Vec<u8>,
+    restarts: Vec<ClientAction>,
+    result: Result<u64, ClientError>,
+    at: Time,
+}
+
+/// Runs a client against a server through a path that drops the `n`-th DATA datagram of
+/// `len` bytes when `drops(n, len)` (a firewall dropping IP fragments drops every datagram
+/// above the MTU). A request starts a new server transfer (a fresh transfer id), an ERROR
+/// from the client ends the current one.
+fn through_path(file: &[u8], cfg: ClientConfig, drops: impl Fn(usize, usize) -> bool) -> PathRun {
+    let mut client = ClientSession::new(cfg, "f");
+    let mut c_out = Vec::new();
+    client.start(0, &mut c_out);
+    let mut server: Option<ServerSession> = None;
+    let (mut got, mut restarts) = (Vec::new(), Vec::new());
+    let (mut now, mut c_timer, mut s_timer) = (0, Time::MAX, Time::MAX);
+    let mut data_n = 0;
+    let mut s_out = Vec::new();
+    for _ in 0..1_000_000 {
+        for a in c_out.drain(..) {
+            match a {
+                ClientAction::Send(b) => match decode(&b).unwrap() {
+                    Packet::Rrq { options, .. } => {
+                        let mut s = ServerSession::new(
+                            &ServerConfig::default(),
+                            file.len() as u64,
+                            options,
+                        );
+                        s.start(now, &mut s_out);
+                        server = Some(s);
+                    }
+                    Packet::Ack { block } => {
+                        if let Some(s) = server.as_mut() {
+                            s.on_ack(now, block, &mut s_out);
+                        }
+                    }
+                    Packet::Error { .. } => server = None,
+                    other => panic!("unexpected {other:?}"),
+                },
+                ClientAction::Write { offset, data } => {
+                    assert_eq!(
+                        offset as usize,
+                        got.len(),
+                        "every byte written once, in order"
+                    );
+                    got.extend_from_slice(&data);
+                }
+                ClientAction::Timer(t) => c_timer = t,
+                ClientAction::Size(_) => {}
+                r @ ClientAction::Restart { .. } => restarts.push(r),
+                ClientAction::Done(result) => {
+                    return PathRun {
+                        got,
+                        restarts,
+                        result,
+                        at: now,
+                    };
+                }
+            }
+        }
+        if s_out.is_empty() {
+            now = c_timer.min(s_timer).max(now + 1);
+            client.on_timer(now, &mut c_out);
+            if let Some(s) = server.as_mut() {
+                s.on_timer(now, &mut s_out);
+            }
+        }
+        for a in s_out.drain(..) {
+            match a {
+                ServerAction::SendData {
+                    wire, offset, len, ..
+                } => {
+                    data_n += 1;
+                    if drops(data_n, len + 4) {
+                        continue;
+                    }
+                    let mut d = data_header(wire).to_vec();
+                    d.extend_from_slice(&file[offset as usize..offset as usize + len]);
+                    client.on_packet(now, decode(&d).unwrap(), &mut c_out);
+                }
+                ServerAction::SendOack(o) => {
+                    client.on_packet(now, decode(&oack(&o)).unwrap(), &mut c_out)
+                }
+                ServerAction::Timer(t) => s_timer = t,
+                ServerAction::Done(_) => {}
+            }
+        }
+    }
+    panic!("transfer did not finish");
+}
+
+/// The largest datagram a 1500-byte MTU carries unfragmented (IP and UDP headers off).
+const MTU_PAYLOAD: usize = 1500 - 28;
+
+fn fragmenting() -> ClientConfig {
+    ClientConfig {
+        blksize: crate::tftp::fragment_filling_blksize(6, 1500),
+        windowsize: 3,
+        fallback_blksize: Some(UNFRAGMENTED_BLKSIZE),
+        ..ClientConfig::default()
+    }
+}
+
+#[test]
+fn the_fragment_filling_blksize_fills_whole_fragments() {
+    use crate::tftp::fragment_filling_blksize;
+    assert_eq!(fragment_filling_blksize(1, 1500), 1468);
+    assert_eq!(fragment_filling_blksize(6, 1500), 8868);
+    assert_eq!((8868 + 4 + 8) % 1480, 0);
+    assert_eq!(WAN_BLKSIZE, 4428);
+    assert_eq!((usize::from(WAN_BLKSIZE) + 12) % 1480, 0);
+    // The default falls back to the unfragmented client: 16 blocks of 1428, as many bytes.
+    let fb = ClientConfig::default().fallback().expect("falls back");
+    assert_eq!(
+        (fb.blksize, fb.windowsize, fb.fallback_blksize),
+        (1428, 16, None)
+    );
+    assert!(ClientConfig::unfragmented().fallback().is_none());
+}
+
+/// A path dropping IP fragments (a firewall) lets the OACK through and no DATA of the
+/// fragmented blksize: the client starts over once with the unfragmented blksize, a few
+/// seconds after the OACK, and the file arrives whole. Without the fallback it times out.
+#[test]
+fn a_path_dropping_fragments_falls_back_to_unfragmented_blocks() {
+    let file: Vec<u8> = (0..300_001u32).map(|i| (i * 13 % 251) as u8).collect();
+    let firewall = |_: usize, len: usize| len > MTU_PAYLOAD;
+    let run = through_path(&file, fragmenting(), firewall);
+    assert_eq!(run.result, Ok(file.len() as u64));
+    assert!(run.got == file);
+    assert_eq!(
+        run.restarts,
+        vec![ClientAction::Restart {
+            blksize: UNFRAGMENTED_BLKSIZE,
+            why: FALLBACK_NO_DATA
+        }]
+    );
+    // 1 s + 2 s of retransmissions after the OACK, then the unfragmented transfer.
+    assert!(run.at < 5_000_000, "finished at {} us", run.at);
+
+    let no_fallback = ClientConfig {
+        fallback_blksize: None,
+        ..fragmenting()
+    };
+    let run = through_path(&file, no_fallback, firewall);
+    assert!(
+        matches!(run.result, Err(ClientError::Timeout(_))),
+        "{:?}",
+        run.result
+    );
+    assert!(run.restarts.is_empty());
+
+    // A clean path never falls back; neither does an unfragmented transfer.
+    for cfg in [
+        fragmenting(),
+        ClientConfig::default(),
+        ClientConfig::unfragmented(),
+    ] {
+        let run = through_path(&file, cfg, |_, _| false);
+        assert!(run.got == file && run.restarts.is_empty());
+    }
+}
+
+/// Fragments that stop passing mid-transfer: after the retries the transfer starts over
+/// unfragmented, re-reads the prefix without writing it again, and completes; the fallback
+/// happens once (a path that then drops everything ends in a timeout, not a loop).
+#[test]
+fn a_transfer_that_stops_making_progress_falls_back_once() {
+    let file: Vec<u8> = (0..300_001u32).map(|i| (i * 7 % 253) as u8).collect();
+    let run = through_path(&file, fragmenting(), |n, len| n > 10 && len > MTU_PAYLOAD);
+    assert_eq!(run.result, Ok(file.len() as u64));
+    assert!(run.got == file);
+    assert_eq!(
+        run.restarts,
+        vec![ClientAction::Restart {
+            blksize: UNFRAGMENTED_BLKSIZE,
+            why: FALLBACK_NO_PROGRESS
+        }]
+    );
+
+    let run = through_path(&file, fragmenting(), |n, _| n > 10);
+    assert!(
+        matches!(run.result, Err(ClientError::Timeout(_))),
+        "{:?}",
+        run.result
+    );
+    assert_eq!(run.restarts.len(), 1);
 }
