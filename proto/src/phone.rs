@@ -472,6 +472,8 @@ pub struct Phone {
     /// `Event::Boot` was handled (a second one is ignored: found by the fuzz target
     /// `phone_events`, it left a root's coordinator on a waiting phone).
     booted: bool,
+    /// When `Boot` arrived: how late a phone learns the load's files is measured from it.
+    booted_at: Time,
     /// When the watchdog is due: how late it fires is how long the driver did not run this
     /// phone (a loaded host's late turn).
     watchdog_due: Option<Time>,
@@ -494,6 +496,7 @@ impl Phone {
             rng: ChaCha8Rng::seed_from_u64(seed),
             hierarchies,
             booted: false,
+            booted_at: 0,
             watchdog_due: None,
             last_chunk: 0,
             started: 0,
@@ -590,6 +593,7 @@ impl Phone {
             return; // power-on happens once; a rebooted phone is a new `Phone`
         }
         self.booted = true;
+        self.booted_at = now;
         if let Some(kind) = self.liar {
             self.liar_boot(cfg, now, kind, out);
             return;

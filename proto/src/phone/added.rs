@@ -88,6 +88,19 @@ impl Phone {
         // 30 late phones per file claimed roots that had been confirmed for a second. (Roots
         // advertising faster while phones joined fixed that too, but quadrupled the site's
         // broadcasts: 800 adverts to 1000 phones in 28 s, which the lab could not absorb.)
+        // A root adverts every `advert_interval` until it confirms (`confirm_adverts` of
+        // them, one root advert interval), then every `root_advert_interval`. A site whose
+        // manifest root has not confirmed yet, learned of within a root advert interval of
+        // our boot, cannot have a confirmed root of a later file: two advert intervals hear
+        // any of them. Otherwise (we booted into a running site, or the manifest came late)
+        // we listen a confirmed root's whole interval. (Listening that long always cost the
+        // default lab, whose WAN limit is 2.6 s, 1.18 -> 1.49 x the limit: the lead file was
+        // over before the others started.)
+        let site_settled = self.hierarchies[..self.started]
+            .iter()
+            .any(|x| x.best.is_some_and(|b| b.tier == Tier::Confirmed));
+        let long_listen =
+            site_settled || now.saturating_sub(self.booted_at) > cfg.root_advert_interval;
         let lead = (self.started..self.hierarchies.len())
             .max_by_key(|&i| (self.hierarchies[i].chunks, std::cmp::Reverse(i)));
         let leader = late
@@ -99,10 +112,10 @@ impl Phone {
                 self.hierarchies[i].role = Role::Traditional;
                 continue;
             }
-            let listen = if late {
-                cfg.root_advert_interval + cfg.advert_interval
-            } else {
-                0
+            let listen = match (late, lead == Some(i) || long_listen) {
+                (false, _) => 0,
+                (true, true) => cfg.root_advert_interval + cfg.advert_interval,
+                (true, false) => 2 * cfg.advert_interval + cfg.claim_guard,
             };
             // Only the boot election (every phone idle, starting together) and the lead its
             // leader claims at once keep the short guard; an election while the manifest and

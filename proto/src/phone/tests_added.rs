@@ -86,16 +86,73 @@ fn added_hierarchies_wait_for_the_event_then_claim_as_at_boot() {
     // file for a confirmed root's interval: the manifest's root leads it).
     let (small, large) = (claims(&out, 1), claims(&out, 2));
     assert_eq!((small.len(), large.len()), (1, 1), "{out:?}");
-    // Every late file listens for a confirmed root's advert interval plus slack.
-    for at in [small[0], large[0]] {
-        assert!(at >= 2_000 + cfg.root_advert_interval + cfg.advert_interval);
-    }
+    // Added early in a fresh site: the lead listens a confirmed root's interval, the others
+    // two advert intervals (no root of theirs can have confirmed yet).
+    assert!(large[0] >= 2_000 + cfg.root_advert_interval + cfg.advert_interval);
+    let short = 2_000 + 2 * cfg.advert_interval + cfg.claim_guard;
+    assert!(
+        (short..short + cfg.claim_window).contains(&small[0]),
+        "{small:?}"
+    );
     out.clear();
     p.handle(&cfg, 3_000, Event::Added, &mut out);
     assert!(
         claims(&out, 1).is_empty() && claims(&out, 2).is_empty(),
         "started once"
     );
+    p.invariants(&cfg).unwrap();
+}
+
+/// A phone that learns the files more than a root advert interval after its boot, or whose
+/// manifest root has already confirmed, listens a confirmed root's whole interval for every
+/// file: a root of it may be confirmed and advertising only once a second.
+#[test]
+fn files_learned_late_or_in_a_settled_site_listen_a_whole_root_interval() {
+    let cfg = Config::default();
+    let long = cfg.root_advert_interval + cfg.advert_interval;
+    // Late after boot.
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.add_hierarchies(&[spec(1, 10), spec(2, 40)]);
+    let at = cfg.root_advert_interval + 1;
+    p.handle(&cfg, at, Event::Added, &mut out);
+    for h in [1, 2] {
+        assert!(claims(&out, h)[0] >= at + long, "{h}");
+    }
+    // Early, but the manifest's root was heard confirmed (we booted into a running site).
+    let mut out = Vec::new();
+    let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    let root = Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: PeerId(7),
+        xid: 77,
+    };
+    let advert = Msg::Advert {
+        h: 0,
+        claim: root,
+        seq: 9,
+        verified: 1,
+        depth: 0,
+        free_slots: 2,
+    };
+    p.handle(
+        &cfg,
+        1_000,
+        Event::Recv {
+            from: PeerId(7),
+            msg: advert,
+        },
+        &mut out,
+    );
+    p.add_hierarchies(&[spec(1, 10), spec(2, 40)]);
+    out.clear();
+    p.handle(&cfg, 2_000, Event::Added, &mut out);
+    for h in [1, 2] {
+        assert!(claims(&out, h)[0] >= 2_000 + long, "{h}");
+    }
     p.invariants(&cfg).unwrap();
 }
 
