@@ -111,17 +111,7 @@ impl Peer {
         if self.cfg.mode != Mode::Traditional {
             return self.origin_open_tftp_thread(h, server, path, fallback);
         }
-        let sock = self
-            .place
-            .run(|| {
-                let s = UdpSocket::bind("0.0.0.0:0")?;
-                fetch::grow_receive_buffer(&s);
-                Ok::<_, io::Error>(s)
-            })
-            .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|r| r);
-        let token = self.token();
-        let registered = sock.and_then(|s| self.reactor.borrow_mut().udp(token, s));
+        let (token, registered) = self.origin_socket();
         if let Err(e) = registered {
             // Out of descriptors or buffers: a failed transfer, retried after the back-off
             // like a busy origin, not the end of the run.
@@ -365,9 +355,9 @@ impl Peer {
         }
     }
 
-    /// A fresh socket (transfer id) for the in-loop origin transfer `i`, which starts over:
-    /// datagrams of the old transfer then cannot reach its session.
-    fn origin_new_tid(&mut self, now: Time, i: usize) -> Result<(), PeerError> {
+    /// A UDP socket in the phone's namespace, with room for a window, registered on the
+    /// reactor under a new token; the registration's error, if any, for the caller to count.
+    fn origin_socket(&mut self) -> (Token, io::Result<()>) {
         let sock = self
             .place
             .run(|| {
@@ -379,6 +369,13 @@ impl Peer {
             .and_then(|r| r);
         let token = self.token();
         let registered = sock.and_then(|s| self.reactor.borrow_mut().udp(token, s));
+        (token, registered)
+    }
+
+    /// A fresh socket (transfer id) for the in-loop origin transfer `i`, which starts over:
+    /// datagrams of the old transfer then cannot reach its session.
+    fn origin_new_tid(&mut self, now: Time, i: usize) -> Result<(), PeerError> {
+        let (token, registered) = self.origin_socket();
         let Some(o) = self.files[i].origin.as_mut() else {
             return Ok(());
         };

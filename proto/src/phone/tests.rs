@@ -3,6 +3,28 @@ use super::*;
 mod merge;
 mod root_silence;
 
+/// Root 7's claim: confirmed, the strongest, tree xid 77.
+pub(super) fn root_7() -> Claim {
+    Claim {
+        tier: Tier::Confirmed,
+        strength: u64::MAX,
+        peer: PeerId(7),
+        xid: 77,
+    }
+}
+
+/// An advert of `claim` for hierarchy `h`, its sender holding `verified` chunks, 2 slots free.
+pub(super) fn advert_of(h: u32, claim: Claim, verified: u32) -> Msg {
+    Msg::Advert {
+        h,
+        claim,
+        seq: 9,
+        verified,
+        depth: 0,
+        free_slots: 2,
+    }
+}
+
 /// Phone 2 with one 1000-chunk hierarchy, booted, that heard confirmed root 7 (xid 77, whole
 /// file) at 1 ms, sent its Join at 300 ms and was accepted under 7 at 301 ms. Returns the
 /// phone and the root's advert.
@@ -462,20 +484,7 @@ fn unanswered_joins_back_off() {
         &[HierarchySpec { id: 0, chunks: 10 }],
     );
     p.handle(&cfg, 0, Event::Boot, &mut out);
-    let root = Claim {
-        tier: Tier::Confirmed,
-        strength: u64::MAX,
-        peer: PeerId(7),
-        xid: 77,
-    };
-    let advert = Msg::Advert {
-        h: 0,
-        claim: root,
-        seq: 9,
-        verified: 10,
-        depth: 0,
-        free_slots: 2,
-    };
+    let advert = advert_of(0, root_7(), 10);
     let from = PeerId(7);
     p.handle(&cfg, 1_000, Event::Recv { from, msg: advert }, &mut out);
     let mut now = 300_000;

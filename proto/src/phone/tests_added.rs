@@ -1,5 +1,6 @@
 //! Hierarchies added after boot (the load's files, once the manifest's hierarchy delivered).
 
+use super::tests::{advert_of, root_7};
 use super::*;
 
 fn spec(id: u32, chunks: u32) -> HierarchySpec {
@@ -124,20 +125,7 @@ fn files_learned_late_or_in_a_settled_site_listen_a_whole_root_interval() {
     let mut out = Vec::new();
     let mut p = Phone::new(PeerId(2), 100_000, 9, &[spec(0, 1)]);
     p.handle(&cfg, 0, Event::Boot, &mut out);
-    let root = Claim {
-        tier: Tier::Confirmed,
-        strength: u64::MAX,
-        peer: PeerId(7),
-        xid: 77,
-    };
-    let advert = Msg::Advert {
-        h: 0,
-        claim: root,
-        seq: 9,
-        verified: 1,
-        depth: 0,
-        free_slots: 2,
-    };
+    let advert = advert_of(0, root_7(), 1);
     p.handle(
         &cfg,
         1_000,
@@ -419,14 +407,7 @@ fn a_late_guard_listens_again_before_the_claim_stands() {
     );
     let mut root = p.hierarchies[1].me;
     (root.peer, root.tier) = (PeerId(77), Tier::Fetching);
-    let advert = Msg::Advert {
-        h: 1,
-        claim: root,
-        seq: 1,
-        verified: 0,
-        depth: 0,
-        free_slots: 2,
-    };
+    let advert = advert_of(1, root, 0);
     let from = PeerId(77);
     p.handle(
         &cfg,
@@ -479,14 +460,7 @@ fn a_claim_as_good_as_ours_suppresses_whatever_the_draw() {
     let mut heard = p.hierarchies[0].me;
     (heard.peer, heard.strength) = (PeerId(8), PROMPT); // the weakest prompt draw
     assert!(heard < p.hierarchies[0].me);
-    let advert = Msg::Advert {
-        h: 0,
-        claim: heard,
-        seq: 1,
-        verified: 0,
-        depth: 0,
-        free_slots: 2,
-    };
+    let advert = advert_of(0, heard, 0);
     p.handle(
         &cfg,
         1_000,
