@@ -225,6 +225,15 @@ pub struct Report {
     pub mode: Mode,
 }
 
+/// How long the TFTP client retransmits before it gives up (µs): the default
+/// `ClientConfig`'s timeout, doubled per retry (`tftp::backoff`), over its retries.
+fn tftp_give_up() -> Time {
+    let c = crate::tftp::client::ClientConfig::default();
+    (0..=c.max_retries)
+        .map(|r| crate::tftp::backoff(c.timeout, r))
+        .sum()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum SimEvent {
     Phone {
@@ -243,6 +252,14 @@ enum SimEvent {
         to: u32,
         h: u32,
         index: u32,
+        generation: u32,
+    },
+    /// The phone's TFTP client gives up on a transfer the partition cut off: its
+    /// retransmissions (`ClientConfig` timeout and retries, doubling) went unanswered, and
+    /// the runtime answers the client's `Timeout` with `OriginBusy` (stale unless `generation`).
+    ClientGiveUp {
+        to: u32,
+        h: u32,
         generation: u32,
     },
     /// Chunk `index` of a transfer reaches the phone.
@@ -460,6 +477,19 @@ impl Sim {
             } => {
                 if self.alive[to as usize] && !self.origin_blocked(now, to) {
                     self.origin_send(now, to, h, index, generation);
+                } else if self.alive[to as usize] {
+                    // Cut off mid-transfer: nothing more arrives; the client gives up after
+                    // its retransmission budget (traditional phones have no watchdog to
+                    // reopen it: 30 of 60 stuck for good after a 5 s partition).
+                    let give_up = SimEvent::ClientGiveUp { to, h, generation };
+                    self.push(now + tftp_give_up(), give_up);
+                }
+            }
+            SimEvent::ClientGiveUp { to, h, generation } => {
+                let t = self.truth_index(to, h);
+                if self.origin_open[t] && self.origin_gen[t] == generation {
+                    self.close_origin(t);
+                    self.deliver(now, to, Event::OriginBusy { h });
                 }
             }
             SimEvent::OriginArrive {
