@@ -151,7 +151,11 @@ pub fn check(r: &Report) -> Vec<String> {
         ));
     }
     if r.timed_out {
-        failures.push(format!("timed out at {:.1} s", r.makespan_s));
+        failures.push(format!(
+            "reached the virtual-time limit (--max-sim-s) with phones unsettled; the last \
+             install was at {:.1} s",
+            r.makespan_s
+        ));
     }
     if r.corrupt_installs > 0 {
         failures.push(format!("{} corrupt installs", r.corrupt_installs));
