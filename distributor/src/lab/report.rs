@@ -82,6 +82,10 @@ pub struct LabReport {
     /// The most distinct phones that confirmed themselves root (`@@@HROOT`) of one hierarchy
     /// at any time in the run, counted from every phone's events.
     pub roots_elected_max: u32,
+    /// The most distinct phones that became root of one hierarchy (passed the guard and
+    /// fetched or served), confirmed or not: also roots that crashed or stepped down before
+    /// they confirmed, which `roots_elected_max` cannot see. Never below it.
+    pub roots_became_max: u32,
     /// The most concurrent transfers the origin served during the run, counted by the
     /// embedded origin itself (absent with tftpd-hpa, which does not say).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,6 +269,12 @@ impl LabReport {
         {
             v.push(format!(
                 "the WAN was set to a {set} ms round trip, but ping measured {got} ms"
+            ));
+        }
+        if self.roots_elected_max > self.roots_became_max {
+            v.push(format!(
+                "{} phones confirmed themselves root of one hierarchy but only {} became root",
+                self.roots_elected_max, self.roots_became_max
             ));
         }
         if self.roots_max > self.roots_elected_max {

@@ -175,6 +175,7 @@ impl Lab {
             roots_rejected_stalled: files.roots_rejected_stalled,
             roots_max: files.roots.values().copied().max().unwrap_or(0),
             roots_elected_max: files.confirmed.values().copied().max().unwrap_or(0),
+            roots_became_max: files.became.values().copied().max().unwrap_or(0),
             origin_session_bound: u64::from(models)
                 * (self.manifests[0].2.files.len() as u64 + 1) // and the manifest's hierarchy
                 * (1 + u64::from(crate::phone::Config::default().fallback_slots)),
@@ -222,6 +223,8 @@ struct FileTally {
     roots: BTreeMap<String, u32>,
     /// Phones that confirmed themselves root of each hierarchy.
     confirmed: BTreeMap<String, u32>,
+    /// Per hierarchy: phones that ever became its root, confirmed or not.
+    became: BTreeMap<String, u32>,
     trees: BTreeMap<String, Vec<TreeNode>>,
     max_children: u32,
     max_depth: u32,
@@ -262,6 +265,9 @@ impl FileTally {
             self.roots_rejected_stalled += f.roots_rejected_stalled;
             if f.confirmed_root {
                 *self.confirmed.entry(h.clone()).or_default() += 1;
+            }
+            if f.became_root {
+                *self.became.entry(h.clone()).or_default() += 1;
             }
             self.wan += f.origin_bytes * u64::from(!f.manifest); // firmware: the manifest apart
             self.trees.entry(h).or_default().push(TreeNode {
