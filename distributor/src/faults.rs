@@ -527,38 +527,22 @@ pub fn drop_fragments_on(site: &crate::topology::Site) -> Result<(), String> {
 }
 
 pub fn drop_fragments_off(site: &crate::topology::Site) {
-    let _ = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            site.router.name(),
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            "pfs_frag",
-        ],
-        None,
-    );
+    delete_table(site, "ip", "pfs_frag");
+}
+
+/// Deletes nftables table `family name` in the site router (best effort: at teardown a table
+/// that was never made, or is gone, is not an error).
+fn delete_table(site: &crate::topology::Site, family: &str, name: &str) {
+    let router = site.router.name();
+    let args = [
+        "netns", "exec", router, "nft", "delete", "table", family, name,
+    ];
+    let _ = run("ip", &args, None);
 }
 
 pub fn loss_off(site: &crate::topology::Site) {
     for fam in ["bridge", "ip"] {
-        let _ = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                site.router.name(),
-                "nft",
-                "delete",
-                "table",
-                fam,
-                "pfs_loss",
-            ],
-            None,
-        );
+        delete_table(site, fam, "pfs_loss");
     }
 }
 

@@ -81,21 +81,15 @@ impl Phone {
         // it fetched first) claims it at once, so the WAN carries firmware from then on while
         // the manifest still spreads. Every other phone expects that root and listens for a
         // confirmed root's advert interval before its own back-off. The other files are
-        // elected as usual (their roots stay spread over the phones); a phone that adds them
-        // late listens for a confirmed root's advert interval and one advert interval of
-        // slack first, since adverts of roots elected before it knew the keys went unheard.
-        // A shorter listen was not enough: with the manifest 2 s deep into a 1000-phone lab,
-        // 30 late phones per file claimed roots that had been confirmed for a second. (Roots
-        // advertising faster while phones joined fixed that too, but quadrupled the site's
-        // broadcasts: 800 adverts to 1000 phones in 28 s, which the lab could not absorb.)
-        // A root adverts every `advert_interval` until it confirms (`confirm_adverts` of
-        // them, one root advert interval), then every `root_advert_interval`. A site whose
-        // manifest root has not confirmed yet, learned of within a root advert interval of
-        // our boot, cannot have a confirmed root of a later file: two advert intervals hear
-        // any of them. Otherwise (we booted into a running site, or the manifest came late)
-        // we listen a confirmed root's whole interval. (Listening that long always cost the
-        // default lab, whose WAN limit is 2.6 s, 1.18 -> 1.49 x the limit: the lead file was
-        // over before the others started.)
+        // elected as usual (their roots stay spread over the phones), after a listen, since
+        // adverts of roots elected before this phone knew the keys went unheard. A root
+        // adverts every `advert_interval` until it confirms (one root advert interval after
+        // its election), then every `root_advert_interval`. So a phone that learns the files
+        // within a root advert interval of its boot, while its manifest's root has not
+        // confirmed, hears any root of theirs in two advert intervals; any other phone listens
+        // a confirmed root's whole interval. (Shorter: 30 late phones per file claimed roots
+        // confirmed a second before, with the manifest 2 s deep into a 1000-phone lab. Longer
+        // for everyone: the default lab, whose WAN limit is 2.6 s, went 1.18 -> 1.49 x.)
         let site_settled = self.hierarchies[..self.started]
             .iter()
             .any(|x| x.best.is_some_and(|b| b.tier == Tier::Confirmed));

@@ -19,6 +19,19 @@ pub(super) fn suppresses(heard: Claim, me: Claim) -> bool {
 /// [`Phone::claim_timer`], [`Phone::guard_timer`]); after that the phone acts anyway.
 pub(crate) const MAX_LATE_WAITS: u8 = 4;
 
+impl Hierarchy {
+    /// Arms this election's next timer (`Claim` or `Guard`) at `at`, remembered as
+    /// `election_due` so the timer can tell how late it fires.
+    fn arm_election(&mut self, kind: TimerKind, at: Time, out: &mut Vec<Action>) {
+        self.election_due = at;
+        out.push(Action::Timer {
+            h: self.id,
+            kind,
+            at,
+        });
+    }
+}
+
 impl Phone {
     /// Arms the claim timer; `listen` µs are added before the back-off (a member that lost
     /// its root first listens for one root advert interval, so a root that was only late, as
@@ -70,17 +83,15 @@ impl Phone {
             peer: self.id,
             xid,
         };
-        hier.election_due = if at_once { now } else { now + listen + delay };
-        out.push(Action::Timer {
-            h: hier.id,
-            kind: TimerKind::Claim,
-            at: hier.election_due,
-        });
+        hier.arm_election(
+            TimerKind::Claim,
+            if at_once { now } else { now + listen + delay },
+            out,
+        );
     }
 
     /// The claim timer: claim (broadcast, then the guard) unless suppressed or deferred.
     pub(super) fn claim_timer(&mut self, cfg: &Config, now: Time, i: usize, out: &mut Vec<Action>) {
-        let h = self.hierarchies[i].id;
         // A phone already root of a file it is still fetching defers its claim by one
         // claim window, weaker, as a slow phone does: it is the busiest phone of the
         // site (origin transfer, relaying to its children), so the last to hear other
@@ -98,12 +109,7 @@ impl Phone {
         }
         if busy_root && x.me.strength & PROMPT != 0 {
             x.me.strength &= !PROMPT;
-            x.election_due = now + cfg.claim_window;
-            out.push(Action::Timer {
-                h,
-                kind: TimerKind::Claim,
-                at: x.election_due,
-            });
+            x.arm_election(TimerKind::Claim, now + cfg.claim_window, out);
             return;
         }
         // Fired late: the loop was busy, and phones whose timers fell due meanwhile fire in
@@ -112,23 +118,18 @@ impl Phone {
         // be delivered). Draw the back-off afresh from now, so the claims spread out again.
         if now > x.election_due + cfg.busy_claim_guard / 2 && x.late_waits < MAX_LATE_WAITS {
             x.late_waits += 1;
-            x.election_due = now + self.rng.random_range(0..=cfg.claim_window);
-            out.push(Action::Timer {
-                h,
-                kind: TimerKind::Claim,
-                at: x.election_due,
-            });
+            x.arm_election(
+                TimerKind::Claim,
+                now + self.rng.random_range(0..=cfg.claim_window),
+                out,
+            );
             return;
         }
         x.role = Role::Claimant;
         x.seq = 1;
-        x.election_due = now + x.guard;
         out.push(Action::Broadcast(x.advert(cfg.fanout)));
-        out.push(Action::Timer {
-            h,
-            kind: TimerKind::Guard,
-            at: x.election_due,
-        });
+        let guard_end = now + x.guard;
+        x.arm_election(TimerKind::Guard, guard_end, out);
     }
 
     /// The guard timer: a claimant no stronger claim or root was heard against becomes root.
@@ -147,12 +148,8 @@ impl Phone {
         }
         if now > x.election_due + x.guard / 2 && x.late_waits < MAX_LATE_WAITS {
             x.late_waits += 1;
-            x.election_due = now + x.guard;
-            out.push(Action::Timer {
-                h: x.id,
-                kind: TimerKind::Guard,
-                at: x.election_due,
-            });
+            let guard_end = now + x.guard;
+            x.arm_election(TimerKind::Guard, guard_end, out);
             return;
         }
         self.become_root(cfg, now, i, out);
