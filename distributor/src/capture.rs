@@ -9,24 +9,45 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// What tcpdump said when it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureStats {
+    /// Frames written to the file.
     pub captured: u64,
+    /// Frames that passed the filter (on Linux this includes the kernel's drops:
+    /// `PACKET_STATISTICS` adds `tp_drops` to `tp_packets`).
+    pub received_by_filter: u64,
+    /// Frames the kernel dropped because tcpdump's ring was full.
     pub dropped_by_kernel: u64,
+}
+
+impl CaptureStats {
+    /// Frames that passed the filter but are not in the file: dropped by the kernel, or still
+    /// in the ring when tcpdump stopped (tcpdump counts neither as captured).
+    pub fn lost(&self) -> u64 {
+        self.received_by_filter
+            .saturating_sub(self.captured)
+            .max(self.dropped_by_kernel)
+    }
 }
 
 /// A running tcpdump (stopped, and its summary read, by [`Capture::stop`]; killed on drop).
 pub struct Capture {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
+    file: PathBuf,
 }
+
+/// How long the file must stop growing before tcpdump is taken to have caught up.
+const SETTLED: Duration = Duration::from_millis(750);
+/// The most [`Capture::stop`] waits for that.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
 /// The capture filter: pfs traffic only.
 pub const FILTER: &str = "port 4051";
@@ -65,6 +86,7 @@ impl Capture {
         let cap = Capture {
             child: Some(child),
             lines,
+            file: file.to_owned(),
         };
         // Bounded: tcpdump says "listening on" within a second or fails.
         let mut said = Vec::new();
@@ -82,10 +104,25 @@ impl Capture {
         }
     }
 
-    /// Stops tcpdump (SIGINT: it flushes the file) and returns its counts.
+    /// Stops tcpdump (SIGINT: it flushes the file) once it has caught up, and returns its
+    /// counts.
+    ///
+    /// tcpdump writes each frame as it reads it from the kernel's ring (`-U`), but on a busy
+    /// host it may lag the run by a second or more, and what is still in the ring at SIGINT
+    /// never reaches the file (nor tcpdump's "dropped" count). So this waits until the file
+    /// has not grown for [`SETTLED`] (at most [`DRAIN_LIMIT`]); [`CaptureStats::lost`] counts
+    /// whatever it still missed.
     pub fn stop(mut self) -> std::io::Result<CaptureStats> {
-        // What the phones last sent may still be on its way through the veths.
-        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let size = || std::fs::metadata(&self.file).map_or(0, |m| m.len());
+        let (mut last, mut since) = (size(), Instant::now());
+        while since.elapsed() < SETTLED && started.elapsed() < DRAIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = size();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
@@ -99,6 +136,8 @@ impl Capture {
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(10)) {
             if l.ends_with("packets captured") {
                 stats.captured = number(&l);
+            } else if l.ends_with("packets received by filter") {
+                stats.received_by_filter = number(&l);
             } else if l.ends_with("packets dropped by kernel") {
                 stats.dropped_by_kernel = number(&l);
             }

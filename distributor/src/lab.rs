@@ -513,7 +513,13 @@ impl Lab {
         if let Some(c) = capture {
             let stats = c.stop().map_err(setup("stopping the capture"))?;
             r.pcap_frames = Some(stats.captured);
-            r.pcap_dropped = Some(stats.dropped_by_kernel);
+            r.pcap_dropped = Some(stats.lost());
+            if stats.lost() > 0 {
+                tracing::warn!(
+                    "the capture is incomplete: {} frames passed the filter but are not in the file",
+                    stats.lost()
+                );
+            }
         }
         r.wan_rtt_ms = self.cfg.wan_rtt_ms;
         r.wan_rtt_ping_ms = self.wan_rtt_ping_ms;
