@@ -197,6 +197,8 @@ fn sim_config(c: &Case) -> SimConfig {
         corrupt_peers: c.plan.corrupt_peers as u32,
         liar_peers: c.plan.liar_peers as u32,
         loss: c.plan.loss,
+        // As the lab configures its phones.
+        max_site_phones: c.phones as u64,
         ..SimConfig::default()
     }
 }

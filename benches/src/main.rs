@@ -521,6 +521,7 @@ fn peer_cpu_under_flood(
             deadline: None,
             seed: 7,
             port: 4051,
+            max_site_phones: pfs::phone::Config::default().n_max,
         };
         let ns = rx.name().to_owned();
         let peer = std::thread::spawn(move || {

@@ -534,6 +534,7 @@ impl FleetConfig {
                 deadline: None,
                 seed: self.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
                 port: pfs_common::PFS_PORT,
+                max_site_phones: self.phones as u64,
             };
         }
         PeerOptions {
@@ -550,6 +551,7 @@ impl FleetConfig {
             deadline: None,
             seed: self.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             port: self.port_base.wrapping_add(i as u16),
+            max_site_phones: self.phones as u64,
         }
     }
 

@@ -447,6 +447,8 @@ impl Lab {
             deadline: None,
             seed: self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             port: pfs_common::PFS_PORT,
+            // The rig's size is known: every phone of the lab shares one broadcast domain.
+            max_site_phones: self.cfg.phones as u64,
         })
     }
 

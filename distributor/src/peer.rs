@@ -109,6 +109,9 @@ pub struct PeerOptions {
     pub deadline: Option<Duration>,
     pub seed: u64,
     pub port: u16,
+    /// The most phones on this broadcast domain: sizes the election back-off
+    /// (`Config::n_max`), so the first claim comes sooner on a smaller site.
+    pub max_site_phones: u64,
 }
 
 impl PeerOptions {

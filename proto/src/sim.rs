@@ -22,6 +22,9 @@
 //! - LAN: each phone has a full-duplex link of `lan_mbit` (or `slow_mbit`): an egress and an
 //!   ingress serializer plus `lan_latency_us`. A chunk occupies the sender's egress, then the
 //!   receiver's ingress; per stream (sender, receiver), deliveries stay in order (TCP).
+//! - Host: with `host_cores` > 0, every chunk delivered to a phone (from a peer or the
+//!   origin) is also handled by one of the lab host's cores, at `host_cpu_s_per_gb`
+//!   (see [`host`]); by default phones have CPUs of their own and this costs nothing.
 //! - Loss `p`: each UDP datagram is dropped with probability `p`; a TCP or TFTP chunk of `k`
 //!   packets is delayed by one retransmission round with probability `1-(1-p)^k`.
 //! - Broadcasts reach every phone of the same model after the LAN latency (phones of other
@@ -48,6 +51,7 @@ use crate::phone::{
 /// Timer kinds, for the replace-semantics table.
 mod check;
 mod faults;
+mod host;
 mod manifest;
 mod net;
 mod setup;
@@ -120,6 +124,15 @@ pub struct SimConfig {
     /// When a half-open stream breaks, as measured in `pfs lab`: a child's next stall probe
     /// (the core's `stall_timeout`, 2 s) plus the engine's `PEER_TIMEOUT` (3 s).
     pub cut_notice_ms: u64,
+    /// The phones' configured bound on phones per broadcast domain (`Config::n_max`,
+    /// `pfs peer --max-site-phones`; `pfs lab` sets its phone count).
+    pub max_site_phones: u64,
+    /// Cores of the one host all phones share, as in `pfs lab` (0: every phone has its own
+    /// CPU, as real phones do). See [`host`].
+    pub host_cores: u32,
+    /// With `host_cores`: the host's CPU seconds per GB delivered to phones, as `pfs lab`
+    /// reports it (`cpu_s_per_gb`).
+    pub host_cpu_s_per_gb: f64,
 }
 
 impl Default for SimConfig {
@@ -160,6 +173,9 @@ impl Default for SimConfig {
             freeze_fraction: 0.0,
             cut_fraction: 0.0,
             cut_notice_ms: 5_000,
+            max_site_phones: Config::default().n_max,
+            host_cores: 0,
+            host_cpu_s_per_gb: 0.0,
         }
     }
 }
@@ -218,6 +234,8 @@ pub struct Report {
     pub unicast_control: u64,
     pub slow_phones_with_children: u32,
     pub events: u64,
+    /// CPU seconds charged to the lab host (`host_cores` > 0; else 0).
+    pub host_cpu_s: f64,
     pub timed_out: bool,
     /// Real time the run took, s; 0 here (the core reads no clock): set by the caller that timed it.
     pub wall_s: f64,
@@ -365,6 +383,8 @@ struct Sim {
     rate: Vec<f64>,
     egress_free: Vec<Time>,
     ingress_free: Vec<Time>,
+    /// The lab host's CPU (`host_cores` > 0), else free.
+    host: host::Host,
     wan_free: Time,
     wan_rate: f64,
     rtt: Time,
@@ -562,5 +582,6 @@ pub fn run(cfg: &SimConfig) -> Report {
     // The last sample always counts: when everything is done there must be one root.
     sim.sample(now, true);
     sim.log_end_state();
+    sim.report.host_cpu_s = sim.host.busy_us / 1e6;
     sim.finish()
 }

@@ -32,6 +32,11 @@ pub(super) struct RunArgs {
     /// Seed of the phone's election draws (default: from the address and the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// The most phones on this broadcast domain (sizes the election's back-off: the first
+    /// claim comes sooner on a smaller site; more phones than this claim together more
+    /// often, which the claim guard still resolves).
+    #[arg(long, default_value_t = pfs::phone::Config::default().n_max, value_parser = clap::value_parser!(u64).range(2..))]
+    max_site_phones: u64,
     #[arg(long, default_value_t = 4051)]
     port: u16,
 }
@@ -146,6 +151,7 @@ pub(super) fn run_peer(
         deadline,
         seed,
         port: run.port,
+        max_site_phones: run.max_site_phones,
     };
     let result = peer::Peer::new(opts).and_then(peer::Peer::run);
     let xdp_stats = if xdp_on {

@@ -80,6 +80,18 @@ pub(super) struct SimulateArgs {
     /// tftpd-hpa).
     #[arg(long, default_value_t = SimConfig::default().origin_max_sessions)]
     origin_max_sessions: u32,
+    /// The phones' bound on phones per broadcast domain (`pfs peer --max-site-phones`; `pfs
+    /// lab` sets it to its phone count).
+    #[arg(long, default_value_t = SimConfig::default().max_site_phones, value_parser = clap::value_parser!(u64).range(2..))]
+    max_site_phones: u64,
+    /// Run every phone on one host of this many cores, as `pfs lab` does (0: each phone has
+    /// its own CPU, as real phones do). Needs --host-cpu-s-per-gb.
+    #[arg(long, default_value_t = SimConfig::default().host_cores, requires = "host_cpu_s_per_gb")]
+    host_cores: u32,
+    /// With --host-cores: the host's CPU seconds per GB delivered to phones (what `pfs lab
+    /// --json` reports as `cpu_s_per_gb` on that host).
+    #[arg(long)]
+    host_cpu_s_per_gb: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -110,6 +122,12 @@ fn check_args(a: &SimulateArgs) -> anyhow::Result<()> {
     ] {
         anyhow::ensure!(r > 0.0 && r.is_finite(), "--{name} must be positive");
     }
+    if let Some(c) = a.host_cpu_s_per_gb {
+        anyhow::ensure!(
+            c >= 0.0 && c.is_finite(),
+            "--host-cpu-s-per-gb must be a non-negative number"
+        );
+    }
     anyhow::ensure!(
         a.wan_rtt_ms >= 0.0 && a.max_sim_s > 0.0,
         "times must be positive"
@@ -138,6 +156,9 @@ pub(super) fn run_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         slow_mbit: a.slow_mbit,
         chunk_size: a.chunk_size,
         fanout: a.fanout,
+        max_site_phones: a.max_site_phones,
+        host_cores: a.host_cores,
+        host_cpu_s_per_gb: a.host_cpu_s_per_gb.unwrap_or(0.0),
         max_sim_s: a.max_sim_s,
         partition_fraction: a.partition_fraction,
         partition_at_s: a.partition_at_s,

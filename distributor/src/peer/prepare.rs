@@ -224,6 +224,7 @@ impl Peer {
         let cfg = Config {
             mode: opts.mode,
             fanout: opts.fanout,
+            n_max: opts.max_site_phones,
             ..Config::default()
         };
         {

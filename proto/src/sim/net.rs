@@ -48,6 +48,7 @@ impl Sim {
         let mut arrive = self.wan_free + self.rtt / 2;
         let pi = p as usize;
         arrive = arrive.max(self.ingress_free[pi] + (bytes as f64 / self.rate[pi]) as Time);
+        arrive = arrive.max(self.host.handle(self.wan_free, bytes));
         // TFTP's window is acknowledged by the client: the origin sends no further ahead of
         // what the phone's port has taken in (a slow port is the transfer's bottleneck, not a
         // queue the origin fills). Without this, the origin ran 7 s ahead of a 2 Mbit/s root,
@@ -314,6 +315,8 @@ impl Sim {
         if self.lossy((bytes as u64).div_ceil(PACKET)) {
             arrive += 2 * lat + 1000;
         }
+        // On one lab host the bytes also wait for a core to move them.
+        arrive = arrive.max(self.host.handle(start, bytes as u64) + lat);
         let tail = self.streams.tail.entry((p, to)).or_default();
         arrive = arrive.max(*tail);
         *tail = arrive;

@@ -21,6 +21,7 @@ impl Sim {
             mode: cfg.mode,
             fanout: cfg.fanout,
             fallback_slots: cfg.fallback_slots,
+            n_max: cfg.max_site_phones,
             ..Config::default()
         };
         let slow_count = (cfg.slow_fraction * n as f64).round() as usize;
@@ -58,6 +59,7 @@ impl Sim {
             rate,
             egress_free: vec![0; n],
             ingress_free: vec![0; n],
+            host: host::Host::new(cfg),
             wan_free: 0,
             wan_rate,
             rtt: (cfg.wan_rtt_ms * 1000.0) as Time,
@@ -290,6 +292,7 @@ fn new_report(cfg: &SimConfig, load_bytes: u64, limit_s: f64) -> Report {
         events: 0,
         timed_out: false,
         wall_s: 0.0,
+        host_cpu_s: 0.0,
         seed: cfg.seed,
         mode: cfg.mode,
     }
