@@ -661,13 +661,13 @@ fn add_engine_counters(r: &mut LabReport, run: &fleet::FleetRun) {
     }
 }
 
-/// Descriptors a virtual phone holds on average: its election socket and chunk listener, and
+/// Descriptors a virtual phone holds on average: its two election sockets and chunk listener, and
 /// per file a stream to its parent and, on average, one from a child (a tree of N phones has
 /// N - 1 edges per file; streams to a parent close once the file is installed, partial files
 /// and namespaces are opened per use, and only a root holds an origin socket). Measured at
 /// 400 phones: 12.9 at the end of the run.
 pub fn fds_per_phone(files: usize, _fanout: u8) -> u64 {
-    2 + 2 * files as u64 + 4
+    3 + 2 * files as u64 + 4
 }
 
 /// Raises RLIMIT_NOFILE to what `phones` need (and the hard limit with it when allowed, as

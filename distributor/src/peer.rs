@@ -291,8 +291,11 @@ struct Conn {
     outgoing: bool,
 }
 
+/// The election socket bound to the phone's address (sends, and unicast control).
 const UDP_TOKEN: Token = 1;
 const LISTEN_TOKEN: Token = 2;
+/// The election socket bound to the broadcast address (adverts).
+const ADVERT_TOKEN: Token = 3;
 /// A frame larger than this (a chunk plus header) closes the connection as hostile.
 const MAX_FRAME: usize = wire::HEADER_LEN + wire::MAX_CHUNK_DATA + 24;
 
@@ -620,7 +623,7 @@ impl Peer {
             }
         }
         for (sock, from, bytes) in inbox.datagrams {
-            if sock == self.base | UDP_TOKEN {
+            if sock == self.base | UDP_TOKEN || sock == self.base | ADVERT_TOKEN {
                 self.datagram(now, from, &bytes)?;
             } else {
                 self.origin_datagram(now, sock, from, &bytes)?;
@@ -680,7 +683,11 @@ impl Peer {
                 .iter()
                 .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
         );
-        tokens.extend([self.base | UDP_TOKEN, self.base | LISTEN_TOKEN]);
+        tokens.extend([
+            self.base | UDP_TOKEN,
+            self.base | ADVERT_TOKEN,
+            self.base | LISTEN_TOKEN,
+        ]);
         let mut r = self.reactor.borrow_mut();
         for t in tokens {
             r.close(t);

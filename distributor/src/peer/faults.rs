@@ -49,7 +49,11 @@ impl Peer {
                 .iter_mut()
                 .filter_map(|f| f.origin.take().map(|o| o.token)),
         );
-        tokens.extend([self.base | UDP_TOKEN, self.base | LISTEN_TOKEN]);
+        tokens.extend([
+            self.base | UDP_TOKEN,
+            self.base | ADVERT_TOKEN,
+            self.base | LISTEN_TOKEN,
+        ]);
         let mut r = self.reactor.borrow_mut();
         for t in tokens {
             r.close(t);

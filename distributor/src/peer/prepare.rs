@@ -130,6 +130,8 @@ pub struct Prepared {
     /// None when the manifest comes over the LAN after power-on.
     manifest: Option<(Manifest, Vec<u8>)>,
     udp: UdpSocket,
+    /// Bound to the broadcast address: adverts only (see [`election_sockets`]).
+    adverts: UdpSocket,
     listener: TcpListener,
 }
 
@@ -137,6 +139,71 @@ pub struct Prepared {
 /// datagrams at the ~1 KiB a small broadcast costs off a veth, so a turn of a second under a
 /// 1000-phone election's broadcasts loses nothing. Memory is only charged while it is full.
 const ELECTION_RCVBUF: usize = 2 << 20;
+
+/// The election's two UDP sockets on `opts.port`: one bound to the phone's address (what is
+/// sent to it alone: Join, Accept, Reject, Leave, Lease; and everything it sends), one bound
+/// to the broadcast address (adverts, which only broadcasts carry).
+///
+/// One socket for both let unicast bury adverts: a new root takes a Join from every phone of
+/// the site within a second, and with 1000 lab phones on 2 cores its receive queue overflowed
+/// (`RcvbufErrors`), so the adverts of the other files' roots were dropped with the Joins.
+/// Those roots then looked silent for `root_timeout` and were re-elected while alive (3-5
+/// roots of one file, up to 4 x the WAN limit). With two queues a flood of Joins cannot cost
+/// an advert. Errors: the bind or a socket option that must hold ([`PeerError::Io`]).
+fn election_sockets(
+    opts: &PeerOptions,
+    me: Ipv4Addr,
+    bcast: Ipv4Addr,
+) -> Result<(UdpSocket, UdpSocket), PeerError> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let unicast = UdpSocket::bind(SocketAddrV4::new(me, opts.port))
+        .map_err(io_err(format!("UDP {me}:{}", opts.port)))?;
+    unicast
+        .set_broadcast(true)
+        .map_err(io_err("SO_BROADCAST"))?;
+    // Several phones of one host may share a broadcast address on different interfaces;
+    // each gets every broadcast (SO_REUSEADDR), and SO_BINDTODEVICE keeps them apart.
+    let adverts = {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+        use std::os::fd::AsRawFd;
+        let s = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| io_err("UDP socket")(e.into()))?;
+        setsockopt(&s, sockopt::ReuseAddr, &true).map_err(|e| io_err("SO_REUSEADDR")(e.into()))?;
+        setsockopt(
+            &s,
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(&opts.iface),
+        )
+        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
+        bind(
+            s.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(bcast, opts.port)),
+        )
+        .map_err(|e| io_err(format!("UDP {bcast}:{}", opts.port))(e.into()))?;
+        UdpSocket::from(s)
+    };
+    for s in [&unicast, &adverts] {
+        // Election traffic lands in bursts while the loop is busy elsewhere: 1000 lab phones
+        // on 2 cores lost 40 % of it at the default buffer (RcvbufErrors).
+        let got = crate::fetch::receive_buffer(s, ELECTION_RCVBUF);
+        tracing::debug!(?got, "election socket receive buffer");
+        setsockopt(
+            s,
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(&opts.iface),
+        )
+        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
+    }
+    // DSCP CS6 (network control): where the LAN honours it, adverts are not the packets
+    // dropped behind bulk chunk traffic.
+    let _ = setsockopt(&unicast, sockopt::Ipv4Tos, &0xc0);
+    Ok((unicast, adverts))
+}
 
 impl Prepared {
     pub fn new(opts: &PeerOptions, place: &Place) -> Result<Prepared, PeerError> {
@@ -154,23 +221,7 @@ impl Prepared {
             } else {
                 Some(load_manifest(&opts)?)
             };
-            let udp = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, opts.port))
-                .map_err(io_err(format!("UDP port {}", opts.port)))?;
-            udp.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
-            // Every phone's election traffic lands here, in bursts while the loop is busy
-            // elsewhere: 1000 lab phones on 2 cores lost 40 % of it at the default buffer
-            // (RcvbufErrors), and lost adverts made members re-elect roots that were alive.
-            let got = crate::fetch::receive_buffer(&udp, ELECTION_RCVBUF);
-            tracing::debug!(?got, "election socket receive buffer");
-            nix::sys::socket::setsockopt(
-                &udp,
-                nix::sys::socket::sockopt::BindToDevice,
-                &std::ffi::OsString::from(&opts.iface),
-            )
-            .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
-            // DSCP CS6 (network control): where the LAN honours it, adverts are not the packets
-            // dropped behind bulk chunk traffic.
-            let _ = nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4Tos, &0xc0);
+            let (udp, adverts) = election_sockets(&opts, me, bcast)?;
             let listener = TcpListener::bind(SocketAddrV4::new(me, opts.port))
                 .map_err(io_err(format!("TCP {me}:{}", opts.port)))?;
             Ok(Prepared {
@@ -178,6 +229,7 @@ impl Prepared {
                 bcast,
                 manifest,
                 udp,
+                adverts,
                 listener,
             })
         })?
@@ -203,6 +255,7 @@ impl Peer {
             bcast,
             manifest,
             udp,
+            adverts,
             listener,
         } = prepared;
         let base = slot << PHONE_SHIFT;
@@ -235,6 +288,8 @@ impl Peer {
                 "pfs peer starting"
             );
             r.udp(base | UDP_TOKEN, udp).map_err(io_err("UDP"))?;
+            r.udp(base | ADVERT_TOKEN, adverts)
+                .map_err(io_err("UDP (broadcast)"))?;
             r.listen(base | LISTEN_TOKEN, listener)
                 .map_err(io_err("listen"))?;
         }
