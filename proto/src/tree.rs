@@ -75,8 +75,9 @@ pub struct Coordinator {
     /// inlet: two corrupt peers in them fed nobody, and every other phone of the file starved
     /// (`pfs simulate --phones 100 --corrupt-peers 2 --seed 8`: 19 fallbacks, 6.5 x the limit).
     corrupt: BTreeSet<PeerId>,
-    /// The root's own children taken out of its slots as corrupt, until the root collects
-    /// them ([`Coordinator::take_evicted`]) to stop feeding them and tell them to re-attach.
+    /// The root's own children taken out of its slots (excluded as corrupt, or as dead by a
+    /// phone below them), until the root collects them ([`Coordinator::take_evicted`]) to
+    /// stop feeding them and tell them to re-attach.
     evicted: Vec<PeerId>,
 }
 
@@ -124,8 +125,27 @@ impl Coordinator {
         if joiner == self.root {
             return None;
         }
+        let parent_of_joiner = self.members.get(&joiner).and_then(|m| m.parent);
         for &(peer, why) in exclude {
+            // The joiner left its own parent, a child of the root, as dead (it starved under
+            // it, or lost its stream): that root slot is freed for the next joiner, so the root
+            // must stop streaming to the silent child too, or it refuses the Request of the
+            // phone it places there (a hung child, sockets open, holds its stream until the
+            // transport gives up). Only the joiner's current parent: a `Join` repeats older
+            // exclusions, and a peer left long ago may since have moved under the root, alive.
+            // Only a joiner that may take children: a leaf-only one is on a slow port, whose
+            // backlog starves it behind a parent that sends on time (seed 57 of the plan in
+            // `the_root_drops_a_child_reported_dead_and_feeds_the_reporter`: a 2 Mbit/s leaf got
+            // its chunks 3.7 s late, and evicting its live parent with its subtree sent 34
+            // phones to the origin).
+            let evict = why == Exclusion::Dead
+                && max_children > 0
+                && parent_of_joiner == Some(peer)
+                && self.members.get(&peer).and_then(|m| m.parent) == Some(self.root);
             self.exclude(peer, why);
+            if evict {
+                self.evicted.push(peer);
+            }
         }
         if exclude.iter().any(|&(_, why)| why == Exclusion::Corrupt) {
             self.evict_corrupt_root_kids();
@@ -290,9 +310,9 @@ impl Coordinator {
         }
     }
 
-    /// The root's children taken out of its slots as corrupt since the last call: the root
-    /// stops feeding them and tells them to re-attach (they are placed below another member,
-    /// as leaves).
+    /// The root's children taken out of its slots since the last call, as corrupt or dead:
+    /// the root stops feeding them and tells them to re-attach (a corrupt one is placed below
+    /// another member as a leaf; one that was alive after all, as any joiner).
     pub fn take_evicted(&mut self) -> Vec<PeerId> {
         std::mem::take(&mut self.evicted)
     }

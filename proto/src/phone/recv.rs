@@ -95,8 +95,9 @@ impl Phone {
             }
             _ => None,
         };
-        // A child of ours that the joiner caught sending corrupt chunks holds one of the tree's
-        // only inlets: stop feeding it and tell it to re-attach (as a leaf, elsewhere).
+        // A child of ours that the joiner caught sending corrupt chunks, or left as dead (a hung
+        // phone keeps its stream open), holds one of the tree's only inlets: stop feeding it
+        // and tell it to re-attach (elsewhere), so the joiner placed in its slot is fed.
         if let Some(c) = &mut x.coordinator {
             for bad in c.take_evicted() {
                 x.children.retain(|c| c.peer != bad);

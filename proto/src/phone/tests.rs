@@ -616,3 +616,180 @@ fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
     recv(&mut p, 11, join(&[]), &mut out);
     assert_ne!(accepted(&out, 11), Some(3));
 }
+
+/// The root's own child that hangs (sockets open, nothing relayed) leaves its slot when a
+/// phone below it reports it dead: the root's coordinator freed that slot and places the
+/// reporter under the root, so the root's streams must follow, or it refuses the Request of
+/// the very phone it just placed under itself. `pfs simulate --seed 14 --phones 152 --models 2
+/// --wan-mbit 10 --wan-rtt-ms 0 --crash-fraction 0.1 --freeze-fraction 0.05 --slow-fraction
+/// 0.05 --corrupt-peers 1`: both children of one file's root hung within 18 ms at 12.0 s;
+/// every other phone of that file starved, and each one the root placed under itself after it
+/// left its silent parent (from 19.0 s) was refused and sent under another starving member,
+/// until the transport cut the hung streams (22.1 s): 2.24 x the limit.
+#[test]
+fn the_root_drops_a_child_reported_dead_and_feeds_the_reporter() {
+    let cfg = Config {
+        claim_window: 1,
+        ..Config::default()
+    };
+    let spec = [HierarchySpec { id: 0, chunks: 8 }];
+    let mut out = Vec::new();
+    let timer = |kind| Event::Timer { h: 0, kind };
+    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
+    p.handle(
+        &cfg,
+        cfg.claim_guard + 20,
+        timer(TimerKind::Guard),
+        &mut out,
+    );
+    assert_eq!(p.hierarchies[0].role, Role::Root);
+    let xid = p.hierarchies[0].me.xid;
+    let join = |exclude: &[(u32, Exclusion)]| Msg::Join {
+        h: 0,
+        xid,
+        max_children: 2,
+        verified: 0,
+        exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
+    };
+    let request = Msg::Request { h: 0, from: 0, xid };
+    let mut t = 100_000;
+    let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
+        t += 1_000;
+        out.clear();
+        p.handle(
+            &cfg,
+            t,
+            Event::Recv {
+                from: PeerId(from),
+                msg,
+            },
+            out,
+        );
+        p.invariants(&cfg).unwrap();
+    };
+    let accepted = |out: &[Action], to: u32| {
+        out.iter().find_map(|a| match a {
+            Action::Send {
+                to: dst,
+                msg: Msg::Accept { parent, .. },
+            } if *dst == PeerId(to) => Some(parent.0),
+            _ => None,
+        })
+    };
+    let rejected = |out: &[Action], to: u32| {
+        out.iter().any(|a| {
+            matches!(a, Action::Send { to: dst, msg: Msg::Reject { .. } } if *dst == PeerId(to))
+        })
+    };
+    // 11 and 14 fill the root's slots and stream; 20 and 21 go under 11, 22 under 14.
+    for kid in [11, 14] {
+        recv(&mut p, kid, join(&[]), &mut out);
+        assert_eq!(accepted(&out, kid), Some(3));
+        recv(&mut p, kid, request, &mut out);
+    }
+    for (kid, parent) in [(20, 11), (21, 11), (22, 14)] {
+        recv(&mut p, kid, join(&[]), &mut out);
+        assert_eq!(accepted(&out, kid), Some(parent));
+    }
+    // 11 and 14 hang (their sockets stay open: nothing tells the root). Their children starve,
+    // leave them and join again, each reporting its parent dead: placed under the root, and
+    // fed by it.
+    for (kid, hung) in [(20, 11), (22, 14)] {
+        recv(&mut p, kid, join(&[(hung, Exclusion::Dead)]), &mut out);
+        assert_eq!(accepted(&out, kid), Some(3), "{kid} takes {hung}'s slot");
+        let told = rejected(&out, hung);
+        recv(&mut p, kid, request, &mut out);
+        assert!(!rejected(&out, kid), "{kid}'s Request refused: {out:?}");
+        assert!(told, "the root tells {hung} to re-attach");
+        assert!(
+            p.hierarchies[0].children().any(|c| c == PeerId(kid)),
+            "{kid} is not fed"
+        );
+    }
+    let mut kids: Vec<_> = p.hierarchies[0].children().collect();
+    kids.sort();
+    assert_eq!(
+        kids,
+        vec![PeerId(20), PeerId(22)],
+        "the hung phones are fed no more"
+    );
+    // A Join repeats its sender's older exclusions: 21, placed under 20 after it left hung 11,
+    // leaves 20 and still lists 22 as dead from some earlier placement. 22 is not its parent:
+    // the root keeps feeding 22, which moved under it alive.
+    recv(&mut p, 21, join(&[(11, Exclusion::Dead)]), &mut out);
+    assert_eq!(accepted(&out, 21), Some(20));
+    recv(
+        &mut p,
+        21,
+        join(&[(22, Exclusion::Dead), (20, Exclusion::Slow)]),
+        &mut out,
+    );
+    assert!(!rejected(&out, 22), "22 evicted on a stale report: {out:?}");
+    assert!(p.hierarchies[0].children().any(|c| c == PeerId(22)));
+    // A hung child that was alive after all asks again: placed below a member, as any joiner.
+    recv(&mut p, 11, join(&[(3, Exclusion::Slow)]), &mut out);
+    let parent = accepted(&out, 11).expect("placed");
+    assert!(parent != 3 && parent != 11, "under {parent}");
+}
+
+/// A leaf-only joiner (its port below `leaf_below_kbit`) that leaves its parent, a child of
+/// the root, as dead does not get that child evicted: its own port's backlog starves it behind
+/// a parent that sends on time (`pfs simulate --seed 57`, the plan of the test above).
+#[test]
+fn a_leaf_reporting_its_parent_dead_leaves_the_root_child_fed() {
+    let cfg = Config {
+        claim_window: 1,
+        ..Config::default()
+    };
+    let spec = [HierarchySpec { id: 0, chunks: 8 }];
+    let mut out = Vec::new();
+    let timer = |kind| Event::Timer { h: 0, kind };
+    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
+    p.handle(&cfg, 0, Event::Boot, &mut out);
+    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
+    p.handle(
+        &cfg,
+        cfg.claim_guard + 20,
+        timer(TimerKind::Guard),
+        &mut out,
+    );
+    let xid = p.hierarchies[0].me.xid;
+    let join = |max_children: u8, exclude: &[(u32, Exclusion)]| Msg::Join {
+        h: 0,
+        xid,
+        max_children,
+        verified: 0,
+        exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
+    };
+    let mut t = 100_000;
+    let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
+        t += 1_000;
+        out.clear();
+        let from = PeerId(from);
+        p.handle(&cfg, t, Event::Recv { from, msg }, out);
+        p.invariants(&cfg).unwrap();
+    };
+    for kid in [11, 14] {
+        recv(&mut p, kid, join(2, &[]), &mut out);
+        recv(&mut p, kid, Msg::Request { h: 0, from: 0, xid }, &mut out);
+    }
+    recv(&mut p, 30, join(0, &[]), &mut out);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            msg: Msg::Accept {
+                parent: PeerId(11),
+                ..
+            },
+            ..
+        }
+    )));
+    recv(&mut p, 30, join(0, &[(11, Exclusion::Dead)]), &mut out);
+    let told_11 = |a: &Action| matches!(a, Action::Send { to: PeerId(11), .. });
+    assert!(!out.iter().any(told_11), "{out:?}");
+    let mut kids: Vec<_> = p.hierarchies[0].children().collect();
+    kids.sort();
+    assert_eq!(kids, vec![PeerId(11), PeerId(14)]);
+}
