@@ -285,9 +285,7 @@ impl Lab {
     pub fn build(cfg: LabConfig) -> Result<Lab, LabError> {
         check_config(&cfg)?;
         // Descriptors first: at 1000 phones the default limit ran out halfway through setup.
-        // The synthetic load's components plus its .loads file.
-        let files = crate::sim::LOAD_7961.len() + 1;
-        ensure_nofile(cfg.phones, files, cfg.fanout)?;
+        ensure_nofile(cfg.phones, LAB_FILES, cfg.fanout)?;
         let t0 = Instant::now();
         for stale in crate::netns::sweep_stale() {
             tracing::info!("removed stale namespace {stale} from an earlier run");
@@ -508,7 +506,7 @@ impl Lab {
         (r.udp_in_datagrams, r.udp_rcvbuf_errors) = (udp.in_datagrams, udp.rcvbuf_errors);
         r.wan_manifest_bytes += wan_manifest_bytes;
         r.wan_overhead_bytes = wan_link_bytes.saturating_sub(r.wan_manifest_bytes + r.wan_bytes);
-        self.add_host_usage(&mut r, run.fds_at_end, cpu_s);
+        self.add_host_usage(&mut r, (run.fds_at_end, run.fds_peak), cpu_s);
         if let Some(peak) = self.origin.peak_sessions() {
             r.origin_peak_sessions = Some(peak);
         }
@@ -567,10 +565,13 @@ impl Lab {
 
     /// What the run cost this process: descriptors (`fds_at_end` when it ended), memory,
     /// threads, `cpu_s` CPU seconds (also per delivered GB).
-    fn add_host_usage(&self, r: &mut LabReport, fds_at_end: usize, cpu_s: f64) {
+    fn add_host_usage(&self, r: &mut LabReport, (fds_at_end, peak): (usize, usize), cpu_s: f64) {
         let n = self.cfg.phones as f64;
         r.fds_at_end = fds_at_end as u64;
         r.fds_per_phone = fds_at_end as f64 / n;
+        r.fds_peak = peak as u64;
+        r.fds_peak_per_phone = peak as f64 / n;
+        r.fds_budget = nofile_budget(self.cfg.phones, LAB_FILES, self.cfg.fanout);
         r.nofile_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(0, |l| l.0);
         r.peak_rss_mib = status_kib("VmHWM:") as f64 / 1024.0;
@@ -661,20 +662,29 @@ fn add_engine_counters(r: &mut LabReport, run: &fleet::FleetRun) {
     }
 }
 
-/// Descriptors a virtual phone holds on average: its two election sockets and chunk listener, and
+/// Descriptors a virtual phone holds on average: its two election sockets and chunk listener,
 /// per file a stream to its parent and, on average, one from a child (a tree of N phones has
-/// N - 1 edges per file; streams to a parent close once the file is installed, partial files
-/// and namespaces are opened per use, and only a root holds an origin socket). Measured at
-/// 400 phones: 12.9 at the end of the run.
+/// N - 1 edges per file; streams to a parent close once the file is installed), and 2 for
+/// what is opened per use (partial files, a root's origin socket). The peak measured at 1000
+/// phones (`fds_peak_per_phone`) was 12.2 against the 17 budgeted here for 6 files.
 pub fn fds_per_phone(files: usize, _fanout: u8) -> u64 {
-    3 + 2 * files as u64 + 4
+    3 + 2 * files as u64 + 2
+}
+
+/// Files of a lab load: the synthetic load's components plus its .loads file.
+const LAB_FILES: usize = crate::sim::LOAD_7961.len() + 1;
+
+/// The descriptors a lab of `phones` is budgeted: [`fds_per_phone`] each, and 1024 for the
+/// lab itself (origin, delay line, capture, logs).
+pub fn nofile_budget(phones: usize, files: usize, fanout: u8) -> u64 {
+    phones as u64 * fds_per_phone(files, fanout) + 1024
 }
 
 /// Raises RLIMIT_NOFILE to what `phones` need (and the hard limit with it when allowed, as
 /// root), before anything is built. Errors, naming the number, when it cannot.
 pub fn ensure_nofile(phones: usize, files: usize, fanout: u8) -> Result<u64, LabError> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let need = phones as u64 * fds_per_phone(files, fanout) + 1024;
+    let need = nofile_budget(phones, files, fanout);
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
         .map_err(|e| LabError::Setup(format!("getrlimit(RLIMIT_NOFILE): {e}")))?;
     if soft >= need {

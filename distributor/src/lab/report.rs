@@ -168,6 +168,12 @@ pub struct LabReport {
     /// per-phone average; the descriptor limit the lab set.
     pub fds_at_end: u64,
     pub fds_per_phone: f64,
+    /// The most descriptors the process held at once during the run (sampled every 0.5 s),
+    /// per phone, and the budget the lab raised the limit for (phones x
+    /// `lab::fds_per_phone` + 1024); a peak above the budget is a violation.
+    pub fds_peak: u64,
+    pub fds_peak_per_phone: f64,
+    pub fds_budget: u64,
     pub nofile_limit: u64,
     /// Peak resident memory of the process so far (MiB) and per phone (KiB).
     pub peak_rss_mib: f64,
@@ -237,6 +243,12 @@ impl LabReport {
             v.push(format!(
                 "the origin served {peak} transfers at once, above the bound of {} (roots + K)",
                 self.origin_session_bound
+            ));
+        }
+        if self.fds_peak > self.fds_budget {
+            v.push(format!(
+                "the process held {} descriptors at its peak, above the {} the lab budgets",
+                self.fds_peak, self.fds_budget
             ));
         }
         let by_reason: u32 = self.fallbacks_by_reason.values().sum();
