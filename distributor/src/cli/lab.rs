@@ -263,6 +263,10 @@ pub(super) fn run_lab(a: LabArgs) -> anyhow::Result<ExitCode> {
     if show {
         eprintln!("tearing down the site ...");
     }
+    // The site goes with the lab: namespaces, links, qdiscs, rules, the origin.
+    let t = std::time::Instant::now();
+    drop(lab);
+    eprintln!("pfs: site torn down in {:.1} s", t.elapsed().as_secs_f64());
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
