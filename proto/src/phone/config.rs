@@ -89,7 +89,13 @@ pub struct Config {
     /// A member with no chunk from its parent for this long asks again (and re-attaches if
     /// the parent refuses).
     pub stall_timeout: Time,
-    /// An open origin transfer that delivers nothing for this long is reopened (TFTP timeout).
+    /// A backstop: an open origin transfer that delivers no chunk for this long is reopened.
+    /// The transport's own client notices a dead origin first and says so (TFTP after its
+    /// retransmissions, about 31 s, RFC 1350 section 2; HTTP by its read timeout), so this only
+    /// catches a client that never reports. It is long because a chunk may take long: many
+    /// transfers share a slow WAN (24 of them on 1 Mbit/s deliver a 64 KiB chunk each 12.5 s).
+    /// At 10 s every such transfer was reopened before its first chunk and restarted from
+    /// byte 0 for ever (`pfs lab --models` 4 at 1 Mbit/s: 0 of 40 installed in 500 s).
     pub origin_timeout: Time,
     /// A member starved this long although the root holds more than it does re-joins the
     /// root for a fresh placement (breaks any parent chain that no longer leads to data).
@@ -123,7 +129,7 @@ impl Default for Config {
             leaf_below_kbit: 10_000,
             watchdog: 500_000,
             stall_timeout: 2_000_000,
-            origin_timeout: 10_000_000,
+            origin_timeout: 120_000_000,
             starve_timeout: 3_000_000,
             starve_timeout_store_and_forward: 30_000_000,
         }
