@@ -213,6 +213,12 @@ pub trait Reactor {
     fn queued(&self, conn: Token) -> usize;
     /// Closes and forgets a socket; no further completions are reported for it.
     fn close(&mut self, token: Token);
+    /// Stops serving a socket without closing it, as a hung process does: no receive or
+    /// accept is posted for it again (what arrives stays in the kernel's buffers: a stream's
+    /// receive window closes, datagrams pile up and then are dropped, connections wait in
+    /// the accept backlog), queued frames stay unsent, it is never cut off for stalling, and
+    /// nothing more is reported for it. Only [`Reactor::close`] releases it.
+    fn freeze(&mut self, token: Token);
     /// Waits up to `timeout` for events, then reports every completion gathered (all are
     /// drained from the kernel before the first callback runs).
     fn poll(
