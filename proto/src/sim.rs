@@ -116,7 +116,8 @@ pub struct SimConfig {
     /// each hierarchy loses its first root only.
     pub kill_root_at: f64,
     /// Phones that hang (as `pfs lab --freeze-fraction`): they stop handling anything, but
-    /// their TCP connections stay open, so no peer is ever told (silence on a live stream).
+    /// their TCP connections stay open, so no peer is told (silence on a live stream); only a
+    /// parent that fills one's receive buffer sees its stream break (`ZERO_WINDOW_ABORT`).
     pub freeze_fraction: f64,
     /// Phones whose link goes down (as `pfs lab --cut-fraction`): no FIN or RST; peers notice
     /// only through `TCP_USER_TIMEOUT` after an unacknowledged send (`cut_notice_ms`).
@@ -350,7 +351,8 @@ const SAMPLE_EVERY: Time = 1_000_000;
 /// Bytes a hung (frozen) phone's stream takes before its receive window closes: nothing
 /// reads the socket, so the kernel keeps what arrives until the receive buffer is full
 /// (`pfs lab --freeze-fraction`, `ss -tin` in the frozen phone's namespace: Recv-Q stopped at
-/// 0.84 to 1.38 MB per stream at 10 Mbit/s). Chunks beyond it wait in the parent's buffers.
+/// 0.68 to 1.38 MB per stream that had streamed for seconds at 10 Mbit/s; about 0.1 MB on a
+/// fresh stream, whose buffer never grew). Chunks beyond it wait in the parent's buffers.
 const FROZEN_RCV_WINDOW: u64 = 1 << 20;
 /// How long after a frozen child's window closed its parent's stream breaks: the kernel
 /// probes the zero window (first probe after an RTO, 0.2 s on a LAN), the probes go

@@ -201,6 +201,16 @@ impl Reactor for PollReactor {
         self.frozen.remove(&token);
     }
 
+    fn unread(&self, token: Token) -> usize {
+        let fd = match self.socks.get(&token).or_else(|| self.frozen.get(&token)) {
+            Some(Sock::Listener(l)) => l.as_raw_fd(),
+            Some(Sock::Stream { stream, .. }) => stream.as_raw_fd(),
+            Some(Sock::Udp(u)) => u.as_raw_fd(),
+            None => return 0,
+        };
+        super::fionread(fd)
+    }
+
     fn freeze(&mut self, token: Token) {
         if let Some(sock) = self.socks.remove(&token) {
             self.unwatch(&sock);

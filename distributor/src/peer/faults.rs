@@ -94,6 +94,18 @@ impl Peer {
         self.fault = Fault::Frozen;
     }
 
+    /// Its sockets (streams, election sockets) in which the kernel holds unread data: a
+    /// frozen phone's fill up, as a hung process's do.
+    pub fn unread_sockets(&self) -> u64 {
+        let r = self.reactor.borrow();
+        self.conns
+            .keys()
+            .copied()
+            .chain([self.base | UDP_TOKEN, self.base | ADVERT_TOKEN])
+            .filter(|&t| r.unread(t) > 0)
+            .count() as u64
+    }
+
     /// Fault injection: the phone's link goes down in its namespace (no RST).
     pub fn cut(&mut self) {
         if let Some(ns) = self.netns() {

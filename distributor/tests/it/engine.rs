@@ -420,6 +420,7 @@ fn a_frozen_socket_is_not_read_and_its_parent_times_out() {
         assert_eq!(frozen_reports, 0, "{b:?}: completions for frozen sockets");
         assert!(other_got > 0, "{b:?}: the other phone's socket went deaf");
         assert!(unread(&stream_dup) > 0, "{b:?}: the frozen stream was read");
+        assert_eq!(shared.unread(7), unread(&stream_dup), "{b:?}");
         assert!(
             unread(&udp_dup) > 0,
             "{b:?}: the frozen datagram socket was read"

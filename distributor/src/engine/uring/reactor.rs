@@ -145,6 +145,12 @@ impl Reactor for UringReactor {
         self.retire(token);
     }
 
+    fn unread(&self, token: Token) -> usize {
+        self.socks
+            .get(&token)
+            .map_or(0, |s| crate::engine::fionread(s.fd()))
+    }
+
     fn freeze(&mut self, token: Token) {
         self.freeze_socket(token);
     }
