@@ -180,6 +180,8 @@ pub struct FaultRuntime {
     pub recoveries: Mutex<Vec<f64>>,
     /// Cut links to bring back: (namespace, when).
     restore: Mutex<BTreeMap<String, Instant>>,
+    /// Sockets of frozen phones holding unread data when the run ended (cores add theirs).
+    pub frozen_unread_sockets: std::sync::atomic::AtomicU64,
 }
 
 impl FaultRuntime {
@@ -193,6 +195,7 @@ impl FaultRuntime {
             orphans: Mutex::new(Vec::new()),
             recoveries: Mutex::new(Vec::new()),
             restore: Mutex::new(BTreeMap::new()),
+            frozen_unread_sockets: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -316,6 +316,15 @@ fn run_core(
     if let Some(pr) = &progress {
         publish(pr, &host.peers, &mut published);
     }
+    if let Some(f) = &faults {
+        let unread: u64 = host
+            .peers
+            .iter()
+            .filter(|p| p.fault() == crate::peer::Fault::Frozen)
+            .map(Peer::unread_sockets)
+            .sum();
+        f.frozen_unread_sockets.fetch_add(unread, Ordering::Relaxed);
+    }
     Ok(finish_core(host, index, done_at, fds_peak))
 }
 

@@ -344,6 +344,8 @@ pub struct Peer {
     started: bool,
     /// An injected fault (`pfs lab`'s fault plan).
     fault: Fault,
+    /// Set when the phone hangs (`freeze`): its origin transfer threads stop too.
+    hung: Arc<AtomicBool>,
 }
 
 /// Completions the host routed to this phone, handled after the poll.

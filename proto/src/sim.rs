@@ -116,7 +116,8 @@ pub struct SimConfig {
     /// each hierarchy loses its first root only.
     pub kill_root_at: f64,
     /// Phones that hang (as `pfs lab --freeze-fraction`): they stop handling anything, but
-    /// their TCP connections stay open, so no peer is ever told (silence on a live stream).
+    /// their TCP connections stay open, so no peer is told (silence on a live stream); only a
+    /// parent that fills one's receive buffer sees its stream break (`ZERO_WINDOW_ABORT`).
     pub freeze_fraction: f64,
     /// Phones whose link goes down (as `pfs lab --cut-fraction`): no FIN or RST; peers notice
     /// only through `TCP_USER_TIMEOUT` after an unacknowledged send (`cut_notice_ms`).
@@ -347,8 +348,20 @@ impl Ord for Entry {
 }
 
 const SAMPLE_EVERY: Time = 1_000_000;
-/// The engine's cut-off for a stream whose send queue makes no progress (`Limits::stall`).
-const ENGINE_STALL: Time = 10_000_000;
+/// Bytes a hung (frozen) phone's stream takes before its receive window closes: nothing
+/// reads the socket, so the kernel keeps what arrives until the receive buffer is full
+/// (`pfs lab --freeze-fraction`, `ss -tin` in the frozen phone's namespace: Recv-Q stopped at
+/// 0.68 to 1.38 MB per stream that had streamed for seconds at 10 Mbit/s; about 0.1 MB on a
+/// fresh stream, whose buffer never grew). Chunks beyond it wait in the parent's buffers.
+const FROZEN_RCV_WINDOW: u64 = 1 << 20;
+/// How long after a frozen child's window closed its parent's stream breaks: the kernel
+/// probes the zero window (first probe after an RTO, 0.2 s on a LAN), the probes go
+/// unanswered by the hung phone's application, and `TCP_USER_TIMEOUT` (the engine's
+/// `PEER_TIMEOUT`, 3 s) aborts the stream (Linux >= 5.1 counts zero-window probing against
+/// it); the parent's engine then reports the stream closed (ETIMEDOUT). Measured on real
+/// sockets (`engine` test `a_frozen_socket_is_not_read_and_its_parent_times_out`):
+/// 3.25 s after the parent's last send progress, on all three backends.
+const ZERO_WINDOW_ABORT: Time = 3_250_000;
 /// After a partition heals, roots need a root timeout plus a few adverts to merge.
 const SETTLE: Time = 5_000_000;
 const PACKET: u64 = 1448;
@@ -356,9 +369,9 @@ const PACKET: u64 = 1448;
 /// The TCP streams between phones, as far as the model needs them.
 #[derive(Default)]
 struct Streams {
-    /// (parent, frozen child) pairs whose stream already stalled: the child's receive window
-    /// closed, the parent's engine cuts it off after its stall limit.
-    stalled: std::collections::HashSet<(u32, u32)>,
+    /// (parent, frozen child): chunk bytes sent on their stream since the child hung, which
+    /// sit unread in its receive buffer (up to [`FROZEN_RCV_WINDOW`]).
+    unread: std::collections::HashMap<(u32, u32), u64>,
     /// (sender, receiver): when the last chunk sent on their stream arrives. A stream delivers
     /// in order (TCP), also when the receiver's link backlog is cut short by a stream it
     /// closed: without this, later chunks overtook earlier ones, the child dropped them as out

@@ -213,6 +213,15 @@ pub trait Reactor {
     fn queued(&self, conn: Token) -> usize;
     /// Closes and forgets a socket; no further completions are reported for it.
     fn close(&mut self, token: Token);
+    /// Stops serving a socket without closing it, as a hung process does: no receive or
+    /// accept is posted for it again (what arrives stays in the kernel's buffers: a stream's
+    /// receive window closes, datagrams pile up and then are dropped, connections wait in
+    /// the accept backlog), queued frames stay unsent, it is never cut off for stalling, and
+    /// nothing more is reported for it. Only [`Reactor::close`] releases it.
+    fn freeze(&mut self, token: Token);
+    /// What the kernel holds unread for a socket (`FIONREAD`): a stream's bytes, a datagram
+    /// socket's next datagram size; 0 for an unknown token.
+    fn unread(&self, token: Token) -> usize;
     /// Waits up to `timeout` for events, then reports every completion gathered (all are
     /// drained from the kernel before the first callback runs).
     fn poll(
@@ -356,6 +365,14 @@ pub fn tcp_liveness(fd: &impl std::os::fd::AsFd) {
     if let Err(e) = r {
         tracing::debug!("stream liveness options: {e}");
     }
+}
+
+/// `FIONREAD` of a descriptor (0 on error).
+pub(crate) fn fionread(fd: std::os::fd::RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r == 0 { n.max(0) as usize } else { 0 }
 }
 
 /// Pins the calling thread to `core` (best effort: a cgroup may forbid it).

@@ -30,6 +30,8 @@ enum Sock {
 pub struct PollReactor {
     epoll: Epoll,
     socks: HashMap<Token, Sock>,
+    /// Frozen by the driver: open, out of epoll, never read, written or cut off.
+    frozen: HashMap<Token, Sock>,
     limits: Limits,
     stats: EngineStats,
     scratch: Vec<u8>,
@@ -42,6 +44,7 @@ impl PollReactor {
         Ok(PollReactor {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             socks: HashMap::new(),
+            frozen: HashMap::new(),
             limits,
             stats: EngineStats {
                 backend: "syscall",
@@ -193,11 +196,25 @@ impl Reactor for PollReactor {
 
     fn close(&mut self, token: Token) {
         if let Some(sock) = self.socks.remove(&token) {
-            let _ = match &sock {
-                Sock::Listener(l) => self.epoll.delete(l),
-                Sock::Stream { stream, .. } => self.epoll.delete(stream),
-                Sock::Udp(u) => self.epoll.delete(u),
-            };
+            self.unwatch(&sock);
+        }
+        self.frozen.remove(&token);
+    }
+
+    fn unread(&self, token: Token) -> usize {
+        let fd = match self.socks.get(&token).or_else(|| self.frozen.get(&token)) {
+            Some(Sock::Listener(l)) => l.as_raw_fd(),
+            Some(Sock::Stream { stream, .. }) => stream.as_raw_fd(),
+            Some(Sock::Udp(u)) => u.as_raw_fd(),
+            None => return 0,
+        };
+        super::fionread(fd)
+    }
+
+    fn freeze(&mut self, token: Token) {
+        if let Some(sock) = self.socks.remove(&token) {
+            self.unwatch(&sock);
+            self.frozen.insert(token, sock);
         }
     }
 
@@ -258,6 +275,15 @@ impl Reactor for PollReactor {
 }
 
 impl PollReactor {
+    /// Takes a socket out of the epoll set (it stays open).
+    fn unwatch(&self, sock: &Sock) {
+        let _ = match sock {
+            Sock::Listener(l) => self.epoll.delete(l),
+            Sock::Stream { stream, .. } => self.epoll.delete(stream),
+            Sock::Udp(u) => self.epoll.delete(u),
+        };
+    }
+
     /// A stream's readiness: finish a connect, flush what is queued, read what arrived.
     fn stream_ready(
         &mut self,

@@ -69,6 +69,8 @@ struct Sock {
     kind: Kind,
     /// Operations in flight that name this socket; it is dropped (closed) only at zero.
     ops: u32,
+    /// Frozen by the driver ([`Reactor::freeze`]): open, but nothing is posted for it again.
+    frozen: bool,
 }
 
 impl Sock {
@@ -196,6 +198,9 @@ pub struct UringReactor {
     socks: HashMap<Token, Sock>,
     /// Closed by the driver; kept until their last operation ends.
     closing: HashMap<Token, Sock>,
+    /// Streams a frozen listener's accept still completed before its cancellation: kept open
+    /// (in a hung process they would wait in the backlog) until the listener is closed.
+    held: HashMap<Token, Vec<TcpStream>>,
     overflow: VecDeque<squeue::Entry>,
     inflight_sends: usize,
     ready: VecDeque<Token>,
@@ -254,6 +259,7 @@ impl UringReactor {
             free: Vec::new(),
             socks: HashMap::new(),
             closing: HashMap::new(),
+            held: HashMap::new(),
             overflow: VecDeque::new(),
             inflight_sends: 0,
             ready: VecDeque::new(),
@@ -312,6 +318,30 @@ impl UringReactor {
         self.socks.get_mut(&token)
     }
 
+    fn is_frozen(&self, token: Token) -> bool {
+        self.socks.get(&token).is_some_and(|s| s.frozen)
+    }
+
+    /// Marks a socket frozen and cancels its multishot receive or accept (by its slot: the
+    /// socket's sends in flight finish, the socket stays open).
+    fn freeze_socket(&mut self, token: Token) {
+        let Some(s) = self.socks.get_mut(&token) else {
+            return;
+        };
+        if s.frozen {
+            return;
+        }
+        s.frozen = true;
+        let armed = self.ops.iter().position(
+            |o| matches!(o, Some(Op::Recv(t) | Op::RecvMsg(t) | Op::Accept(t)) if *t == token),
+        );
+        if let Some(ud) = armed {
+            let c = types::CancelBuilder::user_data(ud as u64);
+            let slot = self.slot(Op::Cancel);
+            self.push(opcode::AsyncCancel2::new(c).build().user_data(slot));
+        }
+    }
+
     /// Counts an operation against the socket (open or closing).
     fn op_started(&mut self, token: Token) {
         if let Some(s) = self.socks.get_mut(&token) {
@@ -345,6 +375,9 @@ impl UringReactor {
         let Some(s) = self.socks.get(&token) else {
             return;
         };
+        if s.frozen {
+            return;
+        }
         let fd = types::Fd(s.fd());
         let e = match s.kind {
             Kind::Listener(_) => {
@@ -380,6 +413,7 @@ impl UringReactor {
                     waiting,
                     connecting,
                 },
+            frozen: false,
             ..
         }) = self.socks.get_mut(&token)
         else {
@@ -452,6 +486,7 @@ impl UringReactor {
 
     /// Takes a socket out of service: the driver never hears of it again.
     fn retire(&mut self, token: Token) {
+        self.held.remove(&token);
         let Some(s) = self.socks.remove(&token) else {
             return;
         };
@@ -516,7 +551,9 @@ impl UringReactor {
         if res >= 0 {
             // SAFETY: the kernel handed us a new descriptor.
             let stream = unsafe { TcpStream::from_raw_fd(res) };
-            if self.socks.contains_key(&token)
+            if self.is_frozen(token) {
+                self.held.entry(token).or_default().push(stream);
+            } else if self.socks.contains_key(&token)
                 && let Ok(from) = stream.peer_addr()
             {
                 on(Completion::Accepted {
@@ -547,7 +584,9 @@ impl UringReactor {
             self.release(ud);
             self.op_ended(token);
         }
-        let alive = self.socks.contains_key(&token);
+        // A frozen socket's completions (the receive's end after its cancellation, bytes it
+        // took just before) are not the driver's business: it hung.
+        let alive = self.socks.contains_key(&token) && !self.is_frozen(token);
         if res > 0 {
             let bid = cqueue::buffer_select(flags).unwrap_or(0);
             let bufs = if is_msg { &self.dgram_bufs } else { &self.bufs };
@@ -611,6 +650,17 @@ impl UringReactor {
         if !self.socks.contains_key(&token) {
             return;
         }
+        if self.is_frozen(token) {
+            // The kernel finished (or failed) the handshake; the hung process never looks.
+            if let Some(Sock {
+                kind: Kind::Stream { connecting, .. },
+                ..
+            }) = self.sock_mut(token)
+            {
+                *connecting = false;
+            }
+            return;
+        }
         if res < 0 {
             self.socks.remove(&token);
             on(Completion::Connected {
@@ -663,11 +713,17 @@ impl UringReactor {
             }
             if let Some(Sock {
                 kind: Kind::Stream { queue, sending, .. },
+                frozen,
                 ..
             }) = self.socks.get_mut(&token)
             {
                 *sending = false;
-                if res < 0 {
+                if *frozen {
+                    // What the kernel took leaves; nothing more is sent or reported.
+                    if res > 0 {
+                        queue.advance(res as usize);
+                    }
+                } else if res < 0 {
                     self.retire(token);
                     on(Completion::Closed {
                         conn: token,

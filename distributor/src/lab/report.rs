@@ -122,6 +122,10 @@ pub struct LabReport {
     /// Phones crashed, frozen, cut, shaped slow, made corrupt by the fault plan.
     pub crashed: u32,
     pub frozen: u32,
+    /// Sockets of the frozen phones (streams, election sockets) in which the kernel held
+    /// unread data when the run ended: a hung phone's fill up (0 with frozen phones would
+    /// mean something still read them).
+    pub frozen_unread_sockets: u64,
     pub cut: u32,
     pub slow: u32,
     pub corrupt_peers: u32,

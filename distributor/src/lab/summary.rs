@@ -70,6 +70,9 @@ impl Lab {
         let counts = f.counts();
         r.crashed = counts.get("crash").copied().unwrap_or(0);
         r.frozen = counts.get("freeze").copied().unwrap_or(0);
+        r.frozen_unread_sockets = f
+            .frozen_unread_sockets
+            .load(std::sync::atomic::Ordering::Relaxed);
         r.cut = counts.get("cut").copied().unwrap_or(0);
         r.slow = f.assignment.slow.len() as u32;
         r.corrupt_peers = f.assignment.corrupt.len() as u32;

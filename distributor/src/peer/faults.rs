@@ -65,10 +65,45 @@ impl Peer {
         self.fault = Fault::Crashed;
     }
 
-    /// Fault injection: the phone hangs; its sockets stay open.
+    /// Fault injection: the phone hangs; its sockets stay open and are no longer read (the
+    /// reactor stops posting receives for them). As in a hung process, what arrives stays in
+    /// the kernel: a stream's receive window closes, and a parent sending into it gets no
+    /// acknowledgement until its `TCP_USER_TIMEOUT` aborts the stream (zero-window probes
+    /// count, Linux >= 5.1); datagrams pile up in the election sockets, then are dropped;
+    /// connections wait in the listener's backlog. Its origin transfer threads stop too.
     pub fn freeze(&mut self) {
-        self.inbox = Inbox::default();
+        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+        tokens.extend(
+            self.files
+                .iter()
+                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
+        );
+        tokens.extend([
+            self.base | UDP_TOKEN,
+            self.base | ADVERT_TOKEN,
+            self.base | LISTEN_TOKEN,
+        ]);
+        let mut r = self.reactor.borrow_mut();
+        for t in tokens {
+            r.freeze(t);
+        }
+        drop(r);
+        self.hung.store(true, Ordering::Relaxed);
+        // What the inbox holds (streams accepted, bytes read) stays there unprocessed: kept,
+        // not closed.
         self.fault = Fault::Frozen;
+    }
+
+    /// Its sockets (streams, election sockets) in which the kernel holds unread data: a
+    /// frozen phone's fill up, as a hung process's do.
+    pub fn unread_sockets(&self) -> u64 {
+        let r = self.reactor.borrow();
+        self.conns
+            .keys()
+            .copied()
+            .chain([self.base | UDP_TOKEN, self.base | ADVERT_TOKEN])
+            .filter(|&t| r.unread(t) > 0)
+            .count() as u64
     }
 
     /// Fault injection: the phone's link goes down in its namespace (no RST).

@@ -10,6 +10,7 @@ pub(super) fn http_origin_thread(
     url: crate::http::HttpUrl,
     offset: u64,
     tx: crossbeam_channel::Sender<HttpMsg>,
+    hung: std::sync::Weak<AtomicBool>,
 ) {
     let timeout = Duration::from_secs(10);
     let result = (|| -> Result<(), String> {
@@ -18,6 +19,7 @@ pub(super) fn http_origin_thread(
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{url}: {e}"))?;
         let mut sink = |at: u64, data: &[u8]| -> Result<(), crate::http::HttpError> {
+            hold_while_hung(&hung);
             let skip = offset.saturating_sub(at).min(data.len() as u64) as usize;
             if skip < data.len() {
                 tx.send(HttpMsg::Data(data[skip..].to_vec()))
@@ -42,13 +44,17 @@ pub(super) fn tftp_origin_thread(
     path: String,
     cfg: ClientConfig,
     tx: crossbeam_channel::Sender<HttpMsg>,
+    hung: std::sync::Weak<AtomicBool>,
 ) {
     let closed = || FetchError::Loads {
         server,
         file: path.clone(),
         why: "transfer closed".into(),
     };
-    let mut sink = |data: &[u8]| tx.send(HttpMsg::Data(data.to_vec())).map_err(|_| closed());
+    let mut sink = |data: &[u8]| {
+        hold_while_hung(&hung);
+        tx.send(HttpMsg::Data(data.to_vec())).map_err(|_| closed())
+    };
     let restarts = tx.clone();
     let mut restarted = |_, _| {
         let _ = restarts.send(HttpMsg::Restarted);
@@ -61,6 +67,15 @@ pub(super) fn tftp_origin_thread(
         Err(e) => HttpMsg::Done(Err(e.to_string())),
     };
     let _ = tx.send(end);
+}
+
+/// An origin thread of a hung phone stops where it is (before acknowledging the block it
+/// holds, or reading on), so its socket goes unread as the rest of the phone's; it resumes
+/// only when the phone is gone (its next hand-over then fails and the thread ends).
+fn hold_while_hung(hung: &std::sync::Weak<AtomicBool>) {
+    while hung.upgrade().is_some_and(|h| h.load(Ordering::Relaxed)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The `origin_switches` reason of a TFTP transfer that fell back from a fragmented blksize
@@ -169,9 +184,10 @@ impl Peer {
         let (tx, rx) = crossbeam_channel::bounded(HTTP_QUEUE);
         let place = self.place.clone();
         let thread_url = at.clone();
+        let hung = Arc::downgrade(&self.hung);
         let spawned = std::thread::Builder::new()
             .name("pfs-http-origin".into())
-            .spawn(move || http_origin_thread(place, thread_url, offset, tx));
+            .spawn(move || http_origin_thread(place, thread_url, offset, tx, hung));
         if let Err(e) = spawned {
             let f = &mut self.files[i];
             f.report.origin_errors += 1;
@@ -219,9 +235,10 @@ impl Peer {
         let place = self.place.clone();
         let cfg = self.opts.tftp.clone();
         let thread_path = path.clone();
+        let hung = Arc::downgrade(&self.hung);
         let spawned = std::thread::Builder::new()
             .name("pfs-tftp-origin".into())
-            .spawn(move || tftp_origin_thread(place, server, thread_path, cfg, tx));
+            .spawn(move || tftp_origin_thread(place, server, thread_path, cfg, tx, hung));
         if let Err(e) = spawned {
             let f = &mut self.files[i];
             f.report.origin_errors += 1;

@@ -324,6 +324,7 @@ impl Peer {
             installed_at: None,
             started: false,
             fault: Fault::None,
+            hung: Arc::new(AtomicBool::new(false)),
             span: tracing::info_span!("phone", ip = %me),
         })
     }

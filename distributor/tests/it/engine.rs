@@ -302,3 +302,132 @@ fn a_stalled_child_is_cut_off_and_its_sibling_finishes() {
         drop(stalled);
     }
 }
+
+/// Bytes the kernel holds unread for a socket (`FIONREAD`), read through a duplicate of its
+/// descriptor.
+fn unread(fd: &std::os::fd::OwnedFd) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n as usize
+}
+
+/// A frozen socket behaves as one of a hung process (`pfs lab --freeze-fraction`): it stays
+/// open but is no longer read. A parent streaming into a frozen child's stream fills its
+/// receive buffer, the window closes, and the parent's `TCP_USER_TIMEOUT` aborts the stream
+/// (zero-window probes unanswered) about `PEER_TIMEOUT` later, before the engine's own stall
+/// limit; the frozen stream and datagram socket hold what arrived; nothing is reported for
+/// them; another phone's socket on the same reactor keeps working. Before, the reactor kept
+/// reading a frozen phone's sockets (and threw the bytes away): the parent never noticed.
+#[test]
+fn a_frozen_socket_is_not_read_and_its_parent_times_out() {
+    let _group = crate::common::group(module_path!());
+    for b in BACKENDS {
+        // The parent: a stream with the peers' liveness options, fed by its own reactor.
+        let mut parent = open(b, Limits::default());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        // The child's reactor, shared with another phone (its datagram socket).
+        let mut shared = open(b, Limits::default());
+        let sock = engine::tcp_socket().unwrap();
+        let stream_dup = sock.try_clone().unwrap();
+        shared.connect(7, sock, addr).unwrap();
+        let frozen_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let frozen_udp_addr = frozen_udp.local_addr().unwrap();
+        let udp_dup = std::os::fd::OwnedFd::from(frozen_udp.try_clone().unwrap());
+        shared.udp(8, frozen_udp).unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other_addr = other.local_addr().unwrap();
+        shared.udp(9, other).unwrap();
+        let mut connected = false;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !connected && Instant::now() < deadline {
+            shared
+                .poll(Some(Duration::from_millis(20)), &mut |c| {
+                    if let Completion::Connected { conn: 7, result } = c {
+                        connected = result.is_ok();
+                    }
+                })
+                .unwrap();
+        }
+        assert!(connected, "{b:?}");
+        // The handshake completed in the backlog; the parent takes it now.
+        let (accepted, _) = listener.accept().unwrap();
+        engine::tcp_liveness(&accepted);
+        parent.register(1, accepted).unwrap();
+        shared.freeze(7);
+        shared.freeze(8);
+        let img = image(64 * 65536);
+        for off in (0..img.len()).step_by(65536) {
+            parent
+                .send(
+                    1,
+                    Payload::Mapped {
+                        head: vec![],
+                        map: img.clone(),
+                        off,
+                        len: 65536,
+                    },
+                )
+                .unwrap();
+        }
+        let pinger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = Instant::now();
+        let (mut last_sent, mut broken, mut frozen_reports, mut other_got) = (start, None, 0, 0);
+        while broken.is_none() && start.elapsed() < Duration::from_secs(15) {
+            pinger.send_to(b"advert", frozen_udp_addr).unwrap();
+            pinger.send_to(b"advert", other_addr).unwrap();
+            parent
+                .poll(Some(Duration::from_millis(10)), &mut |c| match c {
+                    Completion::Sent { conn: 1, .. } => last_sent = Instant::now(),
+                    Completion::Closed { conn: 1, error } => {
+                        broken = Some((Instant::now(), error.and_then(|e| e.raw_os_error())))
+                    }
+                    _ => {}
+                })
+                .unwrap();
+            shared
+                .poll(Some(Duration::from_millis(10)), &mut |c| match c {
+                    Completion::Datagram { sock: 9, .. } => other_got += 1,
+                    Completion::Data { conn: 7, .. }
+                    | Completion::Closed { conn: 7, .. }
+                    | Completion::Datagram { sock: 8, .. } => frozen_reports += 1,
+                    _ => {}
+                })
+                .unwrap();
+        }
+        let Some((at, errno)) = broken else {
+            panic!("{b:?}: the parent never noticed its frozen child");
+        };
+        let after_window = at.duration_since(last_sent);
+        eprintln!(
+            "{b:?}: parent's stream broke {:.2} s after the freeze, {:.2} s after its last send progress (window closed), errno {errno:?}; frozen stream unread {} B",
+            at.duration_since(start).as_secs_f64(),
+            after_window.as_secs_f64(),
+            unread(&stream_dup)
+        );
+        // The kernel's user timeout (ETIMEDOUT), not the engine's stall cut-off (10 s).
+        assert_eq!(errno, Some(libc::ETIMEDOUT), "{b:?}");
+        assert!(
+            after_window >= engine::PEER_TIMEOUT - Duration::from_millis(500)
+                && after_window <= engine::PEER_TIMEOUT + Duration::from_secs(2),
+            "{b:?}: broke {after_window:?} after the window closed"
+        );
+        assert_eq!(frozen_reports, 0, "{b:?}: completions for frozen sockets");
+        assert!(other_got > 0, "{b:?}: the other phone's socket went deaf");
+        assert!(unread(&stream_dup) > 0, "{b:?}: the frozen stream was read");
+        assert_eq!(shared.unread(7), unread(&stream_dup), "{b:?}");
+        assert!(
+            unread(&udp_dup) > 0,
+            "{b:?}: the frozen datagram socket was read"
+        );
+        shared.close(7);
+        shared.close(8);
+        shared.close(9);
+        parent.close(1);
+    }
+}

@@ -75,6 +75,9 @@ fn children_of_a_frozen_parent_reattach() {
         return;
     };
     assert_eq!(r["frozen"], 3, "{r}");
+    // A hung phone's sockets stay open and unread: its election sockets and streams fill (the
+    // reactor used to keep reading them and throw the bytes away, and no parent ever noticed).
+    assert!(r["frozen_unread_sockets"].as_u64().unwrap() >= 3, "{r}");
     let orphaned: u64 = r["fault_events"]
         .as_array()
         .unwrap()

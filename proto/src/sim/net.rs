@@ -197,15 +197,8 @@ impl Sim {
             }
             Action::Send {
                 to,
-                msg: Msg::Chunk { .. },
-            } if self.frozen[to.0 as usize] => {
-                // A hung child reads nothing: its window closes, nothing more leaves, and the
-                // parent's engine cuts the stream off after its stall limit (10 s).
-                if self.streams.stalled.insert((p, to.0)) {
-                    let ev = Event::PeerLost { peer: to };
-                    self.push(now + ENGINE_STALL, SimEvent::Phone { to: p, ev });
-                }
-            }
+                msg: msg @ Msg::Chunk { h, index, .. },
+            } if self.frozen[to.0 as usize] => self.send_to_frozen(now, p, to.0, h, index, msg),
             Action::Send { to, msg } => self.send(now, p, to.0, msg),
             Action::OriginOpen { h, .. } if self.origin_blocked(now, p) => {
                 // The RRQ goes unanswered; the client gives up after a TFTP timeout.
@@ -297,6 +290,33 @@ impl Sim {
                 }
             }
             Msg::Advert { .. } => unreachable!("adverts are broadcast"),
+        }
+    }
+
+    /// A chunk for a hung child: its kernel takes it (it crosses both links) while the
+    /// stream's receive buffer has room, but nothing reads it. The chunk that fills the
+    /// buffer closes the window; the parent's stream breaks [`ZERO_WINDOW_ABORT`] after that
+    /// chunk arrived (`TCP_USER_TIMEOUT` on unanswered zero-window probes). Later chunks wait
+    /// in the parent's buffers. A parent that runs out of chunks before the window closes
+    /// never notices at the transport level (the hung phone's kernel still acknowledges and
+    /// answers keepalives).
+    fn send_to_frozen(&mut self, now: Time, p: u32, to: u32, h: u32, index: u32, msg: Msg) {
+        let bytes = self.chunk_bytes(h, index);
+        let unread = self.streams.unread.entry((p, to)).or_default();
+        if *unread >= FROZEN_RCV_WINDOW {
+            return;
+        }
+        *unread += bytes;
+        let full = *unread >= FROZEN_RCV_WINDOW;
+        let ev = Event::Recv {
+            from: PeerId(p),
+            msg,
+        };
+        self.send_chunk(now, p, to, h, index, ev);
+        if full {
+            let closed = self.streams.tail.get(&(p, to)).copied().unwrap_or(now);
+            let ev = Event::PeerLost { peer: PeerId(to) };
+            self.push(closed + ZERO_WINDOW_ABORT, SimEvent::Phone { to: p, ev });
         }
     }
 

@@ -9,6 +9,7 @@ impl Reactor for UringReactor {
             Sock {
                 kind: Kind::Listener(listener),
                 ops: 0,
+                frozen: false,
             },
         );
         self.arm_recv(token);
@@ -28,6 +29,7 @@ impl Reactor for UringReactor {
                     connecting: false,
                 },
                 ops: 0,
+                frozen: false,
             },
         );
         self.arm_recv(token);
@@ -56,6 +58,7 @@ impl Reactor for UringReactor {
                     connecting: true,
                 },
                 ops: 0,
+                frozen: false,
             },
         );
         let ud = self.slot(Op::Connect(token, addr));
@@ -70,6 +73,7 @@ impl Reactor for UringReactor {
             Sock {
                 kind: Kind::Udp(socket),
                 ops: 0,
+                frozen: false,
             },
         );
         self.arm_recv(token);
@@ -141,6 +145,16 @@ impl Reactor for UringReactor {
         self.retire(token);
     }
 
+    fn unread(&self, token: Token) -> usize {
+        self.socks
+            .get(&token)
+            .map_or(0, |s| crate::engine::fionread(s.fd()))
+    }
+
+    fn freeze(&mut self, token: Token) {
+        self.freeze_socket(token);
+    }
+
     fn poll(
         &mut self,
         timeout: Option<Duration>,
@@ -184,7 +198,11 @@ impl Reactor for UringReactor {
                 .socks
                 .iter()
                 .filter_map(|(t, s)| match &s.kind {
-                    Kind::Stream { queue, .. } if queue.stalled(now, self.limits.stall) => Some(*t),
+                    Kind::Stream { queue, .. }
+                        if !s.frozen && queue.stalled(now, self.limits.stall) =>
+                    {
+                        Some(*t)
+                    }
                     _ => None,
                 })
                 .collect();
