@@ -50,7 +50,11 @@ impl Sim {
         let occupy = (bytes as f64 / self.rate[pi]) as Time;
         let port_done = self.ingress_free[pi] + occupy;
         arrive = arrive.max(port_done);
-        arrive = arrive.max(self.host.handle(self.wan_free, bytes));
+        // The lab host's cores are charged now, not booked from the chunk's arrival: a core
+        // is first come, first served, and one booked 12.5 s ahead (a WAN shared by many
+        // transfers) held every LAN relay that came meanwhile behind that arrival. The cost
+        // is the same; it can only come earlier than the real work, by the WAN's queue.
+        arrive = arrive.max(self.host.handle(now, bytes));
         // TFTP's window is acknowledged by the client: the origin sends no further ahead of
         // what the phone's port has taken in (a slow port is the transfer's bottleneck, not a
         // queue the origin fills). Without this, the origin ran 7 s ahead of a 2 Mbit/s root,
