@@ -2,6 +2,7 @@ use super::*;
 
 mod merge;
 mod root_silence;
+mod shared_wan;
 
 /// Root 7's claim: confirmed, the strongest, tree xid 77.
 pub(super) fn root_7() -> Claim {

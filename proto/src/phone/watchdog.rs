@@ -121,11 +121,16 @@ impl Phone {
             } + Time::from(x.depth) * cfg.watchdog;
             let root_fed = x.root_verified > x.starved_root_mark || x.root_verified == x.chunks;
             let starving = x.root_verified > x.verified && root_fed;
-            let waited = now.saturating_sub(since);
-            // The root is judged from when it first held a chunk we lack, not from when we
-            // began to starve: a slow root behind its fast child owed it nothing until then,
-            // and the child called it a liar 0.5 s after its first chunk for the child
-            // arrived (two working roots to the end, `pfs simulate --swarm`).
+            // A parent is judged from when the root first held a chunk we lack, not from when
+            // we began to starve: until then it owed us nothing. A slow root behind its fast
+            // child called a liar 0.5 s after its first chunk for the child arrived (two
+            // working roots to the end, `pfs simulate --swarm`); on a WAN shared by many
+            // transfers (one chunk per root each 12.5 s at 24 transfers on 1 Mbit/s) every
+            // member starves between chunks, and one whose parent was still relaying a new
+            // chunk when the root's advert announced it left that live parent, which the
+            // root then evicted with its subtree (`--models 4 --wan-mbit 1`: 90 fallbacks).
+            // Where the root gets data often, it is ahead of us when the starvation begins
+            // and nothing changes: a hung parent is left after the same limit.
             let owed = now.saturating_sub(x.owed_since.map_or(since, |t| t.max(since)));
             if starving
                 && x.placed_under_root(parent)
@@ -138,7 +143,7 @@ impl Phone {
                 self.reject_stalled_root(cfg, now, i, parent, silent, out);
                 return true;
             }
-            if starving && waited > limit {
+            if starving && owed > limit {
                 // The chain above us leads to no data (a stale placement, possibly a
                 // cycle across two trees): leave it and get a fresh place from the root.
                 out.push(Action::Send {

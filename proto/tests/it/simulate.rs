@@ -513,3 +513,47 @@ fn traditional_phones_cut_off_by_a_partition_fetch_again() {
         );
     }
 }
+
+/// Many models on a slow WAN: every root fetches at once, so each gets a chunk only every
+/// models x 6 x 64 KiB / WAN rate (12.5 s for 4 models on 1 Mbit/s). A root's own WAN chunk
+/// used to hold its LAN port until it was all in, so the chunks it was sent as a member of
+/// other files' trees waited behind it for seconds, and their children left live parents:
+/// 6.6 x the limit and 90 fallbacks where `pfs lab` installs all 40 phones at 1.22 x with one
+/// root and no fallback; 20 models on 2 Mbit/s never finished.
+#[test]
+fn many_models_on_a_slow_wan_keep_one_tree_each() {
+    for (phones, models, wan_mbit, rtt) in
+        [(40, 4, 1.0, 0.0), (200, 8, 2.0, 50.0), (200, 20, 2.0, 50.0)]
+    {
+        let r = sim::run(&SimConfig {
+            models,
+            wan_mbit,
+            wan_rtt_ms: rtt,
+            max_site_phones: u64::from(phones),
+            max_sim_s: 3000.0,
+            ..cfg(phones, 1)
+        });
+        let ctx = without_wall(&r);
+        assert_eq!(r.completed, phones, "{ctx}");
+        assert_eq!(r.origin_fallbacks, 0, "{ctx}");
+        assert_eq!(r.roots_elected_max, 1, "{ctx}");
+        assert!(r.makespan_s <= 1.2 * r.limit_s, "{ctx}");
+    }
+    // The same on one lab host of two cores (`pfs lab`: 40/40, 1 root, no fallback, 1.22 x);
+    // a core booked from a WAN chunk's arrival 12.5 s ahead held every LAN relay behind it
+    // (10.8 x, 167 fallbacks).
+    let r = sim::run(&SimConfig {
+        models: 4,
+        wan_mbit: 1.0,
+        wan_rtt_ms: 0.0,
+        max_site_phones: 40,
+        max_sim_s: 3000.0,
+        host_cores: 2,
+        host_cpu_s_per_gb: 2.7,
+        ..cfg(40, 1)
+    });
+    let ctx = without_wall(&r);
+    assert_eq!((r.completed, r.origin_fallbacks), (40, 0), "{ctx}");
+    assert_eq!(r.roots_elected_max, 1, "{ctx}");
+    assert!(r.makespan_s <= 1.2 * r.limit_s, "{ctx}");
+}
