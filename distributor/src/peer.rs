@@ -676,9 +676,9 @@ impl Peer {
         }
     }
 
-    /// Closes every socket and lets the engine finish cancelling their operations, so the
-    /// ports are free the moment the phone stops (a ring's teardown would otherwise hold them).
-    pub fn close_all(&mut self) {
+    /// Every socket the phone holds: its streams, origin transfers, election sockets and
+    /// listener.
+    fn socket_tokens(&self) -> Vec<Token> {
         let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
         tokens.extend(
             self.files
@@ -690,6 +690,13 @@ impl Peer {
             self.base | ADVERT_TOKEN,
             self.base | LISTEN_TOKEN,
         ]);
+        tokens
+    }
+
+    /// Closes every socket and lets the engine finish cancelling their operations, so the
+    /// ports are free the moment the phone stops (a ring's teardown would otherwise hold them).
+    pub fn close_all(&mut self) {
+        let tokens = self.socket_tokens();
         let mut r = self.reactor.borrow_mut();
         for t in tokens {
             r.close(t);

@@ -43,17 +43,10 @@ impl Peer {
     /// Fault injection: the phone dies. Its sockets are closed at once (the kernel sends FIN,
     /// or RST where unread data remains), without polling the shared reactor.
     pub fn crash(&mut self) {
-        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
-        tokens.extend(
-            self.files
-                .iter_mut()
-                .filter_map(|f| f.origin.take().map(|o| o.token)),
-        );
-        tokens.extend([
-            self.base | UDP_TOKEN,
-            self.base | ADVERT_TOKEN,
-            self.base | LISTEN_TOKEN,
-        ]);
+        let tokens = self.socket_tokens();
+        for f in &mut self.files {
+            f.origin = None;
+        }
         let mut r = self.reactor.borrow_mut();
         for t in tokens {
             r.close(t);
@@ -72,17 +65,7 @@ impl Peer {
     /// count, Linux >= 5.1); datagrams pile up in the election sockets, then are dropped;
     /// connections wait in the listener's backlog. Its origin transfer threads stop too.
     pub fn freeze(&mut self) {
-        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
-        tokens.extend(
-            self.files
-                .iter()
-                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
-        );
-        tokens.extend([
-            self.base | UDP_TOKEN,
-            self.base | ADVERT_TOKEN,
-            self.base | LISTEN_TOKEN,
-        ]);
+        let tokens = self.socket_tokens();
         let mut r = self.reactor.borrow_mut();
         for t in tokens {
             r.freeze(t);
