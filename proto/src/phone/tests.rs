@@ -528,94 +528,127 @@ fn unanswered_joins_back_off() {
     p.invariants(&cfg).unwrap();
 }
 
-/// The root's own children caught relaying corrupt chunks leave its slots (the tree's only
-/// inlet): `pfs simulate --phones 100 --corrupt-peers 2 --seed 8` had both corrupt peers
-/// under the root for good, and every other phone of the file starved (19 fallbacks,
-/// 6.5 x the limit, once the parent cycle was gone).
-#[test]
-fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
-    let cfg = Config {
-        claim_window: 1,
-        ..Config::default()
-    };
-    let spec = [HierarchySpec { id: 0, chunks: 8 }];
-    let mut out = Vec::new();
-    let timer = |kind| Event::Timer { h: 0, kind };
-    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
-    p.handle(&cfg, 0, Event::Boot, &mut out);
-    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
-    p.handle(
-        &cfg,
-        cfg.claim_guard + 20,
-        timer(TimerKind::Guard),
-        &mut out,
-    );
-    assert_eq!(p.hierarchies[0].role, Role::Root);
-    let xid = p.hierarchies[0].me.xid;
-    let join = |exclude: &[(u32, Exclusion)]| Msg::Join {
-        h: 0,
-        xid,
-        max_children: 2,
-        verified: 0,
-        exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
-    };
-    let request = Msg::Request { h: 0, from: 0, xid };
-    let mut t = 100_000;
-    let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
-        t += 1_000;
-        out.clear();
-        p.handle(
-            &cfg,
-            t,
-            Event::Recv {
-                from: PeerId(from),
-                msg,
-            },
+/// Phone 3, root of one 8-chunk hierarchy, fed messages one millisecond apart (its invariants
+/// checked after each); `out` holds what it did with the latest.
+struct RootUnderTest {
+    cfg: Config,
+    p: Phone,
+    xid: u32,
+    t: Time,
+    out: Vec<Action>,
+}
+
+impl RootUnderTest {
+    fn new() -> Self {
+        let cfg = Config {
+            claim_window: 1,
+            ..Config::default()
+        };
+        let spec = [HierarchySpec { id: 0, chunks: 8 }];
+        let mut out = Vec::new();
+        let timer = |kind| Event::Timer { h: 0, kind };
+        let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
+        p.handle(&cfg, 0, Event::Boot, &mut out);
+        p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
+        let guard = cfg.claim_guard + 20;
+        p.handle(&cfg, guard, timer(TimerKind::Guard), &mut out);
+        assert_eq!(p.hierarchies[0].role, Role::Root);
+        let xid = p.hierarchies[0].me.xid;
+        RootUnderTest {
+            cfg,
+            p,
+            xid,
+            t: 100_000,
             out,
-        );
-        p.invariants(&cfg).unwrap();
-    };
-    let accepted = |out: &[Action], to: u32| {
-        out.iter().find_map(|a| match a {
+        }
+    }
+
+    /// A Join asking for `max_children`, excluding `exclude`.
+    fn join(&self, max_children: u8, exclude: &[(u32, Exclusion)]) -> Msg {
+        Msg::Join {
+            h: 0,
+            xid: self.xid,
+            max_children,
+            verified: 0,
+            exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
+        }
+    }
+
+    fn request(&self) -> Msg {
+        Msg::Request {
+            h: 0,
+            from: 0,
+            xid: self.xid,
+        }
+    }
+
+    fn recv(&mut self, from: u32, msg: Msg) {
+        self.t += 1_000;
+        self.out.clear();
+        let from = PeerId(from);
+        let ev = Event::Recv { from, msg };
+        self.p.handle(&self.cfg, self.t, ev, &mut self.out);
+        self.p.invariants(&self.cfg).unwrap();
+    }
+
+    /// The parent `to` was placed under by the latest message, if it was.
+    fn accepted(&self, to: u32) -> Option<u32> {
+        self.out.iter().find_map(|a| match a {
             Action::Send {
                 to: dst,
                 msg: Msg::Accept { parent, .. },
             } if *dst == PeerId(to) => Some(parent.0),
             _ => None,
         })
-    };
-    let rejected = |out: &[Action], to: u32| {
-        out.iter().any(|a| {
+    }
+
+    fn rejected(&self, to: u32) -> bool {
+        self.out.iter().any(|a| {
             matches!(a, Action::Send { to: dst, msg: Msg::Reject { .. } } if *dst == PeerId(to))
         })
-    };
+    }
+
+    fn kids(&self) -> Vec<PeerId> {
+        let mut kids: Vec<_> = self.p.hierarchies[0].children().collect();
+        kids.sort();
+        kids
+    }
+}
+
+/// The root's own children caught relaying corrupt chunks leave its slots (the tree's only
+/// inlet): `pfs simulate --phones 100 --corrupt-peers 2 --seed 8` had both corrupt peers
+/// under the root for good, and every other phone of the file starved (19 fallbacks,
+/// 6.5 x the limit, once the parent cycle was gone).
+#[test]
+fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
+    let mut r = RootUnderTest::new();
     // 11 (corrupt) and 14 fill the root's slots; 11's child 20 catches it.
     for kid in [11, 14] {
-        recv(&mut p, kid, join(&[]), &mut out);
-        assert_eq!(accepted(&out, kid), Some(3));
-        recv(&mut p, kid, request, &mut out);
+        r.recv(kid, r.join(2, &[]));
+        assert_eq!(r.accepted(kid), Some(3));
+        r.recv(kid, r.request());
     }
-    recv(&mut p, 20, join(&[]), &mut out);
-    assert_eq!(accepted(&out, 20), Some(11));
-    recv(&mut p, 20, join(&[(11, Exclusion::Corrupt)]), &mut out);
+    r.recv(20, r.join(2, &[]));
+    assert_eq!(r.accepted(20), Some(11));
+    r.recv(20, r.join(2, &[(11, Exclusion::Corrupt)]));
     assert!(
-        rejected(&out, 11),
-        "the root tells 11 to re-attach: {out:?}"
+        r.rejected(11),
+        "the root tells 11 to re-attach: {:?}",
+        r.out
     );
-    assert_eq!(accepted(&out, 20), Some(3), "20 takes 11's slot");
-    let kids: Vec<_> = p.hierarchies[0].children().collect();
-    assert_eq!(kids, vec![PeerId(14)], "11 is fed no more");
+    assert_eq!(r.accepted(20), Some(3), "20 takes 11's slot");
+    assert_eq!(r.kids(), vec![PeerId(14)], "11 is fed no more");
     // 11's Request from before it heard: refused. Joining again: placed below another member.
-    recv(&mut p, 11, request, &mut out);
-    assert!(rejected(&out, 11));
-    recv(&mut p, 20, request, &mut out);
-    recv(&mut p, 11, join(&[(3, Exclusion::Slow)]), &mut out);
-    let parent = accepted(&out, 11).expect("placed");
+    r.recv(11, r.request());
+    assert!(r.rejected(11));
+    r.recv(20, r.request());
+    r.recv(11, r.join(2, &[(3, Exclusion::Slow)]));
+    let parent = r.accepted(11).expect("placed");
     assert!(parent != 3 && parent != 11, "under {parent}");
     // And it never comes back under the root, even excluding nobody.
-    recv(&mut p, 14, join(&[]), &mut out);
-    recv(&mut p, 11, join(&[]), &mut out);
-    assert_ne!(accepted(&out, 11), Some(3));
+    r.recv(14, r.join(2, &[]));
+    r.recv(11, r.join(2, &[]));
+    assert_ne!(r.accepted(11), Some(3));
 }
 
 /// The root's own child that hangs (sockets open, nothing relayed) leaves its slot when a
@@ -629,109 +662,48 @@ fn the_root_drops_a_child_caught_corrupt_and_takes_an_honest_one() {
 /// until the transport cut the hung streams (22.1 s): 2.24 x the limit.
 #[test]
 fn the_root_drops_a_child_reported_dead_and_feeds_the_reporter() {
-    let cfg = Config {
-        claim_window: 1,
-        ..Config::default()
-    };
-    let spec = [HierarchySpec { id: 0, chunks: 8 }];
-    let mut out = Vec::new();
-    let timer = |kind| Event::Timer { h: 0, kind };
-    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
-    p.handle(&cfg, 0, Event::Boot, &mut out);
-    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
-    p.handle(
-        &cfg,
-        cfg.claim_guard + 20,
-        timer(TimerKind::Guard),
-        &mut out,
-    );
-    assert_eq!(p.hierarchies[0].role, Role::Root);
-    let xid = p.hierarchies[0].me.xid;
-    let join = |exclude: &[(u32, Exclusion)]| Msg::Join {
-        h: 0,
-        xid,
-        max_children: 2,
-        verified: 0,
-        exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
-    };
-    let request = Msg::Request { h: 0, from: 0, xid };
-    let mut t = 100_000;
-    let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
-        t += 1_000;
-        out.clear();
-        p.handle(
-            &cfg,
-            t,
-            Event::Recv {
-                from: PeerId(from),
-                msg,
-            },
-            out,
-        );
-        p.invariants(&cfg).unwrap();
-    };
-    let accepted = |out: &[Action], to: u32| {
-        out.iter().find_map(|a| match a {
-            Action::Send {
-                to: dst,
-                msg: Msg::Accept { parent, .. },
-            } if *dst == PeerId(to) => Some(parent.0),
-            _ => None,
-        })
-    };
-    let rejected = |out: &[Action], to: u32| {
-        out.iter().any(|a| {
-            matches!(a, Action::Send { to: dst, msg: Msg::Reject { .. } } if *dst == PeerId(to))
-        })
-    };
+    let mut r = RootUnderTest::new();
     // 11 and 14 fill the root's slots and stream; 20 and 21 go under 11, 22 under 14.
     for kid in [11, 14] {
-        recv(&mut p, kid, join(&[]), &mut out);
-        assert_eq!(accepted(&out, kid), Some(3));
-        recv(&mut p, kid, request, &mut out);
+        r.recv(kid, r.join(2, &[]));
+        assert_eq!(r.accepted(kid), Some(3));
+        r.recv(kid, r.request());
     }
     for (kid, parent) in [(20, 11), (21, 11), (22, 14)] {
-        recv(&mut p, kid, join(&[]), &mut out);
-        assert_eq!(accepted(&out, kid), Some(parent));
+        r.recv(kid, r.join(2, &[]));
+        assert_eq!(r.accepted(kid), Some(parent));
     }
     // 11 and 14 hang (their sockets stay open: nothing tells the root). Their children starve,
     // leave them and join again, each reporting its parent dead: placed under the root, and
     // fed by it.
     for (kid, hung) in [(20, 11), (22, 14)] {
-        recv(&mut p, kid, join(&[(hung, Exclusion::Dead)]), &mut out);
-        assert_eq!(accepted(&out, kid), Some(3), "{kid} takes {hung}'s slot");
-        let told = rejected(&out, hung);
-        recv(&mut p, kid, request, &mut out);
-        assert!(!rejected(&out, kid), "{kid}'s Request refused: {out:?}");
+        r.recv(kid, r.join(2, &[(hung, Exclusion::Dead)]));
+        assert_eq!(r.accepted(kid), Some(3), "{kid} takes {hung}'s slot");
+        let told = r.rejected(hung);
+        r.recv(kid, r.request());
+        assert!(!r.rejected(kid), "{kid}'s Request refused: {:?}", r.out);
         assert!(told, "the root tells {hung} to re-attach");
-        assert!(
-            p.hierarchies[0].children().any(|c| c == PeerId(kid)),
-            "{kid} is not fed"
-        );
+        assert!(r.kids().contains(&PeerId(kid)), "{kid} is not fed");
     }
-    let mut kids: Vec<_> = p.hierarchies[0].children().collect();
-    kids.sort();
     assert_eq!(
-        kids,
+        r.kids(),
         vec![PeerId(20), PeerId(22)],
         "the hung phones are fed no more"
     );
     // A Join repeats its sender's older exclusions: 21, placed under 20 after it left hung 11,
     // leaves 20 and still lists 22 as dead from some earlier placement. 22 is not its parent:
     // the root keeps feeding 22, which moved under it alive.
-    recv(&mut p, 21, join(&[(11, Exclusion::Dead)]), &mut out);
-    assert_eq!(accepted(&out, 21), Some(20));
-    recv(
-        &mut p,
+    r.recv(21, r.join(2, &[(11, Exclusion::Dead)]));
+    assert_eq!(r.accepted(21), Some(20));
+    r.recv(
         21,
-        join(&[(22, Exclusion::Dead), (20, Exclusion::Slow)]),
-        &mut out,
+        r.join(2, &[(22, Exclusion::Dead), (20, Exclusion::Slow)]),
     );
-    assert!(!rejected(&out, 22), "22 evicted on a stale report: {out:?}");
-    assert!(p.hierarchies[0].children().any(|c| c == PeerId(22)));
+    assert!(!r.rejected(22), "22 evicted on a stale report: {:?}", r.out);
+    assert!(r.kids().contains(&PeerId(22)));
     // A hung child that was alive after all asks again: placed below a member, as any joiner.
-    recv(&mut p, 11, join(&[(3, Exclusion::Slow)]), &mut out);
-    let parent = accepted(&out, 11).expect("placed");
+    r.recv(11, r.join(2, &[(3, Exclusion::Slow)]));
+    let parent = r.accepted(11).expect("placed");
     assert!(parent != 3 && parent != 11, "under {parent}");
 }
 
@@ -740,57 +712,15 @@ fn the_root_drops_a_child_reported_dead_and_feeds_the_reporter() {
 /// a parent that sends on time (`pfs simulate --seed 57`, the plan of the test above).
 #[test]
 fn a_leaf_reporting_its_parent_dead_leaves_the_root_child_fed() {
-    let cfg = Config {
-        claim_window: 1,
-        ..Config::default()
-    };
-    let spec = [HierarchySpec { id: 0, chunks: 8 }];
-    let mut out = Vec::new();
-    let timer = |kind| Event::Timer { h: 0, kind };
-    let mut p = Phone::new(PeerId(3), 100_000, 1, &spec);
-    p.handle(&cfg, 0, Event::Boot, &mut out);
-    p.handle(&cfg, 10, timer(TimerKind::Claim), &mut out);
-    p.handle(
-        &cfg,
-        cfg.claim_guard + 20,
-        timer(TimerKind::Guard),
-        &mut out,
-    );
-    let xid = p.hierarchies[0].me.xid;
-    let join = |max_children: u8, exclude: &[(u32, Exclusion)]| Msg::Join {
-        h: 0,
-        xid,
-        max_children,
-        verified: 0,
-        exclude: Excludes::from_pairs(exclude.iter().map(|&(e, why)| (PeerId(e), why))),
-    };
-    let mut t = 100_000;
-    let mut recv = |p: &mut Phone, from: u32, msg: Msg, out: &mut Vec<Action>| {
-        t += 1_000;
-        out.clear();
-        let from = PeerId(from);
-        p.handle(&cfg, t, Event::Recv { from, msg }, out);
-        p.invariants(&cfg).unwrap();
-    };
+    let mut r = RootUnderTest::new();
     for kid in [11, 14] {
-        recv(&mut p, kid, join(2, &[]), &mut out);
-        recv(&mut p, kid, Msg::Request { h: 0, from: 0, xid }, &mut out);
+        r.recv(kid, r.join(2, &[]));
+        r.recv(kid, r.request());
     }
-    recv(&mut p, 30, join(0, &[]), &mut out);
-    assert!(out.iter().any(|a| matches!(
-        a,
-        Action::Send {
-            msg: Msg::Accept {
-                parent: PeerId(11),
-                ..
-            },
-            ..
-        }
-    )));
-    recv(&mut p, 30, join(0, &[(11, Exclusion::Dead)]), &mut out);
+    r.recv(30, r.join(0, &[]));
+    assert_eq!(r.accepted(30), Some(11));
+    r.recv(30, r.join(0, &[(11, Exclusion::Dead)]));
     let told_11 = |a: &Action| matches!(a, Action::Send { to: PeerId(11), .. });
-    assert!(!out.iter().any(told_11), "{out:?}");
-    let mut kids: Vec<_> = p.hierarchies[0].children().collect();
-    kids.sort();
-    assert_eq!(kids, vec![PeerId(11), PeerId(14)]);
+    assert!(!r.out.iter().any(told_11), "{:?}", r.out);
+    assert_eq!(r.kids(), vec![PeerId(11), PeerId(14)]);
 }
