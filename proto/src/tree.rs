@@ -1,9 +1,9 @@
 //! Breadth-first placement of joiners, run by the root of a hierarchy.
 //!
 //! The root sees every `Join`; it answers with a parent: the shallowest parent-capable member
-//! with a free slot (join order breaks ties), never one the joiner excludes, never one of the
-//! joiner's own descendants (a re-attaching phone keeps its subtree). Invariant: no member is
-//! given more than `fanout` children.
+//! with a free slot (join order breaks ties; a leaf-only joiner gets the deepest instead),
+//! never one the joiner excludes, never one of the joiner's own descendants (a re-attaching
+//! phone keeps its subtree). Invariant: no member is given more than `fanout` children.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -157,17 +157,27 @@ impl Coordinator {
         let excluded = |p: PeerId| exclude.iter().any(|&(e, _)| e == p);
         let corrupt = self.corrupt.contains(&joiner);
         let capable = max_children > 0 && !corrupt;
-        let mut pick = None;
-        for &(depth, order, peer) in &self.open {
-            if peer == joiner || excluded(peer) || self.is_descendant(peer, joiner) {
-                continue;
-            }
-            if corrupt && peer == self.root {
-                continue;
-            }
-            pick = Some((depth, order, peer));
-            break;
+        // A joiner that may take children gets the shallowest free slot; a leaf-only one the
+        // deepest: a leaf in a shallow slot narrows the tree's trunk for good. In `pfs
+        // simulate --seed 10 --phones 123 --models 2 --wan-rtt-ms 0 --freeze-fraction 0.02
+        // --slow-fraction 0.05 --corrupt-peers 2 --max-site-phones 123`, two slow leaves took
+        // a slot of the root and one of its other child, a corrupt peer the last one there:
+        // every other member hung below the corrupt one's single child, which, once it
+        // excluded it, found free slots only in its own subtree and was refused until it fell
+        // back; its subtree starved after it (17 fallbacks, 3.4 x the limit).
+        let unusable = |peer: PeerId| {
+            peer == joiner
+                || excluded(peer)
+                || self.is_descendant(peer, joiner)
+                || (corrupt && peer == self.root)
+        };
+        let usable = |&&(_, _, peer): &&(u8, u64, PeerId)| !unusable(peer);
+        let pick = if capable {
+            self.open.iter().find(usable)
+        } else {
+            self.open.iter().rev().find(usable)
         }
+        .copied();
         let (depth, order, parent) = pick.or_else(|| self.reopen_suspect(joiner, exclude))?;
         let fills_last_slot = self.members[&parent].kids.len() + 1 >= usize::from(self.fanout)
             && self.open.len() <= 1;
@@ -479,6 +489,19 @@ mod tests {
     }
 
     #[test]
+    fn leaf_only_joiners_take_the_deepest_free_slot() {
+        // Regression (the plan in `Coordinator::join`, seed 10): leaves in the root's slots
+        // left one narrow trunk, and its cut left a whole subtree with nowhere to go.
+        let mut c = Coordinator::new(PeerId(0), 2);
+        assert_eq!(join(&mut c, 1, 2, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 2, 0, &[]), Some((1, 2)), "not the root's slot");
+        assert_eq!(join(&mut c, 3, 2, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 4, 0, &[]), Some((3, 2)), "deepest, latest");
+        assert_eq!(join(&mut c, 5, 2, &[]), Some((1, 2)));
+        c.invariants().unwrap();
+    }
+
+    #[test]
     fn leaves_never_take_the_last_free_slot() {
         // Regression (`pfs simulate --phones 200 --slow-fraction 0.1 --seed
         // 15808194165533529868`): two slow phones under the root blocked every later join.
@@ -605,7 +628,11 @@ mod tests {
         // 3 catches 1: 1 leaves the root's slot and 3 takes it.
         assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
         assert_eq!(c.take_evicted(), vec![PeerId(1)]);
-        assert_eq!(join(&mut c, 1, 2, &[]), Some((2, 2)), "a leaf below 2");
+        assert_eq!(
+            join(&mut c, 1, 2, &[]),
+            Some((3, 2)),
+            "a leaf below 3, the deepest"
+        );
         never_under_1(&mut c);
         // Excluded as dead meanwhile, and back: still corrupt.
         let mut c = Coordinator::new(PeerId(0), 2);
@@ -613,7 +640,11 @@ mod tests {
         join(&mut c, 2, 2, &[]);
         assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
         assert_eq!(join(&mut c, 4, 2, &[(1, Exclusion::Dead)]), Some((2, 2)));
-        assert_eq!(join(&mut c, 1, 2, &[]), Some((2, 2)));
+        assert_eq!(
+            join(&mut c, 1, 2, &[]),
+            Some((4, 3)),
+            "a leaf, the deepest slot"
+        );
         never_under_1(&mut c);
     }
 
