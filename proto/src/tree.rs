@@ -1,9 +1,9 @@
 //! Breadth-first placement of joiners, run by the root of a hierarchy.
 //!
 //! The root sees every `Join`; it answers with a parent: the shallowest parent-capable member
-//! with a free slot (join order breaks ties), never one the joiner excludes, never one of the
-//! joiner's own descendants (a re-attaching phone keeps its subtree). Invariant: no member is
-//! given more than `fanout` children.
+//! with a free slot (join order breaks ties; a leaf-only joiner gets the deepest instead),
+//! never one the joiner excludes, never one of the joiner's own descendants (a re-attaching
+//! phone keeps its subtree). Invariant: no member is given more than `fanout` children.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -126,6 +126,17 @@ impl Coordinator {
             return None;
         }
         let parent_of_joiner = self.members.get(&joiner).and_then(|m| m.parent);
+        // The joiner left its parent as dead: the slot that frees, at that parent's own parent,
+        // is the last one to offer it. A phone starves when anything above it stops, and a
+        // parent starving below a hung phone looks dead to its child: in the plan of the
+        // comment below with `--max-site-phones 100000`, 83 hung at 12.3 s; 103, starving
+        // below 83's child 1, left 1 at 20.0 s and was placed in 1's slot under 83, and 35,
+        // starving below 103, was placed under 83 next (2.08 x the limit). The root's own
+        // slots are exempt: the root is alive, it answers.
+        let above_dead_parent = parent_of_joiner
+            .filter(|&p| exclude.contains(&(p, Exclusion::Dead)))
+            .and_then(|p| self.parent_of(p))
+            .filter(|&g| g != self.root);
         for &(peer, why) in exclude {
             // The joiner left its own parent, a child of the root, as dead (it starved under
             // it, or lost its stream): that root slot is freed for the next joiner, so the root
@@ -157,17 +168,33 @@ impl Coordinator {
         let excluded = |p: PeerId| exclude.iter().any(|&(e, _)| e == p);
         let corrupt = self.corrupt.contains(&joiner);
         let capable = max_children > 0 && !corrupt;
-        let mut pick = None;
-        for &(depth, order, peer) in &self.open {
-            if peer == joiner || excluded(peer) || self.is_descendant(peer, joiner) {
-                continue;
+        // A joiner that may take children gets the shallowest free slot; a leaf-only one the
+        // deepest: a leaf in a shallow slot narrows the tree's trunk for good. In `pfs
+        // simulate --seed 10 --phones 123 --models 2 --wan-rtt-ms 0 --freeze-fraction 0.02
+        // --slow-fraction 0.05 --corrupt-peers 2 --max-site-phones 123`, two slow leaves took
+        // a slot of the root and one of its other child, a corrupt peer the last one there:
+        // every other member hung below the corrupt one's single child, which, once it
+        // excluded it, found free slots only in its own subtree and was refused until it fell
+        // back; its subtree starved after it (17 fallbacks, 3.4 x the limit).
+        let unusable = |peer: PeerId| {
+            peer == joiner
+                || excluded(peer)
+                || self.is_descendant(peer, joiner)
+                || (corrupt && peer == self.root)
+        };
+        let pick_with = |avoid: Option<PeerId>| {
+            let usable =
+                |&&(_, _, peer): &&(u8, u64, PeerId)| !unusable(peer) && avoid != Some(peer);
+            if capable {
+                self.open.iter().find(usable)
+            } else {
+                self.open.iter().rev().find(usable)
             }
-            if corrupt && peer == self.root {
-                continue;
-            }
-            pick = Some((depth, order, peer));
-            break;
-        }
+            .copied()
+        };
+        // The dead parent's parent only when nothing else has room (refused, the joiner would
+        // ask again with the same exclusion and be refused again until it fell back).
+        let pick = pick_with(above_dead_parent).or_else(|| pick_with(None));
         let (depth, order, parent) = pick.or_else(|| self.reopen_suspect(joiner, exclude))?;
         let fills_last_slot = self.members[&parent].kids.len() + 1 >= usize::from(self.fanout)
             && self.open.len() <= 1;
@@ -479,6 +506,43 @@ mod tests {
     }
 
     #[test]
+    fn leaf_only_joiners_take_the_deepest_free_slot() {
+        // Regression (the plan in `Coordinator::join`, seed 10): leaves in the root's slots
+        // left one narrow trunk, and its cut left a whole subtree with nowhere to go.
+        let mut c = Coordinator::new(PeerId(0), 2);
+        assert_eq!(join(&mut c, 1, 2, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 2, 0, &[]), Some((1, 2)), "not the root's slot");
+        assert_eq!(join(&mut c, 3, 2, &[]), Some((0, 1)));
+        assert_eq!(join(&mut c, 4, 0, &[]), Some((3, 2)), "deepest, latest");
+        assert_eq!(join(&mut c, 5, 2, &[]), Some((1, 2)));
+        c.invariants().unwrap();
+    }
+
+    #[test]
+    fn a_joiner_leaving_its_parent_dead_is_not_placed_under_the_parents_parent() {
+        let mut c = Coordinator::new(PeerId(0), 2);
+        for j in 1..=14 {
+            join(&mut c, j, 2, &[]);
+        }
+        assert_eq!(join(&mut c, 15, 2, &[]), Some((7, 4)));
+        // 15 starved under 7 (below 3, hung): 7's slot at 3 is free, and the shallowest.
+        assert_eq!(join(&mut c, 15, 2, &[(7, Exclusion::Dead)]), Some((8, 4)));
+        // When it alone has room, there rather than nowhere (a chain: 0 -> 1 -> 2 -> 3).
+        let mut c = Coordinator::new(PeerId(0), 1);
+        for j in 1..=3 {
+            join(&mut c, j, 1, &[]);
+        }
+        assert_eq!(join(&mut c, 3, 1, &[(2, Exclusion::Dead)]), Some((1, 2)));
+        // Below a child of the root, the root's freed slot is offered as any other.
+        let mut c = Coordinator::new(PeerId(0), 2);
+        for j in 1..=4 {
+            join(&mut c, j, 2, &[]);
+        }
+        assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Dead)]), Some((0, 1)));
+        c.invariants().unwrap();
+    }
+
+    #[test]
     fn leaves_never_take_the_last_free_slot() {
         // Regression (`pfs simulate --phones 200 --slow-fraction 0.1 --seed
         // 15808194165533529868`): two slow phones under the root blocked every later join.
@@ -605,7 +669,11 @@ mod tests {
         // 3 catches 1: 1 leaves the root's slot and 3 takes it.
         assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
         assert_eq!(c.take_evicted(), vec![PeerId(1)]);
-        assert_eq!(join(&mut c, 1, 2, &[]), Some((2, 2)), "a leaf below 2");
+        assert_eq!(
+            join(&mut c, 1, 2, &[]),
+            Some((3, 2)),
+            "a leaf below 3, the deepest"
+        );
         never_under_1(&mut c);
         // Excluded as dead meanwhile, and back: still corrupt.
         let mut c = Coordinator::new(PeerId(0), 2);
@@ -613,7 +681,11 @@ mod tests {
         join(&mut c, 2, 2, &[]);
         assert_eq!(join(&mut c, 3, 2, &[(1, Exclusion::Corrupt)]), Some((0, 1)));
         assert_eq!(join(&mut c, 4, 2, &[(1, Exclusion::Dead)]), Some((2, 2)));
-        assert_eq!(join(&mut c, 1, 2, &[]), Some((2, 2)));
+        assert_eq!(
+            join(&mut c, 1, 2, &[]),
+            Some((4, 3)),
+            "a leaf, the deepest slot"
+        );
         never_under_1(&mut c);
     }
 
@@ -659,7 +731,8 @@ mod tests {
             join(&mut c, j, 2, &[]);
         }
         // 7 starves under 3 and leaves it, excluding it as dead; 3 lives on, still 8's parent.
-        assert_eq!(join(&mut c, 7, 2, &[(3, Exclusion::Dead)]), Some((1, 2)));
+        // Not in 3's slot under 1 (what starved 3 may be above it): the next shallowest.
+        assert_eq!(join(&mut c, 7, 2, &[(3, Exclusion::Dead)]), Some((8, 4)));
         // 1 re-joins, refusing the root (slow to it). The shallowest free slot is 8's, but 8
         // hangs below 1 (8 -> 3 -> 1): placed there, 1 -> 8 -> 3 -> 1 would be a cycle.
         let (p, _) = join(&mut c, 1, 2, &[(0, Exclusion::Slow)]).unwrap();

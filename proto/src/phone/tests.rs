@@ -718,9 +718,10 @@ fn a_leaf_reporting_its_parent_dead_leaves_the_root_child_fed() {
         r.recv(kid, r.request());
     }
     r.recv(30, r.join(0, &[]));
-    assert_eq!(r.accepted(30), Some(11));
-    r.recv(30, r.join(0, &[(11, Exclusion::Dead)]));
-    let told_11 = |a: &Action| matches!(a, Action::Send { to: PeerId(11), .. });
-    assert!(!r.out.iter().any(told_11), "{:?}", r.out);
+    // A leaf takes the deepest free slot: the later of the root's two children.
+    assert_eq!(r.accepted(30), Some(14));
+    r.recv(30, r.join(0, &[(14, Exclusion::Dead)]));
+    let told_14 = |a: &Action| matches!(a, Action::Send { to: PeerId(14), .. });
+    assert!(!r.out.iter().any(told_14), "{:?}", r.out);
     assert_eq!(r.kids(), vec![PeerId(11), PeerId(14)]);
 }
