@@ -137,30 +137,7 @@ impl Coordinator {
             .filter(|&p| exclude.contains(&(p, Exclusion::Dead)))
             .and_then(|p| self.parent_of(p))
             .filter(|&g| g != self.root);
-        for &(peer, why) in exclude {
-            // The joiner left its own parent, a child of the root, as dead (it starved under
-            // it, or lost its stream): that root slot is freed for the next joiner, so the root
-            // must stop streaming to the silent child too, or it refuses the Request of the
-            // phone it places there (a hung child, sockets open, holds its stream until the
-            // transport gives up). Only the joiner's current parent: a `Join` repeats older
-            // exclusions, and a peer left long ago may since have moved under the root, alive.
-            // Only a joiner that may take children: a leaf-only one is on a slow port, whose
-            // backlog starves it behind a parent that sends on time (seed 57 of the plan in
-            // `the_root_drops_a_child_reported_dead_and_feeds_the_reporter`: a 2 Mbit/s leaf got
-            // its chunks 3.7 s late, and evicting its live parent with its subtree sent 34
-            // phones to the origin).
-            let evict = why == Exclusion::Dead
-                && max_children > 0
-                && parent_of_joiner == Some(peer)
-                && self.members.get(&peer).and_then(|m| m.parent) == Some(self.root);
-            self.exclude(peer, why);
-            if evict {
-                self.evicted.push(peer);
-            }
-        }
-        if exclude.iter().any(|&(_, why)| why == Exclusion::Corrupt) {
-            self.evict_corrupt_root_kids();
-        }
+        self.apply_exclusions(max_children, parent_of_joiner, exclude);
         // Leaving the old parent frees its slot.
         if let Some(old) = self.members.get(&joiner).and_then(|m| m.parent) {
             self.release_slot(old, joiner);
@@ -206,6 +183,49 @@ impl Coordinator {
             // WAN for a 13 s limit). The leaf asks again; a capable joiner opens two slots.
             return None;
         }
+        Some((parent, self.attach(joiner, (depth, order, parent), capable)))
+    }
+
+    /// Applies a joiner's exclusions (`parent_of_joiner`: where it hung until now).
+    fn apply_exclusions(
+        &mut self,
+        max_children: u8,
+        parent_of_joiner: Option<PeerId>,
+        exclude: &[(PeerId, Exclusion)],
+    ) {
+        for &(peer, why) in exclude {
+            // The joiner left its own parent, a child of the root, as dead (it starved under
+            // it, or lost its stream): that root slot is freed for the next joiner, so the root
+            // must stop streaming to the silent child too, or it refuses the Request of the
+            // phone it places there (a hung child, sockets open, holds its stream until the
+            // transport gives up). Only the joiner's current parent: a `Join` repeats older
+            // exclusions, and a peer left long ago may since have moved under the root, alive.
+            // Only a joiner that may take children: a leaf-only one is on a slow port, whose
+            // backlog starves it behind a parent that sends on time (seed 57 of the plan in
+            // `the_root_drops_a_child_reported_dead_and_feeds_the_reporter`: a 2 Mbit/s leaf got
+            // its chunks 3.7 s late, and evicting its live parent with its subtree sent 34
+            // phones to the origin).
+            let evict = why == Exclusion::Dead
+                && max_children > 0
+                && parent_of_joiner == Some(peer)
+                && self.members.get(&peer).and_then(|m| m.parent) == Some(self.root);
+            self.exclude(peer, why);
+            if evict {
+                self.evicted.push(peer);
+            }
+        }
+        if exclude.iter().any(|&(_, why)| why == Exclusion::Corrupt) {
+            self.evict_corrupt_root_kids();
+        }
+    }
+
+    /// Hangs `joiner` under the open slot `(depth, order, parent)`; returns its depth.
+    fn attach(
+        &mut self,
+        joiner: PeerId,
+        (depth, order, parent): (u8, u64, PeerId),
+        capable: bool,
+    ) -> u8 {
         let p = self.members.get_mut(&parent).expect("open members exist");
         p.kids.push(joiner);
         debug_assert!(p.kids.len() <= usize::from(self.fanout));
@@ -240,7 +260,7 @@ impl Coordinator {
             self.open.insert((child_depth, child_order, joiner));
         }
         self.reindex_subtree(joiner);
-        Some((parent, child_depth))
+        child_depth
     }
 
     /// A member that moved keeps its subtree: give its descendants their new depths, so the
