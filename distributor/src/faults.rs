@@ -185,6 +185,28 @@ pub struct FaultRuntime {
 }
 
 impl FaultRuntime {
+    /// The faults planned for these phones (`index`: their numbers in the plan): corrupt peers,
+    /// liars, slow links.
+    pub(crate) fn assign_to(&self, h: &mut crate::peer::Host, index: &[usize]) {
+        for (k, &i) in index.iter().enumerate() {
+            if self.is_corrupt(i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_corrupt();
+            }
+            if let Some(kind) = self.liar_of(i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_liar(kind);
+            }
+            if self.assignment.slow.contains(&i)
+                && let Some(p) = h.peers.get_mut(k)
+            {
+                p.set_link_kbit((self.plan.slow_mbit * 1000.0) as u32);
+            }
+        }
+    }
+
     pub fn new(plan: FaultPlan, phones: usize, horizon: Duration) -> FaultRuntime {
         let assignment = plan.assign(phones, horizon);
         FaultRuntime {

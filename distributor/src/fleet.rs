@@ -267,7 +267,7 @@ fn run_core(
         }
     }
     if let (Ok(h), Some(f)) = (&mut host, &faults) {
-        assign_faults(h, f, &index);
+        f.assign_to(h, &index);
     }
     // Never leave the other cores waiting at the barrier, whatever failed here.
     barrier.wait();
@@ -326,28 +326,6 @@ fn run_core(
         f.frozen_unread_sockets.fetch_add(unread, Ordering::Relaxed);
     }
     Ok(finish_core(host, index, done_at, fds_peak))
-}
-
-/// The faults planned for these phones (`index`: their numbers in the plan): corrupt peers,
-/// liars, slow links.
-fn assign_faults(h: &mut Host, f: &crate::faults::FaultRuntime, index: &[usize]) {
-    for (k, &i) in index.iter().enumerate() {
-        if f.is_corrupt(i)
-            && let Some(p) = h.peers.get_mut(k)
-        {
-            p.set_corrupt();
-        }
-        if let Some(kind) = f.liar_of(i)
-            && let Some(p) = h.peers.get_mut(k)
-        {
-            p.set_liar(kind);
-        }
-        if f.assignment.slow.contains(&i)
-            && let Some(p) = h.peers.get_mut(k)
-        {
-            p.set_link_kbit((f.plan.slow_mbit * 1000.0) as u32);
-        }
-    }
 }
 
 /// Notes the phones that installed since the last turn (at `now`) and counts them in

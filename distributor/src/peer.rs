@@ -676,23 +676,6 @@ impl Peer {
         }
     }
 
-    /// Every socket the phone holds: its streams, origin transfers, election sockets and
-    /// listener.
-    fn socket_tokens(&self) -> Vec<Token> {
-        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
-        tokens.extend(
-            self.files
-                .iter()
-                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
-        );
-        tokens.extend([
-            self.base | UDP_TOKEN,
-            self.base | ADVERT_TOKEN,
-            self.base | LISTEN_TOKEN,
-        ]);
-        tokens
-    }
-
     /// Closes every socket and lets the engine finish cancelling their operations, so the
     /// ports are free the moment the phone stops (a ring's teardown would otherwise hold them).
     pub fn close_all(&mut self) {

@@ -40,6 +40,23 @@ impl Peer {
         self.phone.liar
     }
 
+    /// Every socket the phone holds: its streams, origin transfers, election sockets and
+    /// listener.
+    pub(super) fn socket_tokens(&self) -> Vec<Token> {
+        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+        tokens.extend(
+            self.files
+                .iter()
+                .filter_map(|f| f.origin.as_ref().map(|o| o.token)),
+        );
+        tokens.extend([
+            self.base | UDP_TOKEN,
+            self.base | ADVERT_TOKEN,
+            self.base | LISTEN_TOKEN,
+        ]);
+        tokens
+    }
+
     /// Fault injection: the phone dies. Its sockets are closed at once (the kernel sends FIN,
     /// or RST where unread data remains), without polling the shared reactor.
     pub fn crash(&mut self) {

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pfs::engine::{self, Backend, Completion, Limits, Payload, Reactor};
+use pfs::engine::{self, Backend, Completion, Limits, Payload, Reactor, Token};
 
 const BACKENDS: [Backend; 3] = [Backend::Uring, Backend::UringCopy, Backend::Syscall];
 
@@ -314,6 +314,37 @@ fn unread(fd: &std::os::fd::OwnedFd) -> usize {
     n as usize
 }
 
+/// Polls `r` until stream `token`'s connect completes (at most 5 s); whether it succeeded.
+fn wait_connected(r: &mut Box<dyn Reactor>, token: Token) -> bool {
+    let mut connected = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !connected && Instant::now() < deadline {
+        r.poll(Some(Duration::from_millis(20)), &mut |c| {
+            if let Completion::Connected { conn, result } = c
+                && conn == token
+            {
+                connected = result.is_ok();
+            }
+        })
+        .unwrap();
+    }
+    connected
+}
+
+/// Queues all of `img` on stream `token`, 64 KiB per frame.
+fn queue_image(r: &mut Box<dyn Reactor>, token: Token, img: &Arc<memmap2::Mmap>) {
+    for off in (0..img.len()).step_by(65536) {
+        let map = img.clone();
+        let frame = Payload::Mapped {
+            head: vec![],
+            map,
+            off,
+            len: 65536,
+        };
+        r.send(token, frame).unwrap();
+    }
+}
+
 /// A frozen socket behaves as one of a hung process (`pfs lab --freeze-fraction`): it stays
 /// open but is no longer read. A parent streaming into a frozen child's stream fills its
 /// receive buffer, the window closes, and the parent's `TCP_USER_TIMEOUT` aborts the stream
@@ -343,38 +374,14 @@ fn a_frozen_socket_is_not_read_and_its_parent_times_out() {
         let other = UdpSocket::bind("127.0.0.1:0").unwrap();
         let other_addr = other.local_addr().unwrap();
         shared.udp(9, other).unwrap();
-        let mut connected = false;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !connected && Instant::now() < deadline {
-            shared
-                .poll(Some(Duration::from_millis(20)), &mut |c| {
-                    if let Completion::Connected { conn: 7, result } = c {
-                        connected = result.is_ok();
-                    }
-                })
-                .unwrap();
-        }
-        assert!(connected, "{b:?}");
+        assert!(wait_connected(&mut shared, 7), "{b:?}");
         // The handshake completed in the backlog; the parent takes it now.
         let (accepted, _) = listener.accept().unwrap();
         engine::tcp_liveness(&accepted);
         parent.register(1, accepted).unwrap();
         shared.freeze(7);
         shared.freeze(8);
-        let img = image(64 * 65536);
-        for off in (0..img.len()).step_by(65536) {
-            parent
-                .send(
-                    1,
-                    Payload::Mapped {
-                        head: vec![],
-                        map: img.clone(),
-                        off,
-                        len: 65536,
-                    },
-                )
-                .unwrap();
-        }
+        queue_image(&mut parent, 1, &image(64 * 65536));
         let pinger = UdpSocket::bind("127.0.0.1:0").unwrap();
         let start = Instant::now();
         let (mut last_sent, mut broken, mut frozen_reports, mut other_got) = (start, None, 0, 0);
