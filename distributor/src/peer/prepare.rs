@@ -156,6 +156,14 @@ fn election_sockets(
     bcast: Ipv4Addr,
 ) -> Result<(UdpSocket, UdpSocket), PeerError> {
     use nix::sys::socket::{setsockopt, sockopt};
+    let to_device = |s: &dyn std::os::fd::AsFd| {
+        setsockopt(
+            &s.as_fd(),
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(&opts.iface),
+        )
+        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))
+    };
     let unicast = UdpSocket::bind(SocketAddrV4::new(me, opts.port))
         .map_err(io_err(format!("UDP {me}:{}", opts.port)))?;
     unicast
@@ -174,12 +182,8 @@ fn election_sockets(
         )
         .map_err(|e| io_err("UDP socket")(e.into()))?;
         setsockopt(&s, sockopt::ReuseAddr, &true).map_err(|e| io_err("SO_REUSEADDR")(e.into()))?;
-        setsockopt(
-            &s,
-            sockopt::BindToDevice,
-            &std::ffi::OsString::from(&opts.iface),
-        )
-        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
+        // Before the bind, so the address is shared only among sockets of other interfaces.
+        to_device(&s)?;
         bind(
             s.as_raw_fd(),
             &SockaddrIn::from(SocketAddrV4::new(bcast, opts.port)),
@@ -192,13 +196,8 @@ fn election_sockets(
         // on 2 cores lost 40 % of it at the default buffer (RcvbufErrors).
         let got = crate::fetch::receive_buffer(s, ELECTION_RCVBUF);
         tracing::debug!(?got, "election socket receive buffer");
-        setsockopt(
-            s,
-            sockopt::BindToDevice,
-            &std::ffi::OsString::from(&opts.iface),
-        )
-        .map_err(|e| io_err("SO_BINDTODEVICE")(e.into()))?;
     }
+    to_device(&unicast)?;
     // DSCP CS6 (network control): where the LAN honours it, adverts are not the packets
     // dropped behind bulk chunk traffic.
     let _ = setsockopt(&unicast, sockopt::Ipv4Tos, &0xc0);
