@@ -90,7 +90,7 @@ pub(super) struct SimulateArgs {
     host_cores: u32,
     /// With --host-cores: the host's CPU seconds per GB delivered to phones (what `pfs lab
     /// --json` reports as `cpu_s_per_gb` on that host).
-    #[arg(long)]
+    #[arg(long, requires = "host_cores")]
     host_cpu_s_per_gb: Option<f64>,
     #[arg(long)]
     json: bool,
@@ -215,6 +215,12 @@ fn print_text(r: &sim::Report) {
         r.limit_s,
         r.makespan_s / r.limit_s
     );
+    if r.host_cpu_s > 0.0 {
+        println!(
+            "all phones on one host (--host-cores): {:.2} CPU s charged to it",
+            r.host_cpu_s
+        );
+    }
     // Per model, as the lab prints it: 1.000 is one copy of each model's load.
     let loads = r.load_bytes as f64 * f64::from(r.models);
     println!(
